@@ -1,0 +1,79 @@
+"""Finding plugin executables in CNI_PATH and running them, as libcni's invoke package does."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..spec import CNIError, PluginExecFailed, PluginNotFound
+
+#: Default exec timeout; a runtime can pass its own.
+DEFAULT_TIMEOUT = 60.0
+#: "text file busy" (ETXTBSY) happens when a plugin binary is being replaced while we exec it;
+#: libcni retries a few times, so do we.
+_ETXTBSY_RETRIES = 5
+
+
+def find_plugin(name: str, paths: Iterable[str]) -> str:
+    """The first executable called ``name`` in ``paths``; names with a separator are rejected."""
+    if not name or os.sep in name or name in (".", ".."):
+        raise PluginNotFound(f"invalid plugin name {name!r}", "a plugin type is a bare file name")
+    searched = [p for p in paths if p]
+    for directory in searched:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise PluginNotFound(f'failed to find plugin "{name}" in path {searched}')
+
+
+def exec_plugin(
+    path: str,
+    env: Mapping[str, str],
+    stdin: bytes,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    inherit_env: bool = True,
+) -> bytes:
+    """Run plugin ``path``; return its stdout, or raise the CNIError it printed.
+
+    The CNI_* variables in ``env`` override the inherited environment, as in libcni.
+    """
+    full_env = dict(os.environ) if inherit_env else {}
+    full_env.update(env)
+    for attempt in range(_ETXTBSY_RETRIES + 1):
+        try:
+            proc = subprocess.run(
+                [path],
+                input=stdin,
+                env=full_env,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+            break
+        except OSError as exc:
+            if exc.errno == errno.ETXTBSY and attempt < _ETXTBSY_RETRIES:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise PluginExecFailed(f"failed to execute plugin {path}", str(exc)) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise PluginExecFailed(
+                f"plugin {path} timed out", f"no answer to {env.get('CNI_COMMAND')} in {timeout}s"
+            ) from exc
+    if proc.returncode != 0:
+        raise _error_from_output(path, proc.stdout, proc.stderr, proc.returncode)
+    return proc.stdout
+
+
+def _error_from_output(path: str, stdout: bytes, stderr: bytes, status: int) -> CNIError:
+    try:
+        obj: Any = json.loads(stdout)
+        return CNIError.from_json(obj)
+    except (ValueError, CNIError):
+        tail = (stderr or stdout).decode(errors="replace").strip()[-500:]
+        return PluginExecFailed(f"plugin {path} failed with exit status {status}", tail)

@@ -1,0 +1,30 @@
+"""The plugin side of CNI: invocation arguments, the Plugin base class, run_plugin, delegation."""
+
+from ._args import (
+    CONTAINER_ID_RE,
+    IFNAME_MAX,
+    CmdArgs,
+    parse_cni_args,
+    validate_container_id,
+    validate_ifname,
+)
+from ._delegate import PYCNI_MARKER, delegate, delegate_add, delegate_check, delegate_del
+from ._plugin import Plugin, invoke, run_plugin, run_plugin_bytes
+
+__all__ = [
+    "CONTAINER_ID_RE",
+    "IFNAME_MAX",
+    "PYCNI_MARKER",
+    "CmdArgs",
+    "Plugin",
+    "delegate",
+    "delegate_add",
+    "delegate_check",
+    "delegate_del",
+    "invoke",
+    "parse_cni_args",
+    "run_plugin",
+    "run_plugin_bytes",
+    "validate_container_id",
+    "validate_ifname",
+]

@@ -1,0 +1,148 @@
+"""What a plugin is called with: the CNI_* environment, validated, plus the parsed config."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ..spec import (
+    InvalidEnvironmentVariables,
+    NetworkConfig,
+    UnsupportedField,
+)
+
+CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+#: IFNAMSIZ is 16 including the NUL, so a name has at most 15 bytes.
+IFNAME_MAX = 15
+
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+
+#: Which CNI_* variables each command requires (as the spec's skel does).
+REQUIRED_ENV: dict[str, tuple[str, ...]] = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "STATUS": (),
+    "GC": (),
+    "VERSION": (),
+}
+
+
+def validate_container_id(cid: str) -> None:
+    """Container IDs are alphanumeric plus ``_.-``, starting alphanumeric (spec section 2)."""
+    if not cid:
+        raise InvalidEnvironmentVariables("CNI_CONTAINERID is empty")
+    if not CONTAINER_ID_RE.match(cid):
+        raise InvalidEnvironmentVariables(
+            "invalid characters in CNI_CONTAINERID",
+            f"{cid!r} must match {CONTAINER_ID_RE.pattern}",
+        )
+
+
+def validate_ifname(name: str) -> None:
+    """Linux interface name rules: 1-15 bytes, not ``.``/``..``, no ``/``, ``:`` or space."""
+    if not name:
+        raise InvalidEnvironmentVariables("CNI_IFNAME is empty")
+    if len(name.encode()) > IFNAME_MAX:
+        raise InvalidEnvironmentVariables(
+            f"CNI_IFNAME {name!r} is too long", f"at most {IFNAME_MAX} bytes, got {len(name.encode())}"
+        )
+    if name in (".", ".."):
+        raise InvalidEnvironmentVariables(f"CNI_IFNAME {name!r} is not a valid interface name")
+    bad = sorted({c for c in name if c in "/:" or c.isspace() or not c.isprintable()})
+    if bad:
+        raise InvalidEnvironmentVariables(
+            f"CNI_IFNAME {name!r} contains invalid characters", f"not allowed: {bad!r}"
+        )
+
+
+def parse_cni_args(value: str) -> list[tuple[str, str]]:
+    """``"K1=V1;K2=V2"`` -> pairs, in order; an empty string gives none."""
+    pairs: list[tuple[str, str]] = []
+    if not value:
+        return pairs
+    for item in value.split(";"):
+        if not item:
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key or "=" in val:
+            raise InvalidEnvironmentVariables(
+                "invalid CNI_ARGS", f"pair {item!r} is not KEY=VALUE (pairs are separated by ';')"
+            )
+        pairs.append((key, val))
+    return pairs
+
+
+def _truthy(key: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true"):
+        return True
+    if lowered in ("0", "false", ""):
+        return False
+    raise InvalidEnvironmentVariables(f"invalid CNI_ARGS {key}={value!r}: expected true or false")
+
+
+@dataclass(frozen=True)
+class CmdArgs:
+    """One plugin invocation: the CNI_* variables, the stdin bytes and the parsed config.
+
+    For STATUS and GC the container fields are empty strings.
+    """
+
+    command: str
+    container_id: str
+    netns: str
+    ifname: str
+    args: str
+    path: tuple[str, ...]
+    stdin: bytes
+    conf: NetworkConfig
+
+    def args_pairs(self) -> list[tuple[str, str]]:
+        """CNI_ARGS as (key, value) pairs, validated."""
+        return parse_cni_args(self.args)
+
+    def cni_args(self, known: Iterable[str]) -> dict[str, str]:
+        """CNI_ARGS restricted to ``known`` keys.
+
+        An unknown key is an error unless ``IgnoreUnknown`` is true, as in libcni; runtimes
+        (kubelet, containerd, CRI-O, podman) always set it because they add K8S_POD_* keys.
+        """
+        pairs = self.args_pairs()
+        known_set = set(known)
+        ignore = any(k == "IgnoreUnknown" and _truthy(k, v) for k, v in pairs)
+        out: dict[str, str] = {}
+        for key, value in pairs:
+            if key in known_set:
+                out[key] = value
+            elif key != "IgnoreUnknown" and not ignore:
+                raise UnsupportedField(
+                    f"unknown CNI_ARGS key {key!r}",
+                    f"this plugin knows {sorted(known_set)}; set IgnoreUnknown=1 to skip others",
+                )
+        return out
+
+    def env(self, command: str | None = None) -> dict[str, str]:
+        """The CNI_* environment for delegating this call (e.g. to an IPAM plugin)."""
+        env = {
+            "CNI_COMMAND": command or self.command,
+            "CNI_CONTAINERID": self.container_id,
+            "CNI_NETNS": self.netns,
+            "CNI_IFNAME": self.ifname,
+            "CNI_ARGS": self.args,
+            "CNI_PATH": ":".join(self.path),
+        }
+        return {k: v for k, v in env.items() if v}
+
+
+def env_for(command: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """Check that ``command`` is known and its required variables are set."""
+    if command not in COMMANDS:
+        raise InvalidEnvironmentVariables(
+            f"unknown CNI_COMMAND {command!r}", f"expected one of {list(COMMANDS)}"
+        )
+    missing = [name for name in REQUIRED_ENV[command] if not environ.get(name)]
+    if missing:
+        raise InvalidEnvironmentVariables(f"required env variables {missing} missing")
+    return {k: v for k, v in environ.items() if k.startswith("CNI_")}

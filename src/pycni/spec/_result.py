@@ -1,0 +1,339 @@
+"""CNI results for every spec version, with one in-memory model and conversion.
+
+The model is the newest (1.1.0) result. ``Result.from_json`` reads any version into it and
+``Result.to_json(version)`` writes any version out of it, following libcni's rules:
+
+* 0.3.0 - 0.4.0 carry ``version: "4"|"6"`` on each IP; 1.0.0 dropped it.
+* 0.1.0 / 0.2.0 have ``ip4``/``ip6`` objects instead of ``ips``: writing one keeps the first
+  IPv4 and the first IPv6 address, and each route goes under the family of its destination.
+  A result with no address cannot be written as 0.2.0.
+* 1.1.0 added interface ``mtu``, ``socketPath``, ``pciID`` and route ``mtu``, ``advmss``,
+  ``priority``, ``table``, ``scope``; older versions drop them.
+
+Addresses keep their host bits (``10.1.0.5/24``), as Go's ``types.ParseCIDR`` does, so
+addresses and route destinations are :class:`ipaddress.IPv4Interface` /
+:class:`ipaddress.IPv6Interface`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import DecodingFailure, IncompatibleCNIVersion
+from ._version import CURRENT_VERSION, SUPPORTED_VERSIONS, parse_version
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_cidr(value: Any, what: str) -> IPInterface:
+    """Parse ``"10.1.0.5/24"`` keeping host bits; DecodingFailure names ``what``."""
+    if not isinstance(value, str) or "/" not in value:
+        raise DecodingFailure(f"invalid {what}: expected an address with prefix, got {value!r}")
+    try:
+        return ipaddress.ip_interface(value)
+    except ValueError as exc:
+        raise DecodingFailure(f"invalid {what} {value!r}: {exc}") from exc
+
+
+def parse_ip(value: Any, what: str) -> IPAddress:
+    """Parse a bare IP address; DecodingFailure names ``what``."""
+    if not isinstance(value, str):
+        raise DecodingFailure(f"invalid {what}: expected an IP address string, got {value!r}")
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise DecodingFailure(f"invalid {what} {value!r}: {exc}") from exc
+
+
+def _opt_int(obj: dict[str, Any], key: str, what: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DecodingFailure(f"invalid {what}.{key}: expected an integer, got {value!r}")
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, what: str) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DecodingFailure(f"invalid {what}.{key}: expected a string, got {value!r}")
+    return value
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DecodingFailure(f"invalid {what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DecodingFailure(f"invalid {what}: expected a JSON list, got {type(value).__name__}")
+    return value
+
+
+def _str_list(value: Any, what: str) -> list[str]:
+    items = _list(value, what)
+    if not all(isinstance(i, str) for i in items):
+        raise DecodingFailure(f"invalid {what}: expected a list of strings")
+    return list(items)
+
+
+@dataclass
+class Interface:
+    """An interface the plugin created or touched (``sandbox`` empty means the host)."""
+
+    name: str
+    mac: str = ""
+    mtu: int = 0
+    sandbox: str = ""
+    socket_path: str = ""
+    pci_id: str = ""
+
+    def to_json(self, version: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.mac:
+            out["mac"] = self.mac
+        if self.mtu and _has_1_1(version):
+            out["mtu"] = self.mtu
+        if self.sandbox:
+            out["sandbox"] = self.sandbox
+        if _has_1_1(version):
+            if self.socket_path:
+                out["socketPath"] = self.socket_path
+            if self.pci_id:
+                out["pciID"] = self.pci_id
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Interface:
+        o = _obj(obj, "interface")
+        return cls(
+            name=_str(o, "name", "interface"),
+            mac=_str(o, "mac", "interface"),
+            mtu=_opt_int(o, "mtu", "interface") or 0,
+            sandbox=_str(o, "sandbox", "interface"),
+            socket_path=_str(o, "socketPath", "interface"),
+            pci_id=_str(o, "pciID", "interface"),
+        )
+
+
+@dataclass
+class IPConfig:
+    """One address; ``interface`` indexes ``Result.interfaces`` (None: not said)."""
+
+    address: IPInterface
+    gateway: IPAddress | None = None
+    interface: int | None = None
+
+    @property
+    def family(self) -> int:
+        """4 or 6."""
+        return self.address.version
+
+    def to_json(self, version: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if parse_version(version) < (1, 0, 0):
+            out["version"] = str(self.address.version)
+        if self.interface is not None:
+            out["interface"] = self.interface
+        out["address"] = str(self.address)
+        if self.gateway is not None:
+            out["gateway"] = str(self.gateway)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> IPConfig:
+        o = _obj(obj, "ips[]")
+        address = parse_cidr(o.get("address"), "ips[].address")
+        gateway = parse_ip(o["gateway"], "ips[].gateway") if o.get("gateway") else None
+        iface = _opt_int(o, "interface", "ips[]")
+        declared = o.get("version")
+        if declared not in (None, "", "4", "6"):
+            raise DecodingFailure(f'invalid ips[].version {declared!r}: expected "4" or "6"')
+        if declared and int(declared) != address.version:
+            raise DecodingFailure(
+                f"ips[].version is {declared} but address {address} is IPv{address.version}"
+            )
+        return cls(address=address, gateway=gateway, interface=iface)
+
+
+@dataclass
+class Route:
+    """A route; 1.1.0 adds mtu, advmss, priority, table and scope."""
+
+    dst: IPInterface
+    gw: IPAddress | None = None
+    mtu: int = 0
+    advmss: int = 0
+    priority: int = 0
+    table: int | None = None
+    scope: int | None = None
+
+    def to_json(self, version: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"dst": str(self.dst)}
+        if self.gw is not None:
+            out["gw"] = str(self.gw)
+        if _has_1_1(version):
+            for key, value in (("mtu", self.mtu), ("advmss", self.advmss),
+                               ("priority", self.priority)):
+                if value:
+                    out[key] = value
+            if self.table is not None:
+                out["table"] = self.table
+            if self.scope is not None:
+                out["scope"] = self.scope
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Route:
+        o = _obj(obj, "routes[]")
+        return cls(
+            dst=parse_cidr(o.get("dst"), "routes[].dst"),
+            gw=parse_ip(o["gw"], "routes[].gw") if o.get("gw") else None,
+            mtu=_opt_int(o, "mtu", "routes[]") or 0,
+            advmss=_opt_int(o, "advmss", "routes[]") or 0,
+            priority=_opt_int(o, "priority", "routes[]") or 0,
+            table=_opt_int(o, "table", "routes[]"),
+            scope=_opt_int(o, "scope", "routes[]"),
+        )
+
+
+@dataclass
+class DNS:
+    """Resolver settings; every field is optional."""
+
+    nameservers: list[str] = field(default_factory=list)
+    domain: str = ""
+    search: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.nameservers or self.domain or self.search or self.options)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.nameservers:
+            out["nameservers"] = list(self.nameservers)
+        if self.domain:
+            out["domain"] = self.domain
+        if self.search:
+            out["search"] = list(self.search)
+        if self.options:
+            out["options"] = list(self.options)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> DNS:
+        if obj is None:
+            return cls()
+        o = _obj(obj, "dns")
+        return cls(
+            nameservers=_str_list(o.get("nameservers"), "dns.nameservers"),
+            domain=_str(o, "domain", "dns"),
+            search=_str_list(o.get("search"), "dns.search"),
+            options=_str_list(o.get("options"), "dns.options"),
+        )
+
+
+@dataclass
+class Result:
+    """A plugin's ADD result (the 1.1.0 model; ``cni_version`` is what it was read as)."""
+
+    cni_version: str = CURRENT_VERSION
+    interfaces: list[Interface] = field(default_factory=list)
+    ips: list[IPConfig] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    dns: DNS = field(default_factory=DNS)
+
+    def to_json(self, version: str | None = None) -> dict[str, Any]:
+        """The result as ``version`` (default: ``cni_version``) would print it."""
+        version = version or self.cni_version
+        if version not in SUPPORTED_VERSIONS:
+            raise IncompatibleCNIVersion(
+                f'cannot convert result to unsupported version "{version}"',
+                f"supported: {list(SUPPORTED_VERSIONS)}",
+            )
+        if parse_version(version) < (0, 3, 0):
+            return self._to_legacy(version)
+        out: dict[str, Any] = {"cniVersion": version}
+        if self.interfaces:
+            out["interfaces"] = [i.to_json(version) for i in self.interfaces]
+        if self.ips:
+            out["ips"] = [ip.to_json(version) for ip in self.ips]
+        if self.routes:
+            out["routes"] = [r.to_json(version) for r in self.routes]
+        out["dns"] = self.dns.to_json()
+        return out
+
+    def _to_legacy(self, version: str) -> dict[str, Any]:
+        ip4 = next((ip for ip in self.ips if ip.family == 4), None)
+        ip6 = next((ip for ip in self.ips if ip.family == 6), None)
+        if ip4 is None and ip6 is None:
+            raise IncompatibleCNIVersion(
+                f"cannot convert result to version {version}", "the result has no IP address"
+            )
+        out: dict[str, Any] = {"cniVersion": version}
+        for key, ip in (("ip4", ip4), ("ip6", ip6)):
+            if ip is None:
+                continue
+            entry: dict[str, Any] = {"ip": str(ip.address)}
+            if ip.gateway is not None:
+                entry["gateway"] = str(ip.gateway)
+            routes = [r.to_json("0.2.0") for r in self.routes if r.dst.version == ip.family]
+            if routes:
+                entry["routes"] = routes
+            out[key] = entry
+        out["dns"] = self.dns.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, version: str | None = None) -> Result:
+        """Read a result of any supported version (``version`` overrides ``cniVersion``)."""
+        o = _obj(obj, "result")
+        version = version or o.get("cniVersion") or "0.1.0"
+        if not isinstance(version, str) or version not in SUPPORTED_VERSIONS:
+            raise IncompatibleCNIVersion(
+                f"unsupported result version {version!r}", f"supported: {list(SUPPORTED_VERSIONS)}"
+            )
+        if parse_version(version) < (0, 3, 0):
+            return cls._from_legacy(o, version)
+        return cls(
+            cni_version=version,
+            interfaces=[Interface.from_json(i) for i in _list(o.get("interfaces"), "interfaces")],
+            ips=[IPConfig.from_json(i) for i in _list(o.get("ips"), "ips")],
+            routes=[Route.from_json(r) for r in _list(o.get("routes"), "routes")],
+            dns=DNS.from_json(o.get("dns")),
+        )
+
+    @classmethod
+    def _from_legacy(cls, o: dict[str, Any], version: str) -> Result:
+        result = cls(cni_version=version, dns=DNS.from_json(o.get("dns")))
+        for key, family in (("ip4", 4), ("ip6", 6)):
+            entry = o.get(key)
+            if entry is None:
+                continue
+            e = _obj(entry, key)
+            address = parse_cidr(e.get("ip"), f"{key}.ip")
+            if address.version != family:
+                raise DecodingFailure(f"{key}.ip {address} is not an IPv{family} address")
+            gateway = parse_ip(e["gateway"], f"{key}.gateway") if e.get("gateway") else None
+            result.ips.append(IPConfig(address=address, gateway=gateway))
+            result.routes.extend(Route.from_json(r) for r in _list(e.get("routes"), f"{key}.routes"))
+        return result
+
+    def convert(self, version: str) -> Result:
+        """A copy that is exactly what ``version`` can carry (lossy conversions applied)."""
+        return Result.from_json(self.to_json(version))
+
+
+def _has_1_1(version: str) -> bool:
+    return parse_version(version) >= (1, 1, 0)

@@ -1,0 +1,175 @@
+"""Public test helpers: sandbox namespaces, running plugins in them, leak checks.
+
+Every kernel object a test makes carries :data:`PREFIX`. Plugins under test never run in the
+machine's own namespace: a test makes a "host" namespace (where the bridge, the host veth ends
+and the netfilter rules go) and "container" namespaces, and runs the plugin inside the host
+one, either in-process (:func:`call_plugin`) or as an executable through ``nsenter``
+(:func:`exec_plugin_in`). That keeps the machine's interfaces, routes and firewall untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..host import create_netns, list_netns, netns_path, remove_netns, run_in_netns
+
+T = TypeVar("T")
+
+#: Every test object's name starts with this.
+PREFIX = "pyt"
+
+GO_PLUGIN_DIR = "/usr/lib/cni"
+
+
+def unique_name(kind: str = "") -> str:
+    """A fresh name with the test prefix, short enough for an interface (<= 15 bytes)."""
+    return f"{PREFIX}{kind[:4]}{secrets.token_hex(4)}"
+
+
+@contextmanager
+def temp_netns(kind: str = "ns") -> Iterator[str]:
+    """A fresh named netns; yields its path and always removes it."""
+    name = unique_name(kind)
+    path = create_netns(name)
+    try:
+        yield path
+    finally:
+        remove_netns(name)
+
+
+@dataclass
+class PluginCall:
+    """What a plugin call printed and returned."""
+
+    status: int
+    stdout: bytes
+    stderr: bytes = b""
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+    def ok(self) -> Any:
+        """The parsed output; AssertionError with the output if the call failed."""
+        if self.status != 0:
+            raise AssertionError(f"plugin failed ({self.status}): {self.stdout!r} {self.stderr!r}")
+        return self.json
+
+
+def cni_env(
+    command: str,
+    *,
+    container_id: str = "",
+    netns: str = "",
+    ifname: str = "eth0",
+    args: str = "",
+    path: str = GO_PLUGIN_DIR,
+) -> dict[str, str]:
+    """The CNI_* environment for one call (empty values are left out)."""
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": ifname,
+        "CNI_ARGS": args,
+        "CNI_PATH": path,
+    }
+    return {k: v for k, v in env.items() if v}
+
+
+def call_plugin(
+    host_netns: str,
+    type_name: str,
+    env: Mapping[str, str],
+    conf: Mapping[str, Any] | bytes,
+) -> PluginCall:
+    """Run pycni plugin ``type_name`` in-process, with ``host_netns`` as its host namespace."""
+    from ..plugins import load_plugin
+    from ..skel import run_plugin_bytes
+
+    cls = load_plugin(type_name)
+    if cls is None:
+        raise LookupError(f"pycni has no plugin {type_name!r}")
+    stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
+    status, out = run_in_netns(host_netns, run_plugin_bytes, cls(), dict(env), stdin)
+    return PluginCall(status, out)
+
+
+def exec_plugin_in(
+    host_netns: str,
+    executable: str,
+    env: Mapping[str, str],
+    conf: Mapping[str, Any] | bytes,
+    timeout: float = 60,
+) -> PluginCall:
+    """Run a plugin executable (Go's or ours) with ``host_netns`` as its host namespace."""
+    stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    full_env.update(env)
+    proc = subprocess.run(
+        ["nsenter", f"--net={host_netns}", "--", executable],
+        input=stdin,
+        env=full_env,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return PluginCall(proc.returncode, proc.stdout, proc.stderr)
+
+
+def ip_json(netns: str | None, *args: str) -> Any:
+    """``ip -j ARGS`` in ``netns`` (None: this namespace), parsed; for assertions."""
+    cmd = ["ip", "-j", *args] if netns is None else ["nsenter", f"--net={netns}", "--", "ip",
+                                                     "-j", *args]
+    out = subprocess.run(cmd, capture_output=True, check=True, text=True).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def ns_run(netns: str, *argv: str, timeout: float = 30, check: bool = False
+           ) -> subprocess.CompletedProcess[str]:
+    """Run a command inside ``netns`` (ping, nft, iptables-save...)."""
+    return subprocess.run(["nsenter", f"--net={netns}", "--", *argv], capture_output=True,
+                          text=True, timeout=timeout, check=check)
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it is truthy (kernel state settles asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def leftovers() -> list[str]:
+    """Test objects left in the machine's namespace: netns and links with the prefix."""
+    found = [f"netns {n}" for n in list_netns() if n.startswith(PREFIX)]
+    found += [f"link {link['ifname']}" for link in ip_json(None, "link", "show")
+              if link.get("ifname", "").startswith(PREFIX)]
+    return found
+
+
+__all__ = [
+    "GO_PLUGIN_DIR",
+    "PREFIX",
+    "PluginCall",
+    "call_plugin",
+    "cni_env",
+    "exec_plugin_in",
+    "ip_json",
+    "leftovers",
+    "netns_path",
+    "ns_run",
+    "temp_netns",
+    "unique_name",
+    "wait_for",
+]

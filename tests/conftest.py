@@ -1,0 +1,62 @@
+"""Shared fixtures: sandbox namespaces and a session-wide leak check."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from pycni.testing import GO_PLUGIN_DIR, leftovers, temp_netns
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _is_root():
+        return
+    skip = pytest.mark.skip(reason="needs root (network namespaces)")
+    for item in items:
+        if "netns" in item.keywords or "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    """Fail the run if any test object outlives the session."""
+    before = set(leftovers()) if _is_root() else set()
+    yield
+    if _is_root():
+        leaked = sorted(set(leftovers()) - before)
+        assert not leaked, f"test objects left behind: {leaked}"
+
+
+@pytest.fixture
+def host_ns() -> Iterator[str]:
+    """A fresh namespace that plays the node's (host's) role for a plugin under test."""
+    with temp_netns("h") as path:
+        yield path
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A fresh container namespace (its path)."""
+    with temp_netns("c") as path:
+        yield path
+
+
+@pytest.fixture
+def netns2() -> Iterator[str]:
+    """A second container namespace."""
+    with temp_netns("c") as path:
+        yield path
+
+
+@pytest.fixture
+def go_plugins() -> str:
+    """The Go reference plugins' directory; skips when Debian's package is not installed."""
+    if not os.path.exists(os.path.join(GO_PLUGIN_DIR, "bridge")):
+        pytest.skip("containernetworking-plugins is not installed (/usr/lib/cni)")
+    return GO_PLUGIN_DIR
