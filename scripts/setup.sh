@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what pycni needs on a Debian machine (run as root): kernel tools, the Go reference
+# plugins (our test oracle), and a virtualenv in .venv with pycni and its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  iproute2 util-linux nftables iptables conntrack iputils-ping tcpdump iperf3
+  dnsmasq-base busybox-static containernetworking-plugins python3-venv python3-pip
+)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
