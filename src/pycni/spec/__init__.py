@@ -1,6 +1,14 @@
 """The CNI wire format, with no I/O: configs, results of every version, errors."""
 
 from ._config import NAME_RE, NetworkConfig, bool_field, decode_json_object
+from ._conflist import (
+    LEGACY_ATTACHMENTS_KEY,
+    VALID_ATTACHMENTS_KEY,
+    GCAttachment,
+    NetworkConfigList,
+    decode_config,
+    derive_runtime_config,
+)
 from ._errors import (
     AddressExhausted,
     AddressInUse,
@@ -36,13 +44,16 @@ __all__ = [
     "COMMAND_MIN_VERSION",
     "CURRENT_VERSION",
     "DNS",
+    "LEGACY_ATTACHMENTS_KEY",
     "NAME_RE",
     "SUPPORTED_VERSIONS",
+    "VALID_ATTACHMENTS_KEY",
     "AddressExhausted",
     "AddressInUse",
     "CNIError",
     "DecodingFailure",
     "ErrorCode",
+    "GCAttachment",
     "IOFailure",
     "IPConfig",
     "IncompatibleCNIVersion",
@@ -53,6 +64,7 @@ __all__ = [
     "KernelError",
     "LimitedConnectivity",
     "NetworkConfig",
+    "NetworkConfigList",
     "PluginExecFailed",
     "PluginNotAvailable",
     "PluginNotFound",
@@ -62,7 +74,9 @@ __all__ = [
     "UnknownContainer",
     "UnsupportedField",
     "bool_field",
+    "decode_config",
     "decode_json_object",
+    "derive_runtime_config",
     "highest_supported",
     "parse_cidr",
     "parse_ip",
