@@ -1,0 +1,131 @@
+"""nftables through its JSON interface: libnftables in-process, ``nft -j -f -`` as fallback.
+
+libnftables (``libnftables.so.1``, Debian's ``libnftables1``) takes a JSON batch and runs it
+as one netlink transaction, without a process per call. Its netlink socket belongs to the
+namespace of the thread that runs the command, so a context is made and freed per call in
+the calling thread: callers inside ``NetNS.call`` act on that namespace. When the library
+cannot be loaded, the same JSON goes to the ``nft`` executable, which inherits the calling
+thread's namespace as any child process does.
+
+A batch is ``[{"add": {...}}, {"delete": {...}}, ...]`` (the objects of the ``"nftables"``
+array of libnftables-json(5)); the answer is the output array, without the metainfo object.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..spec import KernelError
+
+# libnftables output flags (nftables/libnftables.h).
+_OUTPUT_HANDLE = 1 << 3
+_OUTPUT_JSON = 1 << 4
+
+# libnftables keeps some process-wide state (symbol tables, the JSON parser's caches);
+# serialising calls costs nothing next to the netlink round trip.
+_LOCK = threading.Lock()
+
+
+class NftError(KernelError):
+    """An nftables command failed; ``not_found`` tells ENOENT (a missing table/chain/rule)."""
+
+    def __init__(self, msg: str, details: str = "", *, not_found: bool = False) -> None:
+        super().__init__(msg, details)
+        self.not_found = not_found
+
+
+@functools.cache
+def _library() -> Any:
+    """The loaded libnftables with its prototypes, or None if it is not installed."""
+    try:
+        lib = ctypes.CDLL("libnftables.so.1")
+    except OSError:
+        return None
+    ptr = ctypes.c_void_p
+    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    lib.nft_ctx_new.restype = ptr
+    lib.nft_ctx_free.argtypes = [ptr]
+    lib.nft_ctx_free.restype = None
+    lib.nft_ctx_output_set_flags.argtypes = [ptr, ctypes.c_uint]
+    lib.nft_ctx_output_set_flags.restype = None
+    for name in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
+        getattr(lib, name).argtypes = [ptr]
+        getattr(lib, name).restype = ctypes.c_int
+    for name in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
+        getattr(lib, name).argtypes = [ptr]
+        getattr(lib, name).restype = ctypes.c_char_p
+    lib.nft_run_cmd_from_buffer.argtypes = [ptr, ctypes.c_char_p]
+    lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+    return lib
+
+
+def available() -> bool:
+    """True if nftables can be driven here (the library or the ``nft`` executable)."""
+    return _library() is not None or shutil.which("nft") is not None
+
+
+def _run_library(lib: Any, payload: bytes) -> tuple[bool, str, str]:
+    with _LOCK:
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
+            raise KernelError("libnftables: nft_ctx_new failed")
+        try:
+            # With the JSON output flag set, libnftables also parses its input as JSON.
+            lib.nft_ctx_output_set_flags(ctx, _OUTPUT_JSON | _OUTPUT_HANDLE)
+            lib.nft_ctx_buffer_output(ctx)
+            lib.nft_ctx_buffer_error(ctx)
+            rc = lib.nft_run_cmd_from_buffer(ctx, payload)
+            out = lib.nft_ctx_get_output_buffer(ctx) or b""
+            err = lib.nft_ctx_get_error_buffer(ctx) or b""
+        finally:
+            lib.nft_ctx_free(ctx)
+    return rc == 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _run_executable(payload: bytes) -> tuple[bool, str, str]:
+    exe = shutil.which("nft")
+    if exe is None:
+        raise KernelError("nftables is not available: neither libnftables.so.1 nor nft found")
+    try:
+        proc = subprocess.run([exe, "-j", "-f", "-"], input=payload, capture_output=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KernelError(f"running {exe} failed: {exc}") from exc
+    return (proc.returncode == 0, proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"))
+
+
+def nft_json(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch",
+             use_library: bool | None = None) -> list[dict[str, Any]]:
+    """Run ``commands`` as one atomic batch in this thread's netns; return the output objects.
+
+    ``what`` names the objects for the error message. ``use_library`` forces the library
+    (True) or the executable (False); by default the library is used when it loads.
+    Raises :class:`NftError` (``not_found`` set for ENOENT) when nftables refuses the batch.
+    """
+    payload = json.dumps({"nftables": list(commands)}).encode()
+    lib = _library() if use_library is not False else None
+    if use_library and lib is None:
+        raise KernelError("libnftables.so.1 is not installed")
+    ok, out, err = _run_library(lib, payload) if lib is not None else _run_executable(payload)
+    if not ok:
+        msg = " ".join(line.strip() for line in err.splitlines() if line.strip())
+        raise NftError(f"{what} failed", msg or "nftables gave no reason",
+                       not_found="No such file or directory" in err)
+    if not out.strip():
+        return []
+    try:
+        items = json.loads(out)["nftables"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KernelError(f"{what}: unreadable nftables output", out[:200]) from exc
+    return [item for item in items if "metainfo" not in item]
+
+
+__all__ = ["NftError", "available", "nft_json"]

@@ -1,0 +1,253 @@
+"""Masquerade with iptables/ip6tables, in the reference plugins' layout.
+
+Per attachment and address family, in the ``nat`` table::
+
+    -A POSTROUTING -s <container ip>/32 -m comment --comment C -j CNI-<hash>
+    -A CNI-<hash> -d <container subnet> -m comment --comment C -j ACCEPT
+    -A CNI-<hash> ! -d 224.0.0.0/4 -m comment --comment C -j MASQUERADE   (ff00::/8 for v6)
+
+with C = ``name: "<network>" id: "<container id>"``. The chain is keyed on network and
+container id only (as upstream's: the ifname is not part of it).
+
+Every change is one ``iptables-restore --noflush`` batch, so a chain is never seen half
+written. Declaring ``:CHAIN`` in a noflush batch creates the chain or empties an existing
+one, which makes setup a replacement of the chain's content. State is read with
+``iptables-save -t nat``, which, unlike most iptables commands under iptables-nft, never
+creates the table it lists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ...spec import KernelError
+from ._base import MULTICAST, IPInterface, chain_comment, chain_name
+
+_TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
+_OUR_CHAIN = re.compile(r"^CNI-[0-9a-f]{24}$")
+_COMMENT = re.compile(r'^name: "((?:[^"\\]|\\.)*)" id: "((?:[^"\\]|\\.)*)"$')
+_GO_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+@dataclass
+class NatTable:
+    """The parsed ``iptables-save -t nat`` of one family: chains and their rules' argv."""
+
+    chains: set[str] = field(default_factory=set)
+    rules: dict[str, list[list[str]]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> NatTable:
+        """Read iptables-save output (only its ``*nat`` part)."""
+        table = cls()
+        current = None
+        for line in text.splitlines():
+            if line.startswith("*"):
+                current = line[1:].strip()
+            elif current != "nat" or not line or line.startswith("#"):
+                continue
+            elif line.startswith(":"):
+                name = line[1:].split()[0]
+                table.chains.add(name)
+                table.rules.setdefault(name, [])
+            elif line.startswith("-A "):
+                argv = shlex.split(line)
+                table.rules.setdefault(argv[1], []).append(argv[2:])
+        return table
+
+    def jumps_to(self, chain: str) -> list[list[str]]:
+        """The POSTROUTING rules that jump to ``chain``."""
+        return [r for r in self.rules.get("POSTROUTING", []) if _option(r, "-j") == chain]
+
+
+def _option(argv: list[str], flag: str) -> str | None:
+    try:
+        return argv[argv.index(flag) + 1]
+    except (ValueError, IndexError):
+        return None
+
+
+def _quote(arg: str) -> str:
+    """One argument for iptables-restore input (it understands double quotes and ``\\``)."""
+    if arg and not re.search(r'[\s"\\\']', arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _line(op: str, chain: str, argv: Sequence[str]) -> str:
+    return " ".join([op, chain, *(_quote(a) for a in argv)])
+
+
+def _go_unquote(text: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\" or i + 1 >= len(text):
+            out.append(ch)
+            i += 1
+            continue
+        esc = text[i + 1]
+        width = {"x": 2, "u": 4, "U": 8}.get(esc)
+        if width is not None:
+            out.append(chr(int(text[i + 2:i + 2 + width], 16)))
+            i += 2 + width
+        else:
+            out.append(_GO_ESCAPES.get(esc, esc))
+            i += 2
+    return "".join(out)
+
+
+def parse_comment(comment: str) -> tuple[str, str] | None:
+    """(network, container id) from a reference-format chain comment, else None."""
+    m = _COMMENT.match(comment)
+    if m is None:
+        return None
+    try:
+        return _go_unquote(m.group(1)), _go_unquote(m.group(2))
+    except ValueError:
+        return None
+
+
+def _rule_args(ip: IPInterface, comment: str) -> tuple[list[str], list[str]]:
+    """(the ACCEPT rule for ip's subnet, the POSTROUTING jump for ip) without -j target."""
+    accept = ["-d", str(ip.network), "-m", "comment", "--comment", comment]
+    jump = ["-s", f"{ip.ip}/{ip.max_prefixlen}", "-m", "comment", "--comment", comment]
+    return accept, jump
+
+
+class IPTablesMasq:
+    """The ``iptables`` backend (iptables-nft or legacy, whichever the system provides)."""
+
+    name: ClassVar[str] = "iptables"
+
+    @classmethod
+    def available(cls) -> bool:
+        """True if iptables-save/-restore are installed (ip6tables ones are checked on use)."""
+        return all(shutil.which(tool) for tool in _TOOLS[4])
+
+    @staticmethod
+    def _run(argv: list[str], stdin: str | None = None) -> str:
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                                  timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise KernelError(f"running {argv[0]} failed: {exc}") from exc
+        if proc.returncode != 0:
+            detail = proc.stderr.strip() or proc.stdout.strip()
+            if stdin is not None:
+                detail = f"{detail}; batch was:\n{stdin}"
+            raise KernelError(f"{' '.join(argv)} failed (exit {proc.returncode})", detail)
+        return proc.stdout
+
+    def _save(self, family: int) -> NatTable:
+        save = shutil.which(_TOOLS[family][0])
+        if save is None:
+            raise KernelError(f"{_TOOLS[family][0]} not found (install iptables)")
+        return NatTable.parse(self._run([save, "-t", "nat"]))
+
+    def _restore(self, family: int, lines: list[str]) -> None:
+        restore = shutil.which(_TOOLS[family][1])
+        if restore is None:
+            raise KernelError(f"{_TOOLS[family][1]} not found (install iptables)")
+        batch = "\n".join(["*nat", *lines, "COMMIT", ""])
+        # -w: wait for the xtables lock (iptables-legacy); iptables-nft accepts and ignores it.
+        self._run([restore, "-w", "--noflush"], batch)
+
+    def setup(self, network: str, container_id: str, ifname: str,  # noqa: ARG002 - upstream keys iptables chains on network+id only
+              ips: Sequence[IPInterface]) -> None:
+        """Write (or rewrite) this attachment's chain and POSTROUTING jumps per family."""
+        chain = chain_name(network, container_id)
+        comment = chain_comment(network, container_id)
+        for family in (4, 6):
+            mine = [ip for ip in ips if ip.version == family]
+            if not mine:
+                # Replace semantics: a family the attachment no longer has loses its chain.
+                if family in self._families():
+                    self._remove_chains(family, self._save(family), [chain])
+                continue
+            table = self._save(family)
+            wanted = {}
+            accepts: list[list[str]] = []
+            for ip in mine:
+                accept, jump = _rule_args(ip, comment)
+                if accept not in accepts:
+                    accepts.append(accept)
+                wanted[str(ip.ip)] = jump
+            # ":CHAIN" creates the chain or flushes it. The ACCEPTs for every subnet go
+            # before the single MASQUERADE (upstream appends per address, which leaves a
+            # second subnet's ACCEPT behind the MASQUERADE, where it never matches).
+            lines = [f":{chain} - [0:0]"]
+            lines += [_line("-A", chain, [*a, "-j", "ACCEPT"]) for a in accepts]
+            lines.append(_line("-A", chain, ["!", "-d", str(MULTICAST[family]), "-m", "comment",
+                                             "--comment", comment, "-j", "MASQUERADE"]))
+            present = set()
+            for rule in table.jumps_to(chain):
+                source = _option(rule, "-s")
+                key = str(ipaddress.ip_interface(source).ip) if source else ""
+                if key in wanted and key not in present and rule == [*wanted[key], "-j", chain]:
+                    present.add(key)
+                else:
+                    lines.append(_line("-D", "POSTROUTING", rule))
+            lines += [_line("-A", "POSTROUTING", [*jump, "-j", chain])
+                      for key, jump in wanted.items() if key not in present]
+            try:
+                self._restore(family, lines)
+            except KernelError as exc:
+                raise KernelError(f"failed to set up masquerading chain {chain} "
+                                  f"(IPv{family}) for {container_id}", str(exc)) from exc
+
+    def _remove_chains(self, family: int, table: NatTable, chains: list[str]) -> None:
+        lines: list[str] = []
+        for chain in chains:
+            lines += [_line("-D", "POSTROUTING", r) for r in table.jumps_to(chain)]
+        for chain in chains:
+            if chain in table.chains:
+                lines += [f"-F {chain}", f"-X {chain}"]
+        if lines:
+            try:
+                self._restore(family, lines)
+            except KernelError as exc:
+                raise KernelError(f"failed to remove masquerading chain(s) {', '.join(chains)} "
+                                  f"(IPv{family})", str(exc)) from exc
+
+    def _families(self) -> list[int]:
+        return [f for f in (4, 6) if all(shutil.which(t) for t in _TOOLS[f])]
+
+    def teardown(self, network: str, container_id: str, ifname: str) -> None:  # noqa: ARG002
+        """Remove the attachment's POSTROUTING jumps (any source) and its chain, both families."""
+        chain = chain_name(network, container_id)
+        for family in self._families():
+            self._remove_chains(family, self._save(family), [chain])
+
+    def gc(self, network: str, valid: frozenset[tuple[str, str]]) -> None:
+        """Remove chains of ``network`` (found by their comments) whose container is gone."""
+        valid_ids = {cid for cid, _ in valid}
+        for family in self._families():
+            table = self._save(family)
+            stale = []
+            for chain in sorted(table.chains):
+                if not _OUR_CHAIN.match(chain):
+                    continue
+                owner = self._owner(table, chain)
+                if owner is None or owner[0] != network or owner[1] in valid_ids:
+                    continue
+                stale.append(chain)
+            self._remove_chains(family, table, stale)
+
+    @staticmethod
+    def _owner(table: NatTable, chain: str) -> tuple[str, str] | None:
+        """(network, container id) of a chain whose rules carry a matching comment."""
+        for rule in [*table.rules.get(chain, []), *table.jumps_to(chain)]:
+            comment = _option(rule, "--comment")
+            owner = parse_comment(comment) if comment else None
+            if owner is not None and chain_name(*owner) == chain:
+                return owner
+        return None
