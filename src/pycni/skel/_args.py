@@ -12,41 +12,52 @@ from ..spec import (
     UnsupportedField,
 )
 
-CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+#: The spec's container ID rule. ``\Z``, not ``$``: Python's ``$`` also matches before a
+#: trailing newline.
+CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
 #: IFNAMSIZ is 16 including the NUL, so a name has at most 15 bytes.
 IFNAME_MAX = 15
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 
-#: Which CNI_* variables each command requires (as the spec's skel does).
+#: Which CNI_* variables each command requires. ADD, CHECK and DEL follow libcni's skel
+#: (which also insists on CNI_PATH, where the spec calls it optional); GC needs CNI_PATH as
+#: the spec says; STATUS takes CNI_PATH as optional, as the spec says (libcni's skel
+#: requires it).
 REQUIRED_ENV: dict[str, tuple[str, ...]] = {
     "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
     "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
     "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "GC": ("CNI_PATH",),
     "STATUS": (),
-    "GC": (),
     "VERSION": (),
 }
 
 
 def validate_container_id(cid: str) -> None:
-    """Container IDs are alphanumeric plus ``_.-``, starting alphanumeric (spec section 2)."""
+    """Container IDs are ASCII alphanumeric plus ``_.-``, starting alphanumeric (spec §2)."""
     if not cid:
         raise InvalidEnvironmentVariables("CNI_CONTAINERID is empty")
     if not CONTAINER_ID_RE.match(cid):
         raise InvalidEnvironmentVariables(
             "invalid characters in CNI_CONTAINERID",
-            f"{cid!r} must match {CONTAINER_ID_RE.pattern}",
+            f"{cid!r}: a container ID is a letter or digit, then letters, digits, '_', '.' "
+            "or '-'",
         )
 
 
 def validate_ifname(name: str) -> None:
-    """Linux interface name rules: 1-15 bytes, not ``.``/``..``, no ``/``, ``:`` or space."""
+    """Linux interface name rules: 1-15 bytes, not ``.``/``..``, no ``/``, ``:`` or space.
+
+    Stricter than the kernel and libcni in one way: control characters are refused too,
+    because such a name cannot be typed or printed back to the user.
+    """
     if not name:
         raise InvalidEnvironmentVariables("CNI_IFNAME is empty")
-    if len(name.encode()) > IFNAME_MAX:
+    size = len(name.encode(errors="surrogateescape"))
+    if size > IFNAME_MAX:
         raise InvalidEnvironmentVariables(
-            f"CNI_IFNAME {name!r} is too long", f"at most {IFNAME_MAX} bytes, got {len(name.encode())}"
+            f"CNI_IFNAME {name!r} is too long", f"at most {IFNAME_MAX} bytes, got {size}"
         )
     if name in (".", ".."):
         raise InvalidEnvironmentVariables(f"CNI_IFNAME {name!r} is not a valid interface name")
@@ -137,12 +148,22 @@ class CmdArgs:
 
 
 def env_for(command: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """Check that ``command`` is known and its required variables are set."""
+    """Check that ``command`` is known and its required variables are set and non-empty.
+
+    Returns the CNI_* subset of ``environ``. A missing variable is an
+    InvalidEnvironmentVariables whose message lists all of them, as libcni's does:
+    ``required env variables [CNI_NETNS,CNI_IFNAME] missing``.
+    """
+    if not command:
+        raise InvalidEnvironmentVariables("required env variables [CNI_COMMAND] missing")
     if command not in COMMANDS:
         raise InvalidEnvironmentVariables(
-            f"unknown CNI_COMMAND {command!r}", f"expected one of {list(COMMANDS)}"
+            f"unknown CNI_COMMAND: {command}", f"expected one of {', '.join(COMMANDS)}"
         )
     missing = [name for name in REQUIRED_ENV[command] if not environ.get(name)]
     if missing:
-        raise InvalidEnvironmentVariables(f"required env variables {missing} missing")
+        raise InvalidEnvironmentVariables(
+            f"required env variables [{','.join(missing)}] missing",
+            f"CNI_COMMAND={command} needs {', '.join(REQUIRED_ENV[command])}",
+        )
     return {k: v for k, v in environ.items() if k.startswith("CNI_")}

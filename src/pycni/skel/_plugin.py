@@ -22,6 +22,7 @@ from ..spec import (
     CNIError,
     IncompatibleCNIVersion,
     InternalError,
+    IOFailure,
     NetworkConfig,
     Result,
     parse_version,
@@ -78,28 +79,33 @@ class Plugin:
         raise SystemExit(code)
 
 
-def invoke(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -> Result | dict[str, Any] | None:
+def invoke(
+    plugin: Plugin, environ: Mapping[str, str], stdin: bytes
+) -> Result | dict[str, Any] | None:
     """Run one command against ``plugin`` in-process; CNIError on failure.
 
     Returns the ADD result, the VERSION object, or None for commands without output.
+    The checks run in libcni's order, so the same bad call fails with the same code:
+    the environment, then the container ID and interface name, then the config (name,
+    cniVersion), then whether the config's version allows the command.
     """
     command = environ.get("CNI_COMMAND", "")
     env = env_for(command, environ)
     if command == "VERSION":
         return plugin.version_info()
+    container_id = env.get("CNI_CONTAINERID", "")
+    ifname = env.get("CNI_IFNAME", "")
+    if command in ("ADD", "DEL", "CHECK"):
+        validate_container_id(container_id)
+        validate_ifname(ifname)
     conf = NetworkConfig.parse(stdin)
-    require_supported(conf.cni_version, plugin.supported_versions)
     minimum = COMMAND_MIN_VERSION[command]
     if parse_version(conf.cni_version) < parse_version(minimum):
         raise IncompatibleCNIVersion(
             f"config version does not allow {command}",
             f"{command} needs cniVersion >= {minimum}, config has {conf.cni_version}",
         )
-    container_id = env.get("CNI_CONTAINERID", "")
-    ifname = env.get("CNI_IFNAME", "")
-    if command in ("ADD", "DEL", "CHECK"):
-        validate_container_id(container_id)
-        validate_ifname(ifname)
+    require_supported(conf.cni_version, plugin.supported_versions)
     args = CmdArgs(
         command=command,
         container_id=container_id,
@@ -112,6 +118,8 @@ def invoke(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -> Result |
     )
     if command == "ADD":
         result = plugin.add(args)
+        if not isinstance(result, Result):
+            raise TypeError(f"add() returned {type(result).__name__}, not a Result")
         result.cni_version = conf.cni_version
         return result
     if command == "DEL":
@@ -126,33 +134,41 @@ def invoke(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -> Result |
 
 
 def _conf_version(stdin: bytes) -> str:
-    """The config's cniVersion if it can be read, for the error JSON; else the current one."""
+    """The config's cniVersion if it is one we speak, for the error JSON; else the current one."""
     try:
         version = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except Exception:  # any unreadable stdin: bad JSON, nested too deep, not an object
         return CURRENT_VERSION
-    return version if isinstance(version, str) and version in SUPPORTED_VERSIONS else CURRENT_VERSION
+    return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
+
+
+def _crash_report(plugin: Plugin, exc: BaseException) -> InternalError:
+    """The error JSON for an exception nobody translated; the traceback goes to the log."""
+    name = plugin.type_name or type(plugin).__name__
+    log.error("plugin %s crashed:\n%s", name,
+              "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    text = str(exc) or repr(exc)
+    return InternalError(f"{name}: unexpected {type(exc).__name__}: {text}",
+                         "this is a pycni bug; the traceback is on stderr")
 
 
 def run_plugin_bytes(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
-    """Run one command; return (exit status, stdout bytes) exactly as the executable would."""
+    """Run one command; return (exit status, stdout bytes) exactly as the executable would.
+
+    Never raises for anything a plugin does: a CNIError becomes its error JSON, any other
+    exception (SystemExit included: it would skip the error JSON) an InternalError (999)
+    naming the exception; the exit status is then 1 and stdout is always JSON.
+    """
     try:
         out = invoke(plugin, environ, stdin)
+        if out is None:
+            return 0, b""
+        return 0, _dump(out.to_json() if isinstance(out, Result) else out)
     except CNIError as exc:
-        return 1, _dump(exc.to_json(_conf_version(stdin)))
-    except Exception as exc:  # noqa: BLE001 - the protocol demands JSON, never a traceback
-        log.error("plugin %s crashed:\n%s", plugin.type_name, traceback.format_exc())
-        err = InternalError(f"{plugin.type_name or 'plugin'}: unexpected {type(exc).__name__}: {exc}",
-                            "this is a pycni bug; the traceback is on stderr")
-        return 1, _dump(err.to_json(_conf_version(stdin)))
-    if out is None:
-        return 0, b""
-    if isinstance(out, Result):
-        try:
-            return 0, _dump(out.to_json())
-        except CNIError as exc:
-            return 1, _dump(exc.to_json(_conf_version(stdin)))
-    return 0, _dump(out)
+        err: CNIError = exc
+    except (Exception, SystemExit) as exc:  # the protocol wants JSON, never a traceback
+        err = _crash_report(plugin, exc)
+    return 1, _dump(err.to_json(_conf_version(stdin)))
 
 
 def run_plugin(
@@ -162,8 +178,22 @@ def run_plugin(
     stdin: BinaryIO | bytes,
     stdout: BinaryIO,
 ) -> int:
-    """Drive ``plugin`` with injected I/O; returns the exit status (0 or 1)."""
-    data = stdin if isinstance(stdin, bytes) else stdin.read()
+    """Drive ``plugin`` with injected I/O; returns the exit status (0 or 1).
+
+    VERSION does not read stdin (as libcni's skel): a plugin probed from a terminal must
+    not wait for end-of-file.
+    """
+    if isinstance(stdin, bytes):
+        data = stdin
+    elif environ.get("CNI_COMMAND") == "VERSION":
+        data = b""
+    else:
+        try:
+            data = stdin.read()
+        except OSError as exc:
+            err = IOFailure(f"error reading from stdin: {exc}")
+            stdout.write(_dump(err.to_json(CURRENT_VERSION)))
+            return 1
     status, out = run_plugin_bytes(plugin, environ, data)
     if out:
         stdout.write(out)

@@ -14,10 +14,13 @@ from typing import Any
 
 from ._errors import DecodingFailure, InvalidNetworkConfig
 from ._result import DNS, Result
-from ._version import parse_version
+from ._version import SUPPORTED_VERSIONS, require_supported
 
-#: The spec's network name rule (also used for plugin ``type`` lookups' sanity).
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+#: The spec's network name rule (also used for plugin ``type`` lookups' sanity). ``\Z``, not
+#: ``$``: Python's ``$`` also matches before a trailing newline, Go's does not.
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+#: How NAME_RE reads in an error message.
+NAME_RULE = "a letter or digit, then letters, digits, '_', '.' or '-'"
 
 
 def decode_json_object(data: bytes | str, what: str) -> dict[str, Any]:
@@ -26,6 +29,8 @@ def decode_json_object(data: bytes | str, what: str) -> dict[str, Any]:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodingFailure(f"failed to decode {what}: {exc}") from exc
+    except RecursionError as exc:  # json recurses per nesting level: "[[[[..." exhausts the stack
+        raise DecodingFailure(f"failed to decode {what}: nested too deeply") from exc
     if not isinstance(obj, dict):
         raise DecodingFailure(f"failed to decode {what}: expected a JSON object, got "
                               f"{type(obj).__name__}")
@@ -40,6 +45,52 @@ def bool_field(raw: dict[str, Any], key: str, default: bool = False) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise InvalidNetworkConfig(f'invalid "{key}": expected true or false, got {value!r}')
+
+
+def _kind(value: Any) -> str:
+    """A JSON type name for error messages."""
+    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _cni_version(raw: dict[str, Any]) -> str:
+    version = raw.get("cniVersion")
+    if version is None or version == "":
+        return "0.1.0"  # libcni reads a missing (or empty) cniVersion as 0.1.0
+    if not isinstance(version, str):
+        raise InvalidNetworkConfig(
+            f'invalid "cniVersion": expected a string, got {_kind(version)} {version!r}'
+        )
+    # As libcni's skel: a version we do not speak, well-formed or not, is code 1.
+    return require_supported(version)
+
+
+def _object(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """An optional object-valued key: absent or null is ``{}``, anything else but an object
+    is an InvalidNetworkConfig."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidNetworkConfig(f'invalid "{key}": expected an object, got {_kind(value)}')
+    return dict(value)
+
+
+def _prev_result(prev: Any, version: str) -> Result | None:
+    """``prevResult`` in our model; an absent, null or empty one is None.
+
+    The spec says a prevResult is in the config's version; one that declares another
+    version pycni reads (a runtime that forgot to convert) is read as what it says.
+    """
+    if prev is None or prev == {}:
+        return None
+    if not isinstance(prev, dict):
+        raise InvalidNetworkConfig(f'invalid "prevResult": expected an object, got {_kind(prev)}')
+    declared = prev.get("cniVersion")
+    try:
+        return Result.from_json(prev, declared if declared in SUPPORTED_VERSIONS else version)
+    except DecodingFailure as exc:
+        raise InvalidNetworkConfig(f'invalid "prevResult": {exc.msg}', exc.details) from exc
 
 
 @dataclass(frozen=True)
@@ -59,49 +110,45 @@ class NetworkConfig:
 
     @classmethod
     def parse(cls, data: bytes | str | dict[str, Any]) -> NetworkConfig:
-        """Parse and validate the common keys; DecodingFailure / InvalidNetworkConfig."""
+        """Parse and validate the common keys.
+
+        Errors: DecodingFailure (not a JSON object), IncompatibleCNIVersion (a cniVersion
+        pycni does not speak), InvalidNetworkConfig (a common key is missing or of the wrong
+        type, or prevResult is not a valid result); the message names the key.
+        """
         raw = data if isinstance(data, dict) else decode_json_object(data, "network config")
-        version = raw.get("cniVersion", "") or "0.1.0"  # libcni reads a missing one as 0.1.0
-        if not isinstance(version, str):
-            raise InvalidNetworkConfig(f'invalid "cniVersion": expected a string, got {version!r}')
-        parse_version(version)
-        name = raw.get("name", "")
+        version = _cni_version(raw)
+        name = raw.get("name")
+        if name is None or name == "":
+            raise InvalidNetworkConfig('missing network "name"')
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise InvalidNetworkConfig(
-                f'invalid network "name" {name!r}: must match {NAME_RE.pattern}'
-            )
-        ptype = raw.get("type", "")
-        if not isinstance(ptype, str) or not ptype:
+            raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must be {NAME_RULE}')
+        ptype = raw.get("type")
+        if ptype is None or ptype == "":
             raise InvalidNetworkConfig('missing plugin "type" in network config')
-        caps = raw.get("capabilities") or {}
-        if not isinstance(caps, dict) or not all(isinstance(v, bool) for v in caps.values()):
+        if not isinstance(ptype, str):
+            raise InvalidNetworkConfig(f'invalid "type": expected a string, got {ptype!r}')
+        caps = _object(raw, "capabilities")
+        if not all(isinstance(v, bool) for v in caps.values()):
             raise InvalidNetworkConfig('invalid "capabilities": expected an object of booleans')
         ipam = raw.get("ipam")
         if ipam is not None and not isinstance(ipam, dict):
-            raise InvalidNetworkConfig('invalid "ipam": expected an object')
-        rc = raw.get("runtimeConfig") or {}
-        if not isinstance(rc, dict):
-            raise InvalidNetworkConfig('invalid "runtimeConfig": expected an object')
-        args = raw.get("args") or {}
-        if not isinstance(args, dict):
-            raise InvalidNetworkConfig('invalid "args": expected an object')
+            raise InvalidNetworkConfig(f'invalid "ipam": expected an object, got {_kind(ipam)}')
         try:
             dns = DNS.from_json(raw.get("dns"))
         except DecodingFailure as exc:
             raise InvalidNetworkConfig(exc.msg, exc.details) from exc
-        prev = raw.get("prevResult")
-        prev_result = Result.from_json(prev, version) if prev else None
         return cls(
             raw=raw,
             cni_version=version,
             name=name,
             type=ptype,
-            capabilities=dict(caps),
+            capabilities=caps,
             ipam=ipam,
             dns=dns,
-            runtime_config=dict(rc),
-            args=dict(args),
-            prev_result=prev_result,
+            runtime_config=_object(raw, "runtimeConfig"),
+            args=_object(raw, "args"),
+            prev_result=_prev_result(raw.get("prevResult"), version),
         )
 
     def cni_args(self) -> dict[str, Any]:

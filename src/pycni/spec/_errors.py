@@ -18,11 +18,14 @@ spec's error JSON ``{"cniVersion", "code", "msg", "details"}``::
     ├── AddressExhausted            101  (IPAM has no free address in a range)
     ├── AddressInUse                102  (a requested address is taken)
     ├── PluginNotFound              103  (runtime: no executable for a type in CNI_PATH)
-    ├── PluginExecFailed            104  (runtime: the executable crashed, timed out or spoke garbage)
+    ├── PluginExecFailed            104  (runtime: the executable crashed, hung or spoke garbage)
     └── InternalError               999  (a bug: an exception nobody translated)
 
 ``from_json`` turns an error JSON read from a plugin back into the matching class.
 """
+
+# The classes carry the spec's names for the well-known errors, not an "...Error" suffix.
+# ruff: noqa: N818
 
 from __future__ import annotations
 
@@ -66,7 +69,8 @@ class CNIError(Exception):
         return f"{self.msg}: {self.details}" if self.details else self.msg
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code}, msg={self.msg!r}, details={self.details!r})"
+        name = type(self).__name__
+        return f"{name}(code={self.code}, msg={self.msg!r}, details={self.details!r})"
 
     def to_json(self, cni_version: str) -> dict[str, Any]:
         """The spec's error object; ``details`` is omitted when empty, as libcni does."""

@@ -22,16 +22,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import DecodingFailure, IncompatibleCNIVersion
-from ._version import CURRENT_VERSION, SUPPORTED_VERSIONS, parse_version
+from ._version import CURRENT_VERSION, SUPPORTED_VERSIONS, is_well_formed, parse_version
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_cidr(value: Any, what: str) -> IPInterface:
-    """Parse ``"10.1.0.5/24"`` keeping host bits; DecodingFailure names ``what``."""
+    """Parse ``"10.1.0.5/24"`` keeping host bits; DecodingFailure names ``what``.
+
+    Only what Go's ``net.ParseCIDR`` takes: a decimal prefix length (not a netmask such as
+    ``/255.255.255.0``, which :mod:`ipaddress` would also read) and no IPv6 zone (``%eth0``).
+    """
     if not isinstance(value, str) or "/" not in value:
         raise DecodingFailure(f"invalid {what}: expected an address with prefix, got {value!r}")
+    addr, _, prefix = value.partition("/")
+    if not (prefix.isascii() and prefix.isdigit()) or "%" in addr:
+        raise DecodingFailure(
+            f"invalid {what} {value!r}: expected ADDRESS/PREFIXLEN with a decimal prefix length"
+        )
     try:
         return ipaddress.ip_interface(value)
     except ValueError as exc:
@@ -39,13 +48,23 @@ def parse_cidr(value: Any, what: str) -> IPInterface:
 
 
 def parse_ip(value: Any, what: str) -> IPAddress:
-    """Parse a bare IP address; DecodingFailure names ``what``."""
+    """Parse a bare IP address (no prefix, no IPv6 zone); DecodingFailure names ``what``."""
     if not isinstance(value, str):
         raise DecodingFailure(f"invalid {what}: expected an IP address string, got {value!r}")
+    if "%" in value:
+        raise DecodingFailure(f"invalid {what} {value!r}: IPv6 zones are not allowed")
     try:
         return ipaddress.ip_address(value)
     except ValueError as exc:
         raise DecodingFailure(f"invalid {what} {value!r}: {exc}") from exc
+
+
+def _opt_ip(obj: dict[str, Any], key: str, what: str) -> IPAddress | None:
+    """An optional address: absent, null and "" mean none (Go reads "" as a nil net.IP)."""
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    return parse_ip(value, f"{what}.{key}")
 
 
 def _opt_int(obj: dict[str, Any], key: str, what: str) -> int | None:
@@ -99,6 +118,7 @@ class Interface:
     pci_id: str = ""
 
     def to_json(self, version: str) -> dict[str, Any]:
+        """The interface as ``version`` writes it (mtu, socketPath, pciID only from 1.1.0)."""
         out: dict[str, Any] = {"name": self.name}
         if self.mac:
             out["mac"] = self.mac
@@ -115,6 +135,7 @@ class Interface:
 
     @classmethod
     def from_json(cls, obj: Any) -> Interface:
+        """Read one ``interfaces[]`` entry; DecodingFailure on a wrong shape or type."""
         o = _obj(obj, "interface")
         return cls(
             name=_str(o, "name", "interface"),
@@ -140,6 +161,7 @@ class IPConfig:
         return self.address.version
 
     def to_json(self, version: str) -> dict[str, Any]:
+        """The entry as ``version`` writes it (0.3.0 - 0.4.0 add ``"version": "4"|"6"``)."""
         out: dict[str, Any] = {}
         if parse_version(version) < (1, 0, 0):
             out["version"] = str(self.address.version)
@@ -152,9 +174,10 @@ class IPConfig:
 
     @classmethod
     def from_json(cls, obj: Any) -> IPConfig:
+        """Read one ``ips[]`` entry; a ``version`` key must match the address family."""
         o = _obj(obj, "ips[]")
         address = parse_cidr(o.get("address"), "ips[].address")
-        gateway = parse_ip(o["gateway"], "ips[].gateway") if o.get("gateway") else None
+        gateway = _opt_ip(o, "gateway", "ips[]")
         iface = _opt_int(o, "interface", "ips[]")
         declared = o.get("version")
         if declared not in (None, "", "4", "6"):
@@ -179,14 +202,13 @@ class Route:
     scope: int | None = None
 
     def to_json(self, version: str) -> dict[str, Any]:
+        """The route as ``version`` writes it (the tuning keys only from 1.1.0)."""
         out: dict[str, Any] = {"dst": str(self.dst)}
         if self.gw is not None:
             out["gw"] = str(self.gw)
         if _has_1_1(version):
-            for key, value in (("mtu", self.mtu), ("advmss", self.advmss),
-                               ("priority", self.priority)):
-                if value:
-                    out[key] = value
+            tuning = {"mtu": self.mtu, "advmss": self.advmss, "priority": self.priority}
+            out.update({key: value for key, value in tuning.items() if value})
             if self.table is not None:
                 out["table"] = self.table
             if self.scope is not None:
@@ -195,10 +217,11 @@ class Route:
 
     @classmethod
     def from_json(cls, obj: Any) -> Route:
+        """Read one route object; DecodingFailure on a wrong shape or type."""
         o = _obj(obj, "routes[]")
         return cls(
             dst=parse_cidr(o.get("dst"), "routes[].dst"),
-            gw=parse_ip(o["gw"], "routes[].gw") if o.get("gw") else None,
+            gw=_opt_ip(o, "gw", "routes[]"),
             mtu=_opt_int(o, "mtu", "routes[]") or 0,
             advmss=_opt_int(o, "advmss", "routes[]") or 0,
             priority=_opt_int(o, "priority", "routes[]") or 0,
@@ -217,9 +240,11 @@ class DNS:
     options: list[str] = field(default_factory=list)
 
     def is_empty(self) -> bool:
+        """True when no field is set."""
         return not (self.nameservers or self.domain or self.search or self.options)
 
     def to_json(self) -> dict[str, Any]:
+        """The object with only the fields that are set (the same in every version)."""
         out: dict[str, Any] = {}
         if self.nameservers:
             out["nameservers"] = list(self.nameservers)
@@ -233,6 +258,7 @@ class DNS:
 
     @classmethod
     def from_json(cls, obj: Any) -> DNS:
+        """Read a ``dns`` object (null is empty); DecodingFailure on a wrong shape or type."""
         if obj is None:
             return cls()
         o = _obj(obj, "dns")
@@ -297,10 +323,22 @@ class Result:
 
     @classmethod
     def from_json(cls, obj: Any, version: str | None = None) -> Result:
-        """Read a result of any supported version (``version`` overrides ``cniVersion``)."""
+        """Read a result of any supported version (``version`` overrides ``cniVersion``).
+
+        Malformed input is a DecodingFailure; a well-formed version we do not speak is an
+        IncompatibleCNIVersion. Nothing else escapes.
+        """
         o = _obj(obj, "result")
-        version = version or o.get("cniVersion") or "0.1.0"
-        if not isinstance(version, str) or version not in SUPPORTED_VERSIONS:
+        declared = o.get("cniVersion")
+        if declared is not None and not isinstance(declared, str):
+            raise DecodingFailure(f"invalid result cniVersion: expected a string, got {declared!r}")
+        # Like libcni, a result without cniVersion is a 0.1.0 one.
+        version = version or declared or "0.1.0"
+        if not is_well_formed(version):
+            raise DecodingFailure(
+                f"invalid result cniVersion {version!r}: expected MAJOR.MINOR.PATCH"
+            )
+        if version not in SUPPORTED_VERSIONS:
             raise IncompatibleCNIVersion(
                 f"unsupported result version {version!r}", f"supported: {list(SUPPORTED_VERSIONS)}"
             )
@@ -325,9 +363,10 @@ class Result:
             address = parse_cidr(e.get("ip"), f"{key}.ip")
             if address.version != family:
                 raise DecodingFailure(f"{key}.ip {address} is not an IPv{family} address")
-            gateway = parse_ip(e["gateway"], f"{key}.gateway") if e.get("gateway") else None
+            gateway = _opt_ip(e, "gateway", key)
             result.ips.append(IPConfig(address=address, gateway=gateway))
-            result.routes.extend(Route.from_json(r) for r in _list(e.get("routes"), f"{key}.routes"))
+            routes = _list(e.get("routes"), f"{key}.routes")
+            result.routes.extend(Route.from_json(r) for r in routes)
         return result
 
     def convert(self, version: str) -> Result:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ._errors import DecodingFailure, IncompatibleCNIVersion
 
 #: Every spec version pycni reads and writes, oldest first.
@@ -19,10 +21,22 @@ CURRENT_VERSION = "1.1.0"
 
 def parse_version(version: str) -> tuple[int, int, int]:
     """``"0.3.1"`` -> ``(0, 3, 1)``; anything else is a DecodingFailure naming the value."""
-    parts = version.split(".")
-    if len(parts) != 3 or not all(p.isdigit() and len(p) < 6 for p in parts):
-        raise DecodingFailure(f'invalid version "{version}": expected MAJOR.MINOR.PATCH')
+    parts = version.split(".") if isinstance(version, str) else []  # callers pass raw JSON
+    # isascii: str.isdigit also accepts other scripts' digits ("\uff11"), which int() reads.
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) < 6 for p in parts):
+        raise DecodingFailure(f"invalid version {version!r}: expected MAJOR.MINOR.PATCH")
     return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def is_well_formed(version: object) -> bool:
+    """True when ``version`` is a ``MAJOR.MINOR.PATCH`` string (supported or not)."""
+    if not isinstance(version, str):
+        return False
+    try:
+        parse_version(version)
+    except DecodingFailure:
+        return False
+    return True
 
 
 def version_at_least(version: str, minimum: str) -> bool:
@@ -35,14 +49,14 @@ def require_supported(version: str, supported: tuple[str, ...] = SUPPORTED_VERSI
     if version not in supported:
         raise IncompatibleCNIVersion(
             "incompatible CNI versions",
-            f'config is "{version}", plugin supports {list(supported)}',
+            f"config is {json.dumps(version)}, plugin supports {json.dumps(list(supported))}",
         )
     return version
 
 
-def highest_supported(candidates: list[str], supported: tuple[str, ...] = SUPPORTED_VERSIONS) -> (
-    str | None
-):
+def highest_supported(
+    candidates: list[str], supported: tuple[str, ...] = SUPPORTED_VERSIONS
+) -> str | None:
     """The highest of ``candidates`` that we support (the ``cniVersions`` rule), or None."""
     ok = [v for v in candidates if v in supported]
     return max(ok, key=parse_version) if ok else None
