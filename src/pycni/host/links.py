@@ -7,8 +7,12 @@ KernelError naming the object and the operation.
 
 from __future__ import annotations
 
+import errno
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..spec import KernelError
@@ -77,7 +81,172 @@ def addresses(ifname: str) -> list[str]:
     """Addresses on ``ifname`` as ``"addr/prefix"`` strings (IPv4 first)."""
     with rtnl() as ipr:
         idx = _require(ipr, ifname)
-        out = []
-        for msg in ipr.get_addr(index=idx):
-            out.append(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+        out = [f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}" for msg in ipr.get_addr(index=idx)]
         return sorted(out, key=lambda a: ":" in a)
+
+
+# --- richer link operations (bridge, ptp and friends) -------------------------------------
+
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+
+
+@contextmanager
+def kernel_op(what: str, *, ok: tuple[int, ...] = ()) -> Iterator[None]:
+    """Translate netlink/OS errors raised in the block into KernelError naming ``what``.
+
+    Errors whose errno is in ``ok`` are swallowed (e.g. ``EEXIST`` for an idempotent add).
+    """
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        yield
+    except NetlinkError as exc:
+        if exc.code in ok:
+            return
+        raise KernelError(f"{what}: {os.strerror(exc.code)}") from exc
+    except OSError as exc:
+        if exc.errno in ok:
+            return
+        raise KernelError(f"{what}: {exc.strerror or exc}") from exc
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """What the kernel says about one link (in the namespace it was read in).
+
+    ``peer_index`` is IFLA_LINK: for a veth, the peer's ifindex in the peer's namespace.
+    ``port`` holds the bridge-port flags (``hairpin``, ``isolated``, ...) when the link is
+    enslaved to a bridge, else it is empty.
+    """
+
+    name: str
+    index: int
+    kind: str
+    mac: str
+    mtu: int
+    txqlen: int
+    up: bool
+    promisc: bool
+    operstate: str
+    master: int | None
+    peer_index: int | None
+    port: dict[str, int] = field(default_factory=dict)
+
+
+def _link_info(msg: Any) -> LinkInfo:
+    linkinfo = msg.get("IFLA_LINKINFO")
+    kind = ""
+    port: dict[str, int] = {}
+    if linkinfo is not None:
+        kind = linkinfo.get("IFLA_INFO_KIND") or ""
+        slave = linkinfo.get("IFLA_INFO_SLAVE_DATA")
+        if linkinfo.get("IFLA_INFO_SLAVE_KIND") == "bridge" and slave is not None:
+            for key, value in slave["attrs"]:
+                if isinstance(value, int):
+                    port[key.removeprefix("IFLA_BRPORT_").lower()] = value
+            port["hairpin"] = port.get("mode", 0)
+    flags = int(msg["flags"])
+    return LinkInfo(
+        name=str(msg.get("IFLA_IFNAME")),
+        index=int(msg["index"]),
+        kind=kind,
+        mac=str(msg.get("IFLA_ADDRESS") or ""),
+        mtu=int(msg.get("IFLA_MTU") or 0),
+        txqlen=int(msg.get("IFLA_TXQLEN") or 0),
+        up=bool(flags & IFF_UP),
+        promisc=bool(flags & IFF_PROMISC),
+        operstate=str(msg.get("IFLA_OPERSTATE") or "UNKNOWN"),
+        master=msg.get("IFLA_MASTER"),
+        peer_index=msg.get("IFLA_LINK"),
+        port=port,
+    )
+
+
+def link_info(ifname: str) -> LinkInfo | None:
+    """The link ``ifname`` in this thread's namespace, or None if there is none."""
+    with rtnl() as ipr:
+        idx = index_of(ipr, ifname)
+        if idx is None:
+            return None
+        with kernel_op(f"failed to read link {ifname!r}"):
+            return _link_info(ipr.link("get", index=idx)[0])
+    return None  # pragma: no cover - kernel_op only swallows listed errnos
+
+
+def link_by_index(index: int) -> LinkInfo | None:
+    """The link with ifindex ``index``, or None."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with rtnl() as ipr:
+        try:
+            return _link_info(ipr.link("get", index=index)[0])
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise KernelError(f"failed to read link #{index}: {os.strerror(exc.code)}") from exc
+
+
+def require_link(ifname: str, where: str = "") -> LinkInfo:
+    """Like :func:`link_info` but a missing link is a KernelError (``where`` names the netns)."""
+    info = link_info(ifname)
+    if info is None:
+        suffix = f" in {where}" if where else ""
+        raise KernelError(f"link {ifname!r} not found{suffix}")
+    return info
+
+
+def list_links() -> list[LinkInfo]:
+    """Every link in this thread's namespace, by ifindex."""
+    with rtnl() as ipr, kernel_op("failed to list links"):
+        return sorted((_link_info(m) for m in ipr.get_links()), key=lambda i: i.index)
+    return []  # pragma: no cover
+
+
+def delete_link(ifname: str, *, missing_ok: bool = True) -> bool:
+    """Delete ``ifname``; returns False if it was not there (an error unless ``missing_ok``)."""
+    with rtnl() as ipr:
+        idx = index_of(ipr, ifname)
+        if idx is None:
+            if missing_ok:
+                return False
+            raise KernelError(f"link {ifname!r} not found")
+        with kernel_op(f"failed to delete link {ifname!r}", ok=(errno.ENODEV,)):
+            ipr.link("del", index=idx)
+        return True
+
+
+def set_promisc(ifname: str, on: bool) -> None:
+    """Set or clear IFF_PROMISC on ``ifname``."""
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        with kernel_op(f"failed to set promiscuous mode on {ifname!r}"):
+            ipr.link("set", index=idx, flags=IFF_PROMISC if on else 0, change=IFF_PROMISC)
+
+
+def set_mac(ifname: str, mac: str) -> None:
+    """Set the hardware address of ``ifname``.
+
+    Setting a bridge's MAC (even to its current value) pins it: otherwise the kernel gives
+    the bridge the lowest MAC of its ports, and it changes as containers come and go.
+    """
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        with kernel_op(f"failed to set MAC {mac} on {ifname!r}"):
+            ipr.link("set", index=idx, address=mac)
+
+
+def wait_oper_up(ifname: str, timeout: float = 2.6) -> LinkInfo:
+    """Poll until ``ifname`` is operationally up; KernelError with its state if it is not.
+
+    Carrier and operstate settle asynchronously (linkwatch), so a freshly enslaved veth can
+    read DOWN for a moment even though both ends are up.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        info = require_link(ifname)
+        if info.operstate == "UP":
+            return info
+        if time.monotonic() > deadline:
+            raise KernelError(f"bridge port {ifname!r} is in state {info.operstate}, expected UP")
+        time.sleep(0.02)

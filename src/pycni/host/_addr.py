@@ -1,0 +1,119 @@
+"""IP addresses on links in the calling thread's namespace."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+
+from ..spec import KernelError
+from ..spec._result import IPInterface
+from .links import _require, kernel_op, rtnl, set_mac
+
+IFA_F_TENTATIVE = 0x40
+IFA_F_DADFAILED = 0x08
+
+
+@dataclass(frozen=True)
+class AddrInfo:
+    """One address on a link: the address with its prefix, its scope and IFA flags."""
+
+    address: IPInterface
+    scope: int
+    flags: int
+
+    @property
+    def tentative(self) -> bool:
+        """IPv6 DAD has not finished (or failed) for this address."""
+        return bool(self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
+
+
+def list_addresses(ifname: str, family: int = 0) -> list[AddrInfo]:
+    """Addresses on ``ifname``; ``family`` 4 or 6 restricts them (0: both)."""
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        kwargs: dict[str, int] = {"index": idx}
+        if family:
+            kwargs["family"] = socket.AF_INET if family == 4 else socket.AF_INET6
+        with kernel_op(f"failed to list addresses of {ifname!r}"):
+            msgs = ipr.get_addr(**kwargs)
+        out = []
+        for msg in msgs:
+            flags = msg.get("IFA_FLAGS")
+            out.append(AddrInfo(
+                address=ipaddress.ip_interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}"),
+                scope=int(msg["scope"]),
+                flags=int(flags if flags is not None else msg["flags"]),
+            ))
+        return out
+
+
+def add_address(ifname: str, address: IPInterface, *, exist_ok: bool = False) -> None:
+    """Add ``address`` (with its prefix) to ``ifname``.
+
+    IPv4 addresses get the subnet's broadcast address, as ``ip addr add ... brd +`` and the
+    Go netlink library give them.
+    """
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        kwargs: dict[str, object] = {"index": idx, "address": str(address.ip),
+                                     "prefixlen": address.network.prefixlen}
+        if address.version == 4 and address.network.prefixlen < 31:
+            kwargs["broadcast"] = str(address.network.broadcast_address)
+        ok = (errno.EEXIST,) if exist_ok else ()
+        with kernel_op(f"failed to add address {address} to {ifname!r}", ok=ok):
+            ipr.addr("add", **kwargs)
+
+
+def del_address(ifname: str, address: IPInterface, *, missing_ok: bool = False) -> None:
+    """Remove ``address`` from ``ifname``."""
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        ok = (errno.EADDRNOTAVAIL, errno.ENODEV) if missing_ok else ()
+        with kernel_op(f"failed to remove address {address} from {ifname!r}", ok=ok):
+            ipr.addr("del", index=idx, address=str(address.ip),
+                     prefixlen=address.network.prefixlen)
+
+
+def ensure_gateway_address(ifname: str, gateway: IPInterface, *, force: bool,
+                           mac: str = "") -> None:
+    """Make sure ``ifname`` carries ``gateway`` (a bridge's gateway address).
+
+    An IPv4 bridge has one gateway address: a different one is an error unless ``force``
+    replaces it. IPv6 allows several, as long as their subnets do not overlap. ``mac``
+    (the link's current MAC) is written back to pin it; see :func:`links.set_mac`.
+    """
+    for existing in list_addresses(ifname, gateway.version):
+        addr = existing.address
+        if addr == gateway:
+            return
+        if existing.scope != 0:
+            continue  # link-local (fe80::/64) addresses are the kernel's own
+        if gateway.version == 4 or addr.network.overlaps(gateway.network):
+            if not force:
+                raise KernelError(
+                    f"bridge {ifname!r} has {addr}, config wants {gateway} "
+                    "(set forceAddress to replace it)"
+                )
+            del_address(ifname, addr, missing_ok=True)
+    add_address(ifname, gateway, exist_ok=True)
+    if mac:
+        set_mac(ifname, mac)
+
+
+def settle_addresses(ifname: str, timeout: float = 10.0) -> None:
+    """Wait until no address on ``ifname`` is tentative (IPv6 DAD done), as upstream does.
+
+    Routes with a source address that is still tentative are refused by the kernel.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = [a for a in list_addresses(ifname) if a.tentative]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise KernelError(f"link {ifname!r} still has tentative addresses after {timeout:g}s: "
+                              f"{', '.join(str(a.address) for a in pending)}")
+        time.sleep(0.05)

@@ -1,0 +1,127 @@
+"""Linux bridges and their ports, in the calling thread's namespace."""
+
+from __future__ import annotations
+
+import errno
+
+from ..spec import KernelError
+from ._sysctl import sysctl_try_set
+from .links import LinkInfo, _require, index_of, kernel_op, link_info, rtnl, set_promisc
+
+BRIDGE_VLAN_INFO_PVID = 0x2
+BRIDGE_VLAN_INFO_UNTAGGED = 0x4
+
+
+def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
+                  vlan_filtering: bool = False) -> LinkInfo:
+    """Create bridge ``name`` unless it exists, then set it up; return it.
+
+    An existing link of another kind is an error. IPv6 router advertisements are ignored on
+    it (``accept_ra=0``): the plugin owns the bridge's routes.
+    """
+    existing = link_info(name)
+    if existing is not None and existing.kind != "bridge":
+        raise KernelError(f"{name!r} already exists but is a {existing.kind or 'non-bridge'} "
+                          "link, expected a bridge")
+    with rtnl() as ipr:
+        if existing is None:
+            kwargs: dict[str, object] = {"ifname": name, "kind": "bridge"}
+            if mtu:
+                kwargs["mtu"] = mtu
+            with kernel_op(f"could not add bridge {name!r}", ok=(errno.EEXIST,)):
+                ipr.link("add", **kwargs)
+        if vlan_filtering:
+            _set_vlan_filtering(ipr, name)
+    if promisc:
+        set_promisc(name, True)
+    sysctl_try_set(f"net/ipv6/conf/{name}/accept_ra", "0")
+    with rtnl() as ipr:
+        idx = _require(ipr, name)
+        with kernel_op(f"failed to set bridge {name!r} up"):
+            ipr.link("set", index=idx, state="up")
+    info = link_info(name)
+    if info is None or info.kind != "bridge":
+        raise KernelError(f"bridge {name!r} vanished while it was being set up")
+    return info
+
+
+def _set_vlan_filtering(ipr: object, name: str) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    idx = _require(ipr, name)
+    try:
+        ipr.link("set", index=idx, kind="bridge", br_vlan_filtering=1)  # type: ignore[attr-defined]
+    except NetlinkError as exc:
+        if exc.code == errno.EOPNOTSUPP:
+            raise KernelError(
+                f"cannot enable vlan_filtering on bridge {name!r}: this kernel has no bridge "
+                "VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING), needed by vlan/vlanTrunk"
+            ) from exc
+        raise KernelError(f"cannot enable vlan_filtering on bridge {name!r}: "
+                          f"{exc}") from exc
+
+
+def attach_port(port: str, bridge: str, *, hairpin: bool = False,
+                isolated: bool = False) -> None:
+    """Enslave ``port`` to ``bridge`` and set its hairpin and isolation flags."""
+    with rtnl() as ipr:
+        pidx = _require(ipr, port)
+        bidx = _require(ipr, bridge)
+        with kernel_op(f"failed to connect {port!r} to bridge {bridge!r}"):
+            ipr.link("set", index=pidx, master=bidx)
+        with kernel_op(f"failed to set hairpin={int(hairpin)} isolated={int(isolated)} "
+                       f"on bridge port {port!r}"):
+            ipr.brport("set", index=pidx, mode=int(hairpin), isolated=int(isolated))
+
+
+def set_port_vlans(port: str, *, pvid: int = 0, trunk: tuple[int, ...] = (),
+                   remove_default: bool = False) -> None:
+    """VLANs of a bridge port: ``pvid`` untagged access VLAN, or tagged ``trunk`` VLANs.
+
+    With ``remove_default`` the VLANs the kernel gave the port on enslaving (the bridge's
+    default PVID, 1) are removed first, so the port only sees the VLANs asked for.
+    """
+    with rtnl() as ipr:
+        idx = _require(ipr, port)
+        if remove_default:
+            for vid in _port_vlans(ipr, idx):
+                with kernel_op(f"failed to remove default vlan {vid} from {port!r}"):
+                    ipr.vlan_filter("del", index=idx, vlan_info={"vid": vid})
+        if pvid:
+            with kernel_op(f"failed to set vlan {pvid} on {port!r}"):
+                ipr.vlan_filter("add", index=idx, vlan_info={
+                    "vid": pvid, "flags": BRIDGE_VLAN_INFO_PVID | BRIDGE_VLAN_INFO_UNTAGGED})
+        for vid in trunk:
+            with kernel_op(f"failed to add trunk vlan {vid} to {port!r}"):
+                ipr.vlan_filter("add", index=idx, vlan_info={"vid": vid})
+
+
+def _port_vlans(ipr: object, index: int) -> list[int]:
+    vids: list[int] = []
+    for msg in ipr.get_vlans():  # type: ignore[attr-defined]
+        if msg["index"] != index:
+            continue
+        spec = msg.get("IFLA_AF_SPEC")
+        if spec is None:
+            continue
+        for key, value in spec["attrs"]:
+            if key == "IFLA_BRIDGE_VLAN_INFO":
+                vids.append(int(value["vid"]))
+    return vids
+
+
+def port_vlans(port: str) -> list[int]:
+    """The VLAN ids configured on bridge port ``port``."""
+    with rtnl() as ipr:
+        return _port_vlans(ipr, _require(ipr, port))
+
+
+def bridge_problem(name: str) -> str | None:
+    """Why ``name`` cannot serve as a bridge right now (None: it is one, or can be made)."""
+    with rtnl() as ipr:
+        if index_of(ipr, name) is None:
+            return None
+    info = link_info(name)
+    if info is not None and info.kind != "bridge":
+        return f"{name!r} exists but is a {info.kind or 'non-bridge'} link, not a bridge"
+    return None

@@ -1,0 +1,126 @@
+"""Routes in the calling thread's namespace (main table unless told otherwise)."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from ..spec._result import IPAddress, IPInterface
+from .links import _require, kernel_op, rtnl
+
+RT_TABLE_MAIN = 254
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+RT_SCOPE_HOST = 254
+#: In a delete request "nowhere" matches a route of any scope.
+RT_SCOPE_NOWHERE = 255
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """One route as the kernel lists it."""
+
+    dst: Network
+    gateway: IPAddress | None
+    oif: int | None
+    scope: int
+    table: int
+    priority: int
+    prefsrc: IPAddress | None
+
+
+def _family(net: Network | IPInterface) -> int:
+    return socket.AF_INET if net.version == 4 else socket.AF_INET6
+
+
+def _describe(dst: Network, gateway: IPAddress | None, ifname: str) -> str:
+    via = f" via {gateway}" if gateway is not None else ""
+    return f"{dst}{via} dev {ifname}"
+
+
+def add_route(
+    dst: Network,
+    *,
+    ifname: str,
+    gateway: IPAddress | None = None,
+    src: IPAddress | None = None,
+    scope: int | None = None,
+    table: int | None = None,
+    priority: int = 0,
+    mtu: int = 0,
+    advmss: int = 0,
+    exist_ok: bool = False,
+) -> None:
+    """Add a route through ``ifname``."""
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        kwargs: dict[str, object] = {"family": _family(dst), "dst": str(dst.network_address),
+                                     "dst_len": dst.prefixlen, "oif": idx}
+        if gateway is not None:
+            kwargs["gateway"] = str(gateway)
+        if src is not None:
+            kwargs["prefsrc"] = str(src)
+        if scope is not None:
+            kwargs["scope"] = scope
+        if table is not None:
+            kwargs["table"] = table
+        if priority:
+            kwargs["priority"] = priority
+        metrics = {k: v for k, v in (("mtu", mtu), ("advmss", advmss)) if v}
+        if metrics:
+            kwargs["metrics"] = metrics
+        ok = (errno.EEXIST,) if exist_ok else ()
+        with kernel_op(f"failed to add route {_describe(dst, gateway, ifname)}", ok=ok):
+            ipr.route("add", **kwargs)
+
+
+def del_route(dst: Network, *, ifname: str, gateway: IPAddress | None = None,
+              missing_ok: bool = False) -> None:
+    """Delete the route to ``dst`` through ``ifname`` (any scope)."""
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        kwargs: dict[str, object] = {"family": _family(dst), "dst": str(dst.network_address),
+                                     "dst_len": dst.prefixlen, "oif": idx,
+                                     "scope": RT_SCOPE_NOWHERE}
+        if gateway is not None:
+            kwargs["gateway"] = str(gateway)
+        ok = (errno.ESRCH,) if missing_ok else ()
+        with kernel_op(f"failed to delete route {_describe(dst, gateway, ifname)}", ok=ok):
+            ipr.route("del", **kwargs)
+
+
+def list_routes(family: int, *, table: int = RT_TABLE_MAIN) -> list[RouteInfo]:
+    """Unicast routes of ``family`` (4 or 6) in ``table``."""
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    with rtnl() as ipr, kernel_op(f"failed to list IPv{family} routes"):
+        msgs = ipr.get_routes(family=af)
+    out = []
+    zero = str(ipaddress.IPv4Address(0)) if family == 4 else "::"
+    for msg in msgs:
+        msg_table = msg.get("RTA_TABLE") or msg["table"]
+        if msg_table != table or msg["type"] != 1:  # RTN_UNICAST
+            continue
+        gw = msg.get("RTA_GATEWAY")
+        src = msg.get("RTA_PREFSRC")
+        out.append(RouteInfo(
+            dst=ipaddress.ip_network(f"{msg.get('RTA_DST') or zero}/{msg['dst_len']}"),
+            gateway=ipaddress.ip_address(gw) if gw else None,
+            oif=msg.get("RTA_OIF"),
+            scope=int(msg["scope"]),
+            table=int(msg_table),
+            priority=int(msg.get("RTA_PRIORITY") or 0),
+            prefsrc=ipaddress.ip_address(src) if src else None,
+        ))
+    return out
+
+
+def has_route(dst: Network, gateway: IPAddress | None = None) -> bool:
+    """A main-table route to ``dst`` (through ``gateway`` if given) exists."""
+    return any(r.dst == dst and (gateway is None or r.gateway == gateway)
+               for r in list_routes(dst.version))
+
+
