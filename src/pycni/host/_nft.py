@@ -89,12 +89,14 @@ def _run_library(lib: Any, payload: bytes) -> tuple[bool, str, str]:
     return rc == 0, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-def _run_executable(payload: bytes) -> tuple[bool, str, str]:
+def _run_executable(payload: bytes, *, json_input: bool = True) -> tuple[bool, str, str]:
     exe = shutil.which("nft")
     if exe is None:
         raise KernelError("nftables is not available: neither libnftables.so.1 nor nft found")
+    # ``nft -j -f -`` silently ignores input that is not JSON (nftables 1.0.6).
+    argv = [exe, "-j", "-f", "-"] if json_input else [exe, "-f", "-"]
     try:
-        proc = subprocess.run([exe, "-j", "-f", "-"], input=payload, capture_output=True,
+        proc = subprocess.run(argv, input=payload, capture_output=True,
                               timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise KernelError(f"running {exe} failed: {exc}") from exc
@@ -128,4 +130,21 @@ def nft_json(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch"
     return [item for item in items if "metainfo" not in item]
 
 
-__all__ = ["NftError", "available", "nft_json"]
+def nft_text(script: str, *, what: str = "nftables script") -> None:
+    """Run ``script`` (nft(8) syntax, one command per line) as one atomic batch in this netns.
+
+    For rule fragments that only exist as nft(8) text, such as the portmap plugin's
+    ``conditionsV4``. libnftables parses input that is not JSON with the nft(8) grammar, so
+    the library runner serves as is. Raises :class:`NftError` as :func:`nft_json` does.
+    """
+    payload = script.encode()
+    lib = _library()
+    ok, _, err = (_run_library(lib, payload) if lib is not None
+                  else _run_executable(payload, json_input=False))
+    if not ok:
+        msg = " ".join(line.strip() for line in err.splitlines() if line.strip())
+        raise NftError(f"{what} failed", msg or "nftables gave no reason",
+                       not_found="No such file or directory" in err)
+
+
+__all__ = ["NftError", "available", "nft_json", "nft_text"]
