@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ..spec import CNIError, PluginExecFailed, PluginNotFound
@@ -21,13 +22,13 @@ _ETXTBSY_RETRIES = 5
 
 def find_plugin(name: str, paths: Iterable[str]) -> str:
     """The first executable called ``name`` in ``paths``; names with a separator are rejected."""
-    if not name or os.sep in name or name in (".", ".."):
+    if not name or os.sep in name or "\x00" in name or name in (".", ".."):
         raise PluginNotFound(f"invalid plugin name {name!r}", "a plugin type is a bare file name")
     searched = [p for p in paths if p]
     for directory in searched:
-        candidate = os.path.join(directory, name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
+        candidate = Path(directory, name)
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
     raise PluginNotFound(f'failed to find plugin "{name}" in path {searched}')
 
 
