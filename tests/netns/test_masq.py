@@ -148,14 +148,25 @@ def test_setup_twice_is_setup_once(host_ns: str, backend: str) -> None:
     assert _masq_state(host_ns) == once
 
 
-def test_setup_again_replaces_addresses(host_ns: str, backend: str) -> None:
-    _in(host_ns, masq.setup_ip_masq, backend, NET, "c1", "eth0", IPS)
+def test_nftables_setup_again_replaces_addresses(host_ns: str) -> None:
+    # nftables rules carry the ifname, so a new ADD of the attachment replaces its rules.
+    _in(host_ns, masq.setup_ip_masq, "nftables", NET, "c1", "eth0", IPS)
     new = ipaddress.ip_interface("10.99.0.7/24")
-    _in(host_ns, masq.setup_ip_masq, backend, NET, "c1", "eth0", [new])
-    state = "\n".join(_masq_state(host_ns))
-    assert "10.99.0.7" in state
-    assert "10.99.0.2" not in state
-    assert "fd99::2" not in state
+    _in(host_ns, masq.setup_ip_masq, "nftables", NET, "c1", "eth0", [new])
+    assert _sources(_nft_rules(host_ns)) == {"10.99.0.7"}
+
+
+def test_iptables_setup_keeps_sibling_interfaces(host_ns: str) -> None:
+    # The iptables chain is per (network, container), shared by all its ifnames (upstream's
+    # layout), so setup only adds; teardown removes the chain as a whole.
+    sibling = ipaddress.ip_interface("10.98.0.5/16")
+    _in(host_ns, masq.setup_ip_masq, "iptables", NET, "c1", "eth0", [V4])
+    _in(host_ns, masq.setup_ip_masq, "iptables", NET, "c1", "net1", [sibling])
+    state = "\n".join(_iptables(host_ns))
+    assert "-s 10.99.0.2/32" in state
+    assert "-s 10.98.0.5/32" in state
+    _in(host_ns, masq.teardown_ip_masq, "iptables", NET, "c1", "eth0", None)
+    assert _masq_state(host_ns) == []
 
 
 def test_two_subnets_accept_before_masquerade(host_ns: str) -> None:

@@ -10,15 +10,14 @@ with C = ``name: "<network>" id: "<container id>"``. The chain is keyed on netwo
 container id only (as upstream's: the ifname is not part of it).
 
 Every change is one ``iptables-restore --noflush`` batch, so a chain is never seen half
-written. Declaring ``:CHAIN`` in a noflush batch creates the chain or empties an existing
-one, which makes setup a replacement of the chain's content. State is read with
+written (and a new chain is declared with ``:CHAIN``, which in a noflush batch would empty
+an existing one: only missing chains are declared). State is read with
 ``iptables-save -t nat``, which, unlike most iptables commands under iptables-nft, never
 creates the table it lists.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shlex
 import shutil
@@ -163,41 +162,39 @@ class IPTablesMasq:
 
     def setup(self, network: str, container_id: str, ifname: str,  # noqa: ARG002 - upstream keys iptables chains on network+id only
               ips: Sequence[IPInterface]) -> None:
-        """Write (or rewrite) this attachment's chain and POSTROUTING jumps per family."""
+        """Add whatever of this attachment's chain, rules and jumps is missing, per family.
+
+        Additive, like upstream's AppendUnique: the chain is shared by every ifname of the
+        container on this network, so rules for addresses not in ``ips`` may belong to a
+        sibling interface and are left alone (teardown removes the whole chain).
+        """
         chain = chain_name(network, container_id)
         comment = chain_comment(network, container_id)
         for family in (4, 6):
             mine = [ip for ip in ips if ip.version == family]
             if not mine:
-                # Replace semantics: a family the attachment no longer has loses its chain.
-                if family in self._families():
-                    self._remove_chains(family, self._save(family), [chain])
                 continue
             table = self._save(family)
-            wanted = {}
-            accepts: list[list[str]] = []
+            existing = table.rules.get(chain, [])
+            masquerade = ["!", "-d", str(MULTICAST[family]), "-m", "comment", "--comment",
+                          comment, "-j", "MASQUERADE"]
+            lines = [] if chain in table.chains else [f":{chain} - [0:0]"]
             for ip in mine:
                 accept, jump = _rule_args(ip, comment)
-                if accept not in accepts:
-                    accepts.append(accept)
-                wanted[str(ip.ip)] = jump
-            # ":CHAIN" creates the chain or flushes it. The ACCEPTs for every subnet go
-            # before the single MASQUERADE (upstream appends per address, which leaves a
-            # second subnet's ACCEPT behind the MASQUERADE, where it never matches).
-            lines = [f":{chain} - [0:0]"]
-            lines += [_line("-A", chain, [*a, "-j", "ACCEPT"]) for a in accepts]
-            lines.append(_line("-A", chain, ["!", "-d", str(MULTICAST[family]), "-m", "comment",
-                                             "--comment", comment, "-j", "MASQUERADE"]))
-            present = set()
-            for rule in table.jumps_to(chain):
-                source = _option(rule, "-s")
-                key = str(ipaddress.ip_interface(source).ip) if source else ""
-                if key in wanted and key not in present and rule == [*wanted[key], "-j", chain]:
-                    present.add(key)
-                else:
-                    lines.append(_line("-D", "POSTROUTING", rule))
-            lines += [_line("-A", "POSTROUTING", [*jump, "-j", chain])
-                      for key, jump in wanted.items() if key not in present]
+                accept += ["-j", "ACCEPT"]
+                jump += ["-j", chain]
+                # Every subnet's ACCEPT goes before the MASQUERADE: upstream appends per
+                # address, which leaves a second subnet's ACCEPT where it never matches.
+                if accept not in existing:
+                    existing.append(accept)
+                    lines.append(_line("-I", chain, ["1", *accept]))
+                if jump not in table.rules.get("POSTROUTING", []):
+                    table.rules.setdefault("POSTROUTING", []).append(jump)
+                    lines.append(_line("-A", "POSTROUTING", jump))
+            if masquerade not in existing:
+                lines.append(_line("-A", chain, masquerade))
+            if not lines:
+                continue
             try:
                 self._restore(family, lines)
             except KernelError as exc:
