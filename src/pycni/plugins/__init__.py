@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 #: CNI type -> "module:class". The executable ``pycni install`` writes keeps the type name.
 REGISTRY: dict[str, str] = {
     "loopback": "pycni.plugins.main.loopback:Loopback",
+    "host-local": "pycni.plugins.ipam.host_local:HostLocal",
+    "static": "pycni.plugins.ipam.static:Static",
 }
 
 

@@ -1,0 +1,57 @@
+"""IP address management: ranges, the host-local disk store and allocator.
+
+``host-local`` keeps its reservations in files that the Go reference plugin reads and writes
+too (see :mod:`._store`); :func:`allocate` hands out one address per :class:`RangeSet`
+round-robin, :func:`release` frees an attachment's addresses, :meth:`DiskStore.gc` frees those
+of attachments the runtime no longer knows.
+"""
+
+from ._allocator import Allocation, Request, allocate, assign_requests, exhausted, release
+from ._fields import parse_routes, str_field
+from ._range import (
+    IPAddress,
+    Range,
+    RangeSet,
+    canonical_ip,
+    check_disjoint,
+    ip_name,
+    parse_address,
+    parse_range_sets,
+)
+from ._resolv import parse_resolv_conf
+from ._store import (
+    DEFAULT_DATA_DIR,
+    LAST_RESERVED_PREFIX,
+    LINE_BREAK,
+    LOCK_NAME,
+    DiskStore,
+    Reservation,
+    reservation_bytes,
+)
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "LAST_RESERVED_PREFIX",
+    "LINE_BREAK",
+    "LOCK_NAME",
+    "Allocation",
+    "DiskStore",
+    "IPAddress",
+    "Range",
+    "RangeSet",
+    "Request",
+    "Reservation",
+    "allocate",
+    "assign_requests",
+    "canonical_ip",
+    "check_disjoint",
+    "exhausted",
+    "ip_name",
+    "parse_address",
+    "parse_range_sets",
+    "parse_resolv_conf",
+    "parse_routes",
+    "release",
+    "reservation_bytes",
+    "str_field",
+]

@@ -1,0 +1,33 @@
+"""Config fields shared by the IPAM plugins, validated with the field's name in errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..spec import DecodingFailure, InvalidNetworkConfig, Route
+
+
+def str_field(obj: Mapping[str, Any], key: str, field: str, default: str = "") -> str:
+    """An optional string; null and "" give ``default``."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidNetworkConfig(f'invalid "{field}": expected a string, got {value!r}')
+    return value or default
+
+
+def parse_routes(value: Any, field: str) -> tuple[Route, ...]:
+    """A ``routes`` list (``[{"dst": CIDR, "gw": IP}, ...]``); errors name the bad entry."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidNetworkConfig(f'invalid "{field}": expected a list of routes')
+    routes: list[Route] = []
+    for i, item in enumerate(value):
+        try:
+            routes.append(Route.from_json(item))
+        except DecodingFailure as exc:
+            raise InvalidNetworkConfig(f'invalid "{field}[{i}]": {exc.msg}') from exc
+    return tuple(routes)

@@ -1,0 +1,239 @@
+"""host-local's on-disk store, byte for byte the reference plugin's, so both can share it.
+
+Layout of ``<dataDir>/<network>/`` (dataDir defaults to ``/var/lib/cni/networks``)::
+
+    lock                  empty; flock(LOCK_EX) on it guards the whole directory
+    10.1.0.2              "<containerID>\\r\\n<ifname>" (no trailing newline), mode 0644
+    2001:db8::2           the same for IPv6 (Go's net.IP.String form)
+    last_reserved_ip.0    the address last reserved from range set 0 (no newline)
+
+Reservation files written before CNI 0.7 hold only the container ID; they match any
+interface of that container, as in the reference. Go opens ``lock`` with
+``O_CREAT|O_RDONLY`` and mode 0750 and takes ``flock`` on it; we do exactly the same, so a
+Go plugin and a pycni plugin working on one network exclude each other.
+
+Callers hold :meth:`DiskStore.locked` around every read-modify-write.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..spec import IOFailure
+from ._range import IPAddress, canonical_ip
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+LOCK_NAME = "lock"
+LAST_RESERVED_PREFIX = "last_reserved_ip."
+LINE_BREAK = "\r\n"
+#: Reservation files are tiny; anything longer is not ours and is not read past this.
+_MAX_READ = 4096
+
+
+def reservation_bytes(container_id: str, ifname: str) -> bytes:
+    """A reservation file's exact content."""
+    return (container_id.strip() + LINE_BREAK + ifname).encode()
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One reservation file: an address held by (container ID, interface)."""
+
+    ip: IPAddress
+    name: str
+    container_id: str
+    #: Empty for a legacy file that holds only the container ID.
+    ifname: str
+
+    @property
+    def legacy(self) -> bool:
+        """True for a file written before the interface name was recorded."""
+        return not self.ifname
+
+    def owned_by(self, container_id: str, ifname: str) -> bool:
+        """Exact (ID, interface) match, or a legacy file with this container ID."""
+        return self.container_id == container_id.strip() and self.ifname in ("", ifname)
+
+    @classmethod
+    def parse(cls, name: str, data: bytes) -> Reservation | None:
+        """Decode a file's content; None if the name is not an address."""
+        ip = _ip_from_name(name)
+        if ip is None:
+            return None
+        text = data.decode(errors="replace").strip()
+        cid, _, ifname = text.partition(LINE_BREAK)
+        return cls(ip=ip, name=name, container_id=cid.strip(), ifname=ifname.strip())
+
+
+def _ip_from_name(name: str) -> IPAddress | None:
+    if name == LOCK_NAME or name.startswith(LAST_RESERVED_PREFIX):
+        return None
+    try:
+        return canonical_ip(ipaddress.ip_address(name))
+    except ValueError:
+        return None
+
+
+class DiskStore:
+    """The reservations of one network in ``<data_dir>/<network>``."""
+
+    def __init__(self, network: str, data_dir: str = "") -> None:
+        self.network = network
+        self.data_dir = data_dir or DEFAULT_DATA_DIR
+        self.path = Path(self.data_dir) / network
+
+    def _file(self, name: str) -> Path:
+        return self.path / name
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Create the directory if needed and hold the network's flock."""
+        try:
+            self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd = os.open(self._file(LOCK_NAME), os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o750)
+        except OSError as exc:
+            raise IOFailure(f"host-local: cannot open the store of network {self.network!r} "
+                            f"in {self.path}", str(exc)) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the only descriptor drops the flock
+
+    def names(self) -> set[str]:
+        """Every file name in the directory (one listdir; the caller holds the lock)."""
+        try:
+            return set(os.listdir(self.path))  # noqa: PTH208 - names only, no Path objects
+        except FileNotFoundError:
+            return set()
+        except OSError as exc:
+            raise IOFailure(f"host-local: cannot list {self.path}", str(exc)) from exc
+
+    def reservations(self, names: Iterable[str] | None = None) -> list[Reservation]:
+        """Every reservation file (of ``names``, default all), read once.
+
+        Unreadable files are skipped, as the reference does.
+        """
+        out: list[Reservation] = []
+        for name in sorted(self.names() if names is None else names):
+            if _ip_from_name(name) is None:
+                continue
+            data = self._read(name)
+            if data is None:
+                continue
+            res = Reservation.parse(name, data)
+            if res is not None:
+                out.append(res)
+        return out
+
+    def _read(self, name: str) -> bytes | None:
+        try:
+            fd = os.open(self._file(name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, _MAX_READ)
+        except OSError:  # e.g. EISDIR: not a reservation
+            return None
+        finally:
+            os.close(fd)
+
+    def reserve(self, ip: IPAddress, container_id: str, ifname: str, range_id: int) -> bool:
+        """Create ``ip``'s file exclusively; False if it exists. Records last_reserved_ip."""
+        path = self._file(str(ip))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise IOFailure(f"host-local: cannot reserve {ip} in {self.path}", str(exc)) from exc
+        try:
+            try:
+                os.write(fd, reservation_bytes(container_id, ifname))
+            finally:
+                os.close(fd)
+            self._write(f"{LAST_RESERVED_PREFIX}{range_id}", str(ip).encode())
+        except OSError as exc:
+            self.release(ip)
+            raise IOFailure(f"host-local: cannot reserve {ip} in {self.path}", str(exc)) from exc
+        return True
+
+    def _write(self, name: str, data: bytes) -> None:
+        fd = os.open(self._file(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def last_reserved(self, range_id: int) -> IPAddress | None:
+        """The address last reserved from range set ``range_id``; None if unknown."""
+        data = self._read(f"{LAST_RESERVED_PREFIX}{range_id}")
+        if data is None:
+            return None
+        try:
+            return canonical_ip(ipaddress.ip_address(data.decode(errors="replace").strip()))
+        except ValueError:
+            return None  # a torn or foreign file only costs the round-robin position
+
+    def release(self, ip: IPAddress) -> bool:
+        """Remove ``ip``'s file; False if it was not there."""
+        try:
+            self._file(str(ip)).unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise IOFailure(f"host-local: cannot release {ip} in {self.path}", str(exc)) from exc
+        return True
+
+    def owned(self, container_id: str, ifname: str) -> list[Reservation]:
+        """The reservations of (container ID, interface), exact or legacy."""
+        return [r for r in self.reservations() if r.owned_by(container_id, ifname)]
+
+    def release_owner(self, container_id: str, ifname: str) -> list[IPAddress]:
+        """Release what (container ID, interface) holds; the released addresses.
+
+        Like the reference, legacy ID-only files are released only when no exact
+        (ID, interface) file exists, so one interface's DEL does not take a legacy
+        address that another interface of the container may be using.
+        """
+        owned = self.owned(container_id, ifname)
+        exact = [r for r in owned if not r.legacy]
+        return [r.ip for r in (exact or owned) if self.release(r.ip)]
+
+    def gc(self, valid: set[tuple[str, str]]) -> list[IPAddress]:
+        """Release every reservation whose (ID, interface) is not in ``valid``.
+
+        A legacy ID-only file stays if any valid attachment has its container ID.
+        """
+        valid_ids = {cid for cid, _ in valid}
+        stale = [r for r in self.reservations()
+                 if not ((r.container_id, r.ifname) in valid
+                         or (r.legacy and r.container_id in valid_ids))]
+        return [r.ip for r in stale if self.release(r.ip)]
+
+    def writable(self) -> str:
+        """Empty if reservations can be written, else the reason (for STATUS)."""
+        path = self.path
+        while not path.exists() and path.parent != path:
+            path = path.parent
+        if not path.is_dir():
+            return f"{path} is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            reason = "read-only file system" if _read_only_fs(path) else "permission denied"
+            return f"{path} is not writable ({reason})"
+        return ""
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError as exc:
+        return exc.errno == errno.EROFS
