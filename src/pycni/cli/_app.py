@@ -1,0 +1,442 @@
+"""The ``pycni`` command: a thin front end over :mod:`pycni.runtime` and :mod:`pycni.host`.
+
+``pycni add|check|del NETWORK NETNS`` behave like cnitool: the network is looked up in
+``NETCONFPATH`` (default ``/etc/cni/net.d``), plugins in ``CNI_PATH``, CNI_ARGS and CAP_ARGS
+(JSON) come from the environment, the interface is ``CNI_IFNAME`` (default ``eth0``) and the
+container ID is ``cnitool-`` plus a hash of the netns path, so pycni and cnitool address the
+same attachment. Errors are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from ..spec import (
+    CURRENT_VERSION,
+    SUPPORTED_VERSIONS,
+    CNIError,
+    DecodingFailure,
+    GCAttachment,
+    InvalidEnvironmentVariables,
+    NetworkConfigList,
+)
+
+log = logging.getLogger("pycni.cli")
+
+app = typer.Typer(
+    name="pycni",
+    help="A CNI runtime and plugin suite: attach network namespaces to CNI networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+netns_app = typer.Typer(help="Manage named network namespaces (/run/netns).",
+                        no_args_is_help=True)
+app.add_typer(netns_app, name="netns")
+
+# -- shared options ------------------------------------------------------------------------
+
+ConfDir = Annotated[str, typer.Option("--conf-dir", envvar="NETCONFPATH",
+                                      help="Network configuration directory.")]
+CniPath = Annotated[str, typer.Option("--cni-path", envvar="CNI_PATH",
+                                      help="Plugin search path (':'-separated).")]
+CacheDir = Annotated[str, typer.Option("--cache-dir", envvar="PYCNI_CACHE_DIR",
+                                       help="Result cache directory (libcni's CacheDir).")]
+IfName = Annotated[str, typer.Option("-i", "--ifname", envvar="CNI_IFNAME",
+                                     help="Interface name inside the namespace.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_CNI_PATH = "/opt/cni/bin"
+DEFAULT_CACHE_DIR = "/var/lib/cni"
+
+
+def _fail(exc: Exception, as_json: bool = False) -> NoReturn:
+    """One line on stderr (and the CNI error object on stdout with --json); exit 1."""
+    if isinstance(exc, CNIError):
+        if as_json:
+            typer.echo(json.dumps(exc.to_json(CURRENT_VERSION)))
+        typer.echo(f"pycni: {exc}", err=True)
+    else:
+        typer.echo(f"pycni: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("-v", "--verbose",
+                                                help="Log what the runtime does.")] = False
+          ) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="pycni: %(levelname)s: %(message)s")
+
+
+def _split_path(value: str) -> list[str]:
+    return [p for p in value.split(os.pathsep) if p]
+
+
+def _cni_args() -> list[tuple[str, str]]:
+    from ..skel import parse_cni_args
+
+    return parse_cni_args(os.environ.get("CNI_ARGS", ""))
+
+
+def _cap_args() -> dict[str, Any]:
+    raw = os.environ.get("CAP_ARGS", "")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise DecodingFailure("CAP_ARGS is not valid JSON", str(exc)) from exc
+    if not isinstance(value, dict):
+        raise InvalidEnvironmentVariables("CAP_ARGS must be a JSON object")
+    return value
+
+
+def _netns_path(netns: str) -> str:
+    """A path as given (made absolute, as cnitool does), or a name under /run/netns."""
+    from ..host import netns_path
+
+    if "/" not in netns and Path(netns_path(netns)).exists():
+        return netns_path(netns)
+    return str(Path(netns).absolute())
+
+
+def _container_id(netns_path: str) -> str:
+    # cnitool's rule: the ID is derived from the netns path, so add and del agree on it.
+    return "cnitool-" + hashlib.sha512(netns_path.encode()).hexdigest()[:20]
+
+
+def _load(conf_dir: str, name: str, cni: Any) -> NetworkConfigList:
+    from ..runtime import DEFAULT_NETWORK_NAME, NetworkNotFound, builtin_network, load_network
+
+    try:
+        net = load_network(conf_dir, name)
+    except NetworkNotFound:
+        if name != DEFAULT_NETWORK_NAME:
+            raise
+        net = builtin_network()
+    negotiated: NetworkConfigList = cni.negotiate(net)
+    return negotiated
+
+
+def _attachment(command: str, network: str, netns: str, *, ifname: str, conf_dir: str,
+                cni_path: str, cache_dir: str, as_json: bool) -> None:
+    from ..runtime import CNIConfig, RuntimeConf
+
+    try:
+        cni = CNIConfig(_split_path(cni_path), cache_dir)
+        net = _load(conf_dir, network, cni)
+        path = _netns_path(netns)
+        rt = RuntimeConf(_container_id(path), path, ifname, _cni_args(), _cap_args())
+        if command == "add":
+            result = cni.add_network_list(net, rt)
+            typer.echo(json.dumps(result.to_json(net.cni_version), indent=4))
+        elif command == "check":
+            cni.check_network_list(net, rt)
+            if as_json:
+                typer.echo(json.dumps({"network": net.name, "containerID": rt.container_id,
+                                       "ifname": ifname, "ok": True}))
+        else:
+            cni.delete_network_list(net, rt)
+    except CNIError as exc:
+        _fail(exc, as_json)
+
+
+# -- cnitool-compatible commands -----------------------------------------------------------
+
+@app.command("add")
+def add_cmd(network: str, netns: str, *, ifname: IfName = "eth0",
+            conf_dir: ConfDir = DEFAULT_CONF_DIR, cni_path: CniPath = DEFAULT_CNI_PATH,
+            cache_dir: CacheDir = DEFAULT_CACHE_DIR, as_json: JsonOut = False) -> None:
+    """Attach NETNS to NETWORK (prints the result JSON)."""
+    _attachment("add", network, netns, ifname=ifname, conf_dir=conf_dir, cni_path=cni_path,
+                cache_dir=cache_dir, as_json=as_json)
+
+
+@app.command("check")
+def check_cmd(network: str, netns: str, *, ifname: IfName = "eth0",
+              conf_dir: ConfDir = DEFAULT_CONF_DIR, cni_path: CniPath = DEFAULT_CNI_PATH,
+              cache_dir: CacheDir = DEFAULT_CACHE_DIR, as_json: JsonOut = False) -> None:
+    """Check NETNS's attachment to NETWORK."""
+    _attachment("check", network, netns, ifname=ifname, conf_dir=conf_dir, cni_path=cni_path,
+                cache_dir=cache_dir, as_json=as_json)
+
+
+@app.command("del")
+def del_cmd(network: str, netns: str, *, ifname: IfName = "eth0",
+            conf_dir: ConfDir = DEFAULT_CONF_DIR, cni_path: CniPath = DEFAULT_CNI_PATH,
+            cache_dir: CacheDir = DEFAULT_CACHE_DIR, as_json: JsonOut = False) -> None:
+    """Detach NETNS from NETWORK."""
+    _attachment("del", network, netns, ifname=ifname, conf_dir=conf_dir, cni_path=cni_path,
+                cache_dir=cache_dir, as_json=as_json)
+
+
+@app.command("status")
+def status_cmd(network: str, *, conf_dir: ConfDir = DEFAULT_CONF_DIR,
+               cni_path: CniPath = DEFAULT_CNI_PATH, cache_dir: CacheDir = DEFAULT_CACHE_DIR,
+               as_json: JsonOut = False) -> None:
+    """Ask NETWORK's plugins whether they can take ADDs (spec 1.1 STATUS)."""
+    from ..runtime import CNIConfig
+
+    try:
+        cni = CNIConfig(_split_path(cni_path), cache_dir)
+        net = _load(conf_dir, network, cni)
+        cni.status_network_list(net)
+    except CNIError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        typer.echo(json.dumps({"network": net.name, "cniVersion": net.cni_version,
+                               "available": True}))
+    else:
+        typer.echo(f"network {net.name} is available")
+
+
+@app.command("gc")
+def gc_cmd(network: str, *,
+           valid: Annotated[list[str] | None, typer.Option(
+               "--valid", metavar="CONTAINERID:IFNAME",
+               help="An attachment to keep (repeatable); without any, none is kept.")] = None,
+           conf_dir: ConfDir = DEFAULT_CONF_DIR, cni_path: CniPath = DEFAULT_CNI_PATH,
+           cache_dir: CacheDir = DEFAULT_CACHE_DIR, as_json: JsonOut = False) -> None:
+    """Delete NETWORK's cached attachments not kept, then GC its plugins (spec 1.1)."""
+    from ..runtime import CNIConfig
+
+    keep = []
+    for item in valid or []:
+        cid, sep, ifname = item.rpartition(":")
+        if not sep or not cid or not ifname:
+            _fail(InvalidEnvironmentVariables(f"--valid {item!r}: expected CONTAINERID:IFNAME"),
+                  as_json)
+        keep.append(GCAttachment(cid, ifname))
+    try:
+        cni = CNIConfig(_split_path(cni_path), cache_dir)
+        net = _load(conf_dir, network, cni)
+        cni.gc_network_list(net, keep)
+    except CNIError as exc:
+        _fail(exc, as_json)
+
+
+@app.command("list")
+def list_cmd(conf_dir: ConfDir = DEFAULT_CONF_DIR, as_json: JsonOut = False) -> None:
+    """Show the networks in the configuration directory (the first is the default)."""
+    from ..runtime import discover
+
+    try:
+        found = discover(conf_dir)
+    except CNIError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        typer.echo(json.dumps({
+            "networks": [{"name": n.network.name, "file": n.path,
+                          "cniVersion": n.network.cni_version, "plugins": n.network.types}
+                         for n in found.networks],
+            "skipped": [{"file": s.path, "reason": s.reason} for s in found.skipped]}))
+        return
+    for i, n in enumerate(found.networks):
+        mark = " (default)" if i == 0 else ""
+        typer.echo(f"{n.network.name}{mark}\t{n.network.cni_version}\t"
+                   f"{','.join(n.network.types)}\t{n.path}")
+    for s in found.skipped:
+        typer.echo(f"skipped {s.path}: {s.reason}", err=True)
+
+
+# -- namespaces ----------------------------------------------------------------------------
+
+@netns_app.command("add")
+def netns_add(name: str) -> None:
+    """Create a named network namespace."""
+    from ..host import create_netns
+
+    try:
+        typer.echo(create_netns(name))
+    except CNIError as exc:
+        _fail(exc)
+
+
+@netns_app.command("del")
+def netns_del(name: str) -> None:
+    """Remove a named network namespace (a missing one is fine)."""
+    from ..host import remove_netns
+
+    try:
+        remove_netns(name)
+    except CNIError as exc:
+        _fail(exc)
+
+
+@netns_app.command("list")
+def netns_list() -> None:
+    """List named network namespaces."""
+    from ..host import list_netns
+
+    for name in list_netns():
+        typer.echo(name)
+
+
+# -- run -----------------------------------------------------------------------------------
+
+def _run_in(netns: str, argv: list[str]) -> int:
+    from ..host import run_in_netns
+
+    # The child is forked from a thread that sits in the namespace, so it starts there: no
+    # shell and no nsenter binary involved. We wait for it here, outside that thread.
+    proc: subprocess.Popen[bytes] = run_in_netns(netns, subprocess.Popen, argv)
+    try:
+        status = proc.wait()
+    except KeyboardInterrupt:
+        status = proc.wait()
+    return 128 - status if status < 0 else status
+
+
+@app.command("run", context_settings={"allow_interspersed_args": False})
+def run_cmd(
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments.")],
+    *,
+    net: Annotated[str | None, typer.Option("--net", help="Network name (default: the "
+                                            "directory's default, else pycni's own).")] = None,
+    netns_name: Annotated[str | None, typer.Option(
+        "--netns-name", help="Name of the namespace to create (default: pycni-<random>).")
+    ] = None,
+    ifname: IfName = "eth0",
+    conf_dir: ConfDir = DEFAULT_CONF_DIR,
+    cni_path: CniPath = DEFAULT_CNI_PATH,
+    cache_dir: CacheDir = DEFAULT_CACHE_DIR,
+    data_dir: Annotated[str | None, typer.Option(
+        "--data-dir", help="host-local dataDir of the built-in network.")] = None,
+) -> None:
+    """Run COMMAND in a fresh namespace attached to a network; tear it all down after."""
+    from ..host import create_netns, remove_netns
+    from ..runtime import DEFAULT_DATA_DIR, PodNetworks, builtin_network
+
+    name = netns_name or f"pycni-{secrets.token_hex(4)}"
+    pods = PodNetworks(conf_dir=conf_dir, path=_split_path(cni_path), cache_dir=cache_dir,
+                       builtin=builtin_network(data_dir=data_dir or DEFAULT_DATA_DIR))
+    try:
+        path = create_netns(name)
+    except CNIError as exc:
+        _fail(exc)
+    status = 1
+    try:
+        setup = pods.setup(name, path, network=net, ifname=ifname)
+        log.info("pod %s on %s: %s", name, setup.network, ", ".join(setup.ips))
+        status = _run_in(path, command)
+    except FileNotFoundError as exc:
+        typer.echo(f"pycni: command not found: {command[0]}", err=True)
+        log.debug("%s", exc)
+        status = 127
+    except CNIError as exc:
+        typer.echo(f"pycni: {exc}", err=True)
+    finally:
+        try:
+            pods.teardown(name, path, network=net, ifname=ifname)
+        except CNIError as exc:
+            typer.echo(f"pycni: teardown: {exc}", err=True)
+            status = status or 1
+        remove_netns(name)
+    raise typer.Exit(status)
+
+
+# -- install / version ---------------------------------------------------------------------
+
+def interpreter() -> str:
+    """The interpreter binary for plugin shebangs: never a version-manager shim.
+
+    ``sys.executable`` is the binary itself even when started through a pyenv shim; its
+    symlinks are resolved, except inside a virtualenv whose ``bin/python`` link is what
+    makes the venv's packages visible.
+    """
+    exe = Path(sys.executable).absolute()
+    if sys.prefix != sys.base_prefix:
+        return str(exe)
+    return str(exe.resolve())
+
+
+def plugin_script(plugin_type: str, python: str) -> str:
+    """The text of the executable ``pycni install`` writes for ``plugin_type``."""
+    from ..skel import PYCNI_MARKER
+
+    return (f"#!{python}\n"
+            f"{PYCNI_MARKER.decode()} {plugin_type}\n"
+            f"from pycni.plugins import plugin_main; plugin_main({plugin_type!r})\n")
+
+
+def _is_ours(path: Path) -> bool:
+    from ..skel import PYCNI_MARKER
+
+    try:
+        with path.open("rb") as fh:
+            return PYCNI_MARKER in fh.read(512)
+    except OSError:
+        return False
+
+
+@app.command("install")
+def install_cmd(
+    bin_dir: Annotated[str, typer.Option("--bin-dir", help="Where to write the plugins.")]
+    = DEFAULT_CNI_PATH,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace executables that pycni did not write.")] = False,
+) -> None:
+    """Write an executable for every pycni plugin type into BIN_DIR."""
+    from ..plugins import REGISTRY
+
+    target = Path(bin_dir)
+    python = interpreter()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(OSError(f"cannot create {bin_dir}: {exc.strerror}"))
+    skipped = []
+    for plugin_type in sorted(REGISTRY):
+        dest = target / plugin_type
+        if dest.exists() and not force and not _is_ours(dest):
+            skipped.append(plugin_type)
+            continue
+        # Write then rename: a plugin being exec'd right now keeps its old inode, and no
+        # runtime ever sees a half-written file (or gets ETXTBSY from us).
+        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{plugin_type}.")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(plugin_script(plugin_type, python))
+            Path(tmp).chmod(0o755)
+            Path(tmp).replace(dest)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            _fail(OSError(f"cannot write {dest}: {exc.strerror}"))
+        typer.echo(str(dest))
+    if skipped:
+        typer.echo(f"pycni: left {', '.join(skipped)} in {bin_dir} alone: not written by "
+                   "pycni (use --force to replace)", err=True)
+
+
+@app.command("version")
+def version_cmd(as_json: JsonOut = False) -> None:
+    """Show pycni's version and the CNI spec versions it speaks."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("pycni")
+    except PackageNotFoundError:
+        ours = "unknown"
+    if as_json:
+        typer.echo(json.dumps({"version": ours, "cniVersion": CURRENT_VERSION,
+                               "supportedVersions": list(SUPPORTED_VERSIONS)}))
+    else:
+        typer.echo(f"pycni {ours}\nCNI spec: {', '.join(SUPPORTED_VERSIONS)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="pycni")
