@@ -11,6 +11,7 @@ from ..spec._result import IPAddress, IPInterface
 from .links import _require, kernel_op, rtnl
 
 RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RT_SCOPE_HOST = 254
@@ -58,8 +59,11 @@ def add_route(
     """Add a route through ``ifname``."""
     with rtnl() as ipr:
         idx = _require(ipr, ifname)
+        # proto boot, as ``ip route add`` and the Go netlink library write (pyroute2 would
+        # say "static"): the routes look the same whichever implementation made them.
         kwargs: dict[str, object] = {"family": _family(dst), "dst": str(dst.network_address),
-                                     "dst_len": dst.prefixlen, "oif": idx}
+                                     "dst_len": dst.prefixlen, "oif": idx,
+                                     "proto": RTPROT_BOOT}
         if gateway is not None:
             kwargs["gateway"] = str(gateway)
         if src is not None:

@@ -13,6 +13,12 @@ REGISTRY: dict[str, str] = {
     "loopback": "pycni.plugins.main.loopback:Loopback",
     "host-local": "pycni.plugins.ipam.host_local:HostLocal",
     "static": "pycni.plugins.ipam.static:Static",
+    "bridge": "pycni.plugins.main.bridge:Bridge",
+    "ptp": "pycni.plugins.main.ptp:PTP",
+    "bandwidth": "pycni.plugins.meta.bandwidth:Bandwidth",
+    "tuning": "pycni.plugins.meta.tuning:Tuning",
+    "firewall": "pycni.plugins.meta.firewall:Firewall",
+    "sbr": "pycni.plugins.meta.sbr:Sbr",
 }
 
 

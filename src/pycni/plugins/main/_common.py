@@ -1,0 +1,150 @@
+"""What the veth-based main plugins (bridge, ptp) share: IPAM delegation, rollback, masq.
+
+The reference plugins release the IPAM lease on a failed ADD but leave the veth and the
+masquerade rules behind, so a retry fails with "already exists". :class:`Rollback` records
+an undo step for everything ADD creates and runs them (newest first) when ADD fails.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ...host import masq
+from ...skel import CmdArgs, delegate, delegate_add, delegate_check, delegate_del
+from ...spec import (
+    CNIError,
+    ErrorCode,
+    InvalidNetworkConfig,
+    PluginNotAvailable,
+    Result,
+)
+from ...spec._result import IPInterface
+from ..meta._fields import valid_attachments
+
+_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+
+
+def parse_mac(value: Any, where: str) -> str:
+    """A MAC address in canonical lower-case colon form; InvalidNetworkConfig otherwise."""
+    if not isinstance(value, str) or not _MAC_RE.match(value):
+        raise InvalidNetworkConfig(f"invalid MAC address {value!r} in {where}")
+    return value.lower().replace("-", ":")
+
+
+def ipam_type(args: CmdArgs) -> str:
+    """``ipam.type``, or "" when the config has no IPAM (an L2-only attachment)."""
+    ipam = args.conf.ipam or {}
+    value = ipam.get("type") or ""
+    if not isinstance(value, str):
+        raise InvalidNetworkConfig(f'invalid "ipam.type": expected a string, got {value!r}')
+    return value
+
+
+def ipam_add(args: CmdArgs, plugin_type: str) -> Result:
+    """Run IPAM ADD; a result without addresses is an error."""
+    result = delegate_add(plugin_type, args.stdin, args)
+    if not result.ips:
+        raise CNIError(f"IPAM plugin {plugin_type!r} returned no IP configuration",
+                       code=ErrorCode.INTERNAL)
+    return result
+
+
+def ipam_del(args: CmdArgs, plugin_type: str) -> None:
+    """Run IPAM DEL (releases this attachment's lease; idempotent in every IPAM plugin)."""
+    delegate_del(plugin_type, args.stdin, args)
+
+
+def ipam_check(args: CmdArgs, plugin_type: str) -> None:
+    """Run IPAM CHECK."""
+    delegate_check(plugin_type, args.stdin, args)
+
+
+def ipam_status(args: CmdArgs, plugin_type: str) -> None:
+    """STATUS of the IPAM plugin; anything but "available" makes us unavailable too."""
+    try:
+        delegate("STATUS", plugin_type, args.stdin, args)
+    except CNIError as exc:
+        if exc.code in (ErrorCode.PLUGIN_NOT_AVAILABLE, ErrorCode.LIMITED_CONNECTIVITY):
+            raise
+        raise PluginNotAvailable(f"IPAM plugin {plugin_type!r} is not available",
+                                 str(exc)) from exc
+
+
+def gc_attachments(args: CmdArgs, plugin_type: str, *, masquerade: bool) -> None:
+    """GC: the IPAM plugin's GC, then masquerade rules of attachments no longer valid."""
+    valid = valid_attachments(args.conf.raw)
+    if plugin_type:
+        delegate("GC", plugin_type, args.stdin, args)
+    if masquerade:
+        masq.gc_ip_masq(args.conf.name, valid)
+
+
+def prev_result(args: CmdArgs) -> Result:
+    """CHECK's prevResult, which is required."""
+    if args.conf.prev_result is None:
+        raise InvalidNetworkConfig(f"{args.conf.type}: CHECK requires a prevResult")
+    return args.conf.prev_result
+
+
+def apply_dns(args: CmdArgs, result: Result) -> None:
+    """The config's ``dns`` wins over what IPAM returned, when it sets anything."""
+    if not args.conf.dns.is_empty():
+        result.dns = args.conf.dns
+
+
+def masq_backend(args: CmdArgs) -> str | None:
+    """``ipMasqBackend`` (validated), or None for the default."""
+    value = args.conf.raw.get("ipMasqBackend")
+    if value is not None and not isinstance(value, str):
+        raise InvalidNetworkConfig(f'invalid "ipMasqBackend": expected a string, got {value!r}')
+    if value:
+        masq.resolve_backend(value)
+    return value or None
+
+
+def setup_masq(args: CmdArgs, backend: str | None, ips: list[IPInterface],
+               rollback: Rollback) -> None:
+    """Masquerade ``ips`` for this attachment; undone by ``rollback`` if ADD fails later."""
+    chosen = masq.resolve_backend(backend)
+    rollback.push(f"remove masquerade rules of {args.container_id}",
+                  masq.teardown_ip_masq, chosen, args.conf.name, args.container_id,
+                  args.ifname)
+    masq.setup_ip_masq(chosen, args.conf.name, args.container_id, args.ifname, ips)
+
+
+def teardown_masq(args: CmdArgs, backend: str | None, ips: list[IPInterface] | None) -> None:
+    """Remove this attachment's masquerade rules; works without knowing its addresses."""
+    masq.teardown_ip_masq(masq.resolve_backend(backend), args.conf.name, args.container_id,
+                          args.ifname, ips)
+
+
+class Rollback:
+    """Undo steps for a half-done ADD, run newest first by :meth:`run`.
+
+    An undo step that fails is reported on stderr and the rest still run: the error the
+    caller sees is the one that made ADD fail.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], object]]] = []
+
+    def push(self, what: str, fn: Callable[..., object], *args: Any) -> None:
+        """Record ``fn(*args)`` as the undo of something just done."""
+        self._steps.append((what, lambda: fn(*args)))
+
+    def run(self) -> None:
+        """Undo everything recorded, newest first."""
+        while self._steps:
+            what, step = self._steps.pop()
+            try:
+                step()
+            except Exception as exc:  # keep undoing: the ADD error is the one to report
+                print(f"pycni: rollback: failed to {what}: {exc}", file=sys.stderr)
+
+    def clear(self) -> None:
+        """ADD succeeded: forget the undo steps."""
+        self._steps.clear()
+

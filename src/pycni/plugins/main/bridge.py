@@ -1,0 +1,416 @@
+"""bridge: connect the container to a Linux bridge in the host namespace through a veth pair.
+
+Example config::
+
+    {"cniVersion": "1.1.0", "name": "mynet", "type": "bridge", "bridge": "cni0",
+     "isDefaultGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "subnet": "10.22.0.0/16"}}
+
+The bridge is created on first use. With ``isGateway`` (implied by ``isDefaultGateway``) it
+gets each subnet's gateway address and the host forwards; with ``isDefaultGateway`` the
+container also gets a default route through it. Without ``ipam`` (or with ``"ipam": {}``) the
+attachment is L2 only. The container MAC may be set by ``runtimeConfig.mac`` (capability
+``mac``), ``args.cni.mac`` or CNI_ARGS ``MAC`` (that is the precedence, highest first).
+
+Keys: ``bridge`` (default ``cni0``), ``isGateway``, ``isDefaultGateway``, ``forceAddress``,
+``ipMasq``, ``ipMasqBackend``, ``mtu``, ``hairpinMode``, ``promiscMode``, ``vlan``,
+``vlanTrunk`` (``[{"id": 5}, {"minID": 10, "maxID": 20}]``), ``preserveDefaultVlan``
+(default true), ``enabledad``, ``macspoofchk``, ``disableContainerInterface``,
+``portIsolation``, ``ipam``, ``dns``.
+
+Unlike the reference, a failed ADD removes the veth, the spoof-check and masquerade rules
+and the lease before it returns, and DEL removes masquerade rules even when the netns is gone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from ... import host
+from ...host import NetNSNotFound
+from ...host import enter as enter_netns
+from ...skel import IFNAME_MAX, CmdArgs, Plugin
+from ...spec import (
+    Interface,
+    InvalidNetworkConfig,
+    KernelError,
+    PluginNotAvailable,
+    Result,
+    Route,
+    bool_field,
+)
+from ...spec._result import IPInterface
+from ..meta._fields import int_field, str_field
+from ._common import (
+    Rollback,
+    apply_dns,
+    gc_attachments,
+    ipam_add,
+    ipam_check,
+    ipam_del,
+    ipam_status,
+    ipam_type,
+    masq_backend,
+    parse_mac,
+    prev_result,
+    setup_masq,
+    teardown_masq,
+)
+
+DEFAULT_BRIDGE = "cni0"
+MAX_VLAN = 4094
+
+
+def _vlan_trunk(raw: Any) -> tuple[int, ...]:
+    """``vlanTrunk`` entries (``id`` and/or ``minID``..``maxID``) as sorted unique ids."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidNetworkConfig('invalid "vlanTrunk": expected a list of objects')
+    vids: set[int] = set()
+    for item in raw:
+        if not isinstance(item, dict):
+            raise InvalidNetworkConfig('invalid "vlanTrunk" entry: expected an object')
+        lo = int_field(item, "minID", what="vlanTrunk[].")
+        hi = int_field(item, "maxID", what="vlanTrunk[].")
+        if (lo is None) != (hi is None):
+            missing = "minID" if lo is None else "maxID"
+            raise InvalidNetworkConfig(f'invalid "vlanTrunk" entry: minID and maxID go together, '
+                                       f"{missing} is missing")
+        if lo is not None and hi is not None:
+            for key, value in (("minID", lo), ("maxID", hi)):
+                if not 1 <= value <= MAX_VLAN:
+                    raise InvalidNetworkConfig(f'invalid "vlanTrunk" {key} {value}: '
+                                               f"expected 1-{MAX_VLAN}")
+            if hi < lo:
+                raise InvalidNetworkConfig(f'invalid "vlanTrunk" entry: minID {lo} is greater '
+                                           f"than maxID {hi}")
+            vids.update(range(lo, hi + 1))
+        vid = int_field(item, "id", what="vlanTrunk[].")
+        if vid is not None:
+            if not 1 <= vid <= MAX_VLAN:
+                raise InvalidNetworkConfig(f'invalid "vlanTrunk" id {vid}: expected 1-{MAX_VLAN}')
+            vids.add(vid)
+    return tuple(sorted(vids))
+
+
+def _container_mac(args: CmdArgs) -> str:
+    """The requested container MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC."""
+    rc_mac = args.conf.runtime_config.get("mac")
+    if rc_mac:
+        return parse_mac(rc_mac, "runtimeConfig.mac")
+    cni_mac = args.conf.cni_args().get("mac")
+    if cni_mac:
+        return parse_mac(cni_mac, "args.cni.mac")
+    if args.args:
+        env_mac = args.cni_args(["MAC"]).get("MAC")
+        if env_mac:
+            return parse_mac(env_mac, "CNI_ARGS MAC")
+    return ""
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """The bridge plugin's keys (wire names in the module docstring)."""
+
+    bridge: str = DEFAULT_BRIDGE
+    is_gateway: bool = False
+    is_default_gateway: bool = False
+    force_address: bool = False
+    ip_masq: bool = False
+    ip_masq_backend: str | None = None
+    mtu: int = 0
+    hairpin_mode: bool = False
+    promisc_mode: bool = False
+    vlan: int = 0
+    vlan_trunk: tuple[int, ...] = ()
+    preserve_default_vlan: bool = True
+    enable_dad: bool = False
+    mac_spoof_check: bool = False
+    disable_container_interface: bool = False
+    port_isolation: bool = False
+    ipam_type: str = ""
+    mac: str = ""
+
+    @property
+    def layer3(self) -> bool:
+        """IPAM is configured (else the attachment is L2 only)."""
+        return bool(self.ipam_type)
+
+    @classmethod
+    def load(cls, args: CmdArgs, *, with_mac: bool = True) -> BridgeConfig:
+        """Read and validate the keys; InvalidNetworkConfig names the offending one."""
+        raw = args.conf.raw
+        bridge = str_field(raw, "bridge") or DEFAULT_BRIDGE
+        if len(bridge.encode()) > IFNAME_MAX or "/" in bridge or bridge in (".", ".."):
+            raise InvalidNetworkConfig(f'invalid "bridge" {bridge!r}: not a valid interface name '
+                                       f"(at most {IFNAME_MAX} bytes, no '/')")
+        vlan = int_field(raw, "vlan") or 0
+        if vlan > MAX_VLAN:
+            raise InvalidNetworkConfig(f"invalid VLAN ID {vlan} (must be between 0 and {MAX_VLAN})")
+        trunk = _vlan_trunk(raw.get("vlanTrunk"))
+        if vlan and trunk:
+            raise InvalidNetworkConfig('cannot set "vlan" and "vlanTrunk" at the same time')
+        is_default_gateway = bool_field(raw, "isDefaultGateway")
+        conf = cls(
+            bridge=bridge,
+            is_gateway=bool_field(raw, "isGateway") or is_default_gateway,
+            is_default_gateway=is_default_gateway,
+            force_address=bool_field(raw, "forceAddress"),
+            ip_masq=bool_field(raw, "ipMasq"),
+            ip_masq_backend=masq_backend(args),
+            mtu=int_field(raw, "mtu") or 0,
+            hairpin_mode=bool_field(raw, "hairpinMode"),
+            promisc_mode=bool_field(raw, "promiscMode"),
+            vlan=vlan,
+            vlan_trunk=trunk,
+            preserve_default_vlan=bool_field(raw, "preserveDefaultVlan", default=True),
+            enable_dad=bool_field(raw, "enabledad"),
+            mac_spoof_check=bool_field(raw, "macspoofchk"),
+            disable_container_interface=bool_field(raw, "disableContainerInterface"),
+            port_isolation=bool_field(raw, "portIsolation"),
+            ipam_type=ipam_type(args),
+            mac=_container_mac(args) if with_mac else "",
+        )
+        if conf.hairpin_mode and conf.promisc_mode:
+            raise InvalidNetworkConfig("cannot set hairpinMode and promiscMode at the same time")
+        if conf.layer3 and conf.disable_container_interface:
+            raise InvalidNetworkConfig("cannot use IPAM when disableContainerInterface is set")
+        return conf
+
+
+def _spoof_id(args: CmdArgs) -> str:
+    return f"{args.container_id}-{args.ifname}"
+
+
+def _gateways(result: Result, conf: BridgeConfig) -> dict[int, list[IPInterface]]:
+    """Fill in gateways and the default routes; return the bridge's addresses per family.
+
+    Every IP belongs to the container interface (index 2). A missing gateway is the
+    subnet's first address when the bridge is the gateway.
+    """
+    gws: dict[int, list[IPInterface]] = {4: [], 6: []}
+    has_default: dict[int, bool] = {4: False, 6: False}
+    for ipc in result.ips:
+        ipc.interface = 2
+        family = ipc.family
+        if ipc.gateway is None and conf.is_gateway:
+            ipc.gateway = ipc.address.network.network_address + 1
+        if conf.is_default_gateway and not has_default[family]:
+            default = ipaddress.ip_interface("0.0.0.0/0" if family == 4 else "::/0")
+            has_default[family] = any(r.gw is not None and r.dst == default
+                                      for r in result.routes)
+            if not has_default[family]:
+                result.routes.append(Route(dst=default, gw=ipc.gateway))
+                has_default[family] = True
+        if conf.is_gateway and ipc.gateway is not None:
+            gws[family].append(ipaddress.ip_interface(f"{ipc.gateway}/{ipc.address.network.prefixlen}"))
+    return gws
+
+
+def _setup_host_port(peer: str, bridge: str, conf: BridgeConfig, vlan: int) -> None:
+    """The host end of a new veth: up, no RAs, on the bridge with its port flags and VLANs."""
+    host.links.set_up(peer)
+    host.sysctl_try_set(f"net/ipv6/conf/{peer}/accept_ra", "0")
+    host.attach_port(peer, bridge, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
+    if vlan or conf.vlan_trunk:
+        host.set_port_vlans(peer, pvid=vlan, trunk=conf.vlan_trunk,
+                            remove_default=not conf.preserve_default_vlan)
+
+
+def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback) -> host.LinkInfo:
+    """The ``<bridge>.<vlan>`` veth whose peer is an access port: the VLAN's gateway."""
+    name = f"{conf.bridge}.{conf.vlan}"
+    if len(name.encode()) > IFNAME_MAX:
+        raise InvalidNetworkConfig(f"vlan gateway interface name {name!r} is longer than "
+                                   f"{IFNAME_MAX} bytes; use a shorter bridge name")
+    existing = host.link_info(name)
+    if existing is not None:
+        return existing
+    with host.current_netns_fd() as fd:
+        veth = host.create_veth(name, fd, mtu=conf.mtu)
+    rollback.push(f"delete vlan gateway {name}", host.delete_link, name)
+    _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
+    host.links.set_up(name)
+    return host.require_link(name)
+
+
+def _configure_container(ifname: str, result: Result, enable_dad: bool) -> None:
+    # Hairpin mode echoes the container's own neighbour solicitations back to it, which
+    # fails DAD; unless enabledad asks for DAD (with enhanced_dad's nonce to tell its own
+    # probes apart), it is off, as in the reference.
+    if enable_dad:
+        host.sysctl_try_set(f"net/ipv6/conf/{ifname}/enhanced_dad", "1")
+        host.sysctl_try_set(f"net/ipv6/conf/{ifname}/accept_dad", "1")
+    else:
+        host.sysctl_try_set(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+    host.sysctl_try_set(f"net/ipv4/conf/{ifname}/arp_notify", "1")
+    host.configure_iface(ifname, result)
+
+
+class Bridge(Plugin):
+    """The ``bridge`` plugin."""
+
+    type_name = "bridge"
+
+    def add(self, args: CmdArgs) -> Result:
+        conf = BridgeConfig.load(args)
+        rollback = Rollback()
+        try:
+            result = self._add(args, conf, rollback)
+        except BaseException:
+            rollback.run()
+            raise
+        rollback.clear()
+        return result
+
+    def _add(self, args: CmdArgs, conf: BridgeConfig, rollback: Rollback) -> Result:
+        br = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
+                                vlan_filtering=bool(conf.vlan or conf.vlan_trunk))
+        with enter_netns(args.netns) as ns:
+            with host.current_netns_fd() as host_fd:
+                veth = ns.call(host.create_veth, args.ifname, host_fd, mtu=conf.mtu,
+                               mac=conf.mac)
+            # The undo opens the netns anew: ``ns`` is gone by the time a rollback runs.
+            rollback.push(f"delete {args.ifname} in {args.netns}", host.run_in_netns,
+                          args.netns, host.delete_link, args.ifname)
+            _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
+            result = Result(interfaces=[
+                Interface(name=br.name, mac=br.mac),
+                Interface(name=veth.peer_name),
+                Interface(name=args.ifname, mac=veth.mac, sandbox=args.netns),
+            ])
+            if conf.mac_spoof_check:
+                rollback.push("remove the MAC spoof check", host.teardown_spoofcheck,
+                              _spoof_id(args))
+                host.setup_spoofcheck(veth.peer_name, veth.mac, _spoof_id(args))
+            if conf.layer3:
+                self._add_l3(args, conf, result, ns, rollback)
+            elif not conf.disable_container_interface:
+                ns.call(host.links.set_up, args.ifname)
+        if conf.disable_container_interface:
+            peer = host.require_link(veth.peer_name)
+        else:
+            peer = host.wait_oper_up(veth.peer_name)
+        result.interfaces[1].mac = peer.mac
+        # The bridge's MAC may change when its first port joins or an address is set.
+        result.interfaces[0].mac = host.require_link(conf.bridge).mac
+        apply_dns(args, result)
+        return result
+
+    def _add_l3(self, args: CmdArgs, conf: BridgeConfig, result: Result, ns: host.NetNS,
+                rollback: Rollback) -> None:
+        ipam = ipam_add(args, conf.ipam_type)
+        rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args, conf.ipam_type)
+        result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+        gws = _gateways(result, conf)
+        ns.call(_configure_container, args.ifname, result, conf.enable_dad)
+        if conf.is_gateway:
+            for family in (4, 6):
+                if not gws[family]:
+                    continue
+                if conf.vlan:
+                    target = _ensure_vlan_interface(conf, rollback)
+                    if all(i.name != target.name for i in result.interfaces):
+                        result.interfaces.append(Interface(name=target.name, mac=target.mac))
+                    mac = target.mac
+                else:
+                    # The MAC read when the bridge was ensured, before our port joined: writing
+                    # it back keeps the bridge's MAC stable as ports come and go.
+                    target, mac = host.require_link(conf.bridge), result.interfaces[0].mac
+                for gw in gws[family]:
+                    host.ensure_gateway_address(target.name, gw, force=conf.force_address,
+                                                mac=mac)
+                host.enable_forwarding(family)
+        if conf.ip_masq:
+            setup_masq(args, conf.ip_masq_backend, [ip.address for ip in result.ips], rollback)
+
+    def delete(self, args: CmdArgs) -> None:
+        conf = BridgeConfig.load(args, with_mac=False)
+        addrs: list[str] | None = None
+        if args.netns:
+            try:
+                with enter_netns(args.netns) as ns:
+                    addrs = ns.call(host.delete_link_with_addresses, args.ifname)
+            except NetNSNotFound:
+                addrs = None
+        if conf.layer3:
+            ipam_del(args, conf.ipam_type)
+        if conf.mac_spoof_check:
+            host.teardown_spoofcheck(_spoof_id(args))
+        if conf.layer3 and conf.ip_masq:
+            # Rules are found by attachment identity, so a vanished netns (addrs None) still
+            # gets its rules removed; the reference leaks them then (plugins#810).
+            ips = [ipaddress.ip_interface(a) for a in addrs] if addrs else None
+            teardown_masq(args, conf.ip_masq_backend, ips)
+
+    def check(self, args: CmdArgs) -> None:
+        conf = BridgeConfig.load(args, with_mac=False)
+        if conf.layer3:
+            ipam_check(args, conf.ipam_type)
+        result = prev_result(args)
+        br_if = next((i for i in result.interfaces if i.name == conf.bridge), None)
+        cont_if = next((i for i in result.interfaces
+                        if i.name == args.ifname and i.sandbox == args.netns), None)
+        if cont_if is None:
+            raise KernelError(f"CHECK: prevResult has no interface {args.ifname!r} in sandbox "
+                              f"{args.netns!r}")
+        br = host.link_info(conf.bridge)
+        if br_if is None or br is None:
+            raise KernelError(f"CHECK: bridge {conf.bridge!r} was not found")
+        if br.kind != "bridge":
+            raise KernelError(f"CHECK: {conf.bridge!r} is a {br.kind or 'non-bridge'} link, "
+                              "expected a bridge")
+        if br_if.mac and br_if.mac != br.mac:
+            raise KernelError(f"CHECK: bridge {conf.bridge!r} has MAC {br.mac}, prevResult "
+                              f"says {br_if.mac}")
+        if br.promisc != conf.promisc_mode:
+            raise KernelError(f"CHECK: bridge {conf.bridge!r} promiscuous mode is "
+                              f"{br.promisc}, config wants {conf.promisc_mode}")
+        with enter_netns(args.netns) as ns:
+            cont = ns.call(host.link_info, args.ifname)
+            if cont is None or cont.kind != "veth":
+                raise KernelError(f"CHECK: container interface {args.ifname!r} is missing or "
+                                  "not a veth")
+            if cont_if.mac and cont_if.mac != cont.mac:
+                raise KernelError(f"CHECK: {args.ifname!r} has MAC {cont.mac}, prevResult "
+                                  f"says {cont_if.mac}")
+            self._check_host_veth(result, conf, br, cont)
+            ns.call(host.check_iface_ips, args.ifname, result)
+            ns.call(host.check_routes, result)
+
+    @staticmethod
+    def _check_host_veth(result: Result, conf: BridgeConfig, br: host.LinkInfo,
+                         cont: host.LinkInfo) -> None:
+        for intf in result.interfaces:
+            if intf.sandbox or intf.name == conf.bridge:
+                continue
+            link = host.link_info(intf.name)
+            if link is None or link.kind != "veth":
+                continue
+            if (link.index, link.peer_index, link.master) != (cont.peer_index, cont.index,
+                                                              br.index):
+                continue
+            if intf.mac and intf.mac != link.mac:
+                raise KernelError(f"CHECK: host veth {intf.name!r} has MAC {link.mac}, "
+                                  f"prevResult says {intf.mac}")
+            return
+        raise KernelError(f"CHECK: no veth on bridge {conf.bridge!r} is the peer of "
+                          f"{cont.name!r}")
+
+    def status(self, args: CmdArgs) -> None:
+        conf = BridgeConfig.load(args, with_mac=False)
+        problem = host.bridge_problem(conf.bridge)
+        if problem is not None:
+            raise PluginNotAvailable(f"bridge {conf.bridge!r} cannot be used", problem)
+        if conf.layer3:
+            ipam_status(args, conf.ipam_type)
+
+    def gc(self, args: CmdArgs) -> None:
+        conf = BridgeConfig.load(args, with_mac=False)
+        gc_attachments(args, conf.ipam_type, masquerade=conf.layer3)
+
+
+main = Bridge.main

@@ -1,0 +1,175 @@
+"""ptp: a point-to-point veth between the container and the host, routed (no bridge).
+
+Example config::
+
+    {"cniVersion": "1.1.0", "name": "mynet", "type": "ptp", "ipMasq": true, "mtu": 1450,
+     "ipam": {"type": "host-local", "subnet": "10.1.1.0/24"}}
+
+For an IPAM answer of 10.1.1.5/24 with gateway 10.1.1.1 the container gets 10.1.1.5/24 on
+its interface, but the kernel's subnet route is replaced by ``10.1.1.1/32 dev eth0 scope
+link`` and ``10.1.1.0/24 via 10.1.1.1``: everything goes through the host, which answers ARP
+for the gateway. The host end carries the gateway as a /32 (/128) and a host route to the
+container's address. IPv6 works the same way.
+
+Keys: ``ipMasq``, ``ipMasqBackend``, ``mtu``, ``ipam`` (required), ``dns``.
+Unlike the reference, a failed ADD removes the veth and masquerade rules as well as the
+lease, and DEL removes masquerade rules even when the netns is already gone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ... import host
+from ...host import NetNSNotFound
+from ...host import enter as enter_netns
+from ...skel import CmdArgs, Plugin
+from ...spec import Interface, InvalidNetworkConfig, KernelError, Result, bool_field
+from ..meta._fields import int_field
+from ._common import (
+    Rollback,
+    apply_dns,
+    gc_attachments,
+    ipam_add,
+    ipam_check,
+    ipam_del,
+    ipam_status,
+    ipam_type,
+    masq_backend,
+    prev_result,
+    setup_masq,
+    teardown_masq,
+)
+
+
+@dataclass(frozen=True)
+class PTPConfig:
+    """The ptp plugin's keys."""
+
+    ip_masq: bool = False
+    ip_masq_backend: str | None = None
+    mtu: int = 0
+    ipam_type: str = ""
+
+    @classmethod
+    def load(cls, args: CmdArgs) -> PTPConfig:
+        """Read and validate the keys; ptp needs IPAM."""
+        raw = args.conf.raw
+        conf = cls(ip_masq=bool_field(raw, "ipMasq"), ip_masq_backend=masq_backend(args),
+                   mtu=int_field(raw, "mtu") or 0, ipam_type=ipam_type(args))
+        if not conf.ipam_type:
+            raise InvalidNetworkConfig('ptp needs "ipam" with a "type"')
+        return conf
+
+
+def _configure_container(ifname: str, result: Result) -> None:
+    """Addresses and the point-to-point routes inside the container (see module docstring)."""
+    host.configure_iface(ifname, result)
+    for ipc in result.ips:
+        if ipc.gateway is None:
+            raise KernelError(f"ptp: IPAM gave {ipc.address} no gateway; ptp routes every "
+                              "address through its gateway")
+        net = ipc.address.network
+        host.del_route(net, ifname=ifname)
+        bits = 32 if ipc.family == 4 else 128
+        gw_net = ipaddress.ip_network(f"{ipc.gateway}/{bits}")
+        host.add_route(gw_net, ifname=ifname, scope=host.RT_SCOPE_LINK, src=ipc.address.ip)
+        host.add_route(net, ifname=ifname, gateway=ipc.gateway, src=ipc.address.ip,
+                       scope=host.RT_SCOPE_UNIVERSE)
+
+
+def _configure_host_veth(name: str, result: Result) -> None:
+    """The host end: each gateway as a /32 (/128), and a host route to each container IP."""
+    for ipc in result.ips:
+        bits = 32 if ipc.family == 4 else 128
+        host.add_address(name, ipaddress.ip_interface(f"{ipc.gateway}/{bits}"))
+        host.add_route(ipaddress.ip_network(f"{ipc.address.ip}/{bits}"), ifname=name,
+                       scope=host.RT_SCOPE_HOST, exist_ok=True)
+
+
+class PTP(Plugin):
+    """The ``ptp`` plugin."""
+
+    type_name = "ptp"
+
+    def add(self, args: CmdArgs) -> Result:
+        conf = PTPConfig.load(args)
+        rollback = Rollback()
+        try:
+            result = self._add(args, conf, rollback)
+        except BaseException:
+            rollback.run()
+            raise
+        rollback.clear()
+        return result
+
+    def _add(self, args: CmdArgs, conf: PTPConfig, rollback: Rollback) -> Result:
+        result = ipam_add(args, conf.ipam_type)
+        rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args, conf.ipam_type)
+        for family in sorted({ip.family for ip in result.ips}):
+            host.enable_forwarding(family)
+        with enter_netns(args.netns) as ns:
+            with host.current_netns_fd() as host_fd:
+                veth = ns.call(host.create_veth, args.ifname, host_fd, mtu=conf.mtu)
+            rollback.push(f"delete {args.ifname} in {args.netns}", host.run_in_netns,
+                          args.netns, host.delete_link, args.ifname)
+            host.links.set_up(veth.peer_name)
+            host.sysctl_try_set(f"net/ipv6/conf/{veth.peer_name}/accept_ra", "0")
+            peer = host.require_link(veth.peer_name)
+            result.interfaces = [
+                Interface(name=peer.name, mac=peer.mac),
+                Interface(name=args.ifname, mac=veth.mac, sandbox=args.netns),
+            ]
+            for ipc in result.ips:
+                ipc.interface = 1
+            ns.call(_configure_container, args.ifname, result)
+        _configure_host_veth(veth.peer_name, result)
+        if conf.ip_masq:
+            setup_masq(args, conf.ip_masq_backend, [ip.address for ip in result.ips], rollback)
+        apply_dns(args, result)
+        return result
+
+    def delete(self, args: CmdArgs) -> None:
+        conf = PTPConfig.load(args)
+        addrs: list[str] | None = None
+        if args.netns:
+            try:
+                with enter_netns(args.netns) as ns:
+                    addrs = ns.call(host.delete_link_with_addresses, args.ifname)
+            except NetNSNotFound:
+                addrs = None
+        ipam_del(args, conf.ipam_type)
+        if conf.ip_masq:
+            # Found by attachment identity: no netns, no problem (the reference leaks them).
+            ips = [ipaddress.ip_interface(a) for a in addrs] if addrs else None
+            teardown_masq(args, conf.ip_masq_backend, ips)
+
+    def check(self, args: CmdArgs) -> None:
+        conf = PTPConfig.load(args)
+        ipam_check(args, conf.ipam_type)
+        result = prev_result(args)
+        cont_if = next((i for i in result.interfaces
+                        if i.name == args.ifname and i.sandbox == args.netns), None)
+        if cont_if is None:
+            raise KernelError(f"CHECK: prevResult has no interface {args.ifname!r} in sandbox "
+                              f"{args.netns!r}")
+        with enter_netns(args.netns) as ns:
+            cont = ns.call(host.link_info, args.ifname)
+            if cont is None or cont.kind != "veth":
+                raise KernelError(f"CHECK: container interface {args.ifname!r} is missing or "
+                                  "not a veth")
+            if cont_if.mac and cont_if.mac != cont.mac:
+                raise KernelError(f"CHECK: {args.ifname!r} has MAC {cont.mac}, prevResult "
+                                  f"says {cont_if.mac}")
+            ns.call(host.check_iface_ips, args.ifname, result)
+            ns.call(host.check_routes, result)
+
+    def status(self, args: CmdArgs) -> None:
+        ipam_status(args, PTPConfig.load(args).ipam_type)
+
+    def gc(self, args: CmdArgs) -> None:
+        gc_attachments(args, PTPConfig.load(args).ipam_type, masquerade=True)
+
+
+main = PTP.main
