@@ -1,0 +1,57 @@
+"""Typed reads of plugin-specific config keys; every failure names the key (code 7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...spec import InvalidNetworkConfig, bool_field
+
+
+def int_field(raw: dict[str, Any], key: str, *, minimum: int = 0, what: str = "") -> int | None:
+    """An integer >= ``minimum`` or None when absent; ``what`` prefixes the key in errors."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected an integer >= {minimum}, '
+                                   f"got {value!r}")
+    return value
+
+
+def str_field(raw: dict[str, Any], key: str, *, what: str = "") -> str | None:
+    """A string, or None when absent."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected a string, got {value!r}')
+    return value
+
+
+def str_list(raw: dict[str, Any], key: str, *, what: str = "") -> list[str]:
+    """A list of strings (absent: empty)."""
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected a list of strings')
+    return list(value)
+
+
+def opt_bool(raw: dict[str, Any], key: str) -> bool | None:
+    """A bool (also ``"true"``/``"false"``), or None when absent."""
+    return None if raw.get(key) is None else bool_field(raw, key)
+
+
+def valid_attachments(raw: dict[str, Any]) -> set[tuple[str, str]]:
+    """GC's ``cni.dev/valid-attachments`` as (containerID, ifname) pairs."""
+    items = raw.get("cni.dev/valid-attachments") or []
+    if not isinstance(items, list):
+        raise InvalidNetworkConfig('invalid "cni.dev/valid-attachments": expected a list')
+    out: set[tuple[str, str]] = set()
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
+            raise InvalidNetworkConfig('invalid "cni.dev/valid-attachments" entry: expected '
+                                       '{"containerID": ..., "ifname": ...}')
+        out.add((item["containerID"], str(item.get("ifname", ""))))
+    return out

@@ -1,0 +1,58 @@
+"""Per-attachment JSON records that meta plugins keep on disk (tuning backups, firewall GC).
+
+A record is ``<directory>/<containerID>_<ifname>.json``; writes go to a temporary file and
+are renamed into place, so a reader never sees half a record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ...spec import IOFailure
+
+
+class RecordStore:
+    """JSON records in one directory, keyed by container id and interface name."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    def path(self, container_id: str, ifname: str) -> Path:
+        """Where the record of one attachment lives."""
+        return self.directory / f"{container_id}_{ifname}.json"
+
+    def save(self, container_id: str, ifname: str, record: dict[str, Any]) -> None:
+        """Write a record atomically; IOFailure names the file."""
+        path = self.path(container_id, ifname)
+        tmp = path.with_suffix(".tmp")
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(record, indent=1))
+            tmp.replace(path)
+        except OSError as exc:
+            raise IOFailure(f"failed to write {path}: {exc.strerror}") from exc
+
+    @staticmethod
+    def load(path: Path) -> dict[str, Any] | None:
+        """A record, None if it does not exist, ``{}`` if it is unreadable."""
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def records(self) -> list[Path]:
+        """Every record file, sorted."""
+        try:
+            return sorted(p for p in self.directory.iterdir() if p.suffix == ".json")
+        except FileNotFoundError:
+            return []
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        """Delete a record; a missing one is fine."""
+        path.unlink(missing_ok=True)

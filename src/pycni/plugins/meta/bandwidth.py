@@ -1,0 +1,191 @@
+"""bandwidth: limit a container's ingress and egress rate with tc on the host side.
+
+Example config (a chained plugin, after bridge or ptp)::
+
+    {"type": "bandwidth", "capabilities": {"bandwidth": true},
+     "ingressRate": 8000000, "ingressBurst": 800000,
+     "egressRate": 8000000, "egressBurst": 800000}
+
+Rates are bits per second and bursts bits, at the top level or in
+``runtimeConfig.bandwidth`` (capability ``bandwidth``, CONVENTIONS.md); top-level keys win.
+Ingress (towards the container) is a tbf on the host veth; egress goes through an ifb
+device named from the network name and container id like the reference (``bwp`` + hash),
+fed by an ingress qdisc with a mirred redirect on the host veth and shaped with a tbf.
+``shapedSubnets`` / ``unshapedSubnets`` switch to htb classes with u32 filters on the peer
+address. DEL removes the ifb; GC removes ifbs of this network whose container is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ...host import _tc as tc
+from ...host import enter as enter_netns
+from ...skel import CmdArgs, Plugin
+from ...spec import CNIError, Interface, InvalidNetworkConfig, KernelError, Result
+from ._fields import int_field, str_list, valid_attachments
+
+IFB_PREFIX = "bwp"
+IFNAME_MAX = 15
+#: ifalias of our ifb devices: the prefix, then ``<network>/<containerID>``; GC reads it.
+ALIAS_PREFIX = "pycni-bandwidth:"
+_MAX_BURST_BYTES = 2**32 - 1
+
+_KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst", "unshapedSubnets",
+         "shapedSubnets")
+
+
+@dataclass(frozen=True)
+class BandwidthConfig:
+    """The limits in effect for one call."""
+
+    ingress: tc.Shaping | None
+    egress: tc.Shaping | None
+    unshaped_subnets: tuple[str, ...] = ()
+    shaped_subnets: tuple[str, ...] = ()
+
+    @property
+    def is_zero(self) -> bool:
+        """Nothing to shape: ADD passes the result through untouched."""
+        return self.ingress is None and self.egress is None
+
+    @classmethod
+    def load(cls, args: CmdArgs) -> BandwidthConfig:
+        """Read the top-level entry, else ``runtimeConfig.bandwidth``; validate it."""
+        raw = args.conf.raw
+        entry: Any = raw if any(k in raw for k in _KEYS) else args.conf.runtime_config.get(
+            "bandwidth")
+        what = "" if entry is raw else "runtimeConfig.bandwidth."
+        if entry is None:
+            return cls(None, None)
+        if not isinstance(entry, dict):
+            raise InvalidNetworkConfig('invalid "runtimeConfig.bandwidth": expected an object')
+        unshaped = tuple(str_list(entry, "unshapedSubnets", what=what))
+        shaped = tuple(str_list(entry, "shapedSubnets", what=what))
+        directions = []
+        for name in ("ingress", "egress"):
+            rate = int_field(entry, f"{name}Rate", what=what) or 0
+            burst = int_field(entry, f"{name}Burst", what=what) or 0
+            if burst == 0 and rate != 0:
+                raise InvalidNetworkConfig(f"if {name}Rate is set, {name}Burst must also be set")
+            if rate == 0 and burst != 0:
+                raise InvalidNetworkConfig(f"if {name}Burst is set, {name}Rate must also be set")
+            if burst // 8 >= _MAX_BURST_BYTES:
+                raise InvalidNetworkConfig(f"{name}Burst cannot be more than 4GB")
+            if rate and rate < 8:
+                raise InvalidNetworkConfig(f"{name}Rate {rate} is below 8 bits per second")
+            directions.append(tc.Shaping(rate, burst, unshaped, shaped) if rate else None)
+        return cls(directions[0], directions[1], unshaped, shaped)
+
+    def validate_subnets(self) -> None:
+        """The reference's rules: not both lists, and every entry a CIDR."""
+        if self.unshaped_subnets and self.shaped_subnets:
+            raise InvalidNetworkConfig("unshapedSubnets and shapedSubnets cannot be both "
+                                       "specified, one of them should be discarded")
+        for subnet in (*self.unshaped_subnets, *self.shaped_subnets):
+            try:
+                ipaddress.ip_network(subnet, strict=False)
+            except ValueError as exc:
+                raise InvalidNetworkConfig(f"bad subnet {subnet!r} provided: {exc}") from exc
+            if "/" not in subnet:
+                raise InvalidNetworkConfig(f"bad subnet {subnet!r} provided: no prefix length")
+
+
+def ifb_name(network: str, container_id: str) -> str:
+    """The reference's ifb name: ``bwp`` + sha512(network + container id), 15 bytes."""
+    digest = hashlib.sha512((network + container_id).encode()).hexdigest()
+    return (IFB_PREFIX + digest)[:IFNAME_MAX]
+
+
+def host_interface(args: CmdArgs, result: Result) -> str:
+    """The host end of the container interface's veth, which prevResult must list."""
+    if not result.interfaces:
+        raise InvalidNetworkConfig("no interfaces provided in prevResult")
+    with enter_netns(args.netns) as ns:
+        peer = ns.call(tc.veth_peer_index, args.ifname)
+    if not peer:
+        raise KernelError(f"container interface {args.ifname!r} has no veth peer")
+    name = tc.link_name(peer)
+    if name is None:
+        raise KernelError(f"veth peer with index {peer} is not in the host namespace")
+    if not any(i.name == name and not i.sandbox for i in result.interfaces):
+        raise InvalidNetworkConfig(f"no veth peer of container interface {args.ifname!r} "
+                                   f"found in prevResult (host side is {name!r})")
+    return name
+
+
+class Bandwidth(Plugin):
+    """The ``bandwidth`` plugin."""
+
+    type_name = "bandwidth"
+    supported_versions: ClassVar[tuple[str, ...]] = tuple(
+        v for v in Plugin.supported_versions if v not in ("0.1.0", "0.2.0"))
+
+    def add(self, args: CmdArgs) -> Result:
+        conf = BandwidthConfig.load(args)
+        prev = args.conf.prev_result
+        if conf.is_zero:
+            return prev if prev is not None else Result()
+        conf.validate_subnets()
+        if prev is None:
+            raise InvalidNetworkConfig("must be called as chained plugin")
+        host = host_interface(args, prev)
+        ifb = ifb_name(args.conf.name, args.container_id)
+        try:
+            if conf.ingress is not None:
+                tc.shape_ingress(host, conf.ingress)
+            if conf.egress is not None:
+                mtu, qlen = tc.link_mtu_txqlen(host)
+                mac = tc.create_ifb(ifb, mtu, qlen)
+                tc.set_alias(ifb, f"{ALIAS_PREFIX}{args.conf.name}/{args.container_id}")
+                prev.interfaces.append(Interface(name=ifb, mac=mac))
+                tc.shape_egress(host, ifb, conf.egress)
+        except CNIError:
+            tc.delete_link(ifb)
+            tc.clear_root_qdisc(host)
+            raise
+        return prev
+
+    def delete(self, args: CmdArgs) -> None:
+        BandwidthConfig.load(args)
+        tc.delete_link(ifb_name(args.conf.name, args.container_id))
+
+    def check(self, args: CmdArgs) -> None:
+        conf = BandwidthConfig.load(args)
+        prev = args.conf.prev_result
+        if prev is None:
+            raise InvalidNetworkConfig("must be called as a chained plugin")
+        conf.validate_subnets()
+        host = host_interface(args, prev)
+        checks = []
+        if conf.ingress is not None:
+            checks.append((host, conf.ingress))
+        if conf.egress is not None:
+            ifb = ifb_name(args.conf.name, args.container_id)
+            if not tc.has_ingress_redirect(host, ifb):
+                raise KernelError(f"{host!r} does not redirect its ingress to ifb {ifb!r}")
+            checks.append((ifb, conf.egress))
+        for ifname, shaping in checks:
+            found = tc.root_qdisc(ifname)
+            want_kind = "htb" if shaping.uses_subnets else "tbf"
+            if found is None or found.kind != want_kind:
+                raise KernelError(f"{ifname!r} has root qdisc {found.kind if found else None!r},"
+                                  f" expected {want_kind}")
+            buffer = tc.buffer_ticks(shaping.rate_bytes, shaping.burst_bytes)
+            if (found.rate_bytes, found.buffer) != (shaping.rate_bytes, buffer):
+                raise KernelError(f"{ifname!r} shapes to {found.rate_bytes} B/s bucket "
+                                  f"{found.buffer}, config wants {shaping.rate_bytes} B/s "
+                                  f"bucket {buffer}")
+
+    def gc(self, args: CmdArgs) -> None:
+        valid = {cid for cid, _ in valid_attachments(args.conf.raw)}
+        prefix = f"{ALIAS_PREFIX}{args.conf.name}/"
+        for name, alias in tc.links_by_alias_prefix(prefix).items():
+            if alias[len(prefix):] not in valid:
+                tc.delete_link(name)
+
+
+main = Bandwidth.main

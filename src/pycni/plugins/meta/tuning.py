@@ -1,0 +1,243 @@
+"""tuning: set namespaced sysctls and link attributes of the container interface.
+
+Example config (chained after a main plugin)::
+
+    {"type": "tuning", "sysctl": {"net.core.somaxconn": "500",
+                                  "net.ipv4.conf.IFNAME.arp_filter": "1"},
+     "mac": "c2:b0:57:49:47:f1", "mtu": 1454, "promisc": true, "allmulti": true,
+     "txQLen": 2000}
+
+Sysctl keys must be under ``net.`` and are written inside the container's namespace;
+``IFNAME`` in a key becomes CNI_IFNAME. When ``/etc/cni/tuning/allowlist.conf`` exists
+(``sysctlAllowlist`` points elsewhere) every key must match one of its regular expressions.
+The MAC may also come from CNI_ARGS ``MAC``, ``runtimeConfig.mac`` (capability ``mac``) and
+``args.cni``, which also overrides ``mtu``, ``promisc``, ``allmulti``, ``txQLen`` and adds to
+``sysctl``. ADD saves the link's original values to ``<dataDir>/<containerID>_<ifname>.json``
+(default ``/run/cni/tuning``, like the reference) and DEL puts them back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...host import NetNSNotFound
+from ...host import _linkattrs as la
+from ...host import enter as enter_netns
+from ...skel import CmdArgs, Plugin
+from ...spec import InvalidNetworkConfig, IOFailure, KernelError, Result
+from ._fields import int_field, opt_bool, str_field, valid_attachments
+from ._state import RecordStore
+
+DEFAULT_DATA_DIR = "/run/cni/tuning"
+DEFAULT_ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
+_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+
+
+def _mac(value: str, where: str) -> str:
+    if not _MAC_RE.match(value):
+        raise InvalidNetworkConfig(f"invalid MAC address {value!r} in {where}")
+    return value.lower().replace("-", ":")
+
+
+@dataclass
+class TuningConfig:
+    """The effective settings after CNI_ARGS, runtimeConfig and args.cni overrides."""
+
+    data_dir: str = DEFAULT_DATA_DIR
+    allowlist: str = DEFAULT_ALLOWLIST
+    sysctl: dict[str, str] = field(default_factory=dict)
+    mac: str | None = None
+    mtu: int | None = None
+    promisc: bool = False
+    allmulti: bool | None = None
+    txqlen: int | None = None
+
+    @classmethod
+    def load(cls, args: CmdArgs) -> TuningConfig:
+        """Parse and merge in the reference's order: config, CNI_ARGS, runtimeConfig, args."""
+        raw = args.conf.raw
+        conf = cls(data_dir=str_field(raw, "dataDir") or DEFAULT_DATA_DIR,
+                   allowlist=str_field(raw, "sysctlAllowlist") or DEFAULT_ALLOWLIST)
+        conf._apply(raw, "")
+        mac_arg = args.cni_args(["MAC"]).get("MAC")
+        if mac_arg:
+            conf.mac = _mac(mac_arg, "CNI_ARGS")
+        rc_mac = str_field(args.conf.runtime_config, "mac", what="runtimeConfig.")
+        if rc_mac:
+            conf.mac = _mac(rc_mac, "runtimeConfig.mac")
+        cni = args.conf.cni_args()
+        if cni:
+            conf._apply(cni, "args.cni.")
+        return conf
+
+    def _apply(self, raw: dict[str, Any], what: str) -> None:
+        sysctl = raw.get("sysctl")
+        if sysctl is not None:
+            if not isinstance(sysctl, dict) or not all(isinstance(v, str)
+                                                       for v in sysctl.values()):
+                raise InvalidNetworkConfig(f'invalid "{what}sysctl": expected an object of '
+                                           "strings")
+            self.sysctl.update(sysctl)
+        mac = str_field(raw, "mac", what=what)
+        if mac:
+            self.mac = _mac(mac, f"{what}mac")
+        mtu = int_field(raw, "mtu", what=what)
+        if mtu:
+            self.mtu = mtu
+        promisc = opt_bool(raw, "promisc")
+        if promisc is not None:
+            self.promisc = promisc
+        allmulti = opt_bool(raw, "allmulti")
+        if allmulti is not None:
+            self.allmulti = allmulti
+        txqlen = int_field(raw, "txQLen", what=what)
+        if txqlen is not None:
+            self.txqlen = txqlen
+
+    @property
+    def changes_link(self) -> bool:
+        """Whether any link attribute is configured (and so a backup is needed)."""
+        return (self.mac is not None or self.mtu is not None or self.promisc
+                or self.allmulti is not None or self.txqlen is not None)
+
+    def sysctl_paths(self, ifname: str) -> dict[str, str]:
+        """/proc path -> value, with IFNAME substituted after the dots became slashes."""
+        return {la.sysctl_path(k).replace("IFNAME", ifname): v for k, v in self.sysctl.items()}
+
+    def check_allowlist(self) -> None:
+        """Every sysctl key must match a line (a regular expression) of the allow-list."""
+        try:
+            with open(self.allowlist) as fh:
+                patterns = [line.strip() for line in fh if line.strip()]
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise IOFailure(f"cannot read sysctl allow-list {self.allowlist}: "
+                            f"{exc.strerror}") from exc
+        for key in self.sysctl:
+            if not any(re.search(p, key) for p in patterns):
+                raise InvalidNetworkConfig(f"sysctl {key} is not allowed",
+                                           f"{self.allowlist} allows only {patterns}")
+
+
+def _store(conf: TuningConfig) -> RecordStore:
+    return RecordStore(conf.data_dir)
+
+
+def _save_backup(conf: TuningConfig, args: CmdArgs, current: la.LinkAttrs) -> None:
+    # "network" is ours (the reference keeps only the attributes): GC uses it so one
+    # network's GC never drops another network's backups.
+    saved: dict[str, Any] = {"network": args.conf.name}
+    if conf.mac is not None:
+        saved["mac"] = current.mac
+    if conf.promisc:
+        saved["promisc"] = current.promisc
+    if conf.mtu is not None:
+        saved["mtu"] = current.mtu
+    if conf.allmulti is not None:
+        saved["allmulti"] = current.allmulti
+    if conf.txqlen is not None:
+        saved["txQLen"] = current.txqlen
+    _store(conf).save(args.container_id, args.ifname, saved)
+
+
+def _apply_in_netns(conf: TuningConfig, args: CmdArgs, result: Result) -> None:
+    for path, value in conf.sysctl_paths(args.ifname).items():
+        la.write_sysctl(path, value)
+    if not conf.changes_link:
+        return
+    _save_backup(conf, args, la.get_attrs(args.ifname))
+    la.set_attrs(args.ifname, mac=conf.mac, promisc=True if conf.promisc else None,
+                 mtu=conf.mtu, allmulti=conf.allmulti, txqlen=conf.txqlen)
+    if conf.mac is not None:
+        for ipc in result.ips:
+            la.send_gratuitous_arp(args.ifname, str(ipc.address.ip))
+
+
+def _restore_in_netns(path: Path, ifname: str) -> None:
+    saved = RecordStore.load(path)
+    if saved is None:
+        return
+    try:
+        current = la.get_attrs(ifname)
+    except KernelError:
+        current = None
+    if current is not None and set(saved) - {"network"}:
+        la.set_attrs(ifname, mtu=saved.get("mtu"), mac=saved.get("mac"),
+                     promisc=saved.get("promisc"), allmulti=saved.get("allmulti"),
+                     txqlen=saved.get("txQLen"))
+    RecordStore.remove(path)
+
+
+class Tuning(Plugin):
+    """The ``tuning`` plugin."""
+
+    type_name = "tuning"
+
+    def add(self, args: CmdArgs) -> Result:
+        conf = TuningConfig.load(args)
+        prev = args.conf.prev_result
+        if prev is None:
+            raise InvalidNetworkConfig("required prevResult missing")
+        conf.check_allowlist()
+        conf.sysctl_paths(args.ifname)  # rejects non-net keys before touching anything
+        with enter_netns(args.netns) as ns:
+            try:
+                ns.call(_apply_in_netns, conf, args, prev)
+            except Exception:
+                # Undo what part of the link change happened, from the backup just written.
+                if conf.changes_link:
+                    ns.call(_restore_in_netns, _store(conf).path(args.container_id, args.ifname),
+                            args.ifname)
+                raise
+        if conf.mac is not None:
+            for iface in prev.interfaces:
+                if iface.name == args.ifname:
+                    iface.mac = conf.mac
+        return prev
+
+    def delete(self, args: CmdArgs) -> None:
+        conf = TuningConfig.load(args)
+        path = _store(conf).path(args.container_id, args.ifname)
+        try:
+            with enter_netns(args.netns) as ns:
+                ns.call(_restore_in_netns, path, args.ifname)
+        except NetNSNotFound:
+            # The interface went with its namespace; nothing is left to restore.
+            RecordStore.remove(path)
+
+    def check(self, args: CmdArgs) -> None:
+        conf = TuningConfig.load(args)
+        if args.conf.prev_result is None:
+            raise InvalidNetworkConfig("required prevResult missing")
+        with enter_netns(args.netns) as ns:
+            for path, want in conf.sysctl_paths(args.ifname).items():
+                have = ns.call(la.read_sysctl, path)
+                if have != want:
+                    raise KernelError(f"tuning configured value of {path} is {want}, current "
+                                      f"value is {have}")
+            attrs = ns.call(la.get_attrs, args.ifname)
+        wanted: dict[str, tuple[object, object]] = {
+            "MAC address": (conf.mac, attrs.mac), "MTU": (conf.mtu, attrs.mtu),
+            "promiscuous mode": (conf.promisc, attrs.promisc),
+            "all-multicast mode": (conf.allmulti, attrs.allmulti),
+            "txQLen": (conf.txqlen, attrs.txqlen)}
+        for name, (want_attr, have_attr) in wanted.items():
+            if want_attr is not None and want_attr != have_attr:
+                raise KernelError(f"tuning configured {name} of {args.ifname} is {want_attr}, "
+                                  f"current value is {have_attr}")
+
+    def gc(self, args: CmdArgs) -> None:
+        """Drop this network's backups of attachments that are gone."""
+        store = RecordStore(str_field(args.conf.raw, "dataDir") or DEFAULT_DATA_DIR)
+        keep = {store.path(cid, ifname) for cid, ifname in valid_attachments(args.conf.raw)}
+        for path in store.records():
+            saved = RecordStore.load(path)
+            if path not in keep and saved is not None and saved.get("network") == args.conf.name:
+                RecordStore.remove(path)
+
+
+main = Tuning.main
