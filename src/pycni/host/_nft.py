@@ -104,6 +104,20 @@ def _run_executable(payload: bytes, *, json_input: bool = True) -> tuple[bool, s
             proc.stderr.decode(errors="replace"))
 
 
+def _run(payload: bytes, what: str, *, json_input: bool, use_library: bool | None) -> str:
+    """Run one batch through the library (or ``nft``); its output, or NftError."""
+    lib = _library() if use_library is not False else None
+    if use_library and lib is None:
+        raise KernelError("libnftables.so.1 is not installed")
+    ok, out, err = (_run_library(lib, payload) if lib is not None
+                    else _run_executable(payload, json_input=json_input))
+    if not ok:
+        msg = " ".join(line.strip() for line in err.splitlines() if line.strip())
+        raise NftError(f"{what} failed", msg or "nftables gave no reason",
+                       not_found="No such file or directory" in err)
+    return out
+
+
 def nft_json(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch",
              use_library: bool | None = None) -> list[dict[str, Any]]:
     """Run ``commands`` as one atomic batch in this thread's netns; return the output objects.
@@ -113,14 +127,7 @@ def nft_json(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch"
     Raises :class:`NftError` (``not_found`` set for ENOENT) when nftables refuses the batch.
     """
     payload = json.dumps({"nftables": list(commands)}).encode()
-    lib = _library() if use_library is not False else None
-    if use_library and lib is None:
-        raise KernelError("libnftables.so.1 is not installed")
-    ok, out, err = _run_library(lib, payload) if lib is not None else _run_executable(payload)
-    if not ok:
-        msg = " ".join(line.strip() for line in err.splitlines() if line.strip())
-        raise NftError(f"{what} failed", msg or "nftables gave no reason",
-                       not_found="No such file or directory" in err)
+    out = _run(payload, what, json_input=True, use_library=use_library)
     if not out.strip():
         return []
     try:
@@ -137,14 +144,7 @@ def nft_text(script: str, *, what: str = "nftables script") -> None:
     ``conditionsV4``. libnftables parses input that is not JSON with the nft(8) grammar, so
     the library runner serves as is. Raises :class:`NftError` as :func:`nft_json` does.
     """
-    payload = script.encode()
-    lib = _library()
-    ok, _, err = (_run_library(lib, payload) if lib is not None
-                  else _run_executable(payload, json_input=False))
-    if not ok:
-        msg = " ".join(line.strip() for line in err.splitlines() if line.strip())
-        raise NftError(f"{what} failed", msg or "nftables gave no reason",
-                       not_found="No such file or directory" in err)
+    _run(script.encode(), what, json_input=False, use_library=None)
 
 
 __all__ = ["NftError", "available", "nft_json", "nft_text"]
