@@ -18,8 +18,8 @@ Example config (the IPAM section of a main plugin's config)::
 Addresses come, in the reference plugin's order of precedence, from:
 
 1. ``ipam.addresses``, plus CNI_ARGS ``IP`` (comma-separated CIDRs) appended to them;
-   CNI_ARGS ``GATEWAY`` (comma-separated IPs) then sets the gateway of every one of those
-   addresses whose subnet holds it;
+   CNI_ARGS ``GATEWAY`` (comma-separated IPs) sets the gateway of each CNI_ARGS address
+   whose subnet holds it;
 2. ``args.cni.ips`` (CIDR strings), which replaces all of the above;
 3. ``runtimeConfig.ips`` (the ``ips`` capability), which replaces all of the above.
 
@@ -114,15 +114,17 @@ class StaticConfig:
                                        '{"address", "gateway"} objects')
         addresses = [StaticAddress.from_json(a, f"ipam.addresses[{i}]")
                      for i, a in enumerate(raw_addresses)]
-        if cni_args.get("IP"):
-            addresses += [StaticAddress(_parse_cidr(item, "CNI_ARGS IP"), None, "CNI_ARGS IP")
-                          for item in _split(cni_args["IP"])]
+        from_env = [StaticAddress(_parse_cidr(item, "CNI_ARGS IP"), None, "CNI_ARGS IP")
+                    for item in _split(cni_args["IP"])] if cni_args.get("IP") else []
         if cni_args.get("GATEWAY"):
+            # As in the reference, GATEWAY pairs with CNI_ARGS IP: configured addresses keep
+            # their own gateway.
             for item in _split(cni_args["GATEWAY"]):
                 gw = parse_address(item, "CNI_ARGS GATEWAY")
-                addresses = [StaticAddress(a.address, gw, a.source)
-                             if gw.version == a.address.version and gw in a.address.network
-                             else a for a in addresses]
+                from_env = [StaticAddress(a.address, gw, a.source)
+                            if gw.version == a.address.version and gw in a.address.network
+                            else a for a in from_env]
+        addresses += from_env
         for source, value in (("args.cni.ips", conf.cni_args().get("ips")),
                               ("runtimeConfig.ips", conf.runtime_config.get("ips"))):
             if not value:
