@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "tuning": "pycni.plugins.meta.tuning:Tuning",
     "firewall": "pycni.plugins.meta.firewall:Firewall",
     "sbr": "pycni.plugins.meta.sbr:Sbr",
+    "portmap": "pycni.plugins.meta.portmap:PortMap",
 }
 
 
