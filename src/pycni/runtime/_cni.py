@@ -238,6 +238,9 @@ class CNIConfig:
     def delete_network_list(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
         """DEL every plugin in reverse order; then drop the cache entry.
 
+        Every plugin gets its DEL even when one fails; the first failure is raised (the
+        others in its details) and the cache entry is kept.
+
         From 0.4.0 on each plugin gets the cached result as prevResult; a missing or corrupt
         cache entry is logged and the DEL goes ahead without it.
         """
@@ -245,8 +248,17 @@ class CNIConfig:
         cached = None
         if version_at_least(net.cni_version, "0.4.0"):
             cached = self.cache.result(net.name, rt.container_id, rt.ifname, net.cni_version)
-        self._run_chain("DEL", net, rt, reversed(range(len(net.plugins))), prev_result=cached,
-                        capability_args=rt.capability_args)
+        # Unlike libcni, one failing plugin does not stop the others: each still releases
+        # what it holds (leases, rules), and the cache entry stays for the retry.
+        errors: list[CNIError] = []
+        for index in reversed(range(len(net.plugins))):
+            try:
+                self._run_chain("DEL", net, rt, [index], prev_result=cached,
+                                capability_args=rt.capability_args)
+            except CNIError as exc:
+                errors.append(exc)
+        if errors:
+            raise _joined(errors)
         self.cache.delete(net.name, rt.container_id, rt.ifname)
 
     def cached_result(self, net: NetworkConfigList, rt: RuntimeConf) -> Result | None:
@@ -296,11 +308,7 @@ class CNIConfig:
                 except CNIError as exc:
                     errors.append(_rewrap(exc, f"failed to GC plugin {_describe(plugin)}"))
         if errors:
-            first = errors[0]
-            if len(errors) > 1:
-                rest = "; ".join(str(e) for e in errors[1:])
-                first.details = f"{first.details}; {rest}" if first.details else rest
-            raise first
+            raise _joined(errors)
 
     def status_network_list(self, net: NetworkConfigList) -> None:
         """STATUS every plugin (spec >= 1.1.0; older lists are "available" as libcni says).
@@ -345,11 +353,7 @@ class CNIConfig:
                     f'plugin {ptype} does not support config version "{net.cni_version}"',
                     f"it supports {list(info.supported_versions)}"))
         if errors:
-            first = errors[0]
-            if len(errors) > 1:
-                rest = "; ".join(str(e) for e in errors[1:])
-                first.details = f"{first.details}; {rest}" if first.details else rest
-            raise first
+            raise _joined(errors)
         return net.capabilities()
 
     def negotiate(self, net: NetworkConfigList) -> NetworkConfigList:
@@ -368,6 +372,15 @@ class CNIConfig:
                 f'no version of network "{net.name}" is spoken by all its plugins',
                 f"network allows {list(net.cni_versions)}")
         return net.with_version(max(common, key=parse_version))
+
+
+def _joined(errors: list[CNIError]) -> CNIError:
+    """The first error, with the others appended to its details."""
+    first = errors[0]
+    if len(errors) > 1:
+        rest = "; ".join(str(e) for e in errors[1:])
+        first.details = f"{first.details}; {rest}" if first.details else rest
+    return first
 
 
 def _parse_result(out: bytes, version: str) -> Result:

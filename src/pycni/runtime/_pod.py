@@ -18,6 +18,7 @@ way the kubelet passes them.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,8 +76,10 @@ class PodStatus:
 
     @property
     def ips(self) -> list[str]:
-        """Addresses on every non-loopback link (``addr/prefix``), IPv4 first per link."""
-        return [a for link in self.links if link.name != LOOPBACK_IFNAME for a in link.addresses]
+        """Routable addresses on every non-loopback link (``addr/prefix``), IPv4 first per
+        link; IPv6 link-local ones are left out, as the kubelet's pod IPs leave them out."""
+        return [a for link in self.links if link.name != LOOPBACK_IFNAME for a in link.addresses
+                if not ipaddress.ip_interface(a).is_link_local]
 
     def to_json(self) -> dict[str, Any]:
         """A plain object for ``--json`` output."""
