@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,21 @@ def test_gc_nftables_tells_ifnames_apart(host_ns: str) -> None:
         [ipaddress.ip_interface("10.99.1.2/24")])
     _in(host_ns, masq.gc_ip_masq, NET, [("c1", "net1")])
     assert _sources(_nft_rules(host_ns)) == {"10.99.1.2"}
+
+
+def test_concurrent_attachments(host_ns: str, backend: str) -> None:
+    # Plugins for different containers run at the same time; nobody's rules get lost.
+    def attach(i: int) -> None:
+        ip = ipaddress.ip_interface(f"10.99.0.{10 + i}/24")
+        _in(host_ns, masq.setup_ip_masq, backend, NET, f"c{i}", "eth0", [ip])
+        if i % 2:
+            _in(host_ns, masq.teardown_ip_masq, backend, NET, f"c{i}", "eth0", None)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(attach, range(12)))
+    state = "\n".join(_masq_state(host_ns))
+    for i in range(12):
+        assert (f"10.99.0.{10 + i}" in state) == (i % 2 == 0), state
 
 
 def test_failure_is_a_kernel_error_naming_the_chain(host_ns: str) -> None:

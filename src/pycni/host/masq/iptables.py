@@ -18,11 +18,12 @@ creates the table it lists.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -57,7 +58,10 @@ class NatTable:
                 table.chains.add(name)
                 table.rules.setdefault(name, [])
             elif line.startswith("-A "):
-                argv = shlex.split(line)
+                try:
+                    argv = shlex.split(line)
+                except ValueError:  # another tool's odd quoting: not one of our rules
+                    argv = line.split()
                 table.rules.setdefault(argv[1], []).append(argv[2:])
         return table
 
@@ -160,6 +164,24 @@ class IPTablesMasq:
         # -w: wait for the xtables lock (iptables-legacy); iptables-nft accepts and ignores it.
         self._run([restore, "-w", "--noflush"], batch)
 
+    def _transact(self, family: int, plan: Callable[[NatTable], list[str]], what: str) -> None:
+        """Read the nat table, run the batch ``plan`` makes of it; once more if it fails.
+
+        Between the read and the restore another plugin may have removed a rule we delete
+        or created a chain we declare, which fails the whole batch; a fresh read fixes that.
+        """
+        for attempt in (1, 2):
+            lines = plan(self._save(family))
+            if not lines:
+                return
+            try:
+                self._restore(family, lines)
+            except KernelError as exc:
+                if attempt == 2:
+                    raise KernelError(f"failed to {what} (IPv{family})", str(exc)) from exc
+            else:
+                return
+
     def setup(self, network: str, container_id: str, ifname: str,  # noqa: ARG002 - upstream keys iptables chains on network+id only
               ips: Sequence[IPInterface]) -> None:
         """Add whatever of this attachment's chain, rules and jumps is missing, per family.
@@ -170,12 +192,10 @@ class IPTablesMasq:
         """
         chain = chain_name(network, container_id)
         comment = chain_comment(network, container_id)
-        for family in (4, 6):
-            mine = [ip for ip in ips if ip.version == family]
-            if not mine:
-                continue
-            table = self._save(family)
+
+        def plan(family: int, mine: list[IPInterface], table: NatTable) -> list[str]:
             existing = table.rules.get(chain, [])
+            postrouting = table.rules.get("POSTROUTING", [])
             masquerade = ["!", "-d", str(MULTICAST[family]), "-m", "comment", "--comment",
                           comment, "-j", "MASQUERADE"]
             lines = [] if chain in table.chains else [f":{chain} - [0:0]"]
@@ -188,32 +208,29 @@ class IPTablesMasq:
                 if accept not in existing:
                     existing.append(accept)
                     lines.append(_line("-I", chain, ["1", *accept]))
-                if jump not in table.rules.get("POSTROUTING", []):
-                    table.rules.setdefault("POSTROUTING", []).append(jump)
+                if jump not in postrouting:
+                    postrouting.append(jump)
                     lines.append(_line("-A", "POSTROUTING", jump))
             if masquerade not in existing:
                 lines.append(_line("-A", chain, masquerade))
-            if not lines:
-                continue
-            try:
-                self._restore(family, lines)
-            except KernelError as exc:
-                raise KernelError(f"failed to set up masquerading chain {chain} "
-                                  f"(IPv{family}) for {container_id}", str(exc)) from exc
+            return lines
 
-    def _remove_chains(self, family: int, table: NatTable, chains: list[str]) -> None:
+        for family in (4, 6):
+            mine = [ip for ip in ips if ip.version == family]
+            if mine:
+                self._transact(family, functools.partial(plan, family, mine),
+                               f"set up masquerading chain {chain} for {container_id}")
+
+    @staticmethod
+    def _removal(table: NatTable, chains: list[str]) -> list[str]:
+        """Restore lines deleting ``chains`` and every POSTROUTING jump to them."""
         lines: list[str] = []
         for chain in chains:
             lines += [_line("-D", "POSTROUTING", r) for r in table.jumps_to(chain)]
         for chain in chains:
             if chain in table.chains:
                 lines += [f"-F {chain}", f"-X {chain}"]
-        if lines:
-            try:
-                self._restore(family, lines)
-            except KernelError as exc:
-                raise KernelError(f"failed to remove masquerading chain(s) {', '.join(chains)} "
-                                  f"(IPv{family})", str(exc)) from exc
+        return lines
 
     def _families(self) -> list[int]:
         return [f for f in (4, 6) if all(shutil.which(t) for t in _TOOLS[f])]
@@ -222,22 +239,24 @@ class IPTablesMasq:
         """Remove the attachment's POSTROUTING jumps (any source) and its chain, both families."""
         chain = chain_name(network, container_id)
         for family in self._families():
-            self._remove_chains(family, self._save(family), [chain])
+            self._transact(family, functools.partial(self._removal, chains=[chain]),
+                           f"remove masquerading chain {chain} for {container_id}")
 
     def gc(self, network: str, valid: frozenset[tuple[str, str]]) -> None:
         """Remove chains of ``network`` (found by their comments) whose container is gone."""
         valid_ids = {cid for cid, _ in valid}
-        for family in self._families():
-            table = self._save(family)
+
+        def plan(table: NatTable) -> list[str]:
             stale = []
             for chain in sorted(table.chains):
-                if not _OUR_CHAIN.match(chain):
-                    continue
-                owner = self._owner(table, chain)
-                if owner is None or owner[0] != network or owner[1] in valid_ids:
-                    continue
-                stale.append(chain)
-            self._remove_chains(family, table, stale)
+                owner = self._owner(table, chain) if _OUR_CHAIN.match(chain) else None
+                if owner is not None and owner[0] == network and owner[1] not in valid_ids:
+                    stale.append(chain)
+            return self._removal(table, stale)
+
+        for family in self._families():
+            self._transact(family, plan,
+                           f"garbage-collect masquerading chains of network {network!r}")
 
     @staticmethod
     def _owner(table: NatTable, chain: str) -> tuple[str, str] | None:

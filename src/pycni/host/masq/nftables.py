@@ -20,7 +20,7 @@ network and never removed (other attachments, or other tools, may still use it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ...spec import KernelError
@@ -110,6 +110,11 @@ def _list_rules() -> list[dict[str, Any]]:
     return [item["rule"] for item in out if "rule" in item]
 
 
+def _owned(rules: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """The rules whose comment starts with ``prefix`` (an instance or network hash)."""
+    return [r for r in rules if str(r.get("comment", "")).startswith(prefix)]
+
+
 def _delete(rule: dict[str, Any]) -> dict[str, Any]:
     return {"delete": _obj("rule", chain=CHAIN, handle=rule["handle"])}
 
@@ -125,39 +130,51 @@ class NFTablesMasq:
         return _nft.available()
 
     @staticmethod
-    def _matching(prefix: str) -> list[dict[str, Any]]:
-        return [r for r in _list_rules() if str(r.get("comment", "")).startswith(prefix)]
+    def _transact(plan: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+                  what: str) -> None:
+        """List masq_checks, run the batch ``plan`` makes of its rules; once more on failure.
 
-    @staticmethod
-    def _apply(cmds: list[dict[str, Any]], what: str) -> None:
-        try:
-            _nft.nft_json(cmds, what=what)
-        except KernelError as exc:
-            raise KernelError(f"failed to {what}", str(exc)) from exc
+        A rule deleted by handle may vanish between the listing and the batch (a concurrent
+        DEL or GC), which fails the whole batch; a fresh listing fixes that.
+        """
+        for attempt in (1, 2):
+            cmds = plan(_list_rules())
+            if not cmds:
+                return
+            try:
+                _nft.nft_json(cmds, what=what)
+            except KernelError as exc:
+                if attempt == 2:
+                    raise KernelError(f"failed to {what}", str(exc)) from exc
+            else:
+                return
 
     def setup(self, network: str, container_id: str, ifname: str,
               ips: Sequence[IPInterface]) -> None:
         """Replace this attachment's rules in masq_checks by one per address, atomically."""
         comment = rule_comment(network, container_id, ifname)
-        stale = self._matching(instance_hash(network, container_id, ifname))
-        cmds = _skeleton() + [_delete(r) for r in stale]
-        cmds += [_masq_rule(ip, comment) for ip in ips]
-        self._apply(cmds, f"set up masquerading in inet {TABLE} {CHAIN} for {comment!r}")
+        mine = instance_hash(network, container_id, ifname)
+
+        def plan(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            stale = [_delete(r) for r in _owned(rules, mine)]
+            return _skeleton() + stale + [_masq_rule(ip, comment) for ip in ips]
+
+        self._transact(plan, f"set up masquerading in inet {TABLE} {CHAIN} for {comment!r}")
 
     def teardown(self, network: str, container_id: str, ifname: str) -> None:
         """Delete the attachment's rules (found by comment); a missing table is fine."""
-        rules = self._matching(instance_hash(network, container_id, ifname))
-        if rules:
-            self._apply([_delete(r) for r in rules],
-                        f"remove masquerading rules from inet {TABLE} {CHAIN} "
-                        f"for {rule_comment(network, container_id, ifname)!r}")
+        mine = instance_hash(network, container_id, ifname)
+        self._transact(lambda rules: [_delete(r) for r in _owned(rules, mine)],
+                       f"remove masquerading rules from inet {TABLE} {CHAIN} "
+                       f"for {rule_comment(network, container_id, ifname)!r}")
 
     def gc(self, network: str, valid: frozenset[tuple[str, str]]) -> None:
         """Delete the rules of ``network`` whose attachment is not in ``valid``."""
         keep = {instance_hash(network, cid, ifname) for cid, ifname in valid}
-        stale = [r for r in self._matching(network_hash(network) + "-")
-                 if str(r["comment"])[:33] not in keep]
-        if stale:
-            self._apply([_delete(r) for r in stale],
-                        f"garbage-collect {len(stale)} masquerading rule(s) of network "
-                        f"{network!r} from inet {TABLE} {CHAIN}")
+
+        def plan(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [_delete(r) for r in _owned(rules, network_hash(network) + "-")
+                    if str(r["comment"])[:33] not in keep]
+
+        self._transact(plan, f"garbage-collect masquerading rules of network {network!r} "
+                             f"from inet {TABLE} {CHAIN}")
