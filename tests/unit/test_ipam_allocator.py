@@ -37,7 +37,6 @@ def ls(path: Path) -> list[str]:
     return sorted(p.name for p in Path(path).iterdir())
 
 
-
 GATEWAYS = {"10.1.0.1", "10.2.0.2"}
 
 

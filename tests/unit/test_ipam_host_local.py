@@ -20,7 +20,6 @@ def ls(path: Path) -> list[str]:
     return sorted(p.name for p in Path(path).iterdir())
 
 
-
 def call(command: str, conf: dict[str, Any], cid: str = "c1", ifname: str = "eth0",
          args: str = "") -> tuple[int, Any]:
     """Run host-local in-process; (exit status, parsed stdout)."""

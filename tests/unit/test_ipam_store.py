@@ -21,7 +21,6 @@ def ls(path: Path) -> list[str]:
     return sorted(p.name for p in Path(path).iterdir())
 
 
-
 @pytest.fixture
 def store(tmp_path: Path) -> DiskStore:
     return DiskStore("net1", str(tmp_path))
