@@ -151,8 +151,11 @@ def create_ifb(name: str, mtu: int, txqlen: int) -> str:
     """Create and bring up ifb ``name`` with the host veth's MTU and queue length; its MAC."""
     with rtnl() as ipr:
         try:
-            ipr.link("add", ifname=name, kind="ifb", mtu=mtu, txqlen=txqlen)
+            ipr.link("add", ifname=name, kind="ifb", mtu=mtu)
             idx = _require(ipr, name)
+            # Set separately: pyroute2 drops a zero txqlen from "add", and veths made by
+            # bridge/ptp have txqlen 0, which the ifb should mirror.
+            ipr.link("set", index=idx, txqlen=txqlen)
             ipr.link("set", index=idx, state="up")
             return str(ipr.link("get", index=idx)[0].get("IFLA_ADDRESS", ""))
         except KernelError:
