@@ -1,0 +1,5 @@
+"""``python -m pycni.cli``: the same as the ``pycni`` command."""
+
+from . import main
+
+main()
