@@ -8,7 +8,15 @@ from ._args import (
     validate_container_id,
     validate_ifname,
 )
-from ._delegate import PYCNI_MARKER, delegate, delegate_add, delegate_check, delegate_del
+from ._delegate import (
+    PYCNI_MARKER,
+    delegate,
+    delegate_add,
+    delegate_check,
+    delegate_del,
+    delegate_gc,
+    delegate_status,
+)
 from ._plugin import Plugin, invoke, run_plugin, run_plugin_bytes
 
 __all__ = [
@@ -21,6 +29,8 @@ __all__ = [
     "delegate_add",
     "delegate_check",
     "delegate_del",
+    "delegate_gc",
+    "delegate_status",
     "invoke",
     "parse_cni_args",
     "run_plugin",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from ..spec import CNIError, PluginNotFound, Result
+from ..spec import CNIError, DecodingFailure, PluginNotFound, Result
 from ._args import CmdArgs
 
 #: The first line of every executable ``pycni install`` writes carries this marker.
@@ -58,9 +58,19 @@ def delegate(
 
 
 def delegate_add(plugin_type: str, stdin: bytes, args: CmdArgs) -> Result:
-    """ADD through ``plugin_type`` (usually ``ipam.type``); the result as our model."""
+    """ADD through ``plugin_type`` (usually ``ipam.type``); the result as our model.
+
+    A delegate that prints something other than a result is a DecodingFailure naming it.
+    """
     out = delegate("ADD", plugin_type, stdin, args)
-    return Result.from_json(json.loads(out))
+    try:
+        return Result.from_json(json.loads(out))
+    except (ValueError, RecursionError) as exc:
+        raise DecodingFailure(f'plugin "{plugin_type}" printed a result that is not JSON',
+                              str(exc)) from exc
+    except DecodingFailure as exc:
+        raise DecodingFailure(f'plugin "{plugin_type}" printed an invalid result: {exc.msg}',
+                              exc.details) from exc
 
 
 def delegate_del(plugin_type: str, stdin: bytes, args: CmdArgs) -> None:
@@ -71,3 +81,13 @@ def delegate_del(plugin_type: str, stdin: bytes, args: CmdArgs) -> None:
 def delegate_check(plugin_type: str, stdin: bytes, args: CmdArgs) -> None:
     """CHECK through ``plugin_type``."""
     delegate("CHECK", plugin_type, stdin, args)
+
+
+def delegate_status(plugin_type: str, stdin: bytes, args: CmdArgs) -> None:
+    """STATUS through ``plugin_type``: the spec wants a plugin to ask its IPAM too."""
+    delegate("STATUS", plugin_type, stdin, args)
+
+
+def delegate_gc(plugin_type: str, stdin: bytes, args: CmdArgs) -> None:
+    """GC through ``plugin_type`` (stdin carries ``cni.dev/valid-attachments``)."""
+    delegate("GC", plugin_type, stdin, args)

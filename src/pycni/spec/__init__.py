@@ -29,7 +29,7 @@ from ._errors import (
     UnknownContainer,
     UnsupportedField,
 )
-from ._result import DNS, Interface, IPConfig, Route, Result, parse_cidr, parse_ip
+from ._result import DNS, Interface, IPConfig, Result, Route, parse_cidr, parse_ip
 from ._version import (
     COMMAND_MIN_VERSION,
     CURRENT_VERSION,
