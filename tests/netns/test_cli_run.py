@@ -133,3 +133,16 @@ def test_netns_commands(tmp_path: Path) -> None:
     finally:
         subprocess.run([sys.executable, "-m", "pycni.cli", "netns", "del", name], check=True)
     assert name not in list_netns()
+
+
+def test_demo_two_pods_ping_on_the_builtin_network(host_ns: str, tmp_path: Path) -> None:
+    # No config and no plugin executables: the built-in network runs pycni's own plugins.
+    out = _pycni(host_ns, tmp_path, "demo", "--bridge", unique_name("br"), "--subnet",
+                 "10.125.0.0/24", "--data-dir", str(tmp_path / "ipam"), "--prefix",
+                 unique_name("dm"), "--count", "1", cni_path=str(tmp_path / "empty"))
+    assert out.returncode == 0, out.stderr
+    assert "10.125.0.2/24" in out.stdout
+    assert "10.125.0.3/24" in out.stdout
+    assert "1 received" in out.stdout
+    assert "torn down" in out.stdout
+    assert list((tmp_path / "cache" / "results").iterdir()) == []

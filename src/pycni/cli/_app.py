@@ -56,6 +56,10 @@ CacheDir = Annotated[str, typer.Option("--cache-dir", envvar="PYCNI_CACHE_DIR",
 IfName = Annotated[str, typer.Option("-i", "--ifname", envvar="CNI_IFNAME",
                                      help="Interface name inside the namespace.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+DataDir = Annotated[str | None, typer.Option(
+    "--data-dir", help="host-local dataDir of the built-in network.")]
+Bridge = Annotated[str | None, typer.Option("--bridge", help="Bridge of the built-in network.")]
+Subnet = Annotated[str | None, typer.Option("--subnet", help="Subnet of the built-in network.")]
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CNI_PATH = "/opt/cni/bin"
@@ -285,7 +289,23 @@ def netns_list() -> None:
         typer.echo(name)
 
 
-# -- run -----------------------------------------------------------------------------------
+# -- run / demo ----------------------------------------------------------------------------
+
+def _pods(conf_dir: str, cni_path: str, cache_dir: str, *, data_dir: str | None,
+          bridge: str | None, subnet: str | None) -> Any:
+    from ..runtime import (
+        DEFAULT_BRIDGE,
+        DEFAULT_DATA_DIR,
+        DEFAULT_SUBNET,
+        PodNetworks,
+        builtin_network,
+    )
+
+    builtin = builtin_network(data_dir=data_dir or DEFAULT_DATA_DIR,
+                              bridge=bridge or DEFAULT_BRIDGE, subnet=subnet or DEFAULT_SUBNET)
+    return PodNetworks(conf_dir=conf_dir, path=_split_path(cni_path), cache_dir=cache_dir,
+                       builtin=builtin)
+
 
 def _run_in(netns: str, argv: list[str]) -> int:
     from ..host import run_in_netns
@@ -313,16 +333,16 @@ def run_cmd(
     conf_dir: ConfDir = DEFAULT_CONF_DIR,
     cni_path: CniPath = DEFAULT_CNI_PATH,
     cache_dir: CacheDir = DEFAULT_CACHE_DIR,
-    data_dir: Annotated[str | None, typer.Option(
-        "--data-dir", help="host-local dataDir of the built-in network.")] = None,
+    data_dir: DataDir = None,
+    bridge: Bridge = None,
+    subnet: Subnet = None,
 ) -> None:
     """Run COMMAND in a fresh namespace attached to a network; tear it all down after."""
     from ..host import create_netns, remove_netns
-    from ..runtime import DEFAULT_DATA_DIR, PodNetworks, builtin_network
 
     name = netns_name or f"pycni-{secrets.token_hex(4)}"
-    pods = PodNetworks(conf_dir=conf_dir, path=_split_path(cni_path), cache_dir=cache_dir,
-                       builtin=builtin_network(data_dir=data_dir or DEFAULT_DATA_DIR))
+    pods = _pods(conf_dir, cni_path, cache_dir, data_dir=data_dir, bridge=bridge,
+                 subnet=subnet)
     try:
         path = create_netns(name)
     except CNIError as exc:
@@ -345,6 +365,61 @@ def run_cmd(
             typer.echo(f"pycni: teardown: {exc}", err=True)
             status = status or 1
         remove_netns(name)
+    raise typer.Exit(status)
+
+
+@app.command("demo")
+def demo_cmd(
+    *,
+    net: Annotated[str | None, typer.Option("--net", help="Network name (default: the "
+                                            "directory's default, else pycni's own).")] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="Pings to send.")] = 3,
+    conf_dir: ConfDir = DEFAULT_CONF_DIR,
+    cni_path: CniPath = DEFAULT_CNI_PATH,
+    cache_dir: CacheDir = DEFAULT_CACHE_DIR,
+    data_dir: DataDir = None,
+    bridge: Bridge = None,
+    subnet: Subnet = None,
+    prefix: Annotated[str, typer.Option("--prefix", help="Prefix of the two namespaces' "
+                                        "names.")] = "pycni-demo",
+) -> None:
+    """Two pods on one network ping each other; then everything is torn down."""
+    from ..host import create_netns, netns_path, remove_netns
+
+    pods = _pods(conf_dir, cni_path, cache_dir, data_dir=data_dir, bridge=bridge,
+                 subnet=subnet)
+    names = [f"{prefix}-{secrets.token_hex(3)}-{side}" for side in ("a", "b")]
+    made: list[str] = []
+    status = 1
+    try:
+        ips = []
+        for name in names:
+            path = create_netns(name)
+            made.append(name)
+            setup = pods.setup(name, path, network=net)
+            address = next((ip.split("/")[0] for ip in setup.ips if ":" not in ip), None)
+            if address is None:
+                address = setup.ips[0].split("/")[0]
+            ips.append(address)
+            typer.echo(f"pod {name}: {setup.ifname} {', '.join(setup.ips)} on {setup.network}")
+        typer.echo(f"pod {names[0]} pings {ips[1]}:")
+        status = _run_in(netns_path(names[0]), ["ping", "-c", str(count), "-W", "2", ips[1]])
+        typer.echo("ping works" if status == 0 else f"ping failed (exit {status})",
+                   err=status != 0)
+    except CNIError as exc:
+        typer.echo(f"pycni: {exc}", err=True)
+    except FileNotFoundError:
+        typer.echo("pycni: ping is not installed (iputils-ping)", err=True)
+    finally:
+        for name in reversed(made):
+            try:
+                pods.teardown(name, netns_path(name), network=net)
+            except CNIError as exc:
+                typer.echo(f"pycni: teardown of {name}: {exc}", err=True)
+                status = status or 1
+            remove_netns(name)
+        if made:
+            typer.echo("torn down")
     raise typer.Exit(status)
 
 

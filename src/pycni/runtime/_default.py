@@ -5,7 +5,7 @@ traffic leaving the subnet, and host-local addresses::
 
     {"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": "pycni",
      "plugins": [{"type": "bridge", "bridge": "pycni0", "isGateway": true, "ipMasq": true,
-                  "hairpinMode": true,
+                  "ipMasqBackend": "nftables", "hairpinMode": true,
                   "ipam": {"type": "host-local", "dataDir": "/var/lib/cni/networks",
                            "ranges": [[{"subnet": "10.99.0.0/16"}]],
                            "routes": [{"dst": "0.0.0.0/0"}]}}]}
@@ -45,6 +45,8 @@ def builtin_conflist(
                 "bridge": bridge,
                 "isGateway": True,
                 "ipMasq": True,
+                # pycni's bridge masquerades through nftables; Go's ignores the key (iptables).
+                "ipMasqBackend": "nftables",
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
