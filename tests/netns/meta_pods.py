@@ -23,7 +23,7 @@ def bridge_pod(host_ns: str, netns: str, tmp_path: Path, *, bridge: str, subnet:
     """Attach ``netns`` to ``bridge`` in ``host_ns``; the bridge plugin's 1.0.0 result."""
     conf = {"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": bridge,
             "isGateway": True,
-            "ipam": {"type": "host-local", "subnet": subnet,
+            "ipam": {"type": "host-local", "subnet": subnet, "routes": [{"dst": "0.0.0.0/0"}],
                      "dataDir": str(tmp_path / "ipam")}}
     env = cni_env("ADD", container_id=cid, netns=netns, ifname=ifname)
     result: dict[str, Any] = exec_plugin_in(host_ns, f"{GO_PLUGIN_DIR}/bridge", env, conf).ok()
