@@ -160,31 +160,22 @@ def _attachment(command: str, network: str, netns: str, *, ifname: str, conf_dir
 
 # -- cnitool-compatible commands -----------------------------------------------------------
 
-@app.command("add")
-def add_cmd(network: str, netns: str, *, ifname: IfName = "eth0",
+def _register_attachment_command(command: str, doc: str) -> None:
+    def cmd(network: str, netns: str, *, ifname: IfName = "eth0",
             conf_dir: ConfDir = DEFAULT_CONF_DIR, cni_path: CniPath = DEFAULT_CNI_PATH,
             cache_dir: CacheDir = DEFAULT_CACHE_DIR, as_json: JsonOut = False) -> None:
-    """Attach NETNS to NETWORK (prints the result JSON)."""
-    _attachment("add", network, netns, ifname=ifname, conf_dir=conf_dir, cni_path=cni_path,
-                cache_dir=cache_dir, as_json=as_json)
+        _attachment(command, network, netns, ifname=ifname, conf_dir=conf_dir,
+                    cni_path=cni_path, cache_dir=cache_dir, as_json=as_json)
+
+    cmd.__doc__ = doc
+    cmd.__name__ = f"{command}_cmd"
+    app.command(command)(cmd)
 
 
-@app.command("check")
-def check_cmd(network: str, netns: str, *, ifname: IfName = "eth0",
-              conf_dir: ConfDir = DEFAULT_CONF_DIR, cni_path: CniPath = DEFAULT_CNI_PATH,
-              cache_dir: CacheDir = DEFAULT_CACHE_DIR, as_json: JsonOut = False) -> None:
-    """Check NETNS's attachment to NETWORK."""
-    _attachment("check", network, netns, ifname=ifname, conf_dir=conf_dir, cni_path=cni_path,
-                cache_dir=cache_dir, as_json=as_json)
-
-
-@app.command("del")
-def del_cmd(network: str, netns: str, *, ifname: IfName = "eth0",
-            conf_dir: ConfDir = DEFAULT_CONF_DIR, cni_path: CniPath = DEFAULT_CNI_PATH,
-            cache_dir: CacheDir = DEFAULT_CACHE_DIR, as_json: JsonOut = False) -> None:
-    """Detach NETNS from NETWORK."""
-    _attachment("del", network, netns, ifname=ifname, conf_dir=conf_dir, cni_path=cni_path,
-                cache_dir=cache_dir, as_json=as_json)
+for _command, _doc in (("add", "Attach NETNS to NETWORK (prints the result JSON)."),
+                       ("check", "Check NETNS's attachment to NETWORK."),
+                       ("del", "Detach NETNS from NETWORK.")):
+    _register_attachment_command(_command, _doc)
 
 
 @app.command("status")
