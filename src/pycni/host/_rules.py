@@ -145,8 +145,10 @@ def setup_source_routing(ifname: str, routes: list[SourceRoute], table: int | No
 
 
 def _delete_route(ipr: Any, msg: Any) -> None:
+    # The kernel matches a delete on scope and type too; pyroute2 would send "universe".
     spec: dict[str, Any] = {"family": msg["family"], "dst_len": msg["dst_len"],
-                            "table": _table_of(msg), "oif": msg.get("RTA_OIF")}
+                            "table": _table_of(msg), "oif": msg.get("RTA_OIF"),
+                            "scope": msg["scope"], "type": msg["type"]}
     if msg.get("RTA_DST") is not None:
         spec["dst"] = msg.get("RTA_DST")
     if msg.get("RTA_PRIORITY") is not None:
