@@ -9,83 +9,25 @@ Per attachment and address family, in the ``nat`` table::
 with C = ``name: "<network>" id: "<container id>"``. The chain is keyed on network and
 container id only (as upstream's: the ifname is not part of it).
 
-Every change is one ``iptables-restore --noflush`` batch, so a chain is never seen half
-written (and a new chain is declared with ``:CHAIN``, which in a noflush batch would empty
-an existing one: only missing chains are declared). State is read with
-``iptables-save -t nat``, which, unlike most iptables commands under iptables-nft, never
-creates the table it lists.
+Every change is one ``iptables-restore --noflush`` batch made from one ``iptables-save``
+(see :mod:`pycni.host._xtables`). A new chain is declared with ``:CHAIN``, which in a
+noflush batch would empty an existing one, so only missing chains are declared.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import shlex
-import shutil
-import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ...spec import KernelError
+from .._xtables import NatTable, families, option, restore_nat, rule_line, save_nat
 from ._base import MULTICAST, IPInterface, chain_comment, chain_name
 
-_TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 _OUR_CHAIN = re.compile(r"^CNI-[0-9a-f]{24}$")
 _COMMENT = re.compile(r'^name: "((?:[^"\\]|\\.)*)" id: "((?:[^"\\]|\\.)*)"$')
 _GO_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-
-
-@dataclass
-class NatTable:
-    """The parsed ``iptables-save -t nat`` of one family: chains and their rules' argv."""
-
-    chains: set[str] = field(default_factory=set)
-    rules: dict[str, list[list[str]]] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str) -> NatTable:
-        """Read iptables-save output (only its ``*nat`` part)."""
-        table = cls()
-        current = None
-        for line in text.splitlines():
-            if line.startswith("*"):
-                current = line[1:].strip()
-            elif current != "nat" or not line or line.startswith("#"):
-                continue
-            elif line.startswith(":"):
-                name = line[1:].split()[0]
-                table.chains.add(name)
-                table.rules.setdefault(name, [])
-            elif line.startswith("-A "):
-                try:
-                    argv = shlex.split(line)
-                except ValueError:  # another tool's odd quoting: not one of our rules
-                    argv = line.split()
-                table.rules.setdefault(argv[1], []).append(argv[2:])
-        return table
-
-    def jumps_to(self, chain: str) -> list[list[str]]:
-        """The POSTROUTING rules that jump to ``chain``."""
-        return [r for r in self.rules.get("POSTROUTING", []) if _option(r, "-j") == chain]
-
-
-def _option(argv: list[str], flag: str) -> str | None:
-    try:
-        return argv[argv.index(flag) + 1]
-    except (ValueError, IndexError):
-        return None
-
-
-def _quote(arg: str) -> str:
-    """One argument for iptables-restore input (it understands double quotes and ``\\``)."""
-    if arg and not re.search(r'[\s"\\\']', arg):
-        return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _line(op: str, chain: str, argv: Sequence[str]) -> str:
-    return " ".join([op, chain, *(_quote(a) for a in argv)])
 
 
 def _go_unquote(text: str) -> str:
@@ -134,35 +76,7 @@ class IPTablesMasq:
     @classmethod
     def available(cls) -> bool:
         """True if iptables-save/-restore are installed (ip6tables ones are checked on use)."""
-        return all(shutil.which(tool) for tool in _TOOLS[4])
-
-    @staticmethod
-    def _run(argv: list[str], stdin: str | None = None) -> str:
-        try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
-                                  timeout=120, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise KernelError(f"running {argv[0]} failed: {exc}") from exc
-        if proc.returncode != 0:
-            detail = proc.stderr.strip() or proc.stdout.strip()
-            if stdin is not None:
-                detail = f"{detail}; batch was:\n{stdin}"
-            raise KernelError(f"{' '.join(argv)} failed (exit {proc.returncode})", detail)
-        return proc.stdout
-
-    def _save(self, family: int) -> NatTable:
-        save = shutil.which(_TOOLS[family][0])
-        if save is None:
-            raise KernelError(f"{_TOOLS[family][0]} not found (install iptables)")
-        return NatTable.parse(self._run([save, "-t", "nat"]))
-
-    def _restore(self, family: int, lines: list[str]) -> None:
-        restore = shutil.which(_TOOLS[family][1])
-        if restore is None:
-            raise KernelError(f"{_TOOLS[family][1]} not found (install iptables)")
-        batch = "\n".join(["*nat", *lines, "COMMIT", ""])
-        # -w: wait for the xtables lock (iptables-legacy); iptables-nft accepts and ignores it.
-        self._run([restore, "-w", "--noflush"], batch)
+        return 4 in families()
 
     def _transact(self, family: int, plan: Callable[[NatTable], list[str]], what: str) -> None:
         """Read the nat table, run the batch ``plan`` makes of it; once more if it fails.
@@ -171,11 +85,11 @@ class IPTablesMasq:
         or created a chain we declare, which fails the whole batch; a fresh read fixes that.
         """
         for attempt in (1, 2):
-            lines = plan(self._save(family))
+            lines = plan(save_nat(family))
             if not lines:
                 return
             try:
-                self._restore(family, lines)
+                restore_nat(family, lines)
             except KernelError as exc:
                 if attempt == 2:
                     raise KernelError(f"failed to {what} (IPv{family})", str(exc)) from exc
@@ -207,12 +121,12 @@ class IPTablesMasq:
                 # address, which leaves a second subnet's ACCEPT where it never matches.
                 if accept not in existing:
                     existing.append(accept)
-                    lines.append(_line("-I", chain, ["1", *accept]))
+                    lines.append(rule_line("-I", chain, ["1", *accept]))
                 if jump not in postrouting:
                     postrouting.append(jump)
-                    lines.append(_line("-A", "POSTROUTING", jump))
+                    lines.append(rule_line("-A", "POSTROUTING", jump))
             if masquerade not in existing:
-                lines.append(_line("-A", chain, masquerade))
+                lines.append(rule_line("-A", chain, masquerade))
             return lines
 
         for family in (4, 6):
@@ -226,19 +140,16 @@ class IPTablesMasq:
         """Restore lines deleting ``chains`` and every POSTROUTING jump to them."""
         lines: list[str] = []
         for chain in chains:
-            lines += [_line("-D", "POSTROUTING", r) for r in table.jumps_to(chain)]
+            lines += [rule_line("-D", "POSTROUTING", r) for r in table.jumps_to(chain)]
         for chain in chains:
             if chain in table.chains:
                 lines += [f"-F {chain}", f"-X {chain}"]
         return lines
 
-    def _families(self) -> list[int]:
-        return [f for f in (4, 6) if all(shutil.which(t) for t in _TOOLS[f])]
-
     def teardown(self, network: str, container_id: str, ifname: str) -> None:  # noqa: ARG002
         """Remove the attachment's POSTROUTING jumps (any source) and its chain, both families."""
         chain = chain_name(network, container_id)
-        for family in self._families():
+        for family in families():
             self._transact(family, functools.partial(self._removal, chains=[chain]),
                            f"remove masquerading chain {chain} for {container_id}")
 
@@ -254,7 +165,7 @@ class IPTablesMasq:
                     stale.append(chain)
             return self._removal(table, stale)
 
-        for family in self._families():
+        for family in families():
             self._transact(family, plan,
                            f"garbage-collect masquerading chains of network {network!r}")
 
@@ -262,8 +173,15 @@ class IPTablesMasq:
     def _owner(table: NatTable, chain: str) -> tuple[str, str] | None:
         """(network, container id) of a chain whose rules carry a matching comment."""
         for rule in [*table.rules.get(chain, []), *table.jumps_to(chain)]:
-            comment = _option(rule, "--comment")
+            comment = option(rule, "--comment")
             owner = parse_comment(comment) if comment else None
             if owner is not None and chain_name(*owner) == chain:
                 return owner
         return None
+
+
+# Kept under their old names for modules that import them from here (portmap).
+_line = rule_line
+_option = option
+
+__all__ = ["IPTablesMasq", "NatTable", "parse_comment"]

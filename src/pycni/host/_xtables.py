@@ -1,0 +1,118 @@
+"""The ``nat`` table through iptables-save / iptables-restore (iptables-nft or legacy).
+
+Plugins read the table once with ``iptables-save -t nat`` (which, unlike most iptables
+commands under iptables-nft, never creates the table it lists) and write one
+``iptables-restore -w --noflush`` batch, so other tools never see half-written chains and a
+call costs two processes instead of one per rule. Rules are kept as the argv that
+iptables-save prints, so "is this rule there" is a list comparison.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..spec import KernelError
+
+#: (save, restore) executables per address family.
+TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
+
+
+@dataclass
+class NatTable:
+    """The parsed ``iptables-save -t nat`` of one family: chains and their rules' argv."""
+
+    chains: set[str] = field(default_factory=set)
+    rules: dict[str, list[list[str]]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> NatTable:
+        """Read iptables-save output (only its ``*nat`` part)."""
+        table = cls()
+        current = None
+        for line in text.splitlines():
+            if line.startswith("*"):
+                current = line[1:].strip()
+            elif current != "nat" or not line or line.startswith("#"):
+                continue
+            elif line.startswith(":"):
+                name = line[1:].split()[0]
+                table.chains.add(name)
+                table.rules.setdefault(name, [])
+            elif line.startswith("-A "):
+                try:
+                    argv = shlex.split(line)
+                except ValueError:  # another tool's odd quoting: not one of our rules
+                    argv = line.split()
+                table.rules.setdefault(argv[1], []).append(argv[2:])
+        return table
+
+    def jumps_to(self, chain: str, hook: str = "POSTROUTING") -> list[list[str]]:
+        """The rules of ``hook`` that jump to ``chain``."""
+        return [r for r in self.rules.get(hook, []) if option(r, "-j") == chain]
+
+
+def option(argv: Sequence[str], flag: str) -> str | None:
+    """The value after ``flag`` in a rule's argv, or None."""
+    try:
+        return argv[list(argv).index(flag) + 1]
+    except (ValueError, IndexError):
+        return None
+
+
+def quote(arg: str) -> str:
+    """One argument for iptables-restore input (it understands double quotes and ``\\``)."""
+    if arg and not re.search(r'[\s"\\\']', arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def rule_line(op: str, chain: str, argv: Sequence[str]) -> str:
+    """A restore line such as ``-A CHAIN <argv>``, quoted."""
+    return " ".join([op, chain, *(quote(a) for a in argv)])
+
+
+def families() -> list[int]:
+    """The address families whose save/restore tools are installed."""
+    return [f for f in (4, 6) if all(shutil.which(t) for t in TOOLS[f])]
+
+
+def _tool(family: int, index: int) -> str:
+    exe = shutil.which(TOOLS[family][index])
+    if exe is None:
+        raise KernelError(f"{TOOLS[family][index]} not found (install iptables)")
+    return exe
+
+
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                              timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KernelError(f"running {argv[0]} failed: {exc}") from exc
+    if proc.returncode != 0:
+        detail = proc.stderr.strip() or proc.stdout.strip()
+        if stdin is not None:
+            detail = f"{detail}; batch was:\n{stdin}"
+        raise KernelError(f"{' '.join(argv)} failed (exit {proc.returncode})", detail)
+    return proc.stdout
+
+
+def save_nat(family: int) -> NatTable:
+    """The nat table of ``family`` (4 or 6) in this thread's netns; empty if it has none."""
+    return NatTable.parse(_run([_tool(family, 0), "-t", "nat"]))
+
+
+def restore_nat(family: int, lines: Sequence[str]) -> None:
+    """Apply ``lines`` to the nat table as one ``--noflush`` batch; KernelError if refused."""
+    batch = "\n".join(["*nat", *lines, "COMMIT", ""])
+    # -w: wait for the xtables lock (iptables-legacy); iptables-nft accepts and ignores it.
+    _run([_tool(family, 1), "-w", "--noflush"], batch)
+
+
+__all__ = ["TOOLS", "NatTable", "families", "option", "quote", "restore_nat", "rule_line",
+           "save_nat"]
