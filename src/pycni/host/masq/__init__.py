@@ -42,7 +42,7 @@ def resolve_backend(requested: str | None) -> str:
     return "iptables"
 
 
-def setup_ip_masq(backend: str, network: str, container_id: str, ifname: str,
+def setup_ip_masq(backend: str | None, network: str, container_id: str, ifname: str,
                   ips: Sequence[IPInterface]) -> None:
     """Masquerade traffic from ``ips`` leaving their subnets, for one attachment.
 
@@ -65,7 +65,7 @@ def _in_every_backend(action: str, call: str, *args: object) -> None:
         raise KernelError(f"failed to {action}", "; ".join(errors))
 
 
-def teardown_ip_masq(backend: str, network: str, container_id: str, ifname: str,
+def teardown_ip_masq(backend: str | None, network: str, container_id: str, ifname: str,
                      ips: Sequence[IPInterface] | None = None) -> None:
     """Remove one attachment's masquerade rules from both backends; idempotent.
 
