@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import subprocess
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import CNIError, PluginExecFailed, PluginNotFound
+
+log = logging.getLogger("pycni.runtime")
 
 #: Default exec timeout; a runtime can pass its own.
 DEFAULT_TIMEOUT = 60.0
@@ -68,6 +71,10 @@ def exec_plugin(
             ) from exc
     if proc.returncode != 0:
         raise _error_from_output(path, proc.stdout, proc.stderr, proc.returncode)
+    if proc.stderr:
+        # libcni passes plugin stderr through to the runtime's; we keep it for -v.
+        log.debug("%s %s stderr: %s", path, env.get("CNI_COMMAND"),
+                  proc.stderr.decode(errors="replace").strip()[-2000:])
     return proc.stdout
 
 
