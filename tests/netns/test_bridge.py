@@ -298,6 +298,7 @@ def test_vlan(host_ns: str, netns: str, tmp_path: Path, bridge: str,
         assert out.json["code"] == 100
         assert "eth0" not in links(netns)
         assert leases(tmp_path) == set()
+        assert bridge not in links(host_ns)
         pytest.skip("kernel lacks CONFIG_BRIDGE_VLAN_FILTERING (bridge vlan_filtering)")
     out_json = out.ok()
     port = out_json["interfaces"][1]["name"]

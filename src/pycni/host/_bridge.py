@@ -31,7 +31,13 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
             with kernel_op(f"could not add bridge {name!r}", ok=(errno.EEXIST,)):
                 ipr.link("add", **kwargs)
         if vlan_filtering:
-            _set_vlan_filtering(ipr, name)
+            try:
+                _set_vlan_filtering(ipr, name)
+            except KernelError:
+                if existing is None:  # do not leave a bridge we just made half-configured
+                    with kernel_op(f"failed to delete bridge {name!r}", ok=(errno.ENODEV,)):
+                        ipr.link("del", ifname=name)
+                raise
     if promisc:
         set_promisc(name, True)
     sysctl_try_set(f"net/ipv6/conf/{name}/accept_ra", "0")

@@ -43,6 +43,16 @@ def _describe(dst: Network, gateway: IPAddress | None, ifname: str) -> str:
     return f"{dst}{via} dev {ifname}"
 
 
+def _match(dst: Network, oif: int, gateway: IPAddress | None, **extra: int
+           ) -> dict[str, object]:
+    """The pyroute2 fields that name a route: destination, device, gateway."""
+    out: dict[str, object] = {"family": _family(dst), "dst": str(dst.network_address),
+                              "dst_len": dst.prefixlen, "oif": oif, **extra}
+    if gateway is not None:
+        out["gateway"] = str(gateway)
+    return out
+
+
 def add_route(
     dst: Network,
     *,
@@ -61,11 +71,7 @@ def add_route(
         idx = _require(ipr, ifname)
         # proto boot, as ``ip route add`` and the Go netlink library write (pyroute2 would
         # say "static"): the routes look the same whichever implementation made them.
-        kwargs: dict[str, object] = {"family": _family(dst), "dst": str(dst.network_address),
-                                     "dst_len": dst.prefixlen, "oif": idx,
-                                     "proto": RTPROT_BOOT}
-        if gateway is not None:
-            kwargs["gateway"] = str(gateway)
+        kwargs = _match(dst, idx, gateway, proto=RTPROT_BOOT)
         if src is not None:
             kwargs["prefsrc"] = str(src)
         if scope is not None:
@@ -87,11 +93,7 @@ def del_route(dst: Network, *, ifname: str, gateway: IPAddress | None = None,
     """Delete the route to ``dst`` through ``ifname`` (any scope)."""
     with rtnl() as ipr:
         idx = _require(ipr, ifname)
-        kwargs: dict[str, object] = {"family": _family(dst), "dst": str(dst.network_address),
-                                     "dst_len": dst.prefixlen, "oif": idx,
-                                     "scope": RT_SCOPE_NOWHERE}
-        if gateway is not None:
-            kwargs["gateway"] = str(gateway)
+        kwargs = _match(dst, idx, gateway, scope=RT_SCOPE_NOWHERE)
         ok = (errno.ESRCH,) if missing_ok else ()
         with kernel_op(f"failed to delete route {_describe(dst, gateway, ifname)}", ok=ok):
             ipr.route("del", **kwargs)

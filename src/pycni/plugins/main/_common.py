@@ -7,22 +7,28 @@ an undo step for everything ADD creates and runs them (newest first) when ADD fa
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from ...host import masq
+from ... import host
+from ...host import NetNSNotFound, masq
+from ...host import enter as enter_netns
 from ...skel import CmdArgs, delegate, delegate_add, delegate_check, delegate_del
 from ...spec import (
     CNIError,
     ErrorCode,
     InvalidNetworkConfig,
+    KernelError,
     PluginNotAvailable,
     Result,
 )
 from ...spec._result import IPInterface
 from ..meta._fields import valid_attachments
+
+T = TypeVar("T")
 
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 
@@ -148,3 +154,58 @@ class Rollback:
         """ADD succeeded: forget the undo steps."""
         self._steps.clear()
 
+
+
+def run_with_rollback(add: Callable[[Rollback], T]) -> T:
+    """Run ``add(rollback)``; if it raises, undo what it recorded before re-raising."""
+    rollback = Rollback()
+    try:
+        result = add(rollback)
+    except BaseException:
+        rollback.run()
+        raise
+    rollback.clear()
+    return result
+
+
+def create_container_veth(args: CmdArgs, ns: host.NetNS, rollback: Rollback, *, mtu: int,
+                          mac: str = "") -> host.Veth:
+    """The veth pair: ``CNI_IFNAME`` in the container (``ns``), a random name on this side."""
+    with host.current_netns_fd() as host_fd:
+        veth = ns.call(host.create_veth, args.ifname, host_fd, mtu=mtu, mac=mac)
+    # The undo opens the netns anew: ``ns`` is gone by the time a rollback runs. Deleting
+    # the container end removes the host end with it.
+    rollback.push(f"delete {args.ifname} in {args.netns}", host.run_in_netns, args.netns,
+                  host.delete_link, args.ifname)
+    return veth
+
+
+def delete_container_link(args: CmdArgs) -> list[IPInterface] | None:
+    """DEL: remove ``CNI_IFNAME`` from the container; its addresses, or None if it is gone."""
+    if not args.netns:
+        return None
+    try:
+        with enter_netns(args.netns) as ns:
+            addrs = ns.call(host.delete_link_with_addresses, args.ifname)
+    except NetNSNotFound:
+        return None
+    return [ipaddress.ip_interface(a) for a in addrs] if addrs is not None else None
+
+
+def check_container(args: CmdArgs, ns: host.NetNS, result: Result) -> host.LinkInfo:
+    """CHECK inside the container: the veth of prevResult, its MAC, addresses and routes."""
+    cont_if = next((i for i in result.interfaces
+                    if i.name == args.ifname and i.sandbox == args.netns), None)
+    if cont_if is None:
+        raise KernelError(f"CHECK: prevResult has no interface {args.ifname!r} in sandbox "
+                          f"{args.netns!r}")
+    cont = ns.call(host.link_info, args.ifname)
+    if cont is None or cont.kind != "veth":
+        raise KernelError(f"CHECK: container interface {args.ifname!r} is missing or not a "
+                          "veth")
+    if cont_if.mac and cont_if.mac != cont.mac:
+        raise KernelError(f"CHECK: {args.ifname!r} has MAC {cont.mac}, prevResult says "
+                          f"{cont_if.mac}")
+    ns.call(host.check_iface_ips, args.ifname, result)
+    ns.call(host.check_routes, result)
+    return cont

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ... import host
-from ...host import NetNSNotFound
 from ...host import enter as enter_netns
 from ...skel import IFNAME_MAX, CmdArgs, Plugin
 from ...spec import (
@@ -46,6 +45,9 @@ from ..meta._fields import int_field, str_field
 from ._common import (
     Rollback,
     apply_dns,
+    check_container,
+    create_container_veth,
+    delete_container_link,
     gc_attachments,
     ipam_add,
     ipam_check,
@@ -55,6 +57,7 @@ from ._common import (
     masq_backend,
     parse_mac,
     prev_result,
+    run_with_rollback,
     setup_masq,
     teardown_masq,
 )
@@ -257,25 +260,13 @@ class Bridge(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = BridgeConfig.load(args)
-        rollback = Rollback()
-        try:
-            result = self._add(args, conf, rollback)
-        except BaseException:
-            rollback.run()
-            raise
-        rollback.clear()
-        return result
+        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: BridgeConfig, rollback: Rollback) -> Result:
         br = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
                                 vlan_filtering=bool(conf.vlan or conf.vlan_trunk))
         with enter_netns(args.netns) as ns:
-            with host.current_netns_fd() as host_fd:
-                veth = ns.call(host.create_veth, args.ifname, host_fd, mtu=conf.mtu,
-                               mac=conf.mac)
-            # The undo opens the netns anew: ``ns`` is gone by the time a rollback runs.
-            rollback.push(f"delete {args.ifname} in {args.netns}", host.run_in_netns,
-                          args.netns, host.delete_link, args.ifname)
+            veth = create_container_veth(args, ns, rollback, mtu=conf.mtu, mac=conf.mac)
             _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
             result = Result(interfaces=[
                 Interface(name=br.name, mac=br.mac),
@@ -329,13 +320,7 @@ class Bridge(Plugin):
 
     def delete(self, args: CmdArgs) -> None:
         conf = BridgeConfig.load(args, with_mac=False)
-        addrs: list[str] | None = None
-        if args.netns:
-            try:
-                with enter_netns(args.netns) as ns:
-                    addrs = ns.call(host.delete_link_with_addresses, args.ifname)
-            except NetNSNotFound:
-                addrs = None
+        addrs = delete_container_link(args)
         if conf.layer3:
             ipam_del(args, conf.ipam_type)
         if conf.mac_spoof_check:
@@ -343,8 +328,7 @@ class Bridge(Plugin):
         if conf.layer3 and conf.ip_masq:
             # Rules are found by attachment identity, so a vanished netns (addrs None) still
             # gets its rules removed; the reference leaks them then (plugins#810).
-            ips = [ipaddress.ip_interface(a) for a in addrs] if addrs else None
-            teardown_masq(args, conf.ip_masq_backend, ips)
+            teardown_masq(args, conf.ip_masq_backend, addrs)
 
     def check(self, args: CmdArgs) -> None:
         conf = BridgeConfig.load(args, with_mac=False)
@@ -352,11 +336,6 @@ class Bridge(Plugin):
             ipam_check(args, conf.ipam_type)
         result = prev_result(args)
         br_if = next((i for i in result.interfaces if i.name == conf.bridge), None)
-        cont_if = next((i for i in result.interfaces
-                        if i.name == args.ifname and i.sandbox == args.netns), None)
-        if cont_if is None:
-            raise KernelError(f"CHECK: prevResult has no interface {args.ifname!r} in sandbox "
-                              f"{args.netns!r}")
         br = host.link_info(conf.bridge)
         if br_if is None or br is None:
             raise KernelError(f"CHECK: bridge {conf.bridge!r} was not found")
@@ -370,16 +349,8 @@ class Bridge(Plugin):
             raise KernelError(f"CHECK: bridge {conf.bridge!r} promiscuous mode is "
                               f"{br.promisc}, config wants {conf.promisc_mode}")
         with enter_netns(args.netns) as ns:
-            cont = ns.call(host.link_info, args.ifname)
-            if cont is None or cont.kind != "veth":
-                raise KernelError(f"CHECK: container interface {args.ifname!r} is missing or "
-                                  "not a veth")
-            if cont_if.mac and cont_if.mac != cont.mac:
-                raise KernelError(f"CHECK: {args.ifname!r} has MAC {cont.mac}, prevResult "
-                                  f"says {cont_if.mac}")
-            self._check_host_veth(result, conf, br, cont)
-            ns.call(host.check_iface_ips, args.ifname, result)
-            ns.call(host.check_routes, result)
+            cont = check_container(args, ns, result)
+        self._check_host_veth(result, conf, br, cont)
 
     @staticmethod
     def _check_host_veth(result: Result, conf: BridgeConfig, br: host.LinkInfo,

@@ -22,7 +22,6 @@ import ipaddress
 from dataclasses import dataclass
 
 from ... import host
-from ...host import NetNSNotFound
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, InvalidNetworkConfig, KernelError, Result, bool_field
@@ -30,6 +29,9 @@ from ..meta._fields import int_field
 from ._common import (
     Rollback,
     apply_dns,
+    check_container,
+    create_container_veth,
+    delete_container_link,
     gc_attachments,
     ipam_add,
     ipam_check,
@@ -38,6 +40,7 @@ from ._common import (
     ipam_type,
     masq_backend,
     prev_result,
+    run_with_rollback,
     setup_masq,
     teardown_masq,
 )
@@ -95,14 +98,7 @@ class PTP(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = PTPConfig.load(args)
-        rollback = Rollback()
-        try:
-            result = self._add(args, conf, rollback)
-        except BaseException:
-            rollback.run()
-            raise
-        rollback.clear()
-        return result
+        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: PTPConfig, rollback: Rollback) -> Result:
         result = ipam_add(args, conf.ipam_type)
@@ -110,10 +106,7 @@ class PTP(Plugin):
         for family in sorted({ip.family for ip in result.ips}):
             host.enable_forwarding(family)
         with enter_netns(args.netns) as ns:
-            with host.current_netns_fd() as host_fd:
-                veth = ns.call(host.create_veth, args.ifname, host_fd, mtu=conf.mtu)
-            rollback.push(f"delete {args.ifname} in {args.netns}", host.run_in_netns,
-                          args.netns, host.delete_link, args.ifname)
+            veth = create_container_veth(args, ns, rollback, mtu=conf.mtu)
             host.links.set_up(veth.peer_name)
             host.sysctl_try_set(f"net/ipv6/conf/{veth.peer_name}/accept_ra", "0")
             peer = host.require_link(veth.peer_name)
@@ -132,38 +125,18 @@ class PTP(Plugin):
 
     def delete(self, args: CmdArgs) -> None:
         conf = PTPConfig.load(args)
-        addrs: list[str] | None = None
-        if args.netns:
-            try:
-                with enter_netns(args.netns) as ns:
-                    addrs = ns.call(host.delete_link_with_addresses, args.ifname)
-            except NetNSNotFound:
-                addrs = None
+        addrs = delete_container_link(args)
         ipam_del(args, conf.ipam_type)
         if conf.ip_masq:
             # Found by attachment identity: no netns, no problem (the reference leaks them).
-            ips = [ipaddress.ip_interface(a) for a in addrs] if addrs else None
-            teardown_masq(args, conf.ip_masq_backend, ips)
+            teardown_masq(args, conf.ip_masq_backend, addrs)
 
     def check(self, args: CmdArgs) -> None:
         conf = PTPConfig.load(args)
         ipam_check(args, conf.ipam_type)
         result = prev_result(args)
-        cont_if = next((i for i in result.interfaces
-                        if i.name == args.ifname and i.sandbox == args.netns), None)
-        if cont_if is None:
-            raise KernelError(f"CHECK: prevResult has no interface {args.ifname!r} in sandbox "
-                              f"{args.netns!r}")
         with enter_netns(args.netns) as ns:
-            cont = ns.call(host.link_info, args.ifname)
-            if cont is None or cont.kind != "veth":
-                raise KernelError(f"CHECK: container interface {args.ifname!r} is missing or "
-                                  "not a veth")
-            if cont_if.mac and cont_if.mac != cont.mac:
-                raise KernelError(f"CHECK: {args.ifname!r} has MAC {cont.mac}, prevResult "
-                                  f"says {cont_if.mac}")
-            ns.call(host.check_iface_ips, args.ifname, result)
-            ns.call(host.check_routes, result)
+            check_container(args, ns, result)
 
     def status(self, args: CmdArgs) -> None:
         ipam_status(args, PTPConfig.load(args).ipam_type)
