@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..spec import InvalidNetworkConfig, KernelError
-from .links import index_of, rtnl
+from .links import _require, rtnl
 
 IFF_PROMISC = 0x100
 IFF_ALLMULTI = 0x200
@@ -31,13 +31,6 @@ class LinkAttrs:
     promisc: bool
     allmulti: bool
     txqlen: int
-
-
-def _require(ipr: Any, ifname: str) -> int:
-    idx = index_of(ipr, ifname)
-    if idx is None:
-        raise KernelError(f"cannot find container link {ifname!r}")
-    return idx
 
 
 def get_attrs(ifname: str) -> LinkAttrs:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..spec import KernelError
-from .links import index_of, rtnl
+from .links import _require, index_of, rtnl
 
 #: Queue limit is sized for this much latency at the configured rate (tc's ``latency``).
 LATENCY_MS = 25
@@ -80,13 +80,6 @@ class Shaping:
     def uses_subnets(self) -> bool:
         """Subnet filters need HTB classes; a plain limit uses TBF like the 1.1 reference."""
         return bool(self.unshaped_subnets or self.shaped_subnets)
-
-
-def _require(ipr: Any, ifname: str) -> int:
-    idx = index_of(ipr, ifname)
-    if idx is None:
-        raise KernelError(f"link {ifname!r} not found")
-    return idx
 
 
 def _u32_keys(subnet: str, peer_is_source: bool) -> tuple[int, list[str]]:

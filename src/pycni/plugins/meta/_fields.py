@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...spec import InvalidNetworkConfig, bool_field
+from ...skel import CmdArgs
+from ...spec import InvalidNetworkConfig, Result, bool_field
 
 
 def int_field(raw: dict[str, Any], key: str, *, minimum: int = 0, what: str = "") -> int | None:
@@ -41,6 +42,14 @@ def str_list(raw: dict[str, Any], key: str, *, what: str = "") -> list[str]:
 def opt_bool(raw: dict[str, Any], key: str) -> bool | None:
     """A bool (also ``"true"``/``"false"``), or None when absent."""
     return None if raw.get(key) is None else bool_field(raw, key)
+
+
+def require_prev_result(args: CmdArgs, message: str) -> Result:
+    """The prevResult a chained plugin needs; InvalidNetworkConfig(``message``) without it."""
+    prev = args.conf.prev_result
+    if prev is None:
+        raise InvalidNetworkConfig(message)
+    return prev
 
 
 def valid_attachments(raw: dict[str, Any]) -> set[tuple[str, str]]:

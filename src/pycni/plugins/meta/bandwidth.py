@@ -26,7 +26,7 @@ from ...host import _tc as tc
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, Interface, InvalidNetworkConfig, KernelError, Result
-from ._fields import int_field, str_list, valid_attachments
+from ._fields import int_field, require_prev_result, str_list, valid_attachments
 
 IFB_PREFIX = "bwp"
 IFNAME_MAX = 15
@@ -126,12 +126,10 @@ class Bandwidth(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = BandwidthConfig.load(args)
-        prev = args.conf.prev_result
         if conf.is_zero:
-            return prev if prev is not None else Result()
+            return args.conf.prev_result or Result()
         conf.validate_subnets()
-        if prev is None:
-            raise InvalidNetworkConfig("must be called as chained plugin")
+        prev = require_prev_result(args, "must be called as chained plugin")
         host = host_interface(args, prev)
         ifb = ifb_name(args.conf.name, args.container_id)
         try:
@@ -155,9 +153,7 @@ class Bandwidth(Plugin):
 
     def check(self, args: CmdArgs) -> None:
         conf = BandwidthConfig.load(args)
-        prev = args.conf.prev_result
-        if prev is None:
-            raise InvalidNetworkConfig("must be called as a chained plugin")
+        prev = require_prev_result(args, "must be called as a chained plugin")
         conf.validate_subnets()
         host = host_interface(args, prev)
         checks = []

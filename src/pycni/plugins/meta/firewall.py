@@ -34,7 +34,7 @@ from ...host.firewall import (
 )
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, PluginNotAvailable, Result
-from ._fields import str_field, valid_attachments
+from ._fields import require_prev_result, str_field, valid_attachments
 from ._state import RecordStore
 
 DEFAULT_DATA_DIR = "/var/lib/cni/firewall"
@@ -102,9 +102,7 @@ class Firewall(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         backend = _backend(args)
-        prev = args.conf.prev_result
-        if prev is None:
-            raise InvalidNetworkConfig("missing prevResult from earlier plugin")
+        prev = require_prev_result(args, "missing prevResult from earlier plugin")
         att = _attachment(args, prev)
         backend.add(att)
         try:
@@ -126,9 +124,7 @@ class Firewall(Plugin):
 
     def check(self, args: CmdArgs) -> None:
         backend = _backend(args)
-        prev = args.conf.prev_result
-        if prev is None:
-            raise InvalidNetworkConfig("missing prevResult from earlier plugin")
+        prev = require_prev_result(args, "missing prevResult from earlier plugin")
         backend.check(_attachment(args, prev))
 
     def status(self, args: CmdArgs) -> None:

@@ -20,7 +20,7 @@ from ...host import _rules as rules
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
-from ._fields import int_field
+from ._fields import int_field, require_prev_result
 
 
 def _table(args: CmdArgs) -> int | None:
@@ -52,9 +52,7 @@ class Sbr(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         table = _table(args)
-        prev = args.conf.prev_result
-        if prev is None:
-            raise InvalidNetworkConfig("this plugin must be called as chained plugin")
+        prev = require_prev_result(args, "this plugin must be called as chained plugin")
         routes = source_routes(args, prev)
         with enter_netns(args.netns) as ns:
             try:
@@ -77,9 +75,7 @@ class Sbr(Plugin):
 
     def check(self, args: CmdArgs) -> None:
         table = _table(args)
-        prev = args.conf.prev_result
-        if prev is None:
-            raise InvalidNetworkConfig("this plugin must be called as chained plugin")
+        prev = require_prev_result(args, "this plugin must be called as chained plugin")
         wanted = source_routes(args, prev)
         with enter_netns(args.netns) as ns:
             found = ns.call(rules.list_rules)

@@ -28,7 +28,13 @@ from ...host import _linkattrs as la
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, KernelError, Result
-from ._fields import int_field, opt_bool, str_field, valid_attachments
+from ._fields import (
+    int_field,
+    opt_bool,
+    require_prev_result,
+    str_field,
+    valid_attachments,
+)
 from ._state import RecordStore
 
 DEFAULT_DATA_DIR = "/run/cni/tuning"
@@ -179,9 +185,7 @@ class Tuning(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = TuningConfig.load(args)
-        prev = args.conf.prev_result
-        if prev is None:
-            raise InvalidNetworkConfig("required prevResult missing")
+        prev = require_prev_result(args, "required prevResult missing")
         conf.check_allowlist()
         conf.sysctl_paths(args.ifname)  # rejects non-net keys before touching anything
         with enter_netns(args.netns) as ns:
@@ -211,8 +215,7 @@ class Tuning(Plugin):
 
     def check(self, args: CmdArgs) -> None:
         conf = TuningConfig.load(args)
-        if args.conf.prev_result is None:
-            raise InvalidNetworkConfig("required prevResult missing")
+        require_prev_result(args, "required prevResult missing")
         with enter_netns(args.netns) as ns:
             for path, want in conf.sysctl_paths(args.ifname).items():
                 have = ns.call(la.read_sysctl, path)
