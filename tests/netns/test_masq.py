@@ -388,3 +388,36 @@ def test_gc_removes_go_bridge_rules(host_ns: str, netns: str, tmp_path: Any,
     assert _iptables(host_ns) != []
     _in(host_ns, masq.gc_ip_masq, NET, [])
     assert _iptables(host_ns) == []
+
+
+# --- the nftables runner -----------------------------------------------------------------
+
+def test_nft_library_and_executable_agree(host_ns: str) -> None:
+    _in(host_ns, masq.setup_ip_masq, "nftables", NET, "c1", "eth0", IPS)
+    listing = [{"list": {"chain": {"family": "inet", "table": "cni_plugins_masquerade",
+                                   "name": "masq_checks"}}}]
+    lib = _in(host_ns, lambda: _nft.nft_json(listing, use_library=True))
+    exe = _in(host_ns, lambda: _nft.nft_json(listing, use_library=False))
+    assert lib == exe
+    assert len([item for item in lib if "rule" in item]) == 2
+
+
+@pytest.mark.parametrize("use_library", [True, False], ids=["library", "executable"])
+def test_nft_errors_name_the_object(host_ns: str, use_library: bool) -> None:
+    listing = [{"list": {"table": {"family": "inet", "name": "pyt_missing"}}}]
+    with pytest.raises(_nft.NftError) as info:
+        _in(host_ns, lambda: _nft.nft_json(listing, what="listing pyt_missing",
+                                           use_library=use_library))
+    assert info.value.not_found
+    assert "listing pyt_missing" in str(info.value)
+
+
+def test_nftables_conflict_is_a_kernel_error_naming_the_table(host_ns: str) -> None:
+    # Someone else's chain of the same name but another type: nftables refuses the batch.
+    ns_run(host_ns, "nft", "add table inet cni_plugins_masquerade; add chain inet "
+           "cni_plugins_masquerade postrouting { type filter hook forward priority 0; }",
+           check=True)
+    with pytest.raises(KernelError) as info:
+        _in(host_ns, masq.setup_ip_masq, "nftables", NET, "c1", "eth0", IPS)
+    assert "cni_plugins_masquerade" in str(info.value)
+    assert info.value.code == 100

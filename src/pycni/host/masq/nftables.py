@@ -145,7 +145,7 @@ class NFTablesMasq:
                 _nft.nft_json(cmds, what=what)
             except KernelError as exc:
                 if attempt == 2:
-                    raise KernelError(f"failed to {what}", str(exc)) from exc
+                    raise KernelError(f"failed to {what}", exc.details or exc.msg) from exc
             else:
                 return
 
