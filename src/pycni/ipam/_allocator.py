@@ -138,7 +138,7 @@ def allocate(store: DiskStore, sets: Sequence[RangeSet], *, container_id: str, i
         names = store.names()
         owned: list[Reservation] = []
         if any(wanted is None for wanted in assigned):
-            owned = [r for r in store.reservations(names) if r.owned_by(container_id, ifname)]
+            owned = store.owned(container_id, ifname, names)
         claim = _Claim(store, container_id, ifname, network or store.network, names, owned, [])
         try:
             for index, (rs, wanted) in enumerate(zip(sets, assigned, strict=True)):

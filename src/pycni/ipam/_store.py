@@ -72,8 +72,17 @@ class Reservation:
         return cls(ip=ip, name=name, container_id=cid.strip(), ifname=ifname.strip())
 
 
+#: Characters of an address file's name; ``lock`` and ``last_reserved_ip.N`` have others.
+_ADDRESS_CHARS = frozenset("0123456789abcdefABCDEF.:")
+
+
+def _may_be_address(name: str) -> bool:
+    """A cheap filter before the (costly) address parse; tens of thousands of names pass."""
+    return _ADDRESS_CHARS.issuperset(name)
+
+
 def _ip_from_name(name: str) -> IPAddress | None:
-    if name == LOCK_NAME or name.startswith(LAST_RESERVED_PREFIX):
+    if not _may_be_address(name):
         return None
     try:
         return canonical_ip(ipaddress.ip_address(name))
@@ -116,34 +125,35 @@ class DiskStore:
         except OSError as exc:
             raise IOFailure(f"host-local: cannot list {self.path}", str(exc)) from exc
 
-    def reservations(self, names: Iterable[str] | None = None) -> list[Reservation]:
-        """Every reservation file (of ``names``, default all), read once.
+    def _contents(self, names: Iterable[str] | None) -> Iterator[tuple[str, bytes]]:
+        """(name, bytes) of each address file in ``names`` (default: all).
 
+        Files are opened relative to one directory descriptor: with tens of thousands of
+        them, building and resolving a full path per file costs more than the read itself.
         Unreadable files are skipped, as the reference does.
         """
-        out: list[Reservation] = []
-        for name in sorted(self.names() if names is None else names):
-            if _ip_from_name(name) is None:
-                continue
-            data = self._read(name)
-            if data is None:
-                continue
-            res = Reservation.parse(name, data)
-            if res is not None:
-                out.append(res)
-        return out
+        try:
+            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise IOFailure(f"host-local: cannot open {self.path}", str(exc)) from exc
+        try:
+            for name in self.names() if names is None else names:
+                if _may_be_address(name):
+                    data = _read_file(name, dir_fd)
+                    if data is not None:
+                        yield name, data
+        finally:
+            os.close(dir_fd)
+
+    def reservations(self, names: Iterable[str] | None = None) -> list[Reservation]:
+        """Every reservation file (of ``names``, default all), read once."""
+        found = (Reservation.parse(name, data) for name, data in self._contents(names))
+        return [r for r in found if r is not None]
 
     def _read(self, name: str) -> bytes | None:
-        try:
-            fd = os.open(self._file(name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            return None
-        try:
-            return os.read(fd, _MAX_READ)
-        except OSError:  # e.g. EISDIR: not a reservation
-            return None
-        finally:
-            os.close(fd)
+        return _read_file(str(self._file(name)))
 
     def reserve(self, ip: IPAddress, container_id: str, ifname: str, range_id: int) -> bool:
         """Create ``ip``'s file exclusively; False if it exists. Records last_reserved_ip."""
@@ -193,9 +203,18 @@ class DiskStore:
             raise IOFailure(f"host-local: cannot release {ip} in {self.path}", str(exc)) from exc
         return True
 
-    def owned(self, container_id: str, ifname: str) -> list[Reservation]:
-        """The reservations of (container ID, interface), exact or legacy."""
-        return [r for r in self.reservations() if r.owned_by(container_id, ifname)]
+    def owned(self, container_id: str, ifname: str, names: Iterable[str] | None = None
+              ) -> list[Reservation]:
+        """The reservations of (container ID, interface), exact or legacy.
+
+        Every file is read, but compared as bytes first: in a nearly full /16 only the few
+        matches are decoded and parsed. The comparison is the reference's: the whole content,
+        stripped, against ``ID\r\nifname`` or against ``ID`` alone.
+        """
+        wanted = (reservation_bytes(container_id, ifname), container_id.strip().encode())
+        found = (Reservation.parse(name, data) for name, data in self._contents(names)
+                 if data.strip() in wanted)
+        return [r for r in found if r is not None]
 
     def release_owner(self, container_id: str, ifname: str) -> list[IPAddress]:
         """Release what (container ID, interface) holds; the released addresses.
@@ -237,3 +256,17 @@ def _read_only_fs(path: Path) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError as exc:
         return exc.errno == errno.EROFS
+
+
+def _read_file(path: str, dir_fd: int | None = None) -> bytes | None:
+    """The first bytes of a regular file; None if it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, _MAX_READ)
+    except OSError:  # e.g. EISDIR: not a reservation
+        return None
+    finally:
+        os.close(fd)
