@@ -24,20 +24,20 @@ rules go to the top of CNI-HOSTPORT-DNAT, so the newest container owning a host 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from ...spec import KernelError
+from .._xtables import TOOLS, NatTable, families, restore_nat, save_nat
+from .._xtables import option as _option
+from .._xtables import rule_line as _line
 from ..masq._base import hash_with_prefix
-from ..masq.iptables import NatTable, _line, _option
 from ._base import Owner, PortMapSpec
 
 TOP_DNAT = "CNI-HOSTPORT-DNAT"
 SETMARK = "CNI-HOSTPORT-SETMARK"
 MARK_MASQ = "CNI-HOSTPORT-MASQ"
 OLD_TOP_SNAT = "CNI-HOSTPORT-SNAT"
-_TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 #: iptables' comment match keeps at most 255 characters.
 _COMMENT_MAX = 255
 #: The multiport match takes at most 15 ports.
@@ -155,49 +155,23 @@ class IPTablesPortMap:
     @classmethod
     def available(cls) -> bool:
         """True if iptables-save and iptables-restore are installed."""
-        return all(shutil.which(tool) for tool in _TOOLS[4])
+        return all(shutil.which(tool) for tool in TOOLS[4])
 
     @staticmethod
-    def _tool(family: int, index: int) -> str:
-        exe = shutil.which(_TOOLS[family][index])
-        if exe is None:
-            raise KernelError(f"{_TOOLS[family][index]} not found (install iptables)")
-        return exe
-
-    @staticmethod
-    def _run(argv: list[str], stdin: str | None = None) -> tuple[bool, str]:
-        try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
-                                  timeout=120, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise KernelError(f"running {argv[0]} failed: {exc}") from exc
-        if proc.returncode != 0:
-            return False, proc.stderr.strip() or proc.stdout.strip()
-        return True, proc.stdout
-
-    def _save(self, family: int) -> NatTable:
-        ok, out = self._run([self._tool(family, 0), "-t", "nat"])
-        if not ok:
-            raise KernelError(f"{_TOOLS[family][0]} -t nat failed", out)
-        return NatTable.parse(out)
-
-    def _transact(self, family: int, what: str, plan: Callable[[NatTable], list[str]]) -> None:
+    def _transact(family: int, what: str, plan: Callable[[NatTable], list[str]]) -> None:
         """Read the table, build a batch with ``plan(table)``, apply it; retry on races."""
-        error = ""
+        error: KernelError | None = None
         for _ in range(_ATTEMPTS):
-            table = self._save(family)
-            lines = plan(table)
+            lines = plan(save_nat(family))
             if not lines:
                 return
-            batch = "\n".join(["*nat", *lines, "COMMIT", ""])
-            # -w waits for the xtables lock under iptables-legacy; iptables-nft needs none.
-            ok, error = self._run([self._tool(family, 1), "-w", "--noflush"], batch)
-            if ok:
+            try:
+                restore_nat(family, lines)
+            except KernelError as exc:
+                error = exc  # e.g. "-N": a concurrent call created the chain first
+            else:
                 return
-        raise KernelError(f"failed to {what} (IPv{family})", error)
-
-    def _families(self) -> list[int]:
-        return [f for f in (4, 6) if all(shutil.which(t) for t in _TOOLS[f])]
+        raise KernelError(f"failed to {what} (IPv{family})", str(error))
 
     def forward(self, specs: Sequence[PortMapSpec]) -> None:
         """Per spec: shared chains, then the container chain and its entry rules, one batch."""
@@ -221,7 +195,7 @@ class IPTablesPortMap:
         """Every rule the specs need must be in the container chain, plus the entry jumps."""
         for spec in specs:
             chain = dnat_chain(spec.owner.network, spec.owner.container_id)
-            table = self._save(spec.family)
+            table = save_nat(spec.family)
             where = f"port mappings of {spec.owner.container_id} (IPv{spec.family})"
             if chain not in table.chains:
                 raise KernelError(f"{where}: chain {chain} not found in table nat")
@@ -240,7 +214,7 @@ class IPTablesPortMap:
         """Remove the container chain and its entry rules (and a pre-0.7 SNAT chain)."""
         chain = dnat_chain(owner.network, owner.container_id)
         old = _old_snat_chain(owner.network, owner.container_id)
-        for family in self._families():
+        for family in families():
             self._transact(family, f"remove port mapping chain {chain}",
                            lambda t: [*_removal_lines(t, chain, TOP_DNAT),
                                       *_removal_lines(t, old, OLD_TOP_SNAT)])
@@ -255,7 +229,7 @@ class IPTablesPortMap:
                             if (_option(r, "--comment") or "").startswith(prefix)} - keep - {""})
             return [line for chain in stale for line in _removal_lines(table, chain, TOP_DNAT)]
 
-        for family in self._families():
+        for family in families():
             self._transact(family, f"garbage-collect port mappings of network {network!r}", plan)
 
 
