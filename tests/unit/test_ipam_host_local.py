@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pycni.plugins.ipam.host_local import HostLocal
 from pycni.skel import run_plugin_bytes
@@ -267,3 +270,45 @@ def test_status_unwritable_data_dir(tmp_path: Path) -> None:
     status, err = call("STATUS", conf_for(tmp_path / "file", "1.1.0"))
     assert (status, err["code"]) == (1, ErrorCode.PLUGIN_NOT_AVAILABLE)
     assert "not a directory" in err["details"]
+
+
+def test_del_releases_even_when_ranges_broke_after_add(tmp_path: Path) -> None:
+    conf = conf_for(tmp_path)
+    assert call("ADD", conf)[0] == 0
+    broken = conf_for(tmp_path, ranges=[[{"subnet": "not a subnet"}]])
+    assert call("DEL", broken, args="K8S_POD_NAME=x") == (0, None)
+    assert ls(tmp_path / "net1") == ["last_reserved_ip.0", "lock"]
+    status, err = call("DEL", {**conf, "ipam": {"type": "host-local", "dataDir": 5}})
+    assert (status, err["code"]) == (1, ErrorCode.INVALID_NETWORK_CONFIG)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    | st.sampled_from(["10.1.0.0/24", "10.1.0.5", "2001:db8::/64", "::ffff:10.1.0.1", "/",
+                       "10.1.0.0/33", "", " 10.1.0.9", "10.1.0.5/24"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["subnet", "rangeStart", "rangeEnd", "gateway", "dst", "gw", "ips"]),
+        inner, max_size=4),
+    max_leaves=12,
+)
+ipam_keys = st.sampled_from(["ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes",
+                             "dataDir", "resolvConf"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(ipam_keys, json_values, max_size=4), json_values, json_values,
+       st.sampled_from(["", "IP=10.1.0.9", "IP=x", "IP=", "IgnoreUnknown=1;Z=1", "=;"]))
+def test_hostile_configs_get_a_cni_error_never_a_crash(ipam: dict[str, Any], runtime_ips: Any,
+                                                       args_ips: Any, cni_args: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if ipam.get("dataDir") is None or isinstance(ipam["dataDir"], str):
+            ipam = {**ipam, "dataDir": tmp}  # never write outside the sandbox
+        conf = {"cniVersion": "1.0.0", "name": "fuzz", "type": "bridge",
+                "ipam": {"type": "host-local", **ipam},
+                "runtimeConfig": {"ips": runtime_ips, "ipRanges": runtime_ips},
+                "args": {"cni": {"ips": args_ips}}}
+        for command in ("ADD", "CHECK", "DEL"):
+            status, out = call(command, conf, args=cni_args)
+            if status:
+                assert out["code"] in {1, 2, 4, 5, 6, 7, 101, 102, 3}, out
+                assert out["msg"]

@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pycni.plugins.ipam.static import Static
 from pycni.skel import run_plugin_bytes
@@ -122,3 +124,26 @@ def test_check_against_prev_result() -> None:
     status, err = call("CHECK", {**conf, "prevResult": missing})
     assert status == 1
     assert "10.10.0.1/24" in err["msg"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+    | st.sampled_from(["10.1.0.5/24", "10.1.0.5", "2001:db8::5/64", "::ffff:10.1.0.1/120", "/"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["address", "gateway", "dst", "gw", "nameservers", "ips"]), inner,
+        max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["addresses", "routes", "dns"]), json_values, max_size=3),
+       json_values, st.sampled_from(["", "IP=10.1.0.9/24", "IP=x", "GATEWAY=10.1.0.1", "IP=,"]),
+       st.sampled_from(["0.2.0", "0.4.0", "1.1.0"]))
+def test_hostile_configs_get_a_cni_error_never_a_crash(ipam: dict[str, Any], ips: Any,
+                                                       args: str, version: str) -> None:
+    conf = {"cniVersion": version, "name": "fuzz", "type": "macvlan",
+            "ipam": {"type": "static", **ipam}, "runtimeConfig": {"ips": ips}}
+    status, out = call("ADD", conf, args)
+    if status:
+        assert out["code"] in {1, 2, 4, 7}, out

@@ -22,7 +22,8 @@ ADD returns one address from each range set (``ranges``, after the legacy single
 configured ``routes`` and the DNS settings parsed from ``resolvConf``. Specific addresses can
 be requested with CNI_ARGS ``IP``, ``args.cni.ips`` and the ``ips`` capability
 (``runtimeConfig.ips``); the ``ipRanges`` capability replaces the configured ranges. DEL
-releases what the (container ID, interface) pair holds; CHECK verifies that it holds an
+releases what the (container ID, interface) pair holds (reading only ``name`` and
+``dataDir``, so a config broken after ADD still releases); CHECK verifies that it holds an
 address in every range set; GC releases reservations of attachments the runtime no longer
 lists; STATUS reports an unwritable store or an exhausted range set.
 
@@ -148,6 +149,16 @@ class HostLocalConfig:
         return DiskStore(self.network, self.data_dir)
 
 
+def store_for(conf: NetworkConfig) -> DiskStore:
+    """The store, from ``name`` and ``ipam.dataDir`` alone.
+
+    DEL and GC need nothing else, so a config whose ranges were broken after ADD can still
+    release what it holds.
+    """
+    ipam = _ipam(conf)
+    return DiskStore(conf.name, str_field(ipam, "dataDir", "ipam.dataDir", DEFAULT_DATA_DIR))
+
+
 def parse_valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
     """GC's ``cni.dev/valid-attachments`` as (container ID, ifname) pairs.
 
@@ -190,8 +201,7 @@ class HostLocal(Plugin):
         )
 
     def delete(self, args: CmdArgs) -> None:
-        cfg = self._config(args)
-        release(cfg.store(), args.container_id, args.ifname)
+        release(store_for(args.conf), args.container_id, args.ifname)
 
     def check(self, args: CmdArgs) -> None:
         cfg = self._config(args)
@@ -221,9 +231,8 @@ class HostLocal(Plugin):
             )
 
     def gc(self, args: CmdArgs) -> None:
-        cfg = self._config(args)
         valid = parse_valid_attachments(args.conf.raw)
-        store = cfg.store()
+        store = store_for(args.conf)
         with store.locked():
             store.gc(valid)
 
