@@ -312,3 +312,28 @@ def test_hostile_configs_get_a_cni_error_never_a_crash(ipam: dict[str, Any], run
             if status:
                 assert out["code"] in {1, 2, 4, 5, 6, 7, 101, 102, 3}, out
                 assert out["msg"]
+
+
+def test_ipv4_mapped_request_is_the_ipv4_address(tmp_path: Path) -> None:
+    conf = {**conf_for(tmp_path), "runtimeConfig": {"ips": ["::ffff:10.1.0.77"]}}
+    status, result = call("ADD", conf)
+    assert status == 0, result
+    assert addresses(result) == ["10.1.0.77/24"]
+    assert (tmp_path / "net1" / "10.1.0.77").read_bytes() == b"c1\r\neth0"
+
+
+def test_nearly_full_pool_finds_the_last_free_addresses(tmp_path: Path) -> None:
+    d = tmp_path / "net1"
+    d.mkdir()
+    free = {"10.1.3.7", "10.1.50.9"}
+    for n in range(2, 2**14 - 1):  # .0.2 - .63.254 of 10.1.0.0/18
+        ip = f"10.1.{n >> 8}.{n & 255}"
+        if ip not in free:
+            (d / ip).write_bytes(b"x\r\neth0")
+    (d / "last_reserved_ip.0").write_bytes(b"10.1.20.0")
+    conf = conf_for(tmp_path, ranges=[[{"subnet": "10.1.0.0/18"}]])
+    got = [addresses(call("ADD", conf, cid=f"c{i}")[1]) for i in range(2)]
+    # Round-robin from the last reservation: .50.9 comes first, then the walk wraps.
+    assert got == [["10.1.50.9/18"], ["10.1.3.7/18"]]
+    status, err = call("ADD", conf, cid="c3")
+    assert (status, err["code"]) == (1, ErrorCode.ADDRESS_EXHAUSTED)
