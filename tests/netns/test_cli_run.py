@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pycni.host import list_netns, netns_path
-from pycni.testing import ip_json, unique_name
+from pycni.testing import ip_json, ns_run, unique_name
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
@@ -55,6 +55,11 @@ def test_run_shows_loopback_and_the_network_address(host_ns: str, tmp_path: Path
     leases = [p.name for p in (tmp_path / "ipam" / "pytnet").iterdir() if p.name[0].isdigit()]
     assert leases == []
     assert list((tmp_path / "cache" / "results").iterdir()) == []
+    # What the network's first ADD left on the node is gone too: the demo brought it.
+    assert [link["ifname"] for link in ip_json(host_ns, "link", "show")] == ["lo"]
+    assert ns_run(host_ns, "nft", "list", "ruleset").stdout.strip() == ""
+    assert ns_run(host_ns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    assert not (tmp_path / "ipam" / "pycni").exists()
 
 
 def test_run_exits_with_the_command_status(host_ns: str, tmp_path: Path, conf_dir: Path,
@@ -103,6 +108,11 @@ def test_cnitool_style_add_check_del(host_ns: str, netns: str, tmp_path: Path,
                     CAP_ARGS=caps)
     assert delete.returncode == 0, delete.stderr
     assert list((tmp_path / "cache" / "results").iterdir()) == []
+    # What the network's first ADD left on the node is gone too: the demo brought it.
+    assert [link["ifname"] for link in ip_json(host_ns, "link", "show")] == ["lo"]
+    assert ns_run(host_ns, "nft", "list", "ruleset").stdout.strip() == ""
+    assert ns_run(host_ns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    assert not (tmp_path / "ipam" / "pycni").exists()
 
 
 def test_gc_removes_attachments_of_gone_namespaces(host_ns: str, netns: str, tmp_path: Path,
@@ -112,6 +122,11 @@ def test_gc_removes_attachments_of_gone_namespaces(host_ns: str, netns: str, tmp
     gc = _pycni(host_ns, tmp_path, "gc", "pytnet", cni_path=go_plugins)
     assert gc.returncode == 0, gc.stderr
     assert list((tmp_path / "cache" / "results").iterdir()) == []
+    # What the network's first ADD left on the node is gone too: the demo brought it.
+    assert [link["ifname"] for link in ip_json(host_ns, "link", "show")] == ["lo"]
+    assert ns_run(host_ns, "nft", "list", "ruleset").stdout.strip() == ""
+    assert ns_run(host_ns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    assert not (tmp_path / "ipam" / "pycni").exists()
     leases = [p.name for p in (tmp_path / "ipam" / "pytnet").iterdir() if p.name[0].isdigit()]
     assert leases == []
 
@@ -137,7 +152,8 @@ def test_netns_commands(tmp_path: Path) -> None:
 
 def test_demo_two_pods_ping_on_the_builtin_network(host_ns: str, tmp_path: Path) -> None:
     # No config and no plugin executables: the built-in network runs pycni's own plugins.
-    out = _pycni(host_ns, tmp_path, "demo", "--bridge", unique_name("br"), "--subnet",
+    bridge = unique_name("br")
+    out = _pycni(host_ns, tmp_path, "demo", "--bridge", bridge, "--subnet",
                  "10.125.0.0/24", "--data-dir", str(tmp_path / "ipam"), "--prefix",
                  unique_name("dm"), "--count", "1", cni_path=str(tmp_path / "empty"))
     assert out.returncode == 0, out.stderr
@@ -146,3 +162,8 @@ def test_demo_two_pods_ping_on_the_builtin_network(host_ns: str, tmp_path: Path)
     assert "1 received" in out.stdout
     assert "torn down" in out.stdout
     assert list((tmp_path / "cache" / "results").iterdir()) == []
+    # What the network's first ADD left on the node is gone too: the demo brought it.
+    assert [link["ifname"] for link in ip_json(host_ns, "link", "show")] == ["lo"]
+    assert ns_run(host_ns, "nft", "list", "ruleset").stdout.strip() == ""
+    assert ns_run(host_ns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    assert not (tmp_path / "ipam" / "pycni").exists()

@@ -375,42 +375,17 @@ def demo_cmd(
                                         "names.")] = "pycni-demo",
 ) -> None:
     """Two pods on one network ping each other; then everything is torn down."""
-    from ..host import create_netns, netns_path, remove_netns
+    from ..runtime._demo import run_demo
 
     pods = _pods(conf_dir, cni_path, cache_dir, data_dir=data_dir, bridge=bridge,
                  subnet=subnet)
-    names = [f"{prefix}-{secrets.token_hex(3)}-{side}" for side in ("a", "b")]
-    made: list[str] = []
-    status = 1
     try:
-        ips = []
-        for name in names:
-            path = create_netns(name)
-            made.append(name)
-            setup = pods.setup(name, path, network=net)
-            address = next((ip.split("/")[0] for ip in setup.ips if ":" not in ip), None)
-            if address is None:
-                address = setup.ips[0].split("/")[0]
-            ips.append(address)
-            typer.echo(f"pod {name}: {setup.ifname} {', '.join(setup.ips)} on {setup.network}")
-        typer.echo(f"pod {names[0]} pings {ips[1]}:")
-        status = _run_in(netns_path(names[0]), ["ping", "-c", str(count), "-W", "2", ips[1]])
-        typer.echo("ping works" if status == 0 else f"ping failed (exit {status})",
-                   err=status != 0)
+        status = run_demo(pods, network=net, count=count, prefix=prefix, echo=typer.echo)
     except CNIError as exc:
-        typer.echo(f"pycni: {exc}", err=True)
+        _fail(exc)
     except FileNotFoundError:
         typer.echo("pycni: ping is not installed (iputils-ping)", err=True)
-    finally:
-        for name in reversed(made):
-            try:
-                pods.teardown(name, netns_path(name), network=net)
-            except CNIError as exc:
-                typer.echo(f"pycni: teardown of {name}: {exc}", err=True)
-                status = status or 1
-            remove_netns(name)
-        if made:
-            typer.echo("torn down")
+        status = 1
     raise typer.Exit(status)
 
 
