@@ -42,8 +42,10 @@ def main() -> None:
                     for i in range(opts.rounds + 1):
                         with temp_netns("c") as ns:
                             cid = f"bench{i}"
-                            t_add, _ = run_plugin(host, bin_dir, "bridge", "ADD", c, cid, ns)
-                            t_del, _ = run_plugin(host, bin_dir, "bridge", "DEL", c, cid, ns)
+                            t_add, _ = run_plugin(host, bin_dir, "bridge", "ADD", c,
+                                                  container_id=cid, netns=ns)
+                            t_del, _ = run_plugin(host, bin_dir, "bridge", "DEL", c,
+                                                  container_id=cid, netns=ns)
                         if i == 0:
                             continue  # the first round creates the bridge: not steady state
                         suffix = " ipMasq" if ip_masq else ""

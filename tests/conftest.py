@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,6 @@ def netns2() -> Iterator[str]:
 @pytest.fixture
 def go_plugins() -> str:
     """The Go reference plugins' directory; skips when Debian's package is not installed."""
-    if not os.path.exists(os.path.join(GO_PLUGIN_DIR, "bridge")):
+    if not (Path(GO_PLUGIN_DIR) / "bridge").exists():
         pytest.skip("containernetworking-plugins is not installed (/usr/lib/cni)")
     return GO_PLUGIN_DIR

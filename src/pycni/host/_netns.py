@@ -16,6 +16,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..spec import KernelError, UnknownContainer
@@ -51,7 +52,7 @@ def open_netns(path: str) -> int:
 
 def same_netns(a: str, b: str) -> bool:
     """True if both paths refer to the same network namespace (same inode)."""
-    sa, sb = os.stat(a), os.stat(b)
+    sa, sb = Path(a).stat(), Path(b).stat()
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
@@ -74,7 +75,7 @@ class NetNS:
                 raise NetNSNotFound(f"{self.path!r} is not a network namespace: {exc}") from exc
             finally:
                 os.close(target)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        except BaseException as exc:  # handed to the caller
             os.close(origin)
             self._ready.put(exc)
             return
@@ -84,7 +85,7 @@ class NetNS:
                 fn, reply = job
                 try:
                     reply.put((True, fn()))
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                except BaseException as exc:  # re-raised in the caller
                     reply.put((False, exc))
         finally:
             # If we cannot get back, the thread must not live on in a foreign namespace:
@@ -137,7 +138,7 @@ def run_in_netns(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
 
 def netns_path(name: str) -> str:
     """The path of a named netns (``ip netns`` convention)."""
-    return os.path.join(NETNS_RUN_DIR, name)
+    return str(Path(NETNS_RUN_DIR) / name)
 
 
 def create_netns(name: str) -> str:
@@ -159,7 +160,7 @@ def remove_netns(name: str) -> None:
     """Remove a named netns; a missing one is fine."""
     from pyroute2 import netns as pr_netns
 
-    if not os.path.exists(netns_path(name)):
+    if not Path(netns_path(name)).exists():
         return
     try:
         pr_netns.remove(name)
@@ -171,6 +172,6 @@ def remove_netns(name: str) -> None:
 def list_netns() -> list[str]:
     """Named netns, sorted."""
     try:
-        return sorted(os.listdir(NETNS_RUN_DIR))
+        return sorted(p.name for p in Path(NETNS_RUN_DIR).iterdir())
     except FileNotFoundError:
         return []
