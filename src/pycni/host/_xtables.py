@@ -13,7 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..spec import KernelError
@@ -114,5 +114,27 @@ def restore_nat(family: int, lines: Sequence[str]) -> None:
     _run([_tool(family, 1), "-w", "--noflush"], batch)
 
 
+def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, *,
+                 attempts: int = 2) -> None:
+    """Read the nat table, apply the batch ``plan`` makes of it; read again if it fails.
+
+    Between the read and the restore another plugin may have removed a rule the batch
+    deletes or created a chain it creates with ``-N``, which fails the whole batch; a fresh
+    read fixes that. KernelError naming ``what`` after ``attempts`` failures.
+    """
+    error: KernelError | None = None
+    for _ in range(attempts):
+        lines = plan(save_nat(family))
+        if not lines:
+            return
+        try:
+            restore_nat(family, lines)
+        except KernelError as exc:
+            error = exc
+        else:
+            return
+    raise KernelError(f"failed to {what} (IPv{family})", str(error))
+
+
 __all__ = ["TOOLS", "NatTable", "families", "option", "quote", "restore_nat", "rule_line",
-           "save_nat"]
+           "save_nat", "transact_nat"]

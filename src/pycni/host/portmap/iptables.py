@@ -24,11 +24,11 @@ rules go to the top of CNI-HOSTPORT-DNAT, so the newest container owning a host 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 from ...spec import KernelError
-from .._xtables import TOOLS, NatTable, families, restore_nat, save_nat
+from .._xtables import TOOLS, NatTable, families, save_nat, transact_nat
 from .._xtables import option as _option
 from .._xtables import rule_line as _line
 from ..masq._base import hash_with_prefix
@@ -157,22 +157,6 @@ class IPTablesPortMap:
         """True if iptables-save and iptables-restore are installed."""
         return all(shutil.which(tool) for tool in TOOLS[4])
 
-    @staticmethod
-    def _transact(family: int, what: str, plan: Callable[[NatTable], list[str]]) -> None:
-        """Read the table, build a batch with ``plan(table)``, apply it; retry on races."""
-        error: KernelError | None = None
-        for _ in range(_ATTEMPTS):
-            lines = plan(save_nat(family))
-            if not lines:
-                return
-            try:
-                restore_nat(family, lines)
-            except KernelError as exc:
-                error = exc  # e.g. "-N": a concurrent call created the chain first
-            else:
-                return
-        raise KernelError(f"failed to {what} (IPv{family})", str(error))
-
     def forward(self, specs: Sequence[PortMapSpec]) -> None:
         """Per spec: shared chains, then the container chain and its entry rules, one batch."""
         for spec in specs:
@@ -188,8 +172,8 @@ class IPTablesPortMap:
                           for i, r in enumerate(entry_rules(spec, chain), start=1)]
                 return lines
 
-            self._transact(spec.family, f"set up port mappings in chain {chain} for container "
-                           f"{spec.owner.container_id!r}", plan)
+            transact_nat(spec.family, plan, f"set up port mappings in chain {chain} for "
+                         f"container {spec.owner.container_id!r}", attempts=_ATTEMPTS)
 
     def check(self, specs: Sequence[PortMapSpec]) -> None:
         """Every rule the specs need must be in the container chain, plus the entry jumps."""
@@ -215,9 +199,9 @@ class IPTablesPortMap:
         chain = dnat_chain(owner.network, owner.container_id)
         old = _old_snat_chain(owner.network, owner.container_id)
         for family in families():
-            self._transact(family, f"remove port mapping chain {chain}",
-                           lambda t: [*_removal_lines(t, chain, TOP_DNAT),
-                                      *_removal_lines(t, old, OLD_TOP_SNAT)])
+            transact_nat(family, lambda t: [*_removal_lines(t, chain, TOP_DNAT),
+                                            *_removal_lines(t, old, OLD_TOP_SNAT)],
+                         f"remove port mapping chain {chain}", attempts=_ATTEMPTS)
 
     def gc(self, network: str, valid: frozenset[tuple[str, str]]) -> None:
         """Remove chains whose entry comment names ``network`` and a container not in ``valid``."""
@@ -230,7 +214,8 @@ class IPTablesPortMap:
             return [line for chain in stale for line in _removal_lines(table, chain, TOP_DNAT)]
 
         for family in families():
-            self._transact(family, f"garbage-collect port mappings of network {network!r}", plan)
+            transact_nat(family, plan, f"garbage-collect port mappings of network {network!r}",
+                         attempts=_ATTEMPTS)
 
 
 __all__ = ["IPTablesPortMap", "container_rules", "dnat_chain", "dnat_comment", "entry_rules"]
