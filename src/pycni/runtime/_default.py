@@ -8,7 +8,8 @@ traffic leaving the subnet, and host-local addresses::
                   "ipMasqBackend": "nftables", "hairpinMode": true,
                   "ipam": {"type": "host-local", "dataDir": "/var/lib/cni/networks",
                            "ranges": [[{"subnet": "10.99.0.0/16"}]],
-                           "routes": [{"dst": "0.0.0.0/0"}]}}]}
+                           "routes": [{"dst": "0.0.0.0/0"}]}},
+                 {"type": "portmap", "capabilities": {"portMappings": true}}]}
 
 ``cniVersions`` lets the runtime settle on the highest version the installed plugins speak
 (pycni's speak 1.1.0, the Go reference plugins 1.0.0).
@@ -54,7 +55,9 @@ def builtin_conflist(
                     "ranges": [[{"subnet": subnet}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
-            }
+            },
+            # Published ports; with no mappings it does no netfilter work at all.
+            {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
 
