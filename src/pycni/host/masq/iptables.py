@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
-from ...spec import KernelError
-from .._xtables import NatTable, families, option, restore_nat, rule_line, save_nat
+from .._xtables import NatTable, families, option, rule_line, transact_nat
 from ._base import MULTICAST, IPInterface, chain_comment, chain_name
 
 _OUR_CHAIN = re.compile(r"^CNI-[0-9a-f]{24}$")
@@ -78,24 +77,6 @@ class IPTablesMasq:
         """True if iptables-save/-restore are installed (ip6tables ones are checked on use)."""
         return 4 in families()
 
-    def _transact(self, family: int, plan: Callable[[NatTable], list[str]], what: str) -> None:
-        """Read the nat table, run the batch ``plan`` makes of it; once more if it fails.
-
-        Between the read and the restore another plugin may have removed a rule we delete
-        or created a chain we declare, which fails the whole batch; a fresh read fixes that.
-        """
-        for attempt in (1, 2):
-            lines = plan(save_nat(family))
-            if not lines:
-                return
-            try:
-                restore_nat(family, lines)
-            except KernelError as exc:
-                if attempt == 2:
-                    raise KernelError(f"failed to {what} (IPv{family})", str(exc)) from exc
-            else:
-                return
-
     def setup(self, network: str, container_id: str, ifname: str,  # noqa: ARG002 - upstream keys iptables chains on network+id only
               ips: Sequence[IPInterface]) -> None:
         """Add whatever of this attachment's chain, rules and jumps is missing, per family.
@@ -132,7 +113,7 @@ class IPTablesMasq:
         for family in (4, 6):
             mine = [ip for ip in ips if ip.version == family]
             if mine:
-                self._transact(family, functools.partial(plan, family, mine),
+                transact_nat(family, functools.partial(plan, family, mine),
                                f"set up masquerading chain {chain} for {container_id}")
 
     @staticmethod
@@ -150,7 +131,7 @@ class IPTablesMasq:
         """Remove the attachment's POSTROUTING jumps (any source) and its chain, both families."""
         chain = chain_name(network, container_id)
         for family in families():
-            self._transact(family, functools.partial(self._removal, chains=[chain]),
+            transact_nat(family, functools.partial(self._removal, chains=[chain]),
                            f"remove masquerading chain {chain} for {container_id}")
 
     def gc(self, network: str, valid: frozenset[tuple[str, str]]) -> None:
@@ -166,7 +147,7 @@ class IPTablesMasq:
             return self._removal(table, stale)
 
         for family in families():
-            self._transact(family, plan,
+            transact_nat(family, plan,
                            f"garbage-collect masquerading chains of network {network!r}")
 
     @staticmethod
