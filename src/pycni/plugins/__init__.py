@@ -20,6 +20,11 @@ REGISTRY: dict[str, str] = {
     "firewall": "pycni.plugins.meta.firewall:Firewall",
     "sbr": "pycni.plugins.meta.sbr:Sbr",
     "portmap": "pycni.plugins.meta.portmap:PortMap",
+    "macvlan": "pycni.plugins.main.macvlan:Macvlan",
+    "ipvlan": "pycni.plugins.main.ipvlan:IPVlan",
+    "vlan": "pycni.plugins.main.vlan:Vlan",
+    "dummy": "pycni.plugins.main.dummy:Dummy",
+    "vrf": "pycni.plugins.main.vrf:VRF",
 }
 
 
