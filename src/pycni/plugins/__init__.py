@@ -15,6 +15,8 @@ REGISTRY: dict[str, str] = {
     "static": "pycni.plugins.ipam.static:Static",
     "bridge": "pycni.plugins.main.bridge:Bridge",
     "ptp": "pycni.plugins.main.ptp:PTP",
+    "host-device": "pycni.plugins.main.host_device:HostDevice",
+    "tap": "pycni.plugins.main.tap:Tap",
     "bandwidth": "pycni.plugins.meta.bandwidth:Bandwidth",
     "tuning": "pycni.plugins.meta.tuning:Tuning",
     "firewall": "pycni.plugins.meta.firewall:Firewall",

@@ -192,17 +192,19 @@ def delete_container_link(args: CmdArgs) -> list[IPInterface] | None:
     return [ipaddress.ip_interface(a) for a in addrs] if addrs is not None else None
 
 
-def check_container(args: CmdArgs, ns: host.NetNS, result: Result) -> host.LinkInfo:
-    """CHECK inside the container: the veth of prevResult, its MAC, addresses and routes."""
+def check_container(args: CmdArgs, ns: host.NetNS, result: Result,
+                    kind: str | None = "veth") -> host.LinkInfo:
+    """CHECK inside the container: the link (of ``kind``; None: any) of prevResult, its MAC,
+    addresses and routes."""
     cont_if = next((i for i in result.interfaces
                     if i.name == args.ifname and i.sandbox == args.netns), None)
     if cont_if is None:
         raise KernelError(f"CHECK: prevResult has no interface {args.ifname!r} in sandbox "
                           f"{args.netns!r}")
     cont = ns.call(host.link_info, args.ifname)
-    if cont is None or cont.kind != "veth":
+    if cont is None or (kind is not None and cont.kind != kind):
         raise KernelError(f"CHECK: container interface {args.ifname!r} is missing or not a "
-                          "veth")
+                          f"{kind}")
     if cont_if.mac and cont_if.mac != cont.mac:
         raise KernelError(f"CHECK: {args.ifname!r} has MAC {cont.mac}, prevResult says "
                           f"{cont_if.mac}")
