@@ -82,13 +82,12 @@ def link_request(link: SubLink, ifname: str, *, parent_index: int | None,
 
 
 def _create_error(link: SubLink, name: str, exc_code: int) -> KernelError:
-    if link.parent:
-        name = f"{name}' on master '{link.parent}"
+    what = f"{link.kind} link {name!r}" + (f" on master {link.parent!r}" if link.parent else "")
     if exc_code in (errno.EOPNOTSUPP, errno.ENOENT) and link.kind in MODULES:
         # ENOENT: older kernels answer a missing rtnl_link_ops that way.
-        return KernelError(f"failed to create {link.kind} link {name!r}: the kernel has no "
-                           f"{link.kind} support ({MODULES[link.kind]} kernel module missing)")
-    return KernelError(f"failed to create {link.kind} link {name!r}: {os.strerror(exc_code)}")
+        return KernelError(f"failed to create {what}: the kernel has no {link.kind} support "
+                           f"({MODULES[link.kind]} kernel module missing)")
+    return KernelError(f"failed to create {what}: {os.strerror(exc_code)}")
 
 
 def create_sublink(link: SubLink, netns_fd: int | None = None, name: str = "") -> str:
