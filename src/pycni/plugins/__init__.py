@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "loopback": "pycni.plugins.main.loopback:Loopback",
     "host-local": "pycni.plugins.ipam.host_local:HostLocal",
     "static": "pycni.plugins.ipam.static:Static",
+    "dhcp": "pycni.plugins.ipam.dhcp:Dhcp",
     "bridge": "pycni.plugins.main.bridge:Bridge",
     "ptp": "pycni.plugins.main.ptp:PTP",
     "host-device": "pycni.plugins.main.host_device:HostDevice",
