@@ -87,9 +87,9 @@ def test_install_writes_one_executable_per_type(tmp_path: Path) -> None:
         path = tmp_path / name
         assert path.stat().st_mode & stat.S_IXUSR
         lines = path.read_text().splitlines()
-        assert lines[0] == f"#!{python}"
+        assert lines[0] == f"#!{python} -IS"
         assert lines[1] == f"{PYCNI_MARKER.decode()} {name}"
-        assert lines[2] == f"from pycni.plugins import plugin_main; plugin_main({name!r})"
+        assert f"main({name!r}, " in lines[-1]
 
 
 def test_install_leaves_foreign_executables_alone(tmp_path: Path) -> None:

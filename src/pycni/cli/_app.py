@@ -404,13 +404,16 @@ def interpreter() -> str:
     return str(exe.resolve())
 
 
-def plugin_script(plugin_type: str, python: str) -> str:
-    """The text of the executable ``pycni install`` writes for ``plugin_type``."""
-    from ..skel import PYCNI_MARKER
+def plugin_script(plugin_type: str, python: str, socket_path: str | None = None) -> str:
+    """The text of the executable ``pycni install`` writes for ``plugin_type``.
 
-    return (f"#!{python}\n"
-            f"{PYCNI_MARKER.decode()} {plugin_type}\n"
-            f"from pycni.plugins import plugin_main; plugin_main({plugin_type!r})\n")
+    A stdlib-only shim (:mod:`pycni.shim`) that forwards the call to ``pycni agent`` on
+    ``socket_path``, or runs the plugin itself when no agent listens.
+    """
+    from ..daemon import shim_script
+    from ..shim import DEFAULT_SOCKET
+
+    return shim_script(plugin_type, python, socket_path=socket_path or DEFAULT_SOCKET)
 
 
 def _is_ours(path: Path) -> bool:
@@ -423,14 +426,44 @@ def _is_ours(path: Path) -> bool:
         return False
 
 
+def _write_atomic(dest: Path, text: str, mode: int) -> None:
+    # Write then rename: a plugin being exec'd right now keeps its old inode, and no
+    # runtime ever sees a half-written file (or gets ETXTBSY from us).
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        Path(tmp).chmod(mode)
+        Path(tmp).replace(dest)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        _fail(OSError(f"cannot write {dest}: {exc.strerror}"))
+
+
+AgentSocket = Annotated[str, typer.Option(
+    "--socket", envvar="PYCNI_AGENT_SOCKET", help="The agent's unix socket.")]
+
+
 @app.command("install")
 def install_cmd(
     bin_dir: Annotated[str, typer.Option("--bin-dir", help="Where to write the plugins.")]
     = DEFAULT_CNI_PATH,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace executables that pycni did not write.")] = False,
+    agent: Annotated[bool, typer.Option(
+        "--agent", help="Also write the systemd unit of the node agent (not started).")]
+    = False,
+    unit_dir: Annotated[str, typer.Option(
+        "--unit-dir", help="Where --agent writes pycni-agent.service.")]
+    = "/etc/systemd/system",
+    socket_path: AgentSocket = "/run/pycni/agent.sock",
 ) -> None:
-    """Write an executable for every pycni plugin type into BIN_DIR."""
+    """Write an executable for every pycni plugin type into BIN_DIR.
+
+    Each forwards its calls to the node agent (``pycni agent``) listening on --socket, and
+    runs the plugin itself when no agent is there.
+    """
+    from ..daemon import UNIT_NAME, pycni_executable, unit_text
     from ..plugins import REGISTRY
 
     target = Path(bin_dir)
@@ -445,21 +478,52 @@ def install_cmd(
         if dest.exists() and not force and not _is_ours(dest):
             skipped.append(plugin_type)
             continue
-        # Write then rename: a plugin being exec'd right now keeps its old inode, and no
-        # runtime ever sees a half-written file (or gets ETXTBSY from us).
-        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{plugin_type}.")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(plugin_script(plugin_type, python))
-            Path(tmp).chmod(0o755)
-            Path(tmp).replace(dest)
-        except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            _fail(OSError(f"cannot write {dest}: {exc.strerror}"))
+        _write_atomic(dest, plugin_script(plugin_type, python, socket_path), 0o755)
         typer.echo(str(dest))
+    if agent:
+        try:
+            Path(unit_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(OSError(f"cannot create {unit_dir}: {exc.strerror}"))
+        unit = Path(unit_dir) / UNIT_NAME
+        _write_atomic(unit, unit_text(pycni_executable(), socket_path=socket_path), 0o644)
+        typer.echo(str(unit))
     if skipped:
         typer.echo(f"pycni: left {', '.join(skipped)} in {bin_dir} alone: not written by "
                    "pycni (use --force to replace)", err=True)
+
+
+@app.command("agent")
+def agent_cmd(
+    socket_path: AgentSocket = "/run/pycni/agent.sock",
+    metrics_address: Annotated[str, typer.Option(
+        "--metrics-address", help="HOST:PORT of /healthz, /readyz and /metrics; "
+        "'off' to disable.")] = "127.0.0.1:9655",
+    workers: Annotated[int, typer.Option("--workers", min=1,
+                                         help="Calls run at once.")] = 32,
+    grace: Annotated[float, typer.Option(
+        "--grace", min=0, help="Seconds to let running calls finish on SIGTERM.")] = 30.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")]
+    = "info",
+) -> None:
+    """Run the node agent: serve the plugin executables' calls in one warm process."""
+    from ..daemon import AgentConfig, AgentError, configure_logging, parse_address, run_agent
+
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        _fail(ValueError(f"unknown log level {log_level!r}"))
+    try:
+        address = None if metrics_address == "off" else parse_address(metrics_address)
+    except ValueError as exc:
+        _fail(exc)
+    configure_logging(level)
+    config = AgentConfig(socket_path=socket_path, metrics_address=address, workers=workers,
+                         grace=grace)
+    try:
+        status = run_agent(config)
+    except AgentError as exc:
+        _fail(exc)
+    raise typer.Exit(status)
 
 
 @app.command("version")

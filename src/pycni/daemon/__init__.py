@@ -1,0 +1,41 @@
+"""The node agent: serves CNI calls from the plugin shims in one warm process.
+
+:class:`Agent` listens on a unix socket (``pycni agent``); :mod:`pycni.shim` is what the
+installed plugin executables run. ``pycni install`` writes both halves (see
+:func:`shim_script` and :func:`unit_text`).
+"""
+
+from ._agent import PER_CONTAINER, Agent, AgentConfig, AgentError, Call, KeyedSerial, run_agent
+from ._install import (
+    DEFAULT_METRICS,
+    DEFAULT_UNIT_DIR,
+    UNIT_NAME,
+    import_paths,
+    pycni_executable,
+    shim_script,
+    unit_text,
+)
+from ._log import JSONFormatter
+from ._log import configure as configure_logging
+from ._metrics import Metrics, parse_address
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "DEFAULT_UNIT_DIR",
+    "PER_CONTAINER",
+    "UNIT_NAME",
+    "Agent",
+    "AgentConfig",
+    "AgentError",
+    "Call",
+    "JSONFormatter",
+    "KeyedSerial",
+    "Metrics",
+    "configure_logging",
+    "import_paths",
+    "parse_address",
+    "pycni_executable",
+    "run_agent",
+    "shim_script",
+    "unit_text",
+]

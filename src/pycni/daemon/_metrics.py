@@ -1,0 +1,204 @@
+"""The agent's observability: Prometheus metrics and the /healthz, /readyz, /metrics endpoint.
+
+Metrics (all prefixed ``pycni_agent_``, labels ``plugin`` and ``command``)::
+
+    requests_total                 calls served
+    errors_total{code}             calls that ended with a CNI error (code from its JSON)
+    request_duration_seconds       histogram of the in-process run
+    in_flight                      calls being run now
+    ipam_pool_size{network,range}        addresses a host-local range set can hand out
+    ipam_pool_allocated{network,range}   addresses reserved in it (read at scrape time)
+
+The pool gauges cover every host-local network the agent has seen a call for (as the IPAM of
+a main plugin or directly); they are computed from the store when scraped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..spec import CNIError, NetworkConfig
+
+#: Commands get their own label value; anything else a caller sends is "other".
+COMMANDS = frozenset({"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"})
+
+#: Latency buckets (seconds): CNI calls take milliseconds to seconds.
+_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def command_label(command: str) -> str:
+    """A bounded label value for CNI_COMMAND (callers control it)."""
+    return command if command in COMMANDS else "other"
+
+
+class PoolCollector(Collector):
+    """IPAM pool size and usage of the host-local networks seen so far."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], Any] = {}
+
+    def observe(self, stdin: bytes, plugin_type: str) -> None:
+        """Remember the host-local network a call's config uses, if any."""
+        from ..plugins.ipam.host_local import HostLocalConfig
+
+        try:
+            conf = NetworkConfig.parse(stdin)
+            ipam_type = (conf.ipam or {}).get("type")
+            if ipam_type != "host-local" and plugin_type != "host-local":
+                return
+            hl = HostLocalConfig.load(conf, {})
+        except (CNIError, ValueError, TypeError):
+            return  # the plugin reported the error; nothing to count
+        with self._lock:
+            self._seen[(hl.network, hl.data_dir)] = hl
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Sizes from the configs, allocations from the stores' file names."""
+        size = GaugeMetricFamily("pycni_agent_ipam_pool_size",
+                                 "Addresses a host-local range set can hand out",
+                                 labels=["network", "range"])
+        used = GaugeMetricFamily("pycni_agent_ipam_pool_allocated",
+                                 "Addresses reserved in a host-local range set",
+                                 labels=["network", "range"])
+        with self._lock:
+            seen = list(self._seen.values())
+        for hl in seen:
+            try:
+                names = hl.store().names()
+            except CNIError:
+                names = set()
+            ips = []
+            for name in names:
+                try:
+                    ips.append(ipaddress.ip_address(name))
+                except ValueError:
+                    continue  # the lock file and last_reserved_ip.N
+            for rs in hl.range_sets:
+                label = [hl.network, str(rs)]
+                size.add_metric(label, rs.size())
+                used.add_metric(label, sum(1 for ip in ips if rs.contains(ip)))
+        yield size
+        yield used
+
+
+class Metrics:
+    """The agent's metrics in their own registry (several agents may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["plugin", "command"]
+        self.requests = Counter("pycni_agent_requests", "CNI calls served", labels,
+                                registry=self.registry)
+        self.errors = Counter("pycni_agent_errors", "CNI calls that returned an error",
+                              [*labels, "code"], registry=self.registry)
+        self.latency = Histogram("pycni_agent_request_duration_seconds",
+                                 "Time to run a CNI call in the agent", labels,
+                                 buckets=_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("pycni_agent_in_flight", "CNI calls being run now",
+                               registry=self.registry)
+        self.pools = PoolCollector()
+        self.registry.register(self.pools)
+
+    def record(self, plugin: str, command: str, seconds: float, status: int,
+               stdout: bytes) -> None:
+        """Count one finished call; a failed one by the code in its error JSON."""
+        cmd = command_label(command)
+        self.requests.labels(plugin, cmd).inc()
+        self.latency.labels(plugin, cmd).observe(seconds)
+        if status != 0:
+            try:
+                code = str(int(json.loads(stdout)["code"]))
+            except (ValueError, KeyError, TypeError):
+                code = "unknown"
+            self.errors.labels(plugin, cmd, code).inc()
+
+    def exposition(self) -> bytes:
+        """The text format a Prometheus scrape gets."""
+        return generate_latest(self.registry)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, self.server.metrics.exposition(),
+                        "text/plain; version=0.0.4; charset=utf-8")
+        elif path in ("/healthz", "/readyz"):
+            ok = self.server.healthy() if path == "/healthz" else self.server.ready()
+            self._reply(200 if ok else 503, b"ok\n" if ok else b"not ready\n", "text/plain")
+        else:
+            self._reply(404, b"not found\n", "text/plain")
+
+    def _reply(self, code: int, body: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - base class API
+        return  # scrapes every few seconds would drown the call log
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], metrics: Metrics,
+                 healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self.metrics = metrics
+        self.healthy = healthy
+        self.ready = ready
+
+
+class StatusServer:
+    """/healthz, /readyz and /metrics over HTTP on a local address, in a background thread."""
+
+    def __init__(self, address: tuple[str, int], metrics: Metrics,
+                 healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
+        self._server = _HTTPServer(address, metrics, healthy, ready)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="pycni-agent-http", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port): port 0 in the config picks a free one."""
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Serve in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as a bind address; ValueError if malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+__all__ = ["COMMANDS", "Metrics", "PoolCollector", "StatusServer", "command_label",
+           "parse_address"]

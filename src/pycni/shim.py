@@ -1,0 +1,222 @@
+"""The plugin executable: a stdlib-only forwarder to the node agent, or the plugin itself.
+
+``pycni install`` writes one executable per plugin type: a few lines that put pycni's
+directory on ``sys.path`` and call :func:`main` with the type, the agent's socket path and
+the ``sys.path`` entries pycni needs. The interpreter starts with ``-IS`` (isolated, no
+``site``), so a call costs about a bare interpreter start: this module comes from its cached
+bytecode and imports only ``posix`` and ``_socket`` (C modules; ``import socket`` or
+``json`` alone would cost ~15 ms). ``pycni/__init__`` is the only other module loaded.
+
+With an agent (``pycni agent``) listening on the socket, the shim sends the CNI_* environment
+and stdin, and writes back the exit status, stdout and stderr the agent's in-process run
+produced. Without one (no socket, connection refused) it runs the plugin itself, exactly as
+the agent would. The agent acknowledges a connection with one byte as soon as it accepts it:
+
+* the connection fails before that byte: the agent never saw the call, so the shim runs
+  it standalone (an agent stopping refuses new connections that way);
+* it fails after: the call may have been half done by the agent, so the shim prints the
+  spec's "try again later" error (code 11), which runtimes retry. Plugins undo a failed
+  ADD and DEL is idempotent, so a retry converges.
+
+The agent also answers "standalone" when it cannot run the call as the caller would (it
+lives in another network namespace than the caller), and the shim then runs it itself.
+
+Wire format, both directions: a message is a 4-byte big-endian count of parts, then each
+part as a 4-byte big-endian length and its bytes. Request parts: :data:`MAGIC`, plugin type,
+the caller's netns identity (``dev:ino`` of ``/proc/self/ns/net``), stdin, then key and value
+of each CNI_* variable. Reply parts: ``ok``, exit status (decimal), stdout, stderr; or
+``standalone`` and a reason.
+"""
+
+# This file runs with -IS before any of pycni can be imported: it must stay free of
+# Python-level stdlib modules (socket, json, os, struct, typing, even __future__: each is
+# a file to find and compile). Annotations naming typing constructs are therefore quoted.
+import _socket
+import posix
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import NoReturn
+
+#: First part of every request; bumped if the framing ever changes.
+MAGIC = b"pycni-agent/1"
+#: The byte the agent sends on accepting a connection.
+ACK = b"\x06"
+#: Where ``pycni agent`` listens unless told otherwise.
+DEFAULT_SOCKET = "/run/pycni/agent.sock"
+#: Limits a reader enforces on a message (a config with prevResult is a few kB).
+MAX_PARTS = 512
+MAX_PART = 64 << 20
+
+
+
+def encode_message(parts: "Sequence[bytes]") -> bytes:
+    """One framed message: part count, then (length, bytes) per part."""
+    out = [len(parts).to_bytes(4, "big")]
+    for part in parts:
+        out.append(len(part).to_bytes(4, "big"))
+        out.append(part)
+    return b"".join(out)
+
+
+class FramingError(Exception):
+    """The peer closed the connection mid-message or sent a malformed one."""
+
+
+def read_message(recv: "Callable[[int], bytes]") -> list[bytes]:
+    """Read one message through ``recv(n)`` (returns b"" at end of stream).
+
+    FramingError if the stream ends inside the message or a limit is exceeded.
+    """
+
+    def exact(n: int) -> bytes:
+        chunks = []
+        while n:
+            chunk = recv(min(n, 1 << 20))
+            if not chunk:
+                raise FramingError("connection closed mid-message")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    count = int.from_bytes(exact(4), "big")
+    if count > MAX_PARTS:
+        raise FramingError(f"message has {count} parts, the limit is {MAX_PARTS}")
+    parts = []
+    for _ in range(count):
+        size = int.from_bytes(exact(4), "big")
+        if size > MAX_PART:
+            raise FramingError(f"message part of {size} bytes, the limit is {MAX_PART}")
+        parts.append(exact(size) if size else b"")
+    return parts
+
+
+def netns_identity() -> bytes:
+    """``dev:ino`` of the calling thread's network namespace."""
+    st = posix.stat("/proc/thread-self/ns/net")
+    return f"{st.st_dev}:{st.st_ino}".encode()
+
+
+def cni_environ(environ: "Mapping[bytes, bytes]") -> list[bytes]:
+    """The CNI_* variables, flattened to key, value, key, value..., unchanged."""
+    out: list[bytes] = []
+    for key, value in environ.items():
+        if key.startswith(b"CNI_"):
+            out += (key, value)
+    return out
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := posix.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[posix.write(fd, view):]
+
+
+def _connect(path: str) -> _socket.socket | None:
+    """A connection to the agent, or None when none listens there."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError:
+        # Missing socket, refused (agent stopped or stopping), permission: run standalone.
+        sock.close()
+        return None
+    return sock
+
+
+def try_again_error(stdin: bytes, details: str) -> bytes:
+    """The CNI error (code 11) for a call the agent dropped, formatted as plugins do.
+
+    A rare path: it may import pycni's stdlib-only spec and skel modules.
+    """
+    from .skel._plugin import _conf_version, _dump
+    from .spec import TryAgainLater
+
+    err = TryAgainLater("the pycni agent stopped during the call; try again later", details)
+    return _dump(err.to_json(_conf_version(stdin)))
+
+
+def run_standalone(plugin_type: str, paths: "Sequence[str]", stdin: bytes | None) -> "NoReturn":
+    """Run the plugin in this process, as ``pycni install`` used to (no agent)."""
+    sys.path[:0] = [p for p in paths if p not in sys.path]
+    if stdin is None:
+        from pycni.plugins import plugin_main
+
+        plugin_main(plugin_type)
+        raise SystemExit(0)  # not reached: plugin_main exits
+    # stdin was already read for the agent: feed the same bytes.
+    from pycni.plugins import load_plugin
+    from pycni.skel import run_plugin_bytes
+
+    cls = load_plugin(plugin_type)
+    if cls is None:
+        raise SystemExit(f"pycni has no plugin of type {plugin_type!r}")
+    environ = {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape")
+               for k, v in posix.environ.items()}
+    status, out = run_plugin_bytes(cls(), environ, stdin)
+    _write_fd(1, out)
+    raise SystemExit(status)
+
+
+def forward(sock: _socket.socket, plugin_type: str, environ: "Mapping[bytes, bytes]",
+            stdin: bytes) -> tuple[str, list[bytes]]:
+    """Send one call; ("ok", [status, stdout, stderr]), ("standalone", [reason]) or ("retry",
+    [details]) when the agent took the call and then went away."""
+    request = encode_message([MAGIC, plugin_type.encode(), netns_identity(), stdin,
+                              *cni_environ(environ)])
+    try:
+        sock.sendall(request)
+        ack = sock.recv(1)
+    except OSError:
+        # The agent closed the connection before it had the whole request: it cannot
+        # have run the call (a failed send means that even if the ACK had arrived).
+        ack = b""
+    if ack != ACK:
+        return "standalone", [b"the agent closed the connection before accepting it"]
+    try:
+        reply = read_message(sock.recv)
+    except (OSError, FramingError) as exc:
+        return "retry", [str(exc).encode()]
+    if len(reply) == 4 and reply[0] == b"ok":
+        return "ok", reply[1:]
+    if len(reply) == 2 and reply[0] == b"standalone":
+        return "standalone", reply[1:]
+    return "retry", [b"the agent sent a reply this shim does not understand"]
+
+
+def main(plugin_type: str, socket_path: str = DEFAULT_SOCKET,
+         paths: "Sequence[str]" = ()) -> "NoReturn":
+    """Entry point of an installed plugin executable."""
+    sock = _connect(socket_path)
+    if sock is None:
+        run_standalone(plugin_type, paths, None)
+    environ = posix.environ
+    # As the plugins' skel: VERSION does not read stdin (a probe from a terminal must not hang).
+    try:
+        stdin = b"" if environ.get(b"CNI_COMMAND") == b"VERSION" else _read_fd(0)
+    except OSError:
+        sock.close()
+        run_standalone(plugin_type, paths, None)  # the plugin reports the read error itself
+    try:
+        kind, parts = forward(sock, plugin_type, environ, stdin)
+    finally:
+        sock.close()
+    if kind == "standalone":
+        run_standalone(plugin_type, paths, stdin)
+    if kind == "retry":
+        _write_fd(1, try_again_error(stdin, parts[0].decode(errors="replace")))
+        raise SystemExit(1)
+    status, out, err = parts
+    _write_fd(1, out)
+    if err:
+        _write_fd(2, err)
+    raise SystemExit(int(status))
