@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   iproute2 util-linux nftables iptables conntrack iputils-ping tcpdump iperf3
   dnsmasq-base busybox-static containernetworking-plugins python3-venv python3-pip
+  podman runc
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,246 @@
+"""podman 4.3 (CNI backend) runs containers on pycni's installed plugins, end to end.
+
+A real runtime does what a plugin's own tests may not: it runs a chain (bridge + host-local,
+portmap, firewall, tuning at cniVersion 0.4.0, as ``podman network create`` writes it), passes
+runtimeConfig (port mappings), reads results back from libcni's cache for DEL, tears a
+network down on stop and again on removal, and shows what the plugins returned in
+``podman inspect``. Every test runs twice: on the executables ``pycni install`` writes and on
+the Go reference plugins in /usr/lib/cni, which proves the test itself right.
+
+podman runs inside a test host namespace with private config and storage (see podman_env).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from podman_env import (
+    Network,
+    Podman,
+    cache_entries,
+    http_hostname_from,
+    http_hostname_in_ns,
+    missing_tools,
+    netfilter_dump,
+    podman_sandbox,
+    reservations,
+)
+
+from pycni.testing import GO_PLUGIN_DIR, ip_json
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+PORT_V4 = 8080
+PORT_DUAL = 8081
+DUAL_SUBNETS = ("10.231.7.0/24", "fd00:231:7::/64")
+
+
+@pytest.fixture(scope="module", params=["pycni", "go"])
+def podman(request: pytest.FixtureRequest) -> Iterator[Podman]:
+    """podman in a sandbox, on pycni's installed executables or on Go's plugins."""
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (scripts/setup.sh installs them)")
+    plugin_dir = None
+    if request.param == "go":
+        if not (Path(GO_PLUGIN_DIR) / "bridge").exists():
+            pytest.skip("containernetworking-plugins is not installed (/usr/lib/cni)")
+        plugin_dir = GO_PLUGIN_DIR
+    with podman_sandbox(plugin_dir) as sandbox:
+        yield sandbox
+
+
+@dataclass
+class Pod:
+    """A network with a web container (port published) and a client container."""
+
+    network: Network
+    web: str
+    client: str
+    port: int
+
+
+def _pod(podman: Podman, network: Network, port: int) -> Pod:
+    web = podman.start(network, "-p", f"{port}:80")
+    client = podman.start(network, cmd=("/bin/sleep", "3600"))
+    return Pod(network, web, client, port)
+
+
+@pytest.fixture(scope="module")
+def ipv4(podman: Podman) -> Pod:
+    """podman's default kind of network (it picks the subnet)."""
+    return _pod(podman, podman.create_network(), PORT_V4)
+
+
+@pytest.fixture(scope="module")
+def dual(podman: Podman) -> Pod:
+    """A dual-stack network (``--ipv6`` with one subnet per family)."""
+    args = ["--ipv6"] + [f"--subnet={s}" for s in DUAL_SUBNETS]
+    return _pod(podman, podman.create_network(*args), PORT_DUAL)
+
+
+def _settings(podman: Podman, cid: str, network: Network) -> Any:
+    return podman.inspect(cid)["NetworkSettings"]["Networks"][network.name]
+
+
+def _ips(podman: Podman, cid: str, network: Network) -> list[str]:
+    found = _settings(podman, cid, network)
+    return [ip for ip in (found["IPAddress"], found["GlobalIPv6Address"]) if ip]
+
+
+def _gateways(podman: Podman, network: Network) -> list[str]:
+    (info,) = podman.json("network", "inspect", network.name)
+    return [s["gateway"] for s in info["subnets"]]
+
+
+def _ping(podman: Podman, cid: str, ip: str) -> None:
+    proc = podman.exec(cid, "ping", "-c", "1", "-W", "5", ip)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+
+
+def _container_addrs(netns: str, ifname: str = "eth0") -> set[str]:
+    (link,) = ip_json(netns, "addr", "show", "dev", ifname)
+    return {f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"]
+            if a.get("scope") == "global"}
+
+
+# -- the conflist podman generates -------------------------------------------------------------
+
+def test_generated_conflist_is_podmans_chain(ipv4: Pod) -> None:
+    config = ipv4.network.config()
+    assert config["cniVersion"] == "0.4.0"
+    assert [p["type"] for p in config["plugins"]] == ["bridge", "portmap", "firewall", "tuning"]
+    bridge = config["plugins"][0]
+    assert bridge["ipam"]["type"] == "host-local"
+    assert (bridge["isGateway"], bridge["ipMasq"], bridge["hairpinMode"]) == (True, True, True)
+    assert config["plugins"][1]["capabilities"] == {"portMappings": True}
+
+
+def test_network_inspect_shows_the_bridge(podman: Podman, ipv4: Pod, dual: Pod) -> None:
+    for pod in (ipv4, dual):
+        (info,) = podman.json("network", "inspect", pod.network.name)
+        assert info["network_interface"] == pod.network.bridge
+        (link,) = ip_json(podman.host_ns, "addr", "show", "dev", pod.network.bridge)
+        on_bridge = {a["local"] for a in link["addr_info"] if a.get("scope") == "global"}
+        assert set(_gateways(podman, pod.network)) <= on_bridge
+    (info,) = podman.json("network", "inspect", dual.network.name)
+    assert info["ipv6_enabled"]
+    assert sorted(s["subnet"] for s in info["subnets"]) == sorted(DUAL_SUBNETS)
+
+
+# -- what podman shows is what the plugins returned -------------------------------------------
+
+@pytest.mark.parametrize("which", ["ipv4", "dual"])
+def test_inspect_shows_the_plugins_result(podman: Podman, which: str,
+                                          request: pytest.FixtureRequest) -> None:
+    pod: Pod = request.getfixturevalue(which)
+    for cid in (pod.web, pod.client):
+        settings = _settings(podman, cid, pod.network)
+        # The chain's final result, as libcni cached it for DEL.
+        (cached,) = cache_entries(f"{pod.network.name}-{cid}")
+        result = json.loads(cached.read_text())["result"]
+        returned = {ip.get("address") for ip in result["ips"]}
+        shown = {f"{settings['IPAddress']}/{settings['IPPrefixLen']}"}
+        if settings["GlobalIPv6Address"]:
+            shown.add(f"{settings['GlobalIPv6Address']}/{settings['GlobalIPv6PrefixLen']}")
+        assert shown == returned
+        eth0 = [i for i in result["interfaces"] if i.get("sandbox")]
+        assert [i["mac"] for i in eth0] == [settings["MacAddress"]]
+        assert {settings["Gateway"], settings["IPv6Gateway"]} - {""} == {
+            ip["gateway"] for ip in result["ips"]}
+        # ...and it is what the kernel has and what host-local reserved.
+        assert _container_addrs(podman.sandbox(cid)) == shown
+        assert set(_ips(podman, cid, pod.network)) <= set(reservations(pod.network.name))
+    assert len(shown) == (2 if which == "dual" else 1)
+
+
+# -- traffic ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["ipv4", "dual"])
+def test_containers_reach_each_other(podman: Podman, which: str,
+                                     request: pytest.FixtureRequest) -> None:
+    pod: Pod = request.getfixturevalue(which)
+    for src, dst in ((pod.client, pod.web), (pod.web, pod.client)):
+        for ip in _ips(podman, dst, pod.network):
+            _ping(podman, src, ip)
+    for ip in _ips(podman, pod.web, pod.network):
+        assert http_hostname_from(podman, pod.client, ip, 80) == pod.web[:12]
+
+
+@pytest.mark.parametrize("which", ["ipv4", "dual"])
+@pytest.mark.parametrize("source", ["host-loopback", "host-bridge", "other-container",
+                                    "hairpin"])
+def test_published_port_answers(podman: Podman, which: str, source: str,
+                                request: pytest.FixtureRequest) -> None:
+    pod: Pod = request.getfixturevalue(which)
+    gateways = _gateways(podman, pod.network)
+    if source == "host-loopback":
+        # IPv6 has no route_localnet: [::1] cannot be DNATed to a container, by any plugin.
+        answers = [http_hostname_in_ns(podman.host_ns, "127.0.0.1", pod.port)]
+    elif source == "host-bridge":
+        answers = [http_hostname_in_ns(podman.host_ns, gw, pod.port) for gw in gateways]
+    else:
+        cid = pod.client if source == "other-container" else pod.web
+        answers = [http_hostname_from(podman, cid, gw, pod.port) for gw in gateways]
+    assert answers == [pod.web[:12]] * len(answers)
+
+
+# -- teardown -----------------------------------------------------------------------------------
+
+def _veths(netns: str) -> set[str]:
+    return {link["ifname"] for link in ip_json(netns, "link", "show", "type", "veth")}
+
+
+def _mentions(text: str, words: list[str]) -> list[str]:
+    return [w for w in words if w in text]
+
+
+def test_stop_start_rm_and_network_rm_leave_nothing(podman: Podman) -> None:
+    veths_before = _veths(podman.host_ns)
+    network = podman.create_network("--ipv6", "--subnet=10.231.9.0/24",
+                                    "--subnet=fd00:231:9::/64")
+    pod = _pod(podman, network, 8090)
+    cids = [pod.web, pod.client]
+    sandboxes = [podman.sandbox(cid) for cid in cids]
+    ips = [ip for cid in cids for ip in _ips(podman, cid, network)]
+    assert len(ips) == 4
+    assert sorted(reservations(network.name)) == sorted(ips)
+    bridge_ports = ip_json(podman.host_ns, "link", "show", "master", network.bridge)
+    assert len(bridge_ports) == 2
+    # The rules name the network (comments), the containers and their addresses.
+    words = [network.name, *cids, *ips]
+    assert _mentions(netfilter_dump(podman.host_ns), words)
+
+    # stop: podman tears the network down (DEL); start sets it up again (ADD).
+    podman.run("stop", "-t", "0", pod.web)
+    assert not Path(sandboxes[0]).exists()
+    assert len(ip_json(podman.host_ns, "link", "show", "master", network.bridge)) == 1
+    assert len(reservations(network.name)) == 2
+    podman.run("start", pod.web)
+    assert http_hostname_in_ns(podman.host_ns, "127.0.0.1", pod.port) == pod.web[:12]
+    ips += _ips(podman, pod.web, network)
+    sandboxes.append(podman.sandbox(pod.web))
+
+    podman.run("rm", "-f", "-t", "0", *cids)
+    assert ip_json(podman.host_ns, "link", "show", "master", network.bridge) == []
+    assert _veths(podman.host_ns) == veths_before
+    assert reservations(network.name) == []
+    assert cache_entries(network.name) == []
+    assert [s for s in sandboxes if Path(s).exists()] == []
+    assert _mentions(netfilter_dump(podman.host_ns), words + ips) == []
+
+    podman.run("network", "rm", network.name)
+    assert not network.conflist.exists()
+    assert not any(link["ifname"] == network.bridge
+                   for link in ip_json(podman.host_ns, "link", "show"))
+    subnets = [ipaddress.ip_network(s) for s in ("10.231.9.0/24", "fd00:231:9::/64")]
+    addrs = [a["local"] for link in ip_json(podman.host_ns, "addr", "show")
+             for a in link["addr_info"]]
+    assert [a for a in addrs if any(ipaddress.ip_address(a) in n for n in subnets)] == []
+    assert reservations(network.name) == []
