@@ -280,6 +280,47 @@ def netns_list() -> None:
         typer.echo(name)
 
 
+# -- dhcp daemon ---------------------------------------------------------------------------
+
+dhcp_app = typer.Typer(help="The DHCP daemon that holds leases for the dhcp IPAM plugin.",
+                       no_args_is_help=True)
+app.add_typer(dhcp_app, name="dhcp")
+
+
+@dhcp_app.command("daemon")
+def dhcp_daemon_cmd(
+    *,
+    socket_path: Annotated[str, typer.Option(
+        "--socket-path", help="Unix socket the plugin talks to.")] = "/run/cni/dhcp.sock",
+    state_dir: Annotated[str, typer.Option(
+        "--state-dir", help="Where leases are stored across restarts.")] = "/var/lib/cni/dhcp",
+    pidfile: Annotated[str, typer.Option("--pidfile", help="Write the PID here.")] = "",
+    host_prefix: Annotated[str, typer.Option(
+        "--hostprefix", help="Prefix of the host's root (netns and socket paths).")] = "",
+    broadcast: Annotated[bool, typer.Option(
+        "--broadcast", help="Ask servers to broadcast their replies.")] = False,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.1, help="Seconds to wait for each reply.")] = 10.0,
+    resend_max: Annotated[float, typer.Option(
+        "--resend-max", min=0.1, help="Longest pause between attempts (s).")] = 62.0,
+    resend_timeout: Annotated[float, typer.Option(
+        "--resend-timeout", min=0.1, help="Give up acquiring a lease after (s).")] = 208.0,
+    max_lease_time: Annotated[float | None, typer.Option(
+        "--max-lease-time", min=1.0, help="Trust leases for at most this long (s).")] = None,
+) -> None:
+    """Run the DHCP daemon in the foreground until SIGTERM/SIGINT."""
+    from ..daemon.dhcp import DaemonOptions, run_daemon
+    from ..ipam.dhcp import Timing
+
+    timing = Timing(timeout=timeout, resend_max=resend_max, resend_timeout=resend_timeout,
+                    broadcast=broadcast, max_lease_time=max_lease_time)
+    try:
+        run_daemon(DaemonOptions(socket_path=socket_path, state_dir=state_dir, timing=timing,
+                                 host_prefix=host_prefix, pidfile=pidfile))
+    except CNIError as exc:
+        _fail(exc)
+
+
 # -- run / demo ----------------------------------------------------------------------------
 
 def _pods(conf_dir: str, cni_path: str, cache_dir: str, *, data_dir: str | None,

@@ -25,6 +25,8 @@ from . import _packet as p
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
 BROADCAST_MAC = b"\xff" * 6
+#: How long to wait for a link just brought up to get its carrier.
+CARRIER_WAIT = 2.0
 
 
 class LinkGone(CNIError):  # noqa: N818 - a state, like the spec's error names
@@ -75,6 +77,13 @@ class PacketTransport:
             raise LinkGone(f"interface {ifname!r} not found")
         if not info.up:
             links.set_up(ifname)
+        if info.operstate not in ("UP", "UNKNOWN"):
+            # A DISCOVER sent before the carrier settles (linkwatch) is lost; waiting here
+            # saves a retransmission. A link that stays down is still tried.
+            try:
+                links.wait_oper_up(ifname, timeout=CARRIER_WAIT)
+            except KernelError:
+                pass
         try:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
         except OSError as exc:
