@@ -169,7 +169,10 @@ class LeaseKeeper:
             renewing = now < lease.rebind_at
             self._set(State.RENEWING if renewing else State.REBINDING)
             edge = lease.rebind_at if renewing else lease.expires_at
-            timeout = max(min((edge - now) / 2, self.client.timing.timeout), MIN_RETRY)
+            # RFC 2131 s4.4.5: wait half the time left to the next edge (at least MIN_RETRY,
+            # never past the edge) before asking again.
+            left = edge - now
+            timeout = min(max(left / 2, MIN_RETRY), left, self.client.timing.timeout)
             self._attempt(self.client.renew if renewing else self.client.rebind, timeout)
 
     def _attempt(self, exchange: Callable[[Lease, float], Lease | None], timeout: float

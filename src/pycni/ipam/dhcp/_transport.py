@@ -13,6 +13,7 @@ namespace and hands them back; the lease's own thread then uses them from outsid
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
@@ -80,10 +81,8 @@ class PacketTransport:
         if info.operstate not in ("UP", "UNKNOWN"):
             # A DISCOVER sent before the carrier settles (linkwatch) is lost; waiting here
             # saves a retransmission. A link that stays down is still tried.
-            try:
+            with contextlib.suppress(KernelError):
                 links.wait_oper_up(ifname, timeout=CARRIER_WAIT)
-            except KernelError:
-                pass
         try:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
         except OSError as exc:
