@@ -168,6 +168,19 @@ def run_with_rollback(add: Callable[[Rollback], T]) -> T:
     return result
 
 
+def ipam_into(args: CmdArgs, plugin_type: str, result: Result, rollback: Rollback) -> None:
+    """IPAM ADD for a plugin with one container interface (``result.interfaces[0]``).
+
+    The lease is released by ``rollback`` if ADD fails later; the addresses, routes and DNS
+    go into ``result``, every address on interface 0.
+    """
+    ipam = ipam_add(args, plugin_type)
+    rollback.push(f"release the {plugin_type} lease", ipam_del, args, plugin_type)
+    result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+    for ipc in result.ips:
+        ipc.interface = 0
+
+
 def create_container_veth(args: CmdArgs, ns: host.NetNS, rollback: Rollback, *, mtu: int,
                           mac: str = "") -> host.Veth:
     """The veth pair: ``CNI_IFNAME`` in the container (``ns``), a random name on this side."""

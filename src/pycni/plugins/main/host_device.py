@@ -41,9 +41,9 @@ from ._common import (
     apply_dns,
     check_container,
     gc_attachments,
-    ipam_add,
     ipam_check,
     ipam_del,
+    ipam_into,
     ipam_status,
     ipam_type,
     prev_result,
@@ -183,12 +183,7 @@ class HostDevice(Plugin):
             result = Result(interfaces=[Interface(name=moved.name, mac=moved.mac,
                                                   sandbox=args.netns, pci_id=sel.pci)])
             if conf.ipam_type:
-                ipam = ipam_add(args, conf.ipam_type)
-                rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args,
-                              conf.ipam_type)
-                result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
-                for ipc in result.ips:
-                    ipc.interface = 0
+                ipam_into(args, conf.ipam_type, result, rollback)
                 ns.call(host.configure_iface, args.ifname, result)
         apply_dns(args, result)
         return result

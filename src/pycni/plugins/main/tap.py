@@ -32,9 +32,9 @@ from ._common import (
     check_container,
     delete_container_link,
     gc_attachments,
-    ipam_add,
     ipam_check,
     ipam_del,
+    ipam_into,
     ipam_status,
     ipam_type,
     parse_mac,
@@ -125,12 +125,7 @@ class Tap(Plugin):
             result = Result(interfaces=[Interface(name=args.ifname, mac=link.mac,
                                                   sandbox=args.netns)])
             if conf.ipam_type:
-                ipam = ipam_add(args, conf.ipam_type)
-                rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args,
-                              conf.ipam_type)
-                result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
-                for ipc in result.ips:
-                    ipc.interface = 0
+                ipam_into(args, conf.ipam_type, result, rollback)
                 ns.call(_configure_l3, args.ifname, result)
         apply_dns(args, result)
         return result
