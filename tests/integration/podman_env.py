@@ -207,6 +207,16 @@ class Podman:
         flags = ("-i",) if stdin is not None else ()
         return self.run("exec", *flags, cid, *argv, stdin=stdin, check=False, timeout=60)
 
+    def calls(self) -> list[tuple[str, str, str]]:
+        """(type, CNI_COMMAND, CNI_NETNS) of every plugin call, for a ``logged`` sandbox."""
+        log = self.base / "calls.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        calls = []
+        for line in lines:
+            plugin, command, netns = [*line.split(" ", 2), "", ""][:3]
+            calls.append((plugin, command, netns))
+        return calls
+
     def close(self) -> None:
         """Remove every container, network and bit of state this sandbox made."""
         self.run("rm", "-f", "-a", "-t", "0", check=False)
@@ -255,15 +265,37 @@ def reservations(network: str) -> list[str]:
     return []
 
 
+def log_calls(plugin_dir: str, wrap_dir: Path, log: Path) -> None:
+    """Fill ``wrap_dir`` with one wrapper per plugin in ``plugin_dir`` that appends
+    "TYPE COMMAND CNI_NETNS" to ``log`` and then execs the real plugin (stdin untouched)."""
+    wrap_dir.mkdir()
+    for exe in sorted(Path(plugin_dir).iterdir()):
+        if exe.name.startswith(".") or not os.access(exe, os.X_OK):
+            continue
+        wrapper = wrap_dir / exe.name
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'printf \'%s %s %s\\n\' {exe.name} "$CNI_COMMAND" "$CNI_NETNS" >> {log}\n'
+            f'exec {exe} "$@"\n')
+        wrapper.chmod(0o755)
+
+
 @contextmanager
-def podman_sandbox(plugin_dir: str | None) -> Iterator[Podman]:
+def podman_sandbox(plugin_dir: str | None, *, logged: bool = False) -> Iterator[Podman]:
     """A :class:`Podman` on ``plugin_dir`` (None: pycni's executables, installed into the
-    sandbox with ``pycni install``); everything is removed afterwards, even on failure."""
+    sandbox with ``pycni install``); everything is removed afterwards, even on failure.
+
+    ``logged``: podman runs the plugins through :func:`log_calls` wrappers, logging to
+    ``<base>/calls.log``.
+    """
     base = Path(tempfile.mkdtemp(prefix="pytpod"))
     try:
         if plugin_dir is None:
             install_pycni(base / "bin")
             plugin_dir = str(base / "bin")
+        if logged:
+            log_calls(plugin_dir, base / "logged", base / "calls.log")
+            plugin_dir = str(base / "logged")
         make_rootfs(base / "rootfs")
         with temp_netns("h") as host_ns:
             # A node's loopback is up; a fresh namespace's is not.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from podman_env import (
     reservations,
 )
 
-from pycni.testing import GO_PLUGIN_DIR, ip_json
+from pycni.testing import GO_PLUGIN_DIR, ip_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -41,18 +42,24 @@ PORT_DUAL = 8081
 DUAL_SUBNETS = ("10.231.7.0/24", "fd00:231:7::/64")
 
 
-@pytest.fixture(scope="module", params=["pycni", "go"])
-def podman(request: pytest.FixtureRequest) -> Iterator[Podman]:
-    """podman in a sandbox, on pycni's installed executables or on Go's plugins."""
+@contextmanager
+def _sandbox(kind: str, *, logged: bool = False) -> Iterator[Podman]:
     missing = missing_tools()
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (scripts/setup.sh installs them)")
     plugin_dir = None
-    if request.param == "go":
+    if kind == "go":
         if not (Path(GO_PLUGIN_DIR) / "bridge").exists():
             pytest.skip("containernetworking-plugins is not installed (/usr/lib/cni)")
         plugin_dir = GO_PLUGIN_DIR
-    with podman_sandbox(plugin_dir) as sandbox:
+    with podman_sandbox(plugin_dir, logged=logged) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module", params=["pycni", "go"])
+def podman(request: pytest.FixtureRequest) -> Iterator[Podman]:
+    """podman in a sandbox, on pycni's installed executables or on Go's plugins."""
+    with _sandbox(request.param) as sandbox:
         yield sandbox
 
 
@@ -244,3 +251,54 @@ def test_stop_start_rm_and_network_rm_leave_nothing(podman: Podman) -> None:
              for a in link["addr_info"]]
     assert [a for a in addrs if any(ipaddress.ip_address(a) in n for n in subnets)] == []
     assert reservations(network.name) == []
+
+
+# -- the protocol podman speaks ------------------------------------------------------------------
+
+CHAIN_ADD = ["bridge", "host-local", "portmap", "firewall", "tuning"]
+CHAIN_DEL = ["tuning", "firewall", "portmap", "bridge", "host-local"]
+
+
+@pytest.fixture(params=["pycni", "go"])
+def logged(request: pytest.FixtureRequest) -> Iterator[Podman]:
+    """podman whose plugin calls are logged (wrappers around the real executables)."""
+    with _sandbox(request.param, logged=True) as sandbox:
+        yield sandbox
+
+
+def _since(podman: Podman, mark: int, command: str) -> list[str]:
+    return [plugin for plugin, cmd, _ in podman.calls()[mark:] if cmd == command]
+
+
+def test_version_probe_chain_order_restart_reload_and_exit(logged: Podman) -> None:
+    podman = logged
+    network = podman.create_network()
+    web = podman.start(network, "-p", "8085:80")
+    # podman asks every plugin of the chain for VERSION (with a dummy netns) when it loads
+    # the network, and drops a network whose plugins don't answer right.
+    calls = podman.calls()
+    first_add = next(i for i, c in enumerate(calls) if c[1] == "ADD")
+    assert {p for p, cmd, _ in calls[:first_add] if cmd == "VERSION"} == {
+        "bridge", "portmap", "firewall", "tuning"}
+    assert _since(podman, 0, "ADD") == CHAIN_ADD
+    netns = {ns for _, cmd, ns in calls if cmd == "ADD"}
+    assert netns == {podman.sandbox(web)}
+
+    # restart: DEL (prevResult from libcni's cache) then ADD in a new netns.
+    for argv in (("restart", "-t", "0", web), ("network", "reload", web)):
+        mark = len(podman.calls())
+        podman.run(*argv)
+        assert _since(podman, mark, "DEL") == CHAIN_DEL
+        assert _since(podman, mark, "ADD") == CHAIN_ADD
+        assert http_hostname_in_ns(podman.host_ns, "127.0.0.1", 8085) == web[:12]
+        assert len(reservations(network.name)) == 1
+
+    # A container that exits by itself: conmon's exit command ("podman container cleanup")
+    # tears its network down.
+    short = podman.start(network, cmd=("/bin/true",))
+    podman.run("wait", short)
+    assert wait_for(lambda: len(reservations(network.name)) == 1, timeout=30)
+    assert wait_for(lambda: len(_veths(podman.host_ns)) == 1, timeout=30)
+    podman.run("rm", "-f", "-t", "0", web, short)
+    assert reservations(network.name) == []
+    assert _veths(podman.host_ns) == set()
