@@ -217,33 +217,31 @@ def test_renews_unicast_at_t1() -> None:
     assert p.OPT_REQUESTED_IP not in renew.options
 
 
-def test_server_vanishes_rebinds_then_expires_and_takes_link_down() -> None:
+def _until_expired(**server_state: bool) -> tuple[LeaseKeeper, FakeLink, FakeServer]:
+    """Acquire a 1 s lease, change the server (``alive``/``nak``), run until it expires."""
     server = FakeServer(lease_time=1)
     keeper, link = _keeper(server)
-    server.alive = False
+    vars(server).update(server_state)
     keeper.start()
     try:
         assert wait_for(lambda: keeper.state is State.EXPIRED, timeout=10)
     finally:
         keeper.stop(release=True)
     assert link.downs == 1
+    assert not server.of_type(p.RELEASE)  # nothing to release once expired
+    return keeper, link, server
+
+
+def test_server_vanishes_rebinds_then_expires_and_takes_link_down() -> None:
+    keeper, _, server = _until_expired(alive=False)
     assert "ran out" in keeper.reason
     after = [g for g in server.got if g[0].message_type == p.REQUEST][1:]
     assert any(dst == server.ip for _, _, dst, _ in after)  # renewing: unicast
     assert any(dst == p.BROADCAST for _, _, dst, _ in after)  # rebinding: broadcast
-    assert not server.of_type(p.RELEASE)  # nothing to release once expired
 
 
 def test_nak_on_renewal_expires_the_lease() -> None:
-    server = FakeServer(lease_time=1)
-    keeper, link = _keeper(server)
-    server.nak = True
-    keeper.start()
-    try:
-        assert wait_for(lambda: keeper.state is State.EXPIRED, timeout=10)
-    finally:
-        keeper.stop(release=False)
-    assert link.downs == 1
+    keeper, _, _ = _until_expired(nak=True)
     assert "refused" in keeper.reason
 
 
