@@ -168,6 +168,13 @@ def test_router_option_gives_default_route_with_priority(lab: Lab) -> None:
     lab.start_daemon()
     out = lab.call("ADD", conf=lab.conf(priority=20)).ok()
     assert out["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.99.0.1", "priority": 20}]
+    # A missing namespace or interface is code 3, and no lease is kept for it.
+    gone = lab.call("ADD", cid="c2", netns="/run/netns/pyt-gone")
+    assert (gone.status, gone.json["code"]) == (1, 3)
+    no_link = lab.call("ADD", cid="c3", conf={**lab.conf(), "name": "other"}, netns=lab.host_ns)
+    assert (no_link.status, no_link.json["code"]) == (1, 3)
+    assert lab.daemon is not None
+    assert len(lab.daemon.leases()) == 1
 
 
 def test_provide_and_request_options(lab: Lab) -> None:
