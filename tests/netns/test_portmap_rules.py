@@ -119,6 +119,17 @@ def test_each_del_removes_the_others_iptables_rules(go_plugins: str) -> None:
         assert nat(b) == baseline
 
 
+@pytest.mark.differential
+def test_default_backend_del_removes_the_references_iptables_rules(go_plugins: str) -> None:
+    """The same conflist (no backend) before and after a node switches to pycni."""
+    env = cni_env("ADD", container_id="cid1", netns=SANDBOX)
+    with temp_netns("h") as host:
+        exec_plugin_in(host, f"{go_plugins}/portmap", env, conf(BASIC)).ok()
+        assert any("CNI-DN-" in line for line in nat(host))
+        assert ours(host, "DEL", conf(BASIC, prev=False))[0] == 0
+        assert not any("CNI-DN-" in line for line in nat(host))
+
+
 def test_nftables_layout(host_ns: str) -> None:
     """The default backend writes the cni_hostport tables; DEL empties their rule chains."""
     assert ours(host_ns, "ADD", conf(BASIC))[0] == 0

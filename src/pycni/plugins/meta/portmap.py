@@ -259,8 +259,24 @@ class PortMap(Plugin):
         # Runs even without mappings in the config: a runtime that leaves runtimeConfig out
         # of DEL (or a config edited since ADD) must not leak rules. Nothing is created here.
         cfg = self._load(args)
-        BACKENDS[cfg.backend]().unforward(Owner(args.conf.name, args.container_id, args.ifname))
+        owner = Owner(args.conf.name, args.container_id, args.ifname)
+        BACKENDS[cfg.backend]().unforward(owner)
+        if cfg.backend != "iptables" and "backend" not in args.conf.raw:
+            self._unforward_reference(owner)
         self._flush_udp(cfg, [4, 6])
+
+    @staticmethod
+    def _unforward_reference(owner: Owner) -> None:
+        """The reference plugin writes iptables rules when no backend is named: a node that
+        switched to pycni with containers running (podman, containerd) must not keep their
+        DNAT rules. Read-only when there are none; best effort, DEL must succeed."""
+        if not BACKENDS["iptables"].available():
+            return
+        try:
+            BACKENDS["iptables"]().unforward(owner)
+        except CNIError as exc:
+            log.warning("portmap: could not look for iptables rules of %s: %s",
+                        owner.container_id, exc)
 
     def check(self, args: CmdArgs) -> None:
         prev = args.conf.prev_result
