@@ -27,6 +27,7 @@ from podman_env import (
     cache_entries,
     http_hostname_from,
     http_hostname_in_ns,
+    install_pycni,
     missing_tools,
     netfilter_dump,
     podman_sandbox,
@@ -302,3 +303,29 @@ def test_version_probe_chain_order_restart_reload_and_exit(logged: Podman) -> No
     podman.run("rm", "-f", "-t", "0", web, short)
     assert reservations(network.name) == []
     assert _veths(podman.host_ns) == set()
+
+
+# -- switching a node ---------------------------------------------------------------------------
+
+def test_switch_from_go_to_pycni_with_containers_running() -> None:
+    """README's recipe: point cni_plugin_dirs at pycni's executables, keep the conflists and
+    the running containers; pycni tears down what the Go plugins set up."""
+    with _sandbox("go") as podman:
+        veths_before = _veths(podman.host_ns)
+        network = podman.create_network()
+        web = podman.start(network, "-p", "8086:80")
+        client = podman.start(network, cmd=("/bin/sleep", "3600"))
+        ips = [ip for cid in (web, client) for ip in _ips(podman, cid, network)]
+        install_pycni(podman.base / "pycni")
+        podman.plugin_dir = str(podman.base / "pycni")
+        podman.write_config()
+
+        assert http_hostname_in_ns(podman.host_ns, "127.0.0.1", 8086) == web[:12]
+        podman.run("restart", "-t", "0", web)  # DEL by pycni of Go's ADD, then pycni's ADD
+        assert http_hostname_from(podman, client, _gateways(podman, network)[0],
+                                  8086) == web[:12]
+        ips += _ips(podman, web, network)
+        podman.run("rm", "-f", "-t", "0", web, client)
+        assert reservations(network.name) == []
+        assert _veths(podman.host_ns) == veths_before
+        assert _mentions(netfilter_dump(podman.host_ns), [network.name, web, client, *ips]) == []
