@@ -27,13 +27,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pycni.host import run_in_netns
-from pycni.testing import ns_run, temp_netns, unique_name
+from pycni.testing import ns_run, temp_netns, unique_name, wait_for
 
 CNI_STATE = Path("/var/lib/cni")
 RUN_NETNS = Path("/run/netns")
@@ -47,10 +47,46 @@ def missing_tools() -> list[str]:
             if shutil.which(t) is None and not Path("/usr/bin", t).exists()]
 
 
-def install_pycni(bin_dir: Path) -> None:
-    """``pycni install --bin-dir BIN_DIR``: the executables podman will run."""
-    subprocess.run([sys.executable, "-m", "pycni.cli", "install", "--bin-dir", str(bin_dir)],
+def install_pycni(bin_dir: Path, socket_path: Path) -> None:
+    """``pycni install --bin-dir BIN_DIR``: the executables podman will run. They forward to
+    an agent on ``socket_path`` when one listens there and run in-process otherwise (a
+    private socket path, so that no agent another test runs answers them)."""
+    subprocess.run([sys.executable, "-m", "pycni.cli", "install", "--bin-dir", str(bin_dir),
+                    "--socket", str(socket_path)],
                    check=True, capture_output=True, timeout=120)
+
+
+@contextmanager
+def pycni_agent(host_ns: str, socket_path: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``pycni agent`` in ``host_ns`` (a node runs it beside the runtime), logging its calls
+    (JSON lines) to ``log``; stopped afterwards."""
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            ["nsenter", f"--net={host_ns}", "--", sys.executable, "-m", "pycni.cli", "agent",
+             "--socket", str(socket_path), "--metrics-address", "off"],
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: socket_path.exists() or agent.poll() is not None, timeout=30)
+        assert agent.poll() is None, log.read_text()
+        yield agent
+    finally:
+        agent.terminate()
+        try:
+            agent.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+
+
+def agent_calls(log: Path) -> list[tuple[str, str]]:
+    """(plugin, command) of each call the agent served, from its log."""
+    calls = []
+    for line in log.read_text().splitlines():
+        with suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("msg") == "call":
+                calls.append((entry["plugin"], entry["command"]))
+    return calls
 
 
 def make_rootfs(root: Path) -> None:
@@ -281,17 +317,19 @@ def log_calls(plugin_dir: str, wrap_dir: Path, log: Path) -> None:
 
 
 @contextmanager
-def podman_sandbox(plugin_dir: str | None, *, logged: bool = False) -> Iterator[Podman]:
+def podman_sandbox(plugin_dir: str | None, *, logged: bool = False, agent: bool = False
+                   ) -> Iterator[Podman]:
     """A :class:`Podman` on ``plugin_dir`` (None: pycni's executables, installed into the
     sandbox with ``pycni install``); everything is removed afterwards, even on failure.
 
     ``logged``: podman runs the plugins through :func:`log_calls` wrappers, logging to
-    ``<base>/calls.log``.
+    ``<base>/calls.log``. ``agent``: a ``pycni agent`` serves pycni's executables (log:
+    ``<base>/agent.log``, see :func:`agent_calls`).
     """
-    base = Path(tempfile.mkdtemp(prefix="pytpod"))
+    base = Path(tempfile.mkdtemp(prefix="pytpod"))  # mode 0700, as the agent's socket needs
     try:
         if plugin_dir is None:
-            install_pycni(base / "bin")
+            install_pycni(base / "bin", base / "agent.sock")
             plugin_dir = str(base / "bin")
         if logged:
             log_calls(plugin_dir, base / "logged", base / "calls.log")
@@ -302,10 +340,13 @@ def podman_sandbox(plugin_dir: str | None, *, logged: bool = False) -> Iterator[
             ns_run(host_ns, "ip", "link", "set", "lo", "up", check=True)
             podman = Podman(base, host_ns, plugin_dir, netns_before=set(_podman_netns()))
             podman.write_config()
-            try:
+            with ExitStack() as stack:
+                if agent:
+                    stack.enter_context(pycni_agent(host_ns, base / "agent.sock",
+                                                    base / "agent.log"))
+                # Registered last, so it runs first: containers go while the agent serves.
+                stack.callback(podman.close)
                 yield podman
-            finally:
-                podman.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

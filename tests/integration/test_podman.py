@@ -24,6 +24,7 @@ import pytest
 from podman_env import (
     Network,
     Podman,
+    agent_calls,
     cache_entries,
     http_hostname_from,
     http_hostname_in_ns,
@@ -48,18 +49,19 @@ def _sandbox(kind: str, *, logged: bool = False) -> Iterator[Podman]:
     missing = missing_tools()
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (scripts/setup.sh installs them)")
-    plugin_dir = None
+    plugin_dir = None  # pycni's executables (with a pycni agent or without)
     if kind == "go":
         if not (Path(GO_PLUGIN_DIR) / "bridge").exists():
             pytest.skip("containernetworking-plugins is not installed (/usr/lib/cni)")
         plugin_dir = GO_PLUGIN_DIR
-    with podman_sandbox(plugin_dir, logged=logged) as sandbox:
+    with podman_sandbox(plugin_dir, logged=logged, agent=kind == "pycni-agent") as sandbox:
         yield sandbox
 
 
-@pytest.fixture(scope="module", params=["pycni", "go"])
+@pytest.fixture(scope="module", params=["pycni", "pycni-agent", "go"])
 def podman(request: pytest.FixtureRequest) -> Iterator[Podman]:
-    """podman in a sandbox, on pycni's installed executables or on Go's plugins."""
+    """podman in a sandbox, on pycni's installed executables (running in-process, or
+    forwarding to a pycni agent) or on Go's plugins."""
     with _sandbox(request.param) as sandbox:
         yield sandbox
 
@@ -140,6 +142,19 @@ def test_network_inspect_shows_the_bridge(podman: Podman, ipv4: Pod, dual: Pod) 
     (info,) = podman.json("network", "inspect", dual.network.name)
     assert info["ipv6_enabled"]
     assert sorted(s["subnet"] for s in info["subnets"]) == sorted(DUAL_SUBNETS)
+
+
+def test_the_agent_serves_the_calls(podman: Podman, ipv4: Pod,
+                                    request: pytest.FixtureRequest) -> None:
+    """With an agent the installed executables forward to it; without one they run alone."""
+    log = podman.base / "agent.log"
+    if request.node.callspec.params["podman"] != "pycni-agent":
+        assert not log.exists()
+        return
+    served = set(agent_calls(log))
+    # host-local is no call of its own: bridge runs a pycni IPAM type in-process.
+    assert {(t, "ADD") for t in ("bridge", "portmap", "firewall", "tuning")} <= served
+    assert ("bridge", "VERSION") in served
 
 
 # -- what podman shows is what the plugins returned -------------------------------------------
@@ -316,7 +331,7 @@ def test_switch_from_go_to_pycni_with_containers_running() -> None:
         web = podman.start(network, "-p", "8086:80")
         client = podman.start(network, cmd=("/bin/sleep", "3600"))
         ips = [ip for cid in (web, client) for ip in _ips(podman, cid, network)]
-        install_pycni(podman.base / "pycni")
+        install_pycni(podman.base / "pycni", podman.base / "agent.sock")
         podman.plugin_dir = str(podman.base / "pycni")
         podman.write_config()
 
