@@ -4,8 +4,11 @@ A real runtime does what a plugin's own tests may not: it runs a chain (bridge +
 portmap, firewall, tuning at cniVersion 0.4.0, as ``podman network create`` writes it), passes
 runtimeConfig (port mappings), reads results back from libcni's cache for DEL, tears a
 network down on stop and again on removal, and shows what the plugins returned in
-``podman inspect``. Every test runs twice: on the executables ``pycni install`` writes and on
-the Go reference plugins in /usr/lib/cni, which proves the test itself right.
+``podman inspect``. The tests run on the executables ``pycni install`` writes (running the
+plugin in-process, and forwarding to a ``pycni agent``) and on the Go reference plugins in
+/usr/lib/cni, which proves the tests themselves right. Wrappers that log each call show the
+protocol podman speaks (VERSION probes, chain order, DEL before a re-ADD); a last test
+switches a node from Go's plugins to pycni's with containers running.
 
 podman runs inside a test host namespace with private config and storage (see podman_env).
 """
