@@ -7,8 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from pycni.testing import GO_PLUGIN_DIR, leftovers, temp_netns
+
+# No per-example deadline: the suite shares two cores with kernel work, and a slow example is
+# not a bug. On CI the examples are derived from each test's name, so a run is reproducible;
+# locally they are random, to keep finding new cases.
+settings.register_profile("pycni", deadline=None, print_blob=True)
+settings.register_profile("pycni-ci", parent=settings.get_profile("pycni"), derandomize=True)
+settings.load_profile("pycni-ci" if os.environ.get("CI") else "pycni")
 
 
 def _is_root() -> bool:

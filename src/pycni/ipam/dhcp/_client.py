@@ -23,7 +23,6 @@ from typing import Any
 
 from ...spec import (
     DNS,
-    CNIError,
     InvalidNetworkConfig,
     IPConfig,
     Result,
@@ -50,8 +49,8 @@ CANCEL_POLL = 0.2
 SCOPE_LINK = 253
 
 
-class Nak(CNIError):  # noqa: N818 - named after the DHCP message
-    """The server answered DHCPNAK: the address is no longer ours."""
+class Nak(TryAgainLater):
+    """The server answered DHCPNAK: the address is no longer ours (a new DISCOVER may work)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import time
 from typing import Protocol
 
 from ...host import NetNSNotFound, enter, links
-from ...spec import CNIError, DecodingFailure, ErrorCode, KernelError
+from ...spec import DecodingFailure, KernelError, UnknownContainer
 from . import _packet as p
 
 ETH_P_IP = 0x0800
@@ -30,10 +30,8 @@ BROADCAST_MAC = b"\xff" * 6
 CARRIER_WAIT = 2.0
 
 
-class LinkGone(CNIError):  # noqa: N818 - a state, like the spec's error names
+class LinkGone(UnknownContainer):
     """The lease's namespace or interface no longer exists: nothing left to maintain."""
-
-    default_code = ErrorCode.UNKNOWN_CONTAINER
 
 
 class Transport(Protocol):
