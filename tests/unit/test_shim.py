@@ -133,6 +133,18 @@ class FakeAgent:
         self.thread.join()
 
 
+def replying(parts: list[bytes], cut: int | None = None
+             ) -> Callable[[FakeAgent, socket.socket], None]:
+    """An agent that accepts, reads the request and sends ``parts`` (the first ``cut`` bytes)."""
+
+    def behaviour(agent: FakeAgent, conn: socket.socket) -> None:
+        conn.sendall(ACK)
+        agent.read(conn)
+        conn.sendall(encode_message(parts)[:cut])
+
+    return behaviour
+
+
 @pytest.fixture
 def sock_path(tmp_path: Path) -> Path:
     return tmp_path / "agent.sock"
@@ -177,12 +189,7 @@ def test_stale_socket_file_means_standalone(tmp_path: Path, sock_path: Path) -> 
 
 
 def test_agent_reply_is_written_back(tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:
-    def answer(agent: FakeAgent, conn: socket.socket) -> None:
-        conn.sendall(ACK)
-        agent.read(conn)
-        conn.sendall(encode_message([b"ok", b"3", b"out\n", b"err\n"]))
-
-    agent = fake(answer)
+    agent = fake(replying([b"ok", b"3", b"out\n", b"err\n"]))
     proc = run(install(tmp_path, "bridge", tmp_path / "agent.sock"), ADD_ENV, b"{stdin}")
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, b"out\n", b"err\n")
     [request] = agent.requests
@@ -197,12 +204,7 @@ def _netns_id() -> bytes:
 
 
 def test_version_does_not_read_stdin(tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:
-    def answer(agent: FakeAgent, conn: socket.socket) -> None:
-        conn.sendall(ACK)
-        agent.read(conn)
-        conn.sendall(encode_message([b"ok", b"0", b"{}", b""]))
-
-    agent = fake(answer)
+    agent = fake(replying([b"ok", b"0", b"{}", b""]))
     exe = install(tmp_path, "loopback", tmp_path / "agent.sock")
     # stdin stays open: a shim that read it would hang until the timeout.
     with subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -218,12 +220,7 @@ def test_version_does_not_read_stdin(tmp_path: Path, fake: Callable[..., FakeAge
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0", "9.9.9", None])
 def test_agent_dropping_the_call_is_try_again_later(
         tmp_path: Path, fake: Callable[..., FakeAgent], version: str | None) -> None:
-    def drop(agent: FakeAgent, conn: socket.socket) -> None:
-        conn.sendall(ACK)
-        agent.read(conn)
-        conn.sendall(encode_message([b"ok", b"0", b"partial"])[:10])  # then the agent dies
-
-    fake(drop)
+    fake(replying([b"ok", b"0", b"partial"], cut=10))
     conf = {"name": "n", "type": "loopback"} | ({"cniVersion": version} if version else {})
     proc = run(install(tmp_path, "loopback", tmp_path / "agent.sock"), ADD_ENV,
                json.dumps(conf).encode())
@@ -244,23 +241,13 @@ def test_closed_before_ack_runs_standalone(tmp_path: Path,
 
 def test_standalone_answer_runs_the_plugin_with_the_same_stdin(
         tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:
-    def refuse(agent: FakeAgent, conn: socket.socket) -> None:
-        conn.sendall(ACK)
-        agent.read(conn)
-        conn.sendall(encode_message([b"standalone", b"caller is in another netns"]))
-
-    fake(refuse)
+    fake(replying([b"standalone", b"caller is in another netns"]))
     proc = run(install(tmp_path, "loopback", tmp_path / "agent.sock"), ADD_ENV, LOOPBACK)
     assert (proc.returncode, proc.stdout) == in_process("loopback", ADD_ENV, LOOPBACK)
 
 
 def test_garbled_reply_is_try_again_later(tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:
-    def garble(agent: FakeAgent, conn: socket.socket) -> None:
-        conn.sendall(ACK)
-        agent.read(conn)
-        conn.sendall(encode_message([b"what"]))
-
-    fake(garble)
+    fake(replying([b"what"]))
     proc = run(install(tmp_path, "loopback", tmp_path / "agent.sock"), ADD_ENV, LOOPBACK)
     assert json.loads(proc.stdout)["code"] == 11
 
@@ -268,12 +255,7 @@ def test_garbled_reply_is_try_again_later(tmp_path: Path, fake: Callable[..., Fa
 def test_shim_imports_no_python_stdlib(tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:
     """Forwarding loads C modules and pycni.shim only (the import cost is the point)."""
 
-    def answer(agent: FakeAgent, conn: socket.socket) -> None:
-        conn.sendall(ACK)
-        agent.read(conn)
-        conn.sendall(encode_message([b"ok", b"0", b"", b""]))
-
-    fake(answer)
+    fake(replying([b"ok", b"0", b"", b""]))
     exe = install(tmp_path, "loopback", tmp_path / "agent.sock")
     # Run the executable's text, then list the modules it loaded (it exits via SystemExit).
     code = (f"import sys\ntry:\n    exec(open({str(exe)!r}).read())\n"
