@@ -1,11 +1,18 @@
-"""Typed reads of plugin-specific config keys; every failure names the key (code 7)."""
+"""Typed reads of plugin config keys shared by every plugin; each failure names the key (code 7)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ...skel import CmdArgs
-from ...spec import InvalidNetworkConfig, Result, bool_field
+from ..skel import CmdArgs
+from ..spec import (
+    LEGACY_ATTACHMENTS_KEY,
+    VALID_ATTACHMENTS_KEY,
+    InvalidNetworkConfig,
+    Result,
+    bool_field,
+)
 
 
 def int_field(raw: dict[str, Any], key: str, *, minimum: int = 0, what: str = "") -> int | None:
@@ -52,15 +59,23 @@ def require_prev_result(args: CmdArgs, message: str) -> Result:
     return prev
 
 
-def valid_attachments(raw: dict[str, Any]) -> set[tuple[str, str]]:
-    """GC's ``cni.dev/valid-attachments`` as (containerID, ifname) pairs."""
-    items = raw.get("cni.dev/valid-attachments") or []
+def valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """GC's ``cni.dev/valid-attachments`` as (container ID, ifname) pairs.
+
+    The key is required (the pre-1.1 ``cni.dev/attachments`` is read when it is the only one):
+    reading a missing list as empty would release everything the plugin holds.
+    """
+    key = VALID_ATTACHMENTS_KEY if VALID_ATTACHMENTS_KEY in raw else LEGACY_ATTACHMENTS_KEY
+    items = raw.get(key)
     if not isinstance(items, list):
-        raise InvalidNetworkConfig('invalid "cni.dev/valid-attachments": expected a list')
-    out: set[tuple[str, str]] = set()
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
-            raise InvalidNetworkConfig('invalid "cni.dev/valid-attachments" entry: expected '
-                                       '{"containerID": ..., "ifname": ...}')
-        out.add((item["containerID"], str(item.get("ifname", ""))))
-    return out
+        raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}": GC needs the list of '
+                                   f"attachments still in use, got {items!r}")
+    valid: set[tuple[str, str]] = set()
+    for i, item in enumerate(items):
+        cid = item.get("containerID") if isinstance(item, dict) else None
+        ifname = item.get("ifname") if isinstance(item, dict) else None
+        if not isinstance(cid, str) or not isinstance(ifname, str):
+            raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}[{i}]": expected '
+                                       f'{{"containerID": ..., "ifname": ...}}, got {item!r}')
+        valid.add((cid.strip(), ifname))
+    return valid

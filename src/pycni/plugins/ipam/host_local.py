@@ -56,8 +56,6 @@ from ...ipam import (
 from ...skel import CmdArgs, Plugin
 from ...spec import (
     DNS,
-    LEGACY_ATTACHMENTS_KEY,
-    VALID_ATTACHMENTS_KEY,
     InvalidNetworkConfig,
     IPConfig,
     NetworkConfig,
@@ -67,6 +65,7 @@ from ...spec import (
     UnknownContainer,
     parse_version,
 )
+from .._fields import valid_attachments
 
 #: CNI_ARGS keys host-local reads (with IgnoreUnknown semantics for the others).
 CNI_ARGS_KEYS = ("IP",)
@@ -159,27 +158,6 @@ def store_for(conf: NetworkConfig) -> DiskStore:
     return DiskStore(conf.name, str_field(ipam, "dataDir", "ipam.dataDir", DEFAULT_DATA_DIR))
 
 
-def parse_valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """GC's ``cni.dev/valid-attachments`` as (container ID, ifname) pairs.
-
-    The key is required: treating a missing list as empty would release every address.
-    """
-    key = VALID_ATTACHMENTS_KEY if VALID_ATTACHMENTS_KEY in raw else LEGACY_ATTACHMENTS_KEY
-    items = raw.get(key)
-    if not isinstance(items, list):
-        raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}": GC needs the list of '
-                                   f"attachments still in use, got {items!r}")
-    valid: set[tuple[str, str]] = set()
-    for i, item in enumerate(items):
-        cid = item.get("containerID") if isinstance(item, dict) else None
-        ifname = item.get("ifname") if isinstance(item, dict) else None
-        if not isinstance(cid, str) or not isinstance(ifname, str):
-            raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}[{i}]": expected '
-                                       f'{{"containerID": ..., "ifname": ...}}, got {item!r}')
-        valid.add((cid.strip(), ifname))
-    return valid
-
-
 class HostLocal(Plugin):
     """The ``host-local`` IPAM plugin."""
 
@@ -231,7 +209,7 @@ class HostLocal(Plugin):
             )
 
     def gc(self, args: CmdArgs) -> None:
-        valid = parse_valid_attachments(args.conf.raw)
+        valid = valid_attachments(args.conf.raw)
         store = store_for(args.conf)
         with store.locked():
             store.gc(valid)

@@ -26,7 +26,7 @@ from ...spec import (
     Result,
 )
 from ...spec._result import IPInterface
-from ..meta._fields import valid_attachments
+from .._fields import valid_attachments
 
 T = TypeVar("T")
 
@@ -224,3 +224,18 @@ def check_container(args: CmdArgs, ns: host.NetNS, result: Result,
     ns.call(host.check_iface_ips, args.ifname, result)
     ns.call(host.check_routes, result)
     return cont
+
+
+def requested_mac(args: CmdArgs) -> str:
+    """The requested container MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC."""
+    rc_mac = args.conf.runtime_config.get("mac")
+    if rc_mac:
+        return parse_mac(rc_mac, "runtimeConfig.mac")
+    cni_mac = args.conf.cni_args().get("mac")
+    if cni_mac:
+        return parse_mac(cni_mac, "args.cni.mac")
+    if args.args:
+        env_mac = args.cni_args(["MAC"]).get("MAC")
+        if env_mac:
+            return parse_mac(env_mac, "CNI_ARGS MAC")
+    return ""

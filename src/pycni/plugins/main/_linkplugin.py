@@ -31,7 +31,7 @@ from ...spec import (
     Result,
     bool_field,
 )
-from ..meta._fields import int_field, str_field
+from .._fields import int_field, str_field
 from ._common import (
     Rollback,
     apply_dns,

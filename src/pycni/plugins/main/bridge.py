@@ -41,7 +41,7 @@ from ...spec import (
     bool_field,
 )
 from ...spec._result import IPInterface
-from ..meta._fields import int_field, str_field
+from .._fields import int_field, str_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -55,8 +55,8 @@ from ._common import (
     ipam_status,
     ipam_type,
     masq_backend,
-    parse_mac,
     prev_result,
+    requested_mac,
     run_with_rollback,
     setup_masq,
     teardown_masq,
@@ -97,21 +97,6 @@ def _vlan_trunk(raw: Any) -> tuple[int, ...]:
                 raise InvalidNetworkConfig(f'invalid "vlanTrunk" id {vid}: expected 1-{MAX_VLAN}')
             vids.add(vid)
     return tuple(sorted(vids))
-
-
-def _container_mac(args: CmdArgs) -> str:
-    """The requested container MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC."""
-    rc_mac = args.conf.runtime_config.get("mac")
-    if rc_mac:
-        return parse_mac(rc_mac, "runtimeConfig.mac")
-    cni_mac = args.conf.cni_args().get("mac")
-    if cni_mac:
-        return parse_mac(cni_mac, "args.cni.mac")
-    if args.args:
-        env_mac = args.cni_args(["MAC"]).get("MAC")
-        if env_mac:
-            return parse_mac(env_mac, "CNI_ARGS MAC")
-    return ""
 
 
 @dataclass(frozen=True)
@@ -175,7 +160,7 @@ class BridgeConfig:
             disable_container_interface=bool_field(raw, "disableContainerInterface"),
             port_isolation=bool_field(raw, "portIsolation"),
             ipam_type=ipam_type(args),
-            mac=_container_mac(args) if with_mac else "",
+            mac=requested_mac(args) if with_mac else "",
         )
         if conf.hairpin_mode and conf.promisc_mode:
             raise InvalidNetworkConfig("cannot set hairpinMode and promiscMode at the same time")

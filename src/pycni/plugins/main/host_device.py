@@ -34,7 +34,7 @@ from ...host import _hostdev as hostdev
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, Interface, InvalidNetworkConfig, Result, bool_field
-from ..meta._fields import str_field, valid_attachments
+from .._fields import str_field, valid_attachments
 from ..meta._state import RecordStore
 from ._common import (
     Rollback,

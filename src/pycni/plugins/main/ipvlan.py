@@ -17,7 +17,7 @@ from __future__ import annotations
 from ...host import _sublink
 from ...skel import CmdArgs
 from ...spec import InvalidNetworkConfig, KernelError
-from ..meta._fields import str_field
+from .._fields import str_field
 from ._linkplugin import LinkConf, SubLinkPlugin, load_parented
 
 

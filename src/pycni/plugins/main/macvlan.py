@@ -20,10 +20,9 @@ from __future__ import annotations
 from ...host import _sublink
 from ...skel import CmdArgs
 from ...spec import InvalidNetworkConfig, KernelError
-from ..meta._fields import int_field, str_field
-from ._common import parse_mac
+from .._fields import int_field, str_field
+from ._common import parse_mac, requested_mac
 from ._linkplugin import LinkConf, SubLinkPlugin, load_parented
-from .bridge import _container_mac as requested_mac
 
 
 def _mode(args: CmdArgs) -> str:

@@ -25,7 +25,7 @@ from ... import host
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, InvalidNetworkConfig, KernelError, Result, bool_field
-from ..meta._fields import int_field
+from .._fields import int_field
 from ._common import (
     Rollback,
     apply_dns,

@@ -25,7 +25,7 @@ from ...host import _tap as tap
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, InvalidNetworkConfig, Result, bool_field
-from ..meta._fields import int_field, str_field
+from .._fields import int_field, str_field
 from ._common import (
     Rollback,
     apply_dns,

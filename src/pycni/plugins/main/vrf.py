@@ -24,7 +24,7 @@ from ...host import NetNSNotFound, _sublink
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
-from ..meta._fields import require_prev_result
+from .._fields import require_prev_result
 from ._common import Rollback, run_with_rollback
 
 

@@ -26,7 +26,7 @@ from ...host import _tc as tc
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, Interface, InvalidNetworkConfig, KernelError, Result
-from ._fields import int_field, require_prev_result, str_list, valid_attachments
+from .._fields import int_field, require_prev_result, str_list, valid_attachments
 
 IFB_PREFIX = "bwp"
 IFNAME_MAX = 15

@@ -34,7 +34,7 @@ from ...host.firewall import (
 )
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, PluginNotAvailable, Result
-from ._fields import require_prev_result, str_field, valid_attachments
+from .._fields import require_prev_result, str_field, valid_attachments
 from ._state import RecordStore
 
 DEFAULT_DATA_DIR = "/var/lib/cni/firewall"

@@ -37,7 +37,7 @@ from ...host import portmap as host_portmap
 from ...host.portmap import BACKENDS, IPInterface, Owner, PortMapping, PortMapSpec
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, InvalidNetworkConfig, Result, bool_field
-from ._fields import int_field, str_field, valid_attachments
+from .._fields import int_field, str_field, valid_attachments
 
 log = logging.getLogger("pycni.portmap")
 

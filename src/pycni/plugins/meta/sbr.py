@@ -20,7 +20,7 @@ from ...host import _rules as rules
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
-from ._fields import int_field, require_prev_result
+from .._fields import int_field, require_prev_result
 
 
 def _table(args: CmdArgs) -> int | None:

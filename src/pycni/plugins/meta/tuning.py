@@ -28,7 +28,7 @@ from ...host import _linkattrs as la
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, KernelError, Result
-from ._fields import (
+from .._fields import (
     int_field,
     opt_bool,
     require_prev_result,
