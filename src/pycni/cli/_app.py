@@ -16,12 +16,12 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from .._files import atomic_write
 from ..spec import (
     CURRENT_VERSION,
     SUPPORTED_VERSIONS,
@@ -470,14 +470,9 @@ def _is_ours(path: Path) -> bool:
 def _write_atomic(dest: Path, text: str, mode: int) -> None:
     # Write then rename: a plugin being exec'd right now keeps its old inode, and no
     # runtime ever sees a half-written file (or gets ETXTBSY from us).
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        Path(tmp).chmod(mode)
-        Path(tmp).replace(dest)
+        atomic_write(dest, text.encode(), mode=mode)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         _fail(OSError(f"cannot write {dest}: {exc.strerror}"))
 
 

@@ -24,12 +24,11 @@ import binascii
 import contextlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write
 from ..skel import validate_container_id, validate_ifname
 from ..spec import NAME_RE, CNIError, InvalidNetworkConfig, IOFailure, Result
 
@@ -162,18 +161,7 @@ class ResultCache:
         target = self.path(entry.network_name, entry.container_id, entry.ifname)
         data = go_json(entry.to_json())
         try:
-            Path(self.results_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.results_dir, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                Path(tmp).chmod(0o600)
-                Path(tmp).replace(target)
-            except BaseException:
-                _unlink(tmp)
-                raise
+            atomic_write(target, data, mode=0o600, dir_mode=0o700)
         except OSError as exc:
             raise IOFailure(f'failed to write cached result for network "{entry.network_name}"',
                             f"{target}: {exc.strerror or exc}") from exc

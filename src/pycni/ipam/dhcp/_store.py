@@ -11,10 +11,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..._files import atomic_write
 from ...spec import CNIError, IOFailure
 from ._client import Lease
 from ._keeper import Attachment, State
@@ -49,17 +49,7 @@ class LeaseStore:
                            "lease": record.lease.to_json(), "state": str(record.state)},
                           indent=1).encode()
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".lease.")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                Path(tmp).replace(self._path(record.attachment.client_id))
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(self._path(record.attachment.client_id), data, dir_mode=0o700)
         except OSError as exc:
             raise IOFailure(f"cannot store the DHCP lease of {record.attachment.client_id}",
                             f"{exc.filename or self.directory}: {exc.strerror}") from exc

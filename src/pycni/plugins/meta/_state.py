@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..._files import atomic_write
 from ...spec import IOFailure
 
 
@@ -26,11 +27,8 @@ class RecordStore:
     def save(self, container_id: str, ifname: str, record: dict[str, Any]) -> None:
         """Write a record atomically; IOFailure names the file."""
         path = self.path(container_id, ifname)
-        tmp = path.with_suffix(".tmp")
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(record, indent=1))
-            tmp.replace(path)
+            atomic_write(path, json.dumps(record, indent=1).encode(), dir_mode=0o700)
         except OSError as exc:
             raise IOFailure(f"failed to write {path}: {exc.strerror}") from exc
 
