@@ -189,7 +189,8 @@ class Podman:
                               timeout=timeout, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{proc.stderr.decode(errors='replace')}")
+                                 f"{proc.stderr.decode(errors='replace')}"
+                                 f"{proc.stdout.decode(errors='replace')}")
         return proc
 
     def out(self, *args: str) -> str:
