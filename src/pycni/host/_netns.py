@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..spec import KernelError, UnknownContainer
+from .links import reuse_sockets
 
 T = TypeVar("T")
 
@@ -81,12 +82,13 @@ class NetNS:
             return
         self._ready.put(None)
         try:
-            while (job := self._jobs.get()) is not None:
-                fn, reply = job
-                try:
-                    reply.put((True, fn()))
-                except BaseException as exc:  # re-raised in the caller
-                    reply.put((False, exc))
+            with reuse_sockets():
+                while (job := self._jobs.get()) is not None:
+                    fn, reply = job
+                    try:
+                        reply.put((True, fn()))
+                    except BaseException as exc:  # re-raised in the caller
+                        reply.put((False, exc))
         finally:
             # If we cannot get back, the thread must not live on in a foreign namespace:
             # it exits here either way, and a failure is reported to the next caller.

@@ -1,33 +1,95 @@
 """Link, address and route operations in the calling thread's network namespace.
 
-Every function opens its own pyroute2 socket: pyroute2 0.9 binds a socket to the thread
-and namespace that made it, and these run inside ``NetNS.call`` workers. Errors come back as
-KernelError naming the object and the operation.
+pyroute2 0.9 binds a socket to the thread and namespace that made it, and these run inside
+``NetNS.call`` workers. Opening one costs about as much as a request (a new asyncio event
+loop each time), so inside :func:`reuse_sockets` (a NetNS worker's life, one plugin call)
+:func:`rtnl` hands out one socket per thread and namespace; outside it every block opens its
+own. Errors come back as KernelError naming the object and the operation.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..spec import KernelError
 
 
+class _Sockets(threading.local):
+    """Per thread: the reused IPRoute sockets by namespace, or None outside reuse_sockets."""
+
+    by_netns: dict[tuple[int, int], Any] | None = None
+
+
+_sockets = _Sockets()
+
+
+def _netns_key() -> tuple[int, int]:
+    # The thread's own namespace, not the process's: a NetNS worker has left the latter.
+    st = os.stat("/proc/thread-self/ns/net")  # noqa: PTH116 - hot path, no Path object
+    return st.st_dev, st.st_ino
+
+
+def _close_quietly(ipr: Any) -> None:
+    # A socket that fails to close has nothing left to free.
+    with suppress(Exception):
+        ipr.close()
+
+
+@contextmanager
+def reuse_sockets() -> Iterator[None]:
+    """Let :func:`rtnl` reuse one socket per namespace in this thread until the block ends.
+
+    Nested blocks share the outermost one's sockets; they are closed when it ends, in this
+    thread (pyroute2 cannot close a socket from another one). Keying by the namespace's
+    inode means a thread that moves to another namespace never talks to the old one, and
+    an open socket pins its namespace, so the inode cannot be reused meanwhile.
+    """
+    if _sockets.by_netns is not None:
+        yield
+        return
+    _sockets.by_netns = {}
+    try:
+        yield
+    finally:
+        opened, _sockets.by_netns = _sockets.by_netns, None
+        for ipr in opened.values():
+            _close_quietly(ipr)
+
+
 @contextmanager
 def rtnl() -> Iterator[Any]:
-    """A pyroute2 IPRoute socket in this thread's namespace."""
+    """A pyroute2 IPRoute socket in this thread's namespace (reused in reuse_sockets)."""
     from pyroute2 import IPRoute
 
-    ipr = IPRoute()
+    cache = _sockets.by_netns
+    if cache is None:
+        ipr = IPRoute()
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+        return
+    key = _netns_key()
+    ipr = cache.get(key)
+    if ipr is None:
+        ipr = cache[key] = IPRoute()
     try:
         yield ipr
-    finally:
-        ipr.close()
+    except Exception:
+        raise  # netlink errors leave the socket usable; replies are matched by sequence
+    except BaseException:
+        # Interrupted mid-request: a late reply could still be queued, so start afresh.
+        if cache.get(key) is ipr:
+            del cache[key]
+        _close_quietly(ipr)
+        raise
 
 
 def index_of(ipr: Any, ifname: str) -> int | None:

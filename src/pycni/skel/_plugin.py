@@ -159,8 +159,12 @@ def run_plugin_bytes(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -
     exception (SystemExit included: it would skip the error JSON) an InternalError (999)
     naming the exception; the exit status is then 1 and stdout is always JSON.
     """
+    # One netlink socket per namespace for the whole call instead of one per kernel request.
+    from ..host.links import reuse_sockets
+
     try:
-        out = invoke(plugin, environ, stdin)
+        with reuse_sockets():
+            out = invoke(plugin, environ, stdin)
         if out is None:
             return 0, b""
         return 0, _dump(out.to_json() if isinstance(out, Result) else out)
