@@ -1,48 +1,136 @@
-"""The only package that talks to the kernel: netns, links, addresses, routes, sysctl, netfilter."""
+"""The only package that talks to the kernel: netns, links, addresses, routes, sysctl, netfilter.
 
-from . import links
-from ._addr import (
-    AddrInfo,
-    add_address,
-    del_address,
-    ensure_gateway_address,
-    list_addresses,
-    settle_addresses,
-)
-from ._bridge import attach_port, bridge_problem, ensure_bridge, port_vlans, set_port_vlans
-from ._iface import check_iface_ips, check_routes, configure_iface
-from ._netns import (
-    NetNS,
-    NetNSNotFound,
-    create_netns,
-    enter,
-    list_netns,
-    netns_path,
-    open_netns,
-    remove_netns,
-    run_in_netns,
-    same_netns,
-)
-from ._route import (
-    RT_SCOPE_HOST,
-    RT_SCOPE_LINK,
-    RT_SCOPE_UNIVERSE,
-    RouteInfo,
-    add_route,
-    del_route,
-    has_route,
-    list_routes,
-)
-from ._spoofcheck import setup_spoofcheck, spoofcheck_present, teardown_spoofcheck
-from ._sysctl import enable_forwarding, sysctl_get, sysctl_set, sysctl_try_set
-from ._veth import (
-    Veth,
-    create_veth,
-    current_netns_fd,
-    delete_link_with_addresses,
-    random_veth_name,
-)
-from .links import LinkInfo, delete_link, link_info, list_links, require_link, wait_oper_up
+Names are imported from their submodule on first use (PEP 562 ``__getattr__``), so a plugin
+executable loads only the kernel code it calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# A plain constant rather than typing's: importing typing costs a plugin start ~10 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from . import links
+    from ._addr import (
+        AddrInfo,
+        add_address,
+        del_address,
+        ensure_gateway_address,
+        list_addresses,
+        settle_addresses,
+    )
+    from ._bridge import attach_port, bridge_problem, ensure_bridge, port_vlans, set_port_vlans
+    from ._iface import check_iface_ips, check_routes, configure_iface
+    from ._netns import (
+        NetNS,
+        NetNSNotFound,
+        create_netns,
+        enter,
+        list_netns,
+        netns_path,
+        open_netns,
+        remove_netns,
+        run_in_netns,
+        same_netns,
+    )
+    from ._route import (
+        RT_SCOPE_HOST,
+        RT_SCOPE_LINK,
+        RT_SCOPE_UNIVERSE,
+        RouteInfo,
+        add_route,
+        del_route,
+        has_route,
+        list_routes,
+    )
+    from ._spoofcheck import setup_spoofcheck, spoofcheck_present, teardown_spoofcheck
+    from ._sysctl import enable_forwarding, sysctl_get, sysctl_set, sysctl_try_set
+    from ._veth import (
+        Veth,
+        create_veth,
+        current_netns_fd,
+        delete_link_with_addresses,
+        random_veth_name,
+    )
+    from .links import LinkInfo, delete_link, link_info, list_links, require_link, wait_oper_up
+
+#: Public name -> the submodule that defines it.
+_LAZY = {
+    "AddrInfo": "_addr",
+    "LinkInfo": "links",
+    "NetNS": "_netns",
+    "NetNSNotFound": "_netns",
+    "RT_SCOPE_HOST": "_route",
+    "RT_SCOPE_LINK": "_route",
+    "RT_SCOPE_UNIVERSE": "_route",
+    "RouteInfo": "_route",
+    "Veth": "_veth",
+    "add_address": "_addr",
+    "add_route": "_route",
+    "attach_port": "_bridge",
+    "bridge_problem": "_bridge",
+    "check_iface_ips": "_iface",
+    "check_routes": "_iface",
+    "configure_iface": "_iface",
+    "create_netns": "_netns",
+    "create_veth": "_veth",
+    "current_netns_fd": "_veth",
+    "del_address": "_addr",
+    "del_route": "_route",
+    "delete_link": "links",
+    "delete_link_with_addresses": "_veth",
+    "enable_forwarding": "_sysctl",
+    "ensure_bridge": "_bridge",
+    "ensure_gateway_address": "_addr",
+    "enter": "_netns",
+    "has_route": "_route",
+    "link_info": "links",
+    "list_addresses": "_addr",
+    "list_links": "links",
+    "list_netns": "_netns",
+    "list_routes": "_route",
+    "netns_path": "_netns",
+    "open_netns": "_netns",
+    "port_vlans": "_bridge",
+    "random_veth_name": "_veth",
+    "remove_netns": "_netns",
+    "require_link": "links",
+    "run_in_netns": "_netns",
+    "same_netns": "_netns",
+    "set_port_vlans": "_bridge",
+    "settle_addresses": "_addr",
+    "setup_spoofcheck": "_spoofcheck",
+    "spoofcheck_present": "_spoofcheck",
+    "sysctl_get": "_sysctl",
+    "sysctl_set": "_sysctl",
+    "sysctl_try_set": "_sysctl",
+    "teardown_spoofcheck": "_spoofcheck",
+    "wait_oper_up": "links",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    else:
+        # A submodule (``host.masq``, ``host._nft``, ...) used as an attribute.
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "RT_SCOPE_HOST",
