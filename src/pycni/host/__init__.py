@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import importlib
 
+from . import _pyroute2
+
+# Before anything imports pyroute2 (only this package does): see _pyroute2.
+_pyroute2.install()
+
 # A plain constant rather than typing's: importing typing costs a plugin start ~10 ms.
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -66,7 +66,7 @@ def reuse_sockets() -> Iterator[None]:
 @contextmanager
 def rtnl() -> Iterator[Any]:
     """A pyroute2 IPRoute socket in this thread's namespace (reused in reuse_sockets)."""
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
 
     cache = _sockets.by_netns
     if cache is None:
