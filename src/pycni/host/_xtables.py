@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..spec import KernelError
 
@@ -102,8 +103,50 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
     return proc.stdout
 
 
+#: Where iptables-legacy lists the tables a netns has, per family.
+_LEGACY_TABLES = {4: "/proc/net/ip_tables_names", 6: "/proc/net/ip6_tables_names"}
+
+
+def nat_chains(family: int) -> set[str] | None:
+    """The nat table's chain names, when they can be had without running iptables-save.
+
+    iptables-nft keeps the table as nftables table ``ip nat`` (``ip6 nat``), which
+    libnftables lists in a fraction of a process start; iptables-legacy shows the tables a
+    netns has in /proc (only "the table is missing" can be read there). None when unknown:
+    the caller must then read the table with :func:`save_nat`.
+    """
+    from . import _nft
+
+    exe = shutil.which(TOOLS[family][0])
+    flavour = Path(exe).resolve().name if exe else ""
+    if flavour == "xtables-nft-multi":
+        try:
+            listing = _nft.nft_json([{"list": {"chains": None}}], what="listing nftables chains",
+                                    use_library=True)
+        except KernelError:
+            return None  # no libnftables, or it failed: ask iptables-save
+        nft_family = "ip" if family == 4 else "ip6"
+        return {item["chain"]["name"] for item in listing
+                if "chain" in item and item["chain"].get("family") == nft_family
+                and item["chain"].get("table") == "nat"}
+    if flavour == "xtables-legacy-multi":
+        try:
+            present = "nat" in Path(_LEGACY_TABLES[family]).read_text().split()
+        except FileNotFoundError:
+            present = False  # no legacy table at all in this kernel yet
+        except OSError:
+            return None
+        return None if present else set()
+    return None
+
+
 def save_nat(family: int) -> NatTable:
-    """The nat table of ``family`` (4 or 6) in this thread's netns; empty if it has none."""
+    """The nat table of ``family`` (4 or 6) in this thread's netns; empty if it has none.
+
+    A missing table is told without running iptables-save (see :func:`nat_chains`).
+    """
+    if nat_chains(family) == set():
+        return NatTable()
     return NatTable.parse(_run([_tool(family, 0), "-t", "nat"]))
 
 
@@ -136,5 +179,5 @@ def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, 
     raise KernelError(f"failed to {what} (IPv{family})", str(error))
 
 
-__all__ = ["TOOLS", "NatTable", "families", "option", "quote", "restore_nat", "rule_line",
-           "save_nat", "transact_nat"]
+__all__ = ["TOOLS", "NatTable", "families", "nat_chains", "option", "quote", "restore_nat",
+           "rule_line", "save_nat", "transact_nat"]

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import ClassVar
 
-from .._xtables import NatTable, families, option, rule_line, transact_nat
+from .._xtables import NatTable, families, nat_chains, option, rule_line, transact_nat
 from ._base import MULTICAST, IPInterface, chain_comment, chain_name
 
 _OUR_CHAIN = re.compile(r"^CNI-[0-9a-f]{24}$")
@@ -131,6 +131,9 @@ class IPTablesMasq:
         """Remove the attachment's POSTROUTING jumps (any source) and its chain, both families."""
         chain = chain_name(network, container_id)
         for family in families():
+            known = nat_chains(family)
+            if known is not None and chain not in known:
+                continue  # no chain, so no jump to it either (iptables refuses dangling jumps)
             transact_nat(family, functools.partial(self._removal, chains=[chain]),
                            f"remove masquerading chain {chain} for {container_id}")
 

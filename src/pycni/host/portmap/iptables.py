@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ...spec import KernelError
-from .._xtables import TOOLS, NatTable, families, save_nat, transact_nat
+from .._xtables import TOOLS, NatTable, families, nat_chains, save_nat, transact_nat
 from .._xtables import option as _option
 from .._xtables import rule_line as _line
 from ..masq._base import hash_with_prefix
@@ -199,6 +199,9 @@ class IPTablesPortMap:
         chain = dnat_chain(owner.network, owner.container_id)
         old = _old_snat_chain(owner.network, owner.container_id)
         for family in families():
+            known = nat_chains(family)
+            if known is not None and chain not in known and old not in known:
+                continue  # neither chain, so no jumps to them (iptables refuses dangling jumps)
             transact_nat(family, lambda t: [*_removal_lines(t, chain, TOP_DNAT),
                                             *_removal_lines(t, old, OLD_TOP_SNAT)],
                          f"remove port mapping chain {chain}", attempts=_ATTEMPTS)
