@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from typing import Any, ClassVar
 
 from ...spec import KernelError
@@ -46,22 +46,66 @@ FAMILIES = {4: "ip", 6: "ip6"}
 _LOOPBACK_V4 = "127.0.0.0/8"
 
 
-def _hook_chains(fam: str, snat: bool) -> list[str]:
-    """The table, its chains and the hook chains' fixed rules (flushed and rewritten)."""
+#: The fixed rules of the prerouting and output chains, as libnftables lists them.
+_HOOK_EXPRS = [
+    [{"jump": {"target": HOSTIP_HOSTPORTS}}],
+    [{"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}},
+                "right": "local"}},
+     {"jump": {"target": HOSTPORTS}}],
+]
+_RULE_KEYS = {"family", "table", "chain", "handle", "expr"}
+#: The hook chains: name -> (hook, priority as written, priority as listed).
+_HOOKS = {
+    "prerouting": ("prerouting", "dstnat", -100),
+    "output": ("output", "-100", -100),
+    MASQUERADING: ("postrouting", "srcnat", 100),
+}
+
+
+def _in_place(items: list[dict[str, Any]]) -> set[str]:
+    """What of :func:`_hook_chains` a table listing shows already done, as names.
+
+    A chain's name when it exists as declared (a hook chain with its hook, priority and
+    policy), and ``"<chain> rules"`` when a hook chain holds exactly its fixed rules.
+    """
+    chains = {c["name"]: c for item in items if "chain" in item and (c := item["chain"])}
+    rules = [item["rule"] for item in items if "rule" in item]
+    done = {name for name in (HOSTPORTS, HOSTIP_HOSTPORTS) if name in chains}
+    for name, (hook, _, prio) in _HOOKS.items():
+        c = chains.get(name, {})
+        if (c.get("type"), c.get("hook"), c.get("prio"), c.get("policy")) == (
+                "nat", hook, prio, "accept"):
+            done.add(name)
+        mine = [r for r in rules if r.get("chain") == name]
+        if [r.get("expr") for r in mine] == _HOOK_EXPRS and all(set(r) == _RULE_KEYS
+                                                                for r in mine):
+            done.add(f"{name} rules")
+    return done
+
+
+def _hook_chains(fam: str, snat: bool, done: Set[str] = frozenset()) -> list[str]:
+    """The table, its chains and the hook chains' fixed rules (flushed and rewritten).
+
+    What ``done`` (see :func:`_in_place`) names is left out: the result is the same, and
+    re-adding an existing chain or deleting rules makes the kernel's commit wait for an
+    RCU grace period (~12 ms each time).
+    """
     t = f"{fam} {TABLE}"
-    lines = [
-        f"add table {t}",
-        f"add chain {t} {HOSTPORTS}",
-        f"add chain {t} {HOSTIP_HOSTPORTS}",
-    ]
-    for chain, hook, prio in (("prerouting", "prerouting", "dstnat"), ("output", "output", "-100")):
-        lines += [
-            f"add chain {t} {chain} {{ type nat hook {hook} priority {prio} ; policy accept ; }}",
-            f"flush chain {t} {chain}",
-            f"add rule {t} {chain} jump {HOSTIP_HOSTPORTS}",
-            f"add rule {t} {chain} fib daddr type local jump {HOSTPORTS}",
-        ]
-    if snat:
+    lines = [f"add table {t}"]
+    lines += [f"add chain {t} {name}" for name in (HOSTPORTS, HOSTIP_HOSTPORTS)
+              if name not in done]
+    for chain in ("prerouting", "output"):
+        hook, prio, _ = _HOOKS[chain]
+        if chain not in done:
+            lines.append(f"add chain {t} {chain} {{ type nat hook {hook} priority {prio} ; "
+                         "policy accept ; }")
+        if f"{chain} rules" not in done:
+            lines += [
+                f"flush chain {t} {chain}",
+                f"add rule {t} {chain} jump {HOSTIP_HOSTPORTS}",
+                f"add rule {t} {chain} fib daddr type local jump {HOSTPORTS}",
+            ]
+    if snat and MASQUERADING not in done:
         lines.append(f"add chain {t} {MASQUERADING} {{ type nat hook postrouting priority "
                      "srcnat ; policy accept ; }")
     return lines
@@ -111,11 +155,6 @@ def _delete_rules(rules: Iterable[dict[str, Any]]) -> list[str]:
     return [f"delete rule {r['family']} {TABLE} {r['chain']} handle {r['handle']}" for r in rules]
 
 
-def _rules_of(family: int, comments: set[str]) -> list[dict[str, Any]]:
-    return [r for r in _rules(family)
-            if r.get("chain") in RULE_CHAINS and r.get("comment") in comments]
-
-
 class NFTablesPortMap:
     """The ``nftables`` backend (libnftables in-process, ``nft`` as fallback)."""
 
@@ -132,13 +171,17 @@ class NFTablesPortMap:
             return
         owner = specs[0].owner
         comment = owner_comment(owner)
-        lines: list[str] = []
-        for family in sorted({s.family for s in specs}):
-            fam_specs = [s for s in specs if s.family == family]
-            lines += _hook_chains(FAMILIES[family], any(s.snat for s in fam_specs))
         for attempt in range(3):
-            stale = [r for family in FAMILIES for r in _rules_of(family, {comment})]
-            script = [*lines, *_delete_rules(stale)]
+            current = {family: _list_table(family) for family in FAMILIES}
+            stale = [item["rule"] for family in FAMILIES for item in current[family]
+                     if "rule" in item and item["rule"].get("chain") in RULE_CHAINS
+                     and item["rule"].get("comment") == comment]
+            script: list[str] = []
+            for family in sorted({s.family for s in specs}):
+                fam_specs = [s for s in specs if s.family == family]
+                script += _hook_chains(FAMILIES[family], any(s.snat for s in fam_specs),
+                                       _in_place(current[family]))
+            script += _delete_rules(stale)
             for spec in specs:
                 t = f"{FAMILIES[spec.family]} {TABLE}"
                 script += [f'add rule {t} {chain} {body} comment "{comment}"'
