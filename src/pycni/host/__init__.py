@@ -6,8 +6,7 @@ executable loads only the kernel code it calls.
 
 from __future__ import annotations
 
-import importlib
-
+from .._lazy import lazy_package
 from . import _pyroute2
 
 # Before anything imports pyroute2 (only this package does): see _pyroute2.
@@ -115,28 +114,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if name.startswith("__"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if module is not None:
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
-    else:
-        # A submodule (``host.masq``, ``host._nft``, ...) used as an attribute.
-        try:
-            value = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
-
 __all__ = [
     "RT_SCOPE_HOST",
     "RT_SCOPE_LINK",
@@ -190,3 +167,5 @@ __all__ = [
     "teardown_spoofcheck",
     "wait_oper_up",
 ]
+
+__getattr__, __dir__ = lazy_package(__name__, _LAZY, __all__)
