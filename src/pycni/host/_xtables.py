@@ -23,6 +23,39 @@ from ..spec import KernelError
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 
 
+# iptables-save prints a word bare, or in double quotes with ``"`` and ``\\`` escaped.
+_WORD = re.compile(r'(?:[^ \t\r\n"\'\\]+|"(?:[^"\\]|\\.)*")+', re.DOTALL)
+_BLANK = " \t\r\n"  # shlex's whitespace (str.strip's would also take \f, \v, ...)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_ESCAPED = re.compile(r'\\(["\\])')
+
+
+def _unquote(quoted: re.Match[str]) -> str:
+    return _ESCAPED.sub(r"\1", quoted.group(1))
+
+
+def split_rule(line: str) -> list[str]:
+    """``shlex.split(line)``, several times faster for what iptables-save prints.
+
+    With a hundred pods, the nat table is read on every ADD and DEL and has hundreds of
+    rules; shlex took ~20 ms of CPU for them. Lines with single quotes or backslashes
+    outside double quotes go to shlex itself (ValueError for unbalanced quotes, as there).
+    """
+    words: list[str] = []
+    end = 0
+    for match in _WORD.finditer(line):
+        if line[end:match.start()].strip(_BLANK):
+            return shlex.split(line)
+        end = match.end()
+        word = match.group()
+        if '"' in word:
+            word = _QUOTED.sub(_unquote, word)
+        words.append(word)
+    if line[end:].strip(_BLANK):
+        return shlex.split(line)
+    return words
+
+
 @dataclass
 class NatTable:
     """The parsed ``iptables-save -t nat`` of one family: chains and their rules' argv."""
@@ -46,7 +79,7 @@ class NatTable:
                 table.rules.setdefault(name, [])
             elif line.startswith("-A "):
                 try:
-                    argv = shlex.split(line)
+                    argv = split_rule(line)
                 except ValueError:  # another tool's odd quoting: not one of our rules
                     argv = line.split()
                 table.rules.setdefault(argv[1], []).append(argv[2:])
@@ -180,4 +213,4 @@ def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, 
 
 
 __all__ = ["TOOLS", "NatTable", "families", "nat_chains", "option", "quote", "restore_nat",
-           "rule_line", "save_nat", "transact_nat"]
+           "rule_line", "save_nat", "split_rule", "transact_nat"]
