@@ -191,16 +191,23 @@ def restore_nat(family: int, lines: Sequence[str]) -> None:
 
 
 def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, *,
-                 attempts: int = 2) -> None:
+                 attempts: int = 2, new_chain: str | None = None) -> None:
     """Read the nat table, apply the batch ``plan`` makes of it; read again if it fails.
 
     Between the read and the restore another plugin may have removed a rule the batch
     deletes or created a chain it creates with ``-N``, which fails the whole batch; a fresh
     read fixes that. KernelError naming ``what`` after ``attempts`` failures.
+
+    ``new_chain`` names the chain the plan is about, for a plan that reads nothing but that
+    chain and the rules jumping to it: when :func:`nat_chains` shows it absent, the first
+    attempt plans against an empty table without running iptables-save (iptables refuses
+    jumps to a missing chain, so there is nothing of it to read).
     """
     error: KernelError | None = None
-    for _ in range(attempts):
-        lines = plan(save_nat(family))
+    for attempt in range(attempts):
+        empty = attempt == 0 and new_chain is not None and (
+            (known := nat_chains(family)) is not None and new_chain not in known)
+        lines = plan(NatTable() if empty else save_nat(family))
         if not lines:
             return
         try:

@@ -114,7 +114,8 @@ class IPTablesMasq:
             mine = [ip for ip in ips if ip.version == family]
             if mine:
                 transact_nat(family, functools.partial(plan, family, mine),
-                               f"set up masquerading chain {chain} for {container_id}")
+                             f"set up masquerading chain {chain} for {container_id}",
+                             new_chain=chain)
 
     @staticmethod
     def _removal(table: NatTable, chains: list[str]) -> list[str]:
