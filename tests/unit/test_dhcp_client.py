@@ -436,8 +436,11 @@ def test_daemon_socket_is_root_only_and_exclusive(tmp_path: Path, daemon: DhcpDa
         call_daemon(str(sock), {"command": "ADD", "config": {"name": "x"}})
     assert err.value.code == 7
     second = _daemon(tmp_path, server)
-    with pytest.raises(IOFailure, match="another DHCP daemon"):
-        second.start()
+    try:
+        with pytest.raises(IOFailure, match="another DHCP daemon"):
+            second.start()
+    finally:
+        second.close()  # its lease keepers would live on and draw from `random` later
     daemon.close()
     assert not sock.exists()
 
