@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,7 +88,13 @@ def iperf_bits_per_second(netns: str, server_ip: str, *, reverse: bool = False,
     argv = ["iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds), "-J"]
     if reverse:
         argv.append("-R")
-    proc = ns_run(netns, *argv, timeout=seconds + 30)
-    report = json.loads(proc.stdout)
+    # iperf3's server serves one test at a time and needs a moment to reset after one ends;
+    # a client that arrives in that window is refused ("reset by peer", "server is busy").
+    for attempt in range(5):
+        report = json.loads(ns_run(netns, *argv, timeout=seconds + 30).stdout)
+        error = str(report.get("error", ""))
+        if "unable to connect" not in error and "busy" not in error:
+            break
+        time.sleep(0.2 * (attempt + 1))
     assert "error" not in report, report.get("error")
     return float(report["end"]["sum_received"]["bits_per_second"])
