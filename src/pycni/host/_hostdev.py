@@ -32,7 +32,7 @@ from typing import Any
 from ..spec import InvalidNetworkConfig, KernelError
 from ._netns import CLONE_NEWNET, NetNS, _setns, enter
 from ._veth import current_netns_fd
-from .links import IFF_UP, index_of, kernel_op, rtnl
+from .links import IFF_UP, index_of, kernel_op, link_msg, rtnl
 
 #: Where sysfs lives; tests point this at a fake tree.
 SYSFS = "/sys"
@@ -80,12 +80,8 @@ def host_links() -> list[HostLink]:
 def host_link(ifname: str) -> HostLink | None:
     """The link ``ifname`` here, or None."""
     with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
-        if idx is None:
-            return None
-        with kernel_op(f"failed to read link {ifname!r}"):
-            return _host_link(ipr.link("get", index=idx)[0])
-    return None  # pragma: no cover
+        msg = link_msg(ipr, ifname)
+    return None if msg is None else _host_link(msg)
 
 
 def _require_host_link(ifname: str) -> HostLink:

@@ -25,7 +25,7 @@ from typing import Any
 from ..spec import KernelError
 from ..spec._result import IPInterface
 from ._veth import NAME_ATTEMPTS, random_veth_name
-from .links import _require, index_of, kernel_op, link_info, rtnl
+from .links import _require, index_of, kernel_op, link_info, link_msg, rtnl
 
 #: Kernel modules behind each link kind, for error messages.
 MODULES = {"macvlan": "macvlan", "ipvlan": "ipvlan", "vlan": "8021q", "dummy": "dummy",
@@ -164,11 +164,9 @@ class SubLinkDetails:
 def sublink_details(ifname: str) -> SubLinkDetails | None:
     """Kind, mode, VLAN ID, VRF table, parent of ``ifname``; None if there is no such link."""
     with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
-        if idx is None:
-            return None
-        with kernel_op(f"failed to read link {ifname!r}"):
-            msg = ipr.link("get", index=idx)[0]
+        msg = link_msg(ipr, ifname)
+    if msg is None:
+        return None
     linkinfo = msg.get("IFLA_LINKINFO")
     kind = ""
     data: dict[str, Any] = {}
@@ -186,7 +184,7 @@ def sublink_details(ifname: str) -> SubLinkDetails | None:
     vlan_id = data.get("IFLA_VLAN_ID")
     table = data.get("IFLA_VRF_TABLE")
     return SubLinkDetails(
-        kind=kind, index=idx, mode=mode,
+        kind=kind, index=int(msg["index"]), mode=mode,
         vlan_id=int(vlan_id) if vlan_id is not None else None,
         table=int(table) if table is not None else None,
         parent_index=msg.get("IFLA_LINK"),

@@ -98,6 +98,20 @@ def index_of(ipr: Any, ifname: str) -> int | None:
     return int(found[0]) if found else None
 
 
+def link_msg(ipr: Any, ifname: str) -> Any | None:
+    """The kernel's RTM_NEWLINK message for ``ifname``, or None if there is no such link.
+
+    One request by name: looking the index up first and then reading the link by index
+    costs a second netlink round trip for the same answer.
+    """
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        return ipr.link("get", ifname=ifname)[0]
+    except (NetlinkError, IndexError):
+        return None  # what link_lookup reports as "no such link", too
+
+
 def _require(ipr: Any, ifname: str) -> int:
     idx = index_of(ipr, ifname)
     if idx is None:
@@ -132,11 +146,8 @@ def set_down(ifname: str, *, missing_ok: bool = False) -> None:
 def is_up(ifname: str) -> bool:
     """True if ``ifname`` exists and has IFF_UP."""
     with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
-        if idx is None:
-            return False
-        msg = ipr.link("get", index=idx)[0]
-        return bool(msg["flags"] & 1)
+        msg = link_msg(ipr, ifname)
+    return msg is not None and bool(msg["flags"] & IFF_UP)
 
 
 def addresses(ifname: str) -> list[str]:
@@ -228,12 +239,8 @@ def _link_info(msg: Any) -> LinkInfo:
 def link_info(ifname: str) -> LinkInfo | None:
     """The link ``ifname`` in this thread's namespace, or None if there is none."""
     with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
-        if idx is None:
-            return None
-        with kernel_op(f"failed to read link {ifname!r}"):
-            return _link_info(ipr.link("get", index=idx)[0])
-    return None  # pragma: no cover - kernel_op only swallows listed errnos
+        msg = link_msg(ipr, ifname)
+    return None if msg is None else _link_info(msg)
 
 
 def link_by_index(index: int) -> LinkInfo | None:
