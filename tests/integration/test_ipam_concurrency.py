@@ -30,8 +30,9 @@ def runner(tmp_path: Path) -> str:
     """A pycni host-local executable (what ``pycni install`` writes, minus the install)."""
     path = tmp_path / "bin" / "host-local"
     path.parent.mkdir()
-    # The interpreter binary itself, not a version-manager shim (MACHINE.md: ~60 ms per start).
-    path.write_text(f"#!{os.path.realpath(sys.executable)}\n# pycni-plugin: host-local\n"
+    # The venv's interpreter path, not its realpath: the base interpreter does not see the
+    # venv's packages (MACHINE.md), and pycni is installed only there.
+    path.write_text(f"#!{sys.executable}\n# pycni-plugin: host-local\n"
                     "from pycni.plugins import plugin_main\n\nplugin_main('host-local')\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)

@@ -29,9 +29,21 @@ PREFIX = "pyt"
 GO_PLUGIN_DIR = "/usr/lib/cni"
 
 
+#: Every name :func:`unique_name` handed out in this process, so a leak check can tell this
+#: run's objects from those of another test run on the same machine.
+_ISSUED: set[str] = set()
+
+
 def unique_name(kind: str = "") -> str:
     """A fresh name with the test prefix, short enough for an interface (<= 15 bytes)."""
-    return f"{PREFIX}{kind[:4]}{secrets.token_hex(4)}"
+    name = f"{PREFIX}{kind[:4]}{secrets.token_hex(4)}"
+    _ISSUED.add(name)
+    return name
+
+
+def issued_here(obj_name: str) -> bool:
+    """Whether ``obj_name`` is (or is derived from) a name this process handed out."""
+    return any(obj_name.startswith(name) for name in _ISSUED)
 
 
 @contextmanager
@@ -150,12 +162,15 @@ def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float =
         time.sleep(interval)
 
 
-def leftovers() -> list[str]:
-    """Test objects left in the machine's namespace: netns and links with the prefix."""
-    found = [f"netns {n}" for n in list_netns() if n.startswith(PREFIX)]
-    found += [f"link {link['ifname']}" for link in ip_json(None, "link", "show")
-              if link.get("ifname", "").startswith(PREFIX)]
-    return found
+def leftovers(*, mine: bool = False) -> list[str]:
+    """Test objects left in the machine's namespace: netns and links with the prefix.
+
+    ``mine``: only those named by this process (another test run may be going on beside it).
+    """
+    names = [("netns", n) for n in list_netns()]
+    names += [("link", link.get("ifname", "")) for link in ip_json(None, "link", "show")]
+    return [f"{kind} {n}" for kind, n in names
+            if n.startswith(PREFIX) and (not mine or issued_here(n))]
 
 
 __all__ = [
@@ -166,6 +181,7 @@ __all__ = [
     "cni_env",
     "exec_plugin_in",
     "ip_json",
+    "issued_here",
     "leftovers",
     "netns_path",
     "ns_run",
