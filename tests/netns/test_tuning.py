@@ -104,12 +104,15 @@ def test_allowlist(host_ns: str, netns: str, pod: dict[str, Any], tmp_path: Path
                                                 "net.ipv4.conf.IFNAME.arp_filter": "1"}), pod)
     ours(host_ns, "tuning", "ADD", allowed, cid="t1", netns=netns)
     assert _sysctl(netns, "net/core/somaxconn") == "600"
-    refused = chained(_tuning(tmp_path, sysctl={"net.ipv4.ip_forward": "1"}), pod)
+    # Inherited from the root namespace; ask for the other value, so a write would show.
+    forward = _sysctl(netns, "net/ipv4/ip_forward")
+    flipped = "0" if forward == "1" else "1"
+    refused = chained(_tuning(tmp_path, sysctl={"net.ipv4.ip_forward": flipped}), pod)
     call = call_plugin(host_ns, "tuning", cni_env("ADD", container_id="t1", netns=netns),
                        refused)
     assert call.status == 1
     assert "not allowed" in call.json["msg"]
-    assert _sysctl(netns, "net/ipv4/ip_forward") == "0"
+    assert _sysctl(netns, "net/ipv4/ip_forward") == forward
 
 
 def test_matches_reference(host_ns: str, netns: str, netns2: str, pod: dict[str, Any],
