@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write
 from ..ipam.dhcp import (
     DEFAULT_SOCKET_PATH,
     DEFAULT_STATE_DIR,
@@ -136,13 +137,14 @@ class DhcpDaemon:
 
     def start(self) -> None:
         """Pick up stored leases, then listen on the socket (in a background thread)."""
+        if self.options.pidfile and not Path(self.options.pidfile).is_absolute():
+            raise InvalidNetworkConfig(f"pidfile {self.options.pidfile!r} is not an "
+                                       "absolute path")
         self._restore()
-        self._listener = self._listen()
+        # The pidfile before the socket: whoever sees the socket may read the pidfile.
         if self.options.pidfile:
-            if not Path(self.options.pidfile).is_absolute():
-                raise InvalidNetworkConfig(f"pidfile {self.options.pidfile!r} is not an "
-                                           "absolute path")
-            Path(self.options.pidfile).write_text(f"{os.getpid()}")
+            atomic_write(self.options.pidfile, f"{os.getpid()}".encode(), mode=0o644)
+        self._listener = self._listen()
         self._thread = threading.Thread(target=self._accept_loop, name="dhcp-daemon",
                                         daemon=True)
         self._thread.start()
