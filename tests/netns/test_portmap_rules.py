@@ -237,10 +237,21 @@ def test_add_without_prev_result_is_an_error(host_ns: str) -> None:
 
 
 def test_gc_needs_nothing_but_the_network(host_ns: str) -> None:
-    """GC on an empty namespace succeeds (nothing to collect) for both backends."""
+    """GC succeeds on an empty namespace, then collects only the attachment not listed."""
+    gone = [{"hostPort": 9090, "containerPort": 90, "protocol": "tcp"}]
     for backend in ("nftables", "iptables"):
         gc = {"cniVersion": "1.1.0", "name": "pytnet", "type": "portmap", "backend": backend,
-              "cni.dev/valid-attachments": []}
-        call = call_plugin(host_ns, "portmap", {"CNI_COMMAND": "GC", "CNI_PATH": GO_PLUGIN_DIR},
-                           gc)
+              "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+        env = {"CNI_COMMAND": "GC", "CNI_PATH": GO_PLUGIN_DIR}
+        call = call_plugin(host_ns, "portmap", env, gc)
         assert call.status == 0, call.stdout
+        assert ours(host_ns, "ADD", conf(BASIC, backend=backend), cid="keep")[0] == 0
+        assert ours(host_ns, "ADD", conf(gone, backend=backend), cid="gone")[0] == 0
+        rules = "\n".join(nat(host_ns)) + ns_run(host_ns, "nft", "list", "ruleset").stdout
+        assert "9090" in rules
+        call = call_plugin(host_ns, "portmap", env, gc)
+        assert call.status == 0, call.stdout
+        rules = "\n".join(nat(host_ns)) + ns_run(host_ns, "nft", "list", "ruleset").stdout
+        assert "8080" in rules
+        assert "9090" not in rules
+        assert ours(host_ns, "DEL", conf(BASIC, backend=backend), cid="keep")[0] == 0

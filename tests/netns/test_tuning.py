@@ -143,7 +143,12 @@ def test_gc_drops_stale_backups_of_this_network(host_ns: str, netns: str, pod: d
     foreign = tmp_path / "tuning" / "other_eth0.json"
     foreign.write_text('{"network": "elsewhere", "mtu": 1500}')
     gc = {"cniVersion": "1.1.0", "name": "pytnet", "type": "tuning",
-          "dataDir": str(tmp_path / "tuning"), "cni.dev/valid-attachments": []}
+          "dataDir": str(tmp_path / "tuning"),
+          "cni.dev/valid-attachments": [{"containerID": "t1", "ifname": "eth0"}]}
+    assert call_plugin(host_ns, "tuning", cni_env("GC"), gc).status == 0
+    assert sorted(p.name for p in (tmp_path / "tuning").iterdir()) == ["other_eth0.json",
+                                                                       "t1_eth0.json"]
+    gc["cni.dev/valid-attachments"] = []
     assert call_plugin(host_ns, "tuning", cni_env("GC"), gc).status == 0
     assert sorted(p.name for p in (tmp_path / "tuning").iterdir()) == ["other_eth0.json"]
 

@@ -28,7 +28,16 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ...spec import KernelError
-from .._xtables import TOOLS, NatTable, families, nat_chains, save_nat, transact_nat
+from .._xtables import (
+    COMMENT_MAX,
+    TOOLS,
+    NatTable,
+    families,
+    nat_chains,
+    save_nat,
+    stored_comment,
+    transact_nat,
+)
 from .._xtables import option as _option
 from .._xtables import rule_line as _line
 from ..masq._base import hash_with_prefix
@@ -38,8 +47,6 @@ TOP_DNAT = "CNI-HOSTPORT-DNAT"
 SETMARK = "CNI-HOSTPORT-SETMARK"
 MARK_MASQ = "CNI-HOSTPORT-MASQ"
 OLD_TOP_SNAT = "CNI-HOSTPORT-SNAT"
-#: iptables' comment match keeps at most 255 characters.
-_COMMENT_MAX = 255
 #: The multiport match takes at most 15 ports.
 _MULTIPORT_MAX = 15
 _ATTEMPTS = 5
@@ -58,9 +65,16 @@ def _old_snat_chain(network: str, container_id: str) -> str:
 
 
 def dnat_comment(network: str, container_id: str) -> str:
-    """The comment on the container's entry rules (the reference plugin's, trimmed)."""
+    """The comment on the container's entry rules, as iptables stores the reference's.
+
+    The reference cuts a comment over 255 bytes (a long container ID) to 253 bytes and
+    ``...``, and iptables keeps 255 bytes of those 256: we write those 255 bytes, so both
+    plugins make the same rule and CHECK finds what ADD wrote.
+    """
     comment = f'dnat name: "{network}" id: "{container_id}"'
-    return comment if len(comment) <= _COMMENT_MAX else comment[:_COMMENT_MAX - 2] + "..."
+    if len(comment.encode()) > COMMENT_MAX:
+        comment = stored_comment(comment)[:COMMENT_MAX - 2] + "..."
+    return stored_comment(comment)
 
 
 def _mark(bit: int) -> str:

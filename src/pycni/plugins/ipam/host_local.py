@@ -184,8 +184,8 @@ class HostLocal(Plugin):
     def check(self, args: CmdArgs) -> None:
         cfg = self._config(args)
         store = cfg.store()
-        with store.locked():
-            owned = store.owned(args.container_id, args.ifname)
+        with store.locked(create=False) as present:
+            owned = store.owned(args.container_id, args.ifname) if present else []
         for index, rs in enumerate(cfg.range_sets):
             if not any(rs.contains(r.ip) for r in owned):
                 raise UnknownContainer(
@@ -211,8 +211,9 @@ class HostLocal(Plugin):
     def gc(self, args: CmdArgs) -> None:
         valid = valid_attachments(args.conf.raw)
         store = store_for(args.conf)
-        with store.locked():
-            store.gc(valid)
+        with store.locked(create=False) as present:
+            if present:
+                store.gc(valid)
 
 
 main = HostLocal.main

@@ -15,8 +15,9 @@ running) or ``nftables`` (ours); ``firewalld`` is not supported. ``ingressPolicy
   already; new connections towards it from other containers (same bridge or routed) are
   dropped. It can still open connections itself, and the host itself can still reach it.
 
-ADD records the attachment under ``dataDir`` (default ``/var/lib/cni/firewall``) so GC can
-remove the rules of attachments that are no longer valid.
+ADD records the attachment in ``<dataDir>/<network>/`` (``dataDir`` defaults to
+``/var/lib/cni/firewall``) so GC can remove the rules of attachments that are no longer valid;
+DEL and GC remove that directory once its last record is gone.
 """
 
 from __future__ import annotations
@@ -114,13 +115,15 @@ class Firewall(Plugin):
 
     def delete(self, args: CmdArgs) -> None:
         backend = _backend(args)
-        path = _store(args).path(args.container_id, args.ifname)
+        store = _store(args)
+        path = store.path(args.container_id, args.ifname)
         prev = args.conf.prev_result
         # prevResult names the addresses; without it, the record ADD left does.
         att = _attachment(args, prev) if prev is not None else _load(path)
         if att is not None:
             backend.delete(att)
         RecordStore.remove(path)
+        store.prune()
 
     def check(self, args: CmdArgs) -> None:
         backend = _backend(args)
@@ -143,6 +146,7 @@ class Firewall(Plugin):
             if att is not None:
                 backend.delete(att)
             RecordStore.remove(path)
+        store.prune()
 
 
 main = Firewall.main
