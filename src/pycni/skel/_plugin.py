@@ -25,6 +25,7 @@ from ..spec import (
     IOFailure,
     NetworkConfig,
     Result,
+    decode_json_object,
     parse_version,
     require_supported,
 )
@@ -136,8 +137,8 @@ def invoke(
 def _conf_version(stdin: bytes) -> str:
     """The config's cniVersion if it is one we speak, for the error JSON; else the current one."""
     try:
-        version = json.loads(stdin).get("cniVersion")
-    except Exception:  # any unreadable stdin: bad JSON, nested too deep, not an object
+        version = decode_json_object(stdin, "network config").get("cniVersion")
+    except CNIError:
         return CURRENT_VERSION
     return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
 

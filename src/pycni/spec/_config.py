@@ -7,12 +7,12 @@ config class can read its keys. Unknown keys are kept in ``raw`` unchanged.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import DecodingFailure, InvalidNetworkConfig
+from ._json import decode_json_object
 from ._result import DNS, Result
 from ._version import SUPPORTED_VERSIONS, require_supported
 
@@ -21,20 +21,6 @@ from ._version import SUPPORTED_VERSIONS, require_supported
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
 #: How NAME_RE reads in an error message.
 NAME_RULE = "a letter or digit, then letters, digits, '_', '.' or '-'"
-
-
-def decode_json_object(data: bytes | str, what: str) -> dict[str, Any]:
-    """Decode ``data`` as one JSON object or raise DecodingFailure naming ``what``."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DecodingFailure(f"failed to decode {what}: {exc}") from exc
-    except RecursionError as exc:  # json recurses per nesting level: "[[[[..." exhausts the stack
-        raise DecodingFailure(f"failed to decode {what}: nested too deeply") from exc
-    if not isinstance(obj, dict):
-        raise DecodingFailure(f"failed to decode {what}: expected a JSON object, got "
-                              f"{type(obj).__name__}")
-    return obj
 
 
 def bool_field(raw: dict[str, Any], key: str, default: bool = False) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._files import atomic_write
-from ...spec import IOFailure
+from ...spec import DecodingFailure, IOFailure, decode_json
 
 
 class RecordStore:
@@ -36,10 +36,10 @@ class RecordStore:
     def load(path: Path) -> dict[str, Any] | None:
         """A record, None if it does not exist, ``{}`` if it is unreadable."""
         try:
-            data = json.loads(path.read_text())
+            data = decode_json(path.read_bytes(), f"state file {path}")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except (OSError, DecodingFailure):
             return {}
         return data if isinstance(data, dict) else {}
 
