@@ -47,7 +47,7 @@ def str_list(raw: dict[str, Any], key: str, *, what: str = "") -> list[str]:
 
 
 def opt_bool(raw: dict[str, Any], key: str) -> bool | None:
-    """A bool (also ``"true"``/``"false"``), or None when absent."""
+    """A JSON boolean, or None when absent."""
     return None if raw.get(key) is None else bool_field(raw, key)
 
 

@@ -148,7 +148,7 @@ class NetworkConfigList:
             raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must match '
                                        f"{NAME_RE.pattern}")
         version, candidates = _choose_version(raw)
-        inlined_only = bool_field(raw, "loadOnlyInlinedPlugins")
+        inlined_only = bool_field(raw, "loadOnlyInlinedPlugins", strings=True)
         plugins_raw = raw.get("plugins")
         if plugins_raw is None:
             if inlined_only:
@@ -167,8 +167,8 @@ class NetworkConfigList:
             name=name,
             cni_version=version,
             plugins=tuple(plugins),
-            disable_check=bool_field(raw, "disableCheck"),
-            disable_gc=bool_field(raw, "disableGC"),
+            disable_check=bool_field(raw, "disableCheck", strings=True),
+            disable_gc=bool_field(raw, "disableGC", strings=True),
             load_only_inlined_plugins=inlined_only,
             cni_versions=candidates,
             source=source,

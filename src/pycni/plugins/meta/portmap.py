@@ -95,7 +95,7 @@ def parse_mappings(runtime_config: dict[str, Any]) -> tuple[PortMapping, ...]:
         if not isinstance(item, dict):
             raise InvalidNetworkConfig(f"invalid portMappings[{index}]: expected an object")
         entry = _lower_keys(item)
-        protocol = entry.get("protocol") or "tcp"
+        protocol = entry.get("protocol", "tcp")
         if not isinstance(protocol, str) or protocol.lower() not in host_portmap.PROTOCOLS:
             raise InvalidNetworkConfig(f"invalid portMappings[{index}].protocol {protocol!r}: "
                                        f"expected one of {list(host_portmap.PROTOCOLS)}")
