@@ -29,7 +29,9 @@ from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, KernelError, Result
 from .._fields import (
+    UINT32_MAX,
     int_field,
+    mtu_field,
     opt_bool,
     require_prev_result,
     str_field,
@@ -90,7 +92,7 @@ class TuningConfig:
         mac = str_field(raw, "mac", what=what)
         if mac:
             self.mac = _mac(mac, f"{what}mac")
-        mtu = int_field(raw, "mtu", what=what)
+        mtu = mtu_field(raw, what=what)
         if mtu:
             self.mtu = mtu
         promisc = opt_bool(raw, "promisc")
@@ -99,7 +101,7 @@ class TuningConfig:
         allmulti = opt_bool(raw, "allmulti")
         if allmulti is not None:
             self.allmulti = allmulti
-        txqlen = int_field(raw, "txQLen", what=what)
+        txqlen = int_field(raw, "txQLen", maximum=UINT32_MAX, what=what)
         if txqlen is not None:
             self.txqlen = txqlen
 
