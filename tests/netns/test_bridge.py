@@ -275,7 +275,7 @@ def test_macspoofchk(host_ns: str, netns: str, tmp_path: Path, bridge: str) -> N
     ({"vlanTrunk": [{"minID": 20, "maxID": 10}]}, "greater than maxID"),
     ({"vlanTrunk": [{"minID": 20}]}, "maxID is missing"),
     ({"vlanTrunk": [{"id": 4095}]}, "4095"),
-    ({"bridge": "a-much-too-long-bridge-name"}, "not a valid interface name"),
+    ({"bridge": "a-much-too-long-bridge-name"}, "at most 15"),
     ({"ipMasqBackend": "ebtables", "ipMasq": True}, "ipMasqBackend"),
 ])
 def test_config_errors(host_ns: str, netns: str, tmp_path: Path, bridge: str,

@@ -255,3 +255,68 @@ def test_gc_needs_nothing_but_the_network(host_ns: str) -> None:
         assert "8080" in rules
         assert "9090" not in rules
         assert ours(host_ns, "DEL", conf(BASIC, backend=backend), cid="keep")[0] == 0
+
+
+def _firewall(host: str) -> tuple[Any, list[str]]:
+    """Everything a batch could have changed: the nftables ruleset and both nat tables."""
+    return ([i for i in nft_ruleset(host) if "metainfo" not in i], nat(host))
+
+
+INJECTIONS = {
+    "nftables": [
+        ["ip", "saddr", "192.0.2.1\nflush ruleset"],
+        ["ip saddr 192.0.2.1; flush ruleset"],
+        ["ip", "saddr", "192.0.2.0/24", ";", "flush", "ruleset"],
+        ["ip", "saddr", "192.0.2.0/24", "accept"],
+        ["meta", "mark", "set", "1"],
+        ["iifname", "eth0\"; flush ruleset; \""],
+        ["ip", "daddr", "fd00::1"],
+    ],
+    "iptables": [
+        ["-s", "192.0.2.0/24\nCOMMIT\n*nat\n-F"],
+        ["-s", "192.0.2.0/24", "-j", "ACCEPT"],
+        ["-m", "comment", "--comment", "x", "--ju", "ACCEPT"],
+        ["-t", "filter", "-s", "192.0.2.1"],
+        ["-A", "PREROUTING"],
+        ["-s", "192.0.2.0/24 -j ACCEPT"],
+        ["--dst-type", "LOCAL"],
+        ["-d", "fd00::1"],
+        ["-i", "eth0;x"],
+    ],
+}
+
+
+@pytest.mark.parametrize(("backend", "conditions"),
+                         [(b, c) for b, cases in INJECTIONS.items() for c in cases])
+def test_conditions_are_parsed_never_pasted(host_ns: str, backend: str,
+                                            conditions: list[str]) -> None:
+    good = {"backend": backend}
+    assert ours(host_ns, "ADD", conf(BASIC, **good), cid="cid0")[0] == 0
+    before = _firewall(host_ns)
+    status, out = ours(host_ns, "ADD", conf(BASIC, **good, conditionsV4=conditions))
+    assert status == 1
+    assert out["code"] == 7
+    assert "conditionsV4" in out["msg"]
+    assert _firewall(host_ns) == before
+
+
+def test_iptables_conditions_show_in_the_rules(host_ns: str) -> None:
+    config = conf(BASIC[:1], backend="iptables",
+                  conditionsV4=["!", "-s", "192.0.2.0/24", "-m", "addrtype", "!",
+                                "--src-type", "LOCAL", "-i", "pyt+"])
+    assert ours(host_ns, "ADD", config)[0] == 0
+    dnat = [line for line in nat(host_ns)
+            if line.startswith("iptables-save: -A CNI-HOSTPORT-DNAT")]
+    assert len(dnat) == 1
+    assert "! -s 192.0.2.0/24" in dnat[0]
+    assert "-m addrtype ! --src-type LOCAL" in dnat[0]
+    assert "-i pyt+" in dnat[0]
+    assert ours(host_ns, "CHECK", config)[0] == 0
+
+
+def test_nftables_interface_conditions(host_ns: str) -> None:
+    config = conf(BASIC[:1], conditionsV4=["iifname", "!=", "pyt0", "ip saddr 192.0.2.0/24"])
+    assert ours(host_ns, "ADD", config)[0] == 0
+    text = ns_run(host_ns, "nft", "list", "chain", "ip", "cni_hostport", "hostports").stdout
+    assert 'iifname != "pyt0" ip saddr 192.0.2.0/24 tcp dport 8080 dnat to 10.88.0.5:80' in text
+    assert ours(host_ns, "CHECK", config)[0] == 0

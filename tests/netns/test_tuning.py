@@ -156,3 +156,16 @@ def test_gc_drops_stale_backups_of_this_network(host_ns: str, netns: str, pod: d
 def test_del_when_netns_is_gone(host_ns: str, tmp_path: Path) -> None:
     conf = chained(_tuning(tmp_path, mtu=1400), None)
     ours(host_ns, "tuning", "DEL", conf, cid="gone", netns="/run/netns/pyt-gone")
+
+
+def test_allowlist_is_checked_against_the_written_path(host_ns: str, netns: str,
+                                                       pod: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    # The raw key matches the pattern; the path it would write is net/ipv4/ip_forward.
+    (tmp_path / "allowlist.conf").write_text("^net\\.ipv4\\.conf\\.IFNAME\\.\n")
+    conf = chained(_tuning(tmp_path, sysctl={
+        "net.ipv4.conf.IFNAME.x/../net/ipv4/ip_forward": "1"}), pod)
+    call = call_plugin(host_ns, "tuning", cni_env("ADD", container_id="t1", netns=netns), conf)
+    assert call.status == 1
+    assert call.json["code"] == 7
+    assert _sysctl(netns, "net/ipv4/ip_forward") == "0"

@@ -33,7 +33,15 @@ from typing import Any
 
 from .._files import atomic_write, fit_name, is_hashed
 from ..skel import validate_container_id, validate_ifname
-from ..spec import NAME_RE, CNIError, InvalidNetworkConfig, IOFailure, Result
+from ..spec import (
+    NAME_RE,
+    CNIError,
+    DecodingFailure,
+    InvalidNetworkConfig,
+    IOFailure,
+    Result,
+    decode_json,
+)
 
 log = logging.getLogger("pycni.runtime")
 
@@ -179,9 +187,8 @@ class ResultCache:
             log.warning("cannot read cache file %s, ignoring it: %s", path, exc.strerror)
             return None
         try:
-            obj = json.loads(data)
-            return CachedAttachment.from_json(obj)
-        except (ValueError, RecursionError) as exc:
+            return CachedAttachment.from_json(decode_json(data, f"cache file {path}"))
+        except (ValueError, DecodingFailure) as exc:
             log.warning("cache file %s is corrupt, ignoring it: %s", path, exc)
             return None
 
@@ -236,8 +243,8 @@ class ResultCache:
 
 def _legacy_result(path: str) -> dict[str, Any] | None:
     try:
-        obj = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError):
+        obj = decode_json(Path(path).read_bytes(), f"cache file {path}")
+    except (OSError, DecodingFailure):
         return None
     if isinstance(obj, dict) and "kind" not in obj and "cniVersion" in obj:
         return obj

@@ -42,6 +42,7 @@ from .._xtables import option as _option
 from .._xtables import rule_line as _line
 from ..masq._base import hash_with_prefix
 from ._base import Owner, PortMapSpec
+from ._conditions import iptables_conditions
 
 TOP_DNAT = "CNI-HOSTPORT-DNAT"
 SETMARK = "CNI-HOSTPORT-SETMARK"
@@ -116,13 +117,14 @@ def entry_rules(spec: PortMapSpec, chain: str) -> list[list[str]]:
     by_proto: dict[str, list[int]] = {}
     for m in spec.mappings:
         by_proto.setdefault(m.protocol, []).append(m.host_port)
+    conditions = iptables_conditions(spec.conditions, spec.family, "conditions")
     rules = []
     for proto in sorted(by_proto):
         ports = by_proto[proto]
         for start in range(0, len(ports), _MULTIPORT_MAX):
             chunk = ",".join(str(p) for p in ports[start:start + _MULTIPORT_MAX])
             rules.append(["-m", "comment", "--comment", comment, "-m", "multiport", "-p", proto,
-                          "--destination-ports", chunk, *spec.conditions, "-j", chain])
+                          "--destination-ports", chunk, *conditions, "-j", chain])
     return rules
 
 
@@ -170,6 +172,11 @@ class IPTablesPortMap:
     def available(cls) -> bool:
         """True if iptables-save and iptables-restore are installed."""
         return all(shutil.which(tool) for tool in TOOLS[4])
+
+    @classmethod
+    def parse_conditions(cls, tokens: Sequence[str], family: int, key: str) -> tuple[str, ...]:
+        """See :func:`~pycni.host.portmap._conditions.iptables_conditions`."""
+        return iptables_conditions(tokens, family, key)
 
     def forward(self, specs: Sequence[PortMapSpec]) -> None:
         """Per spec: shared chains, then the container chain and its entry rules, one batch."""

@@ -117,6 +117,13 @@ class HostLocalConfig:
         sets: list[RangeSet] = []
         if ipam.get("subnet") not in (None, ""):
             sets.append(RangeSet((Range.from_json(ipam, "ipam"),)))
+        else:
+            legacy = [k for k in ("rangeStart", "rangeEnd", "gateway")
+                      if ipam.get(k) not in (None, "")]
+            if legacy:
+                raise InvalidNetworkConfig(f'invalid "ipam.{legacy[0]}": it belongs to the '
+                                           'legacy "ipam.subnet", which is not set (use '
+                                           '"ipam.ranges")')
         if ipam.get("ranges") is not None:
             sets.extend(parse_range_sets(ipam["ranges"], "ipam.ranges"))
         check_disjoint(sets, "ipam.ranges")

@@ -31,7 +31,7 @@ from ...spec import (
     Result,
     bool_field,
 )
-from .._fields import int_field, str_field
+from .._fields import ifname_field, mtu_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -65,10 +65,8 @@ class LinkConf:
 def master_fields(args: CmdArgs) -> tuple[str, int, bool]:
     """``master``, ``mtu`` and ``linkInContainer``, validated but not looked up."""
     raw = args.conf.raw
-    master = str_field(raw, "master") or ""
-    mtu = int_field(raw, "mtu") or 0
-    if isinstance(raw.get("mtu"), int) and raw["mtu"] < 0:
-        raise InvalidNetworkConfig(f"invalid MTU {raw['mtu']}, must be >= 0")
+    master = ifname_field(raw, "master") or ""
+    mtu = mtu_field(raw) or 0
     return master, mtu, bool_field(raw, "linkInContainer")
 
 

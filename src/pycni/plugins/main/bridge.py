@@ -41,7 +41,7 @@ from ...spec import (
     bool_field,
 )
 from ...spec._result import IPInterface
-from .._fields import int_field, str_field
+from .._fields import ifname_field, int_field, mtu_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -131,10 +131,7 @@ class BridgeConfig:
     def load(cls, args: CmdArgs, *, with_mac: bool = True) -> BridgeConfig:
         """Read and validate the keys; InvalidNetworkConfig names the offending one."""
         raw = args.conf.raw
-        bridge = str_field(raw, "bridge") or DEFAULT_BRIDGE
-        if len(bridge.encode()) > IFNAME_MAX or "/" in bridge or bridge in (".", ".."):
-            raise InvalidNetworkConfig(f'invalid "bridge" {bridge!r}: not a valid interface name '
-                                       f"(at most {IFNAME_MAX} bytes, no '/')")
+        bridge = ifname_field(raw, "bridge") or DEFAULT_BRIDGE
         vlan = int_field(raw, "vlan") or 0
         if vlan > MAX_VLAN:
             raise InvalidNetworkConfig(f"invalid VLAN ID {vlan} (must be between 0 and {MAX_VLAN})")
@@ -149,7 +146,7 @@ class BridgeConfig:
             force_address=bool_field(raw, "forceAddress"),
             ip_masq=bool_field(raw, "ipMasq"),
             ip_masq_backend=masq_backend(args),
-            mtu=int_field(raw, "mtu") or 0,
+            mtu=mtu_field(raw) or 0,
             hairpin_mode=bool_field(raw, "hairpinMode"),
             promisc_mode=bool_field(raw, "promiscMode"),
             vlan=vlan,

@@ -34,7 +34,7 @@ from ...host import _hostdev as hostdev
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, Interface, InvalidNetworkConfig, Result, bool_field
-from .._fields import str_field, valid_attachments
+from .._fields import ifname_field, str_field, valid_attachments
 from ..meta._state import RecordStore
 from ._common import (
     Rollback,
@@ -77,7 +77,7 @@ class HostDeviceConfig:
         if not isinstance(device_id, str):
             raise InvalidNetworkConfig('invalid "runtimeConfig.deviceID": expected a string, '
                                        f"got {device_id!r}")
-        conf = cls(device=str_field(raw, "device") or "", hwaddr=str_field(raw, "hwaddr") or "",
+        conf = cls(device=ifname_field(raw, "device") or "", hwaddr=str_field(raw, "hwaddr") or "",
                    kernelpath=str_field(raw, "kernelpath") or "",
                    pci=str_field(raw, "pciBusID") or "", device_id=device_id,
                    ipam_type=ipam_type(args),

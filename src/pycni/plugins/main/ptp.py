@@ -25,7 +25,7 @@ from ... import host
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, InvalidNetworkConfig, KernelError, Result, bool_field
-from .._fields import int_field
+from .._fields import mtu_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -60,7 +60,7 @@ class PTPConfig:
         """Read and validate the keys; ptp needs IPAM."""
         raw = args.conf.raw
         conf = cls(ip_masq=bool_field(raw, "ipMasq"), ip_masq_backend=masq_backend(args),
-                   mtu=int_field(raw, "mtu") or 0, ipam_type=ipam_type(args))
+                   mtu=mtu_field(raw) or 0, ipam_type=ipam_type(args))
         if not conf.ipam_type:
             raise InvalidNetworkConfig('ptp needs "ipam" with a "type"')
         return conf

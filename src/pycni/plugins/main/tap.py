@@ -24,8 +24,8 @@ from ... import host
 from ...host import _tap as tap
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
-from ...spec import Interface, InvalidNetworkConfig, Result, bool_field
-from .._fields import int_field, str_field
+from ...spec import Interface, Result, bool_field
+from .._fields import UINT32_MAX, ifname_field, int_field, mtu_field, str_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -42,15 +42,10 @@ from ._common import (
     run_with_rollback,
 )
 
-_UINT32_MAX = 2**32 - 1
-
 
 def _id_field(raw: dict[str, Any], key: str) -> int | None:
     """A uid/gid: an integer that fits the kernel's 32 bits."""
-    value = int_field(raw, key)
-    if value is not None and value > _UINT32_MAX:
-        raise InvalidNetworkConfig(f'invalid "{key}": {value} does not fit in 32 bits')
-    return value
+    return int_field(raw, key, maximum=UINT32_MAX)
 
 
 @dataclass(frozen=True)
@@ -78,10 +73,10 @@ class TapConfig:
         if rt_mac:
             mac, where = rt_mac, "runtimeConfig.mac"
         return cls(mac=parse_mac(mac, where) if mac else "",
-                   mtu=int_field(raw, "mtu") or 0,
+                   mtu=mtu_field(raw) or 0,
                    multi_queue=bool_field(raw, "multiQueue"),
                    owner=_id_field(raw, "owner"), group=_id_field(raw, "group"),
-                   bridge=str_field(raw, "bridge") or "",
+                   bridge=ifname_field(raw, "bridge") or "",
                    selinux_context=str_field(raw, "selinuxContext") or "",
                    ipam_type=ipam_type(args))
 

@@ -24,7 +24,7 @@ from ...host import NetNSNotFound, _sublink
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
-from .._fields import require_prev_result
+from .._fields import check_ifname, require_prev_result
 from ._common import Rollback, run_with_rollback
 
 
@@ -43,8 +43,7 @@ class VRFConfig:
         if not isinstance(name, str) or not name:
             raise InvalidNetworkConfig("configuration is expected to have a valid vrf name "
                                        '("vrfname")')
-        if len(name.encode()) > 15 or "/" in name or name.strip() != name:
-            raise InvalidNetworkConfig(f"invalid vrfname {name!r}: not a valid interface name")
+        check_ifname(name, "vrfname")
         table = raw.get("table", 0)
         if isinstance(table, bool) or not isinstance(table, int) or \
                 not 0 <= table <= 0xFFFFFFFF:

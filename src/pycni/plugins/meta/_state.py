@@ -14,8 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+<<<<<<< HEAD
 from ..._files import atomic_write, fit_name
 from ...spec import IOFailure
+=======
+from ..._files import atomic_write
+from ...spec import DecodingFailure, IOFailure, decode_json
+>>>>>>> h/c
 
 #: How often a write is retried when a concurrent :meth:`RecordStore.prune` removed the
 #: directory between its creation and the write.
@@ -53,10 +58,10 @@ class RecordStore:
     def load(path: Path) -> dict[str, Any] | None:
         """A record, None if it does not exist, ``{}`` if it is unreadable."""
         try:
-            data = json.loads(path.read_text())
+            data = decode_json(path.read_bytes(), f"state file {path}")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except (OSError, DecodingFailure):
             return {}
         return data if isinstance(data, dict) else {}
 

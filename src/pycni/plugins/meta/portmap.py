@@ -22,7 +22,8 @@ verifies them; GC (cniVersion 1.1.0) removes those of attachments not in
 Backends (``backend``): ``nftables`` (default) or ``iptables``. ``markMasqBit`` and
 ``externalSetMarkChain`` only exist for iptables; ``conditionsV4``/``conditionsV6`` are
 iptables matches (``["!", "-d", "192.0.2.0/24"]``) or nftables ones
-(``["ip", "saddr", "!=", "192.0.2.0/24"]``). Options of the other backend are a config error;
+(``["ip", "saddr", "!=", "192.0.2.0/24"]``), parsed by the backend (the grammar is in
+``host/portmap/_conditions.py``). Options of the other backend are a config error;
 without ``backend`` such options pick their backend.
 """
 
@@ -94,7 +95,7 @@ def parse_mappings(runtime_config: dict[str, Any]) -> tuple[PortMapping, ...]:
         if not isinstance(item, dict):
             raise InvalidNetworkConfig(f"invalid portMappings[{index}]: expected an object")
         entry = _lower_keys(item)
-        protocol = entry.get("protocol") or "tcp"
+        protocol = entry.get("protocol", "tcp")
         if not isinstance(protocol, str) or protocol.lower() not in host_portmap.PROTOCOLS:
             raise InvalidNetworkConfig(f"invalid portMappings[{index}].protocol {protocol!r}: "
                                        f"expected one of {list(host_portmap.PROTOCOLS)}")
@@ -159,6 +160,8 @@ class PortMapConfig:
             raise InvalidNetworkConfig(
                 f"{backend} backend was requested but the config has {other}-specific "
                 f"options: {', '.join(wants[other])}")
+        cond4 = BACKENDS[backend].parse_conditions(cond4, 4, "conditionsV4")
+        cond6 = BACKENDS[backend].parse_conditions(cond6, 6, "conditionsV6")
         return cls(
             backend=backend,
             snat=bool_field(raw, "snat", True),
