@@ -14,13 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-<<<<<<< HEAD
 from ..._files import atomic_write, fit_name
-from ...spec import IOFailure
-=======
-from ..._files import atomic_write
 from ...spec import DecodingFailure, IOFailure, decode_json
->>>>>>> h/c
 
 #: How often a write is retried when a concurrent :meth:`RecordStore.prune` removed the
 #: directory between its creation and the write.
