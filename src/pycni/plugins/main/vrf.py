@@ -27,6 +27,8 @@ from ...spec import InvalidNetworkConfig, KernelError, Result
 from .._fields import require_prev_result
 from ._common import Rollback, run_with_rollback
 
+IFNAME_MAX = 15
+
 
 @dataclass(frozen=True)
 class VRFConfig:
@@ -43,7 +45,7 @@ class VRFConfig:
         if not isinstance(name, str) or not name:
             raise InvalidNetworkConfig("configuration is expected to have a valid vrf name "
                                        '("vrfname")')
-        if len(name.encode()) > 15 or "/" in name or name.strip() != name:
+        if len(name.encode()) > IFNAME_MAX or "/" in name or name.strip() != name:
             raise InvalidNetworkConfig(f"invalid vrfname {name!r}: not a valid interface name")
         table = raw.get("table", 0)
         if isinstance(table, bool) or not isinstance(table, int) or \
@@ -114,7 +116,12 @@ class VRF(Plugin):
         return run_with_rollback(attach)
 
     def delete(self, args: CmdArgs) -> None:
-        conf = VRFConfig.load(args)
+        # Only the VRF's name finds it; the table rules are ADD's.
+        name = args.conf.raw.get("vrfname")
+        if not isinstance(name, str) or not name or len(name.encode()) > IFNAME_MAX \
+                or "/" in name:
+            return  # no VRF can have this name, so ADD made none
+        conf = VRFConfig(vrfname=name)
         if not args.netns:
             return
         try:
@@ -133,7 +140,7 @@ class VRF(Plugin):
         VRFConfig.load(args)
 
     def gc(self, args: CmdArgs) -> None:
-        VRFConfig.load(args)
+        """Nothing to collect: a VRF lives and dies with its container's namespace."""
 
 
 main = VRF.main
