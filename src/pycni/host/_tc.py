@@ -81,8 +81,7 @@ def htb_burst_bytes(rate_bytes: int, burst_bytes: int) -> int:
     would overflow is replaced by the one of the longest bucket (one tick of margin for
     the rounding of its float arithmetic).
     """
-    if int(min(int(burst_bytes * TIME_UNITS_PER_SEC / rate_bytes), 2**64)
-           * _tick_in_usec()) <= U32_MAX:
+    if int(int(burst_bytes * TIME_UNITS_PER_SEC / rate_bytes) * _tick_in_usec()) <= U32_MAX:
         return burst_bytes
     max_usec = int(U32_MAX / _tick_in_usec()) - 1
     return max(1, max_usec * rate_bytes // TIME_UNITS_PER_SEC)
