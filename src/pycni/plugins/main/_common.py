@@ -23,7 +23,9 @@ from ...spec import (
     InvalidNetworkConfig,
     KernelError,
     PluginNotAvailable,
+    PluginNotFound,
     Result,
+    bool_field,
 )
 from ...spec._result import IPInterface
 from .._fields import valid_attachments
@@ -40,13 +42,39 @@ def parse_mac(value: Any, where: str) -> str:
     return value.lower().replace("-", ":")
 
 
-def ipam_type(args: CmdArgs) -> str:
-    """``ipam.type``, or "" when the config has no IPAM (an L2-only attachment)."""
+def ipam_type(args: CmdArgs, *, strict: bool = True) -> str:
+    """``ipam.type``, or "" when the config has no IPAM (an L2-only attachment).
+
+    Not ``strict`` (DEL, GC): a value that is not a string counts as no IPAM, since ADD
+    refused it and so holds no lease.
+    """
     ipam = args.conf.ipam or {}
     value = ipam.get("type") or ""
     if not isinstance(value, str):
+        if not strict:
+            return ""
         raise InvalidNetworkConfig(f'invalid "ipam.type": expected a string, got {value!r}')
     return value
+
+
+def teardown_flag(args: CmdArgs, key: str) -> bool:
+    """A boolean key DEL reads to decide what to remove; one ADD would refuse counts as set.
+
+    Removing what is not there is cheap and succeeds; a DEL that fails on a value it
+    could do without is retried forever by the runtime and blocks the pod's removal.
+    """
+    try:
+        return bool_field(args.conf.raw, key)
+    except InvalidNetworkConfig:
+        return True
+
+
+def teardown_masq_backend(args: CmdArgs) -> str | None:
+    """``ipMasqBackend`` for DEL: an unknown one means the default (teardown cleans both)."""
+    try:
+        return masq_backend(args)
+    except InvalidNetworkConfig:
+        return None
 
 
 def ipam_add(args: CmdArgs, plugin_type: str) -> Result:
@@ -59,8 +87,17 @@ def ipam_add(args: CmdArgs, plugin_type: str) -> Result:
 
 
 def ipam_del(args: CmdArgs, plugin_type: str) -> None:
-    """Run IPAM DEL (releases this attachment's lease; idempotent in every IPAM plugin)."""
-    delegate_del(plugin_type, args.stdin, args)
+    """Run IPAM DEL (releases this attachment's lease; idempotent in every IPAM plugin).
+
+    An IPAM plugin that cannot be found is reported on stderr and DEL goes on: a runtime
+    retries a failing DEL forever, which blocks the pod's removal, and no retry can find
+    the plugin either. The lease stays until the IPAM plugin's GC or an operator frees it.
+    """
+    try:
+        delegate_del(plugin_type, args.stdin, args)
+    except PluginNotFound as exc:
+        print(f"pycni: {args.conf.type}: could not release the IPAM lease of container "
+              f"{args.container_id!r} interface {args.ifname!r}: {exc.msg}", file=sys.stderr)
 
 
 def ipam_check(args: CmdArgs, plugin_type: str) -> None:

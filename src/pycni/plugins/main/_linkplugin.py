@@ -173,10 +173,12 @@ class SubLinkPlugin(Plugin):
     # --- DEL, CHECK, STATUS, GC -------------------------------------------------------
 
     def delete(self, args: CmdArgs) -> None:
-        conf = self.load(args, resolve=False)
+        # The link is CNI_IFNAME in the netns and the lease is IPAM's: the plugin's own keys
+        # (master, mode, VLAN ID, MTU) are ADD's business and cannot block a teardown.
+        ipam = ipam_type(args, strict=False)
         delete_container_link(args)
-        if conf.ipam_type:
-            ipam_del(args, conf.ipam_type)
+        if ipam:
+            ipam_del(args, ipam)
 
     def check(self, args: CmdArgs) -> None:
         conf = self.load(args, resolve=True)
@@ -226,7 +228,7 @@ class SubLinkPlugin(Plugin):
             ipam_status(args, conf.ipam_type)
 
     def gc(self, args: CmdArgs) -> None:
-        gc_attachments(args, self.load(args, resolve=False).ipam_type, masquerade=False)
+        gc_attachments(args, ipam_type(args, strict=False), masquerade=False)
 
 
 def load_parented(args: CmdArgs, kind: str, *, resolve: bool, default_master: str = "",

@@ -59,7 +59,9 @@ from ._common import (
     requested_mac,
     run_with_rollback,
     setup_masq,
+    teardown_flag,
     teardown_masq,
+    teardown_masq_backend,
 )
 
 DEFAULT_BRIDGE = "cni0"
@@ -301,16 +303,18 @@ class Bridge(Plugin):
             setup_masq(args, conf.ip_masq_backend, [ip.address for ip in result.ips], rollback)
 
     def delete(self, args: CmdArgs) -> None:
-        conf = BridgeConfig.load(args, with_mac=False)
+        # Only the keys that say what to remove are read, and leniently: ADD's rules
+        # (hairpinMode with promiscMode, VLAN ranges, ...) cannot block a teardown.
+        ipam = ipam_type(args, strict=False)
         addrs = delete_container_link(args)
-        if conf.layer3:
-            ipam_del(args, conf.ipam_type)
-        if conf.mac_spoof_check:
+        if ipam:
+            ipam_del(args, ipam)
+        if teardown_flag(args, "macspoofchk"):
             host.teardown_spoofcheck(_spoof_id(args))
-        if conf.layer3 and conf.ip_masq:
+        if ipam and teardown_flag(args, "ipMasq"):
             # Rules are found by attachment identity, so a vanished netns (addrs None) still
             # gets its rules removed; the reference leaks them then (plugins#810).
-            teardown_masq(args, conf.ip_masq_backend, addrs)
+            teardown_masq(args, teardown_masq_backend(args), addrs)
 
     def check(self, args: CmdArgs) -> None:
         conf = BridgeConfig.load(args, with_mac=False)
@@ -362,8 +366,8 @@ class Bridge(Plugin):
             ipam_status(args, conf.ipam_type)
 
     def gc(self, args: CmdArgs) -> None:
-        conf = BridgeConfig.load(args, with_mac=False)
-        gc_attachments(args, conf.ipam_type, masquerade=conf.layer3)
+        ipam = ipam_type(args, strict=False)
+        gc_attachments(args, ipam, masquerade=bool(ipam))
 
 
 main = Bridge.main

@@ -97,6 +97,28 @@ class HostDeviceConfig:
                                        "configure the container's addresses with ipam")
         return conf
 
+    @classmethod
+    def load_for_teardown(cls, args: CmdArgs) -> HostDeviceConfig:
+        """What DEL and GC read: the record directory, IPAM, and a PCI address for the DPDK
+        test. ADD's rules (a device must be named, hwaddr's form, ...) do not apply, and a
+        value that does not fit is left out: ADD refused it, so nothing depends on it."""
+        raw = args.conf.raw
+
+        def text(value: Any) -> str:
+            return value if isinstance(value, str) else ""
+
+        def name(value: Any) -> str:  # a sysfs path component
+            return value if isinstance(value, str) and "/" not in value else ""
+
+        data_dir = raw.get("dataDir")
+        # The other selectors only tell the DPDK test that a netdev was asked for.
+        return cls(device=text(raw.get("device")), hwaddr=text(raw.get("hwaddr")),
+                   kernelpath=text(raw.get("kernelpath")), pci=name(raw.get("pciBusID")),
+                   device_id=name(args.conf.runtime_config.get("deviceID")),
+                   ipam_type=ipam_type(args, strict=False),
+                   data_dir=data_dir if isinstance(data_dir, str) and data_dir
+                   else DEFAULT_DATA_DIR)
+
     def selector(self) -> hostdev.Selector:
         """Which device to take; ``deviceID`` decides between PCI and auxiliary device."""
         pci, aux = self.pci, ""
@@ -189,7 +211,7 @@ class HostDevice(Plugin):
         return result
 
     def delete(self, args: CmdArgs) -> None:
-        conf = HostDeviceConfig.load(args)
+        conf = HostDeviceConfig.load_for_teardown(args)
         if not conf.dpdk(strict=False):
             _return_device(args, conf)
         if conf.ipam_type:
@@ -212,7 +234,7 @@ class HostDevice(Plugin):
 
     def gc(self, args: CmdArgs) -> None:
         """IPAM GC, then drop this network's records of attachments that are gone."""
-        conf = HostDeviceConfig.load(args)
+        conf = HostDeviceConfig.load_for_teardown(args)
         gc_attachments(args, conf.ipam_type, masquerade=False)
         valid = valid_attachments(args.conf.raw)
         store = _store(conf)

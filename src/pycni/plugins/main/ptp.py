@@ -42,7 +42,9 @@ from ._common import (
     prev_result,
     run_with_rollback,
     setup_masq,
+    teardown_flag,
     teardown_masq,
+    teardown_masq_backend,
 )
 
 
@@ -124,12 +126,14 @@ class PTP(Plugin):
         return result
 
     def delete(self, args: CmdArgs) -> None:
-        conf = PTPConfig.load(args)
+        # ADD's rules (ptp needs an IPAM type) do not apply: without one there is no lease.
+        ipam = ipam_type(args, strict=False)
         addrs = delete_container_link(args)
-        ipam_del(args, conf.ipam_type)
-        if conf.ip_masq:
+        if ipam:
+            ipam_del(args, ipam)
+        if teardown_flag(args, "ipMasq"):
             # Found by attachment identity: no netns, no problem (the reference leaks them).
-            teardown_masq(args, conf.ip_masq_backend, addrs)
+            teardown_masq(args, teardown_masq_backend(args), addrs)
 
     def check(self, args: CmdArgs) -> None:
         conf = PTPConfig.load(args)
@@ -142,7 +146,7 @@ class PTP(Plugin):
         ipam_status(args, PTPConfig.load(args).ipam_type)
 
     def gc(self, args: CmdArgs) -> None:
-        gc_attachments(args, PTPConfig.load(args).ipam_type, masquerade=True)
+        gc_attachments(args, ipam_type(args, strict=False), masquerade=True)
 
 
 main = PTP.main

@@ -126,10 +126,11 @@ class Tap(Plugin):
         return result
 
     def delete(self, args: CmdArgs) -> None:
-        conf = TapConfig.load(args)
+        # MAC, owner and MTU rules are ADD's: the tap and the lease are found without them.
+        ipam = ipam_type(args, strict=False)
         delete_container_link(args)
-        if conf.ipam_type:
-            ipam_del(args, conf.ipam_type)
+        if ipam:
+            ipam_del(args, ipam)
 
     def check(self, args: CmdArgs) -> None:
         conf = TapConfig.load(args)
@@ -145,7 +146,7 @@ class Tap(Plugin):
             ipam_status(args, conf.ipam_type)
 
     def gc(self, args: CmdArgs) -> None:
-        gc_attachments(args, TapConfig.load(args).ipam_type, masquerade=False)
+        gc_attachments(args, ipam_type(args, strict=False), masquerade=False)
 
 
 main = Tap.main

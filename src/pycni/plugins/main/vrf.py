@@ -113,7 +113,13 @@ class VRF(Plugin):
         return run_with_rollback(attach)
 
     def delete(self, args: CmdArgs) -> None:
-        conf = VRFConfig.load(args)
+        # Only the VRF's name finds it; the table rules are ADD's.
+        name = args.conf.raw.get("vrfname")
+        try:
+            check_ifname(name if isinstance(name, str) else "", "vrfname")
+        except InvalidNetworkConfig:
+            return  # no VRF can have this name, so ADD made none
+        conf = VRFConfig(vrfname=name)
         if not args.netns:
             return
         try:
@@ -132,7 +138,7 @@ class VRF(Plugin):
         VRFConfig.load(args)
 
     def gc(self, args: CmdArgs) -> None:
-        VRFConfig.load(args)
+        """Nothing to collect: a VRF lives and dies with its container's namespace."""
 
 
 main = VRF.main

@@ -86,6 +86,19 @@ def _store(args: CmdArgs) -> RecordStore:
     return RecordStore(str(Path(data_dir) / args.conf.name))
 
 
+def _teardown_backend(args: CmdArgs) -> FirewallBackend | None:
+    """DEL's and GC's backend: the one named, whatever other options say; None for a name
+    that is no backend (ADD refused it, so it wrote no rules)."""
+    name = args.conf.raw.get("backend") or DEFAULT_BACKEND
+    return BACKENDS[name]() if isinstance(name, str) and name in BACKENDS else None
+
+
+def _teardown_store(args: CmdArgs) -> RecordStore:
+    data_dir = args.conf.raw.get("dataDir")
+    return RecordStore(str(Path(data_dir if isinstance(data_dir, str) and data_dir
+                                else DEFAULT_DATA_DIR) / args.conf.name))
+
+
 def _load(path: Path) -> Attachment | None:
     record = RecordStore.load(path)
     try:
@@ -114,13 +127,21 @@ class Firewall(Plugin):
         return prev
 
     def delete(self, args: CmdArgs) -> None:
-        backend = _backend(args)
-        store = _store(args)
+        # ADD's rules about options (firewalld, options of the other backend, the ingress
+        # policy) do not apply: the backend named and the attachment are all DEL needs.
+        backend = _teardown_backend(args)
+        store = _teardown_store(args)
         path = store.path(args.container_id, args.ifname)
         prev = args.conf.prev_result
         # prevResult names the addresses; without it, the record ADD left does.
-        att = _attachment(args, prev) if prev is not None else _load(path)
-        if att is not None:
+        att = None
+        if prev is not None:
+            try:
+                att = _attachment(args, prev)
+            except InvalidNetworkConfig:
+                att = None
+        att = att or _load(path)
+        if att is not None and backend is not None:
             backend.delete(att)
         RecordStore.remove(path)
         store.prune()
@@ -136,14 +157,14 @@ class Firewall(Plugin):
             raise PluginNotAvailable(reason)
 
     def gc(self, args: CmdArgs) -> None:
-        backend = _backend(args)
+        backend = _teardown_backend(args)
         valid = valid_attachments(args.conf.raw)
-        store = _store(args)
+        store = _teardown_store(args)
         for path in store.records():
             att = _load(path)
             if att is not None and (att.container_id, att.ifname) in valid:
                 continue
-            if att is not None:
+            if att is not None and backend is not None:
                 backend.delete(att)
             RecordStore.remove(path)
         store.prune()

@@ -261,8 +261,22 @@ class PortMap(Plugin):
     def delete(self, args: CmdArgs) -> None:
         # Runs even without mappings in the config: a runtime that leaves runtimeConfig out
         # of DEL (or a config edited since ADD) must not leak rules. Nothing is created here.
-        cfg = self._load(args)
         owner = Owner(args.conf.name, args.container_id, args.ifname)
+        try:
+            cfg = self._load(args)
+        except InvalidNetworkConfig as exc:
+            # ADD's rules (one backend's options with the other, bad mappings) cannot block
+            # a teardown: the rules are found by owner, so look in every backend there is.
+            log.warning("portmap: DEL with a config ADD refuses (%s); removing this "
+                        "attachment's rules from every backend", exc.msg)
+            for name, backend in BACKENDS.items():
+                if backend.available():
+                    try:
+                        backend().unforward(owner)
+                    except CNIError as err:
+                        log.warning("portmap: could not look for %s rules of %s: %s", name,
+                                    owner.container_id, err)
+            return
         BACKENDS[cfg.backend]().unforward(owner)
         if cfg.backend != "iptables" and "backend" not in args.conf.raw:
             self._unforward_reference(owner)
@@ -293,8 +307,14 @@ class PortMap(Plugin):
             BACKENDS[cfg.backend]().check(specs)
 
     def gc(self, args: CmdArgs) -> None:
-        cfg = self._load(args)
-        BACKENDS[cfg.backend]().gc(args.conf.name, frozenset(valid_attachments(args.conf.raw)))
+        valid = frozenset(valid_attachments(args.conf.raw))
+        try:
+            names = [self._load(args).backend]
+        except InvalidNetworkConfig:
+            # As for DEL: rules are found by network and owner, in whichever backend.
+            names = [name for name, backend in BACKENDS.items() if backend.available()]
+        for name in names:
+            BACKENDS[name]().gc(args.conf.name, valid)
 
 
 main = PortMap.main

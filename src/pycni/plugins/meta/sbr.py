@@ -63,7 +63,12 @@ class Sbr(Plugin):
         return prev
 
     def delete(self, args: CmdArgs) -> None:
-        table = _table(args)
+        try:
+            table = _table(args)
+        except InvalidNetworkConfig:
+            # ADD refused it, so no rule points there; and a reserved table (main!) must
+            # never be flushed or have its rules removed.
+            table = None
         prev = args.conf.prev_result
         known = [str(ipc.address.ip) for ipc in prev.ips] if prev is not None else []
         try:

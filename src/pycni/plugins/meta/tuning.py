@@ -163,6 +163,14 @@ def _store(conf: TuningConfig) -> RecordStore:
     return RecordStore(conf.data_dir)
 
 
+def _teardown_store(args: CmdArgs) -> RecordStore:
+    """The backups' directory for DEL and GC, which read no other key (a ``dataDir`` that
+    is not a string means the default: ADD refused it)."""
+    data_dir = args.conf.raw.get("dataDir")
+    return RecordStore(data_dir if isinstance(data_dir, str) and data_dir
+                       else DEFAULT_DATA_DIR)
+
+
 def _save_backup(conf: TuningConfig, args: CmdArgs, current: la.LinkAttrs) -> None:
     # "network" is ours (the reference keeps only the attributes): GC uses it so one
     # network's GC never drops another network's backups.
@@ -234,8 +242,8 @@ class Tuning(Plugin):
         return prev
 
     def delete(self, args: CmdArgs) -> None:
-        conf = TuningConfig.load(args)
-        path = _store(conf).path(args.container_id, args.ifname)
+        # The backup says what to restore; of the config only its directory is needed.
+        path = _teardown_store(args).path(args.container_id, args.ifname)
         try:
             with enter_netns(args.netns) as ns:
                 ns.call(_restore_in_netns, path, args.ifname)
@@ -265,7 +273,7 @@ class Tuning(Plugin):
 
     def gc(self, args: CmdArgs) -> None:
         """Drop this network's backups of attachments that are gone."""
-        store = RecordStore(str_field(args.conf.raw, "dataDir") or DEFAULT_DATA_DIR)
+        store = _teardown_store(args)
         keep = {store.path(cid, ifname) for cid, ifname in valid_attachments(args.conf.raw)}
         for path in store.records():
             saved = RecordStore.load(path)
