@@ -114,9 +114,9 @@ class VRF(Plugin):
 
     def delete(self, args: CmdArgs) -> None:
         # Only the VRF's name finds it; the table rules are ADD's.
-        name = args.conf.raw.get("vrfname")
+        raw_name = args.conf.raw.get("vrfname")
         try:
-            check_ifname(name if isinstance(name, str) else "", "vrfname")
+            name = check_ifname(raw_name if isinstance(raw_name, str) else "", "vrfname")
         except InvalidNetworkConfig:
             return  # no VRF can have this name, so ADD made none
         conf = VRFConfig(vrfname=name)
