@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ._netns import (
         NetNS,
         NetNSNotFound,
+        NotANetNSError,
         create_netns,
         enter,
         list_netns,
@@ -65,6 +66,7 @@ _LAZY = {
     "LinkInfo": "links",
     "NetNS": "_netns",
     "NetNSNotFound": "_netns",
+    "NotANetNSError": "_netns",
     "RT_SCOPE_HOST": "_route",
     "RT_SCOPE_LINK": "_route",
     "RT_SCOPE_UNIVERSE": "_route",
@@ -122,6 +124,7 @@ __all__ = [
     "LinkInfo",
     "NetNS",
     "NetNSNotFound",
+    "NotANetNSError",
     "RouteInfo",
     "Veth",
     "add_address",
