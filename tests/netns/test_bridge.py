@@ -367,6 +367,17 @@ def test_rollback_after_ipam_releases_everything(host_ns: str, netns: str, netns
     assert "cni-br-iface-c2-eth0" not in ns_run(host_ns, "nft", "list", "ruleset").stdout
 
 
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+def test_rollback_when_the_result_cannot_be_written(host_ns: str, netns: str, tmp_path: Path,
+                                                    bridge: str, version: str) -> None:
+    # L2 only: no address, so no 0.1.0/0.2.0 result. The reference fails (999) and leaves
+    # the veth behind; the failed ADD must undo itself like any other.
+    failed = add(host_ns, netns, conf(tmp_path, bridge, version=version, ipam=None))
+    assert failed.json["code"] == 1
+    assert "eth0" not in links(netns)
+    assert [n for n in links(host_ns) if n.startswith("veth")] == []
+
+
 def test_existing_non_bridge_link_is_refused(host_ns: str, netns: str, tmp_path: Path) -> None:
     name = unique_name("v")
     ns_run(host_ns, "ip", "link", "add", name, "type", "veth", "peer", "name", name + "p",

@@ -245,7 +245,7 @@ class Bridge(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = BridgeConfig.load(args)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: BridgeConfig, rollback: Rollback) -> Result:
         br = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
