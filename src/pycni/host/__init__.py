@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     )
     from ._bridge import attach_port, bridge_problem, ensure_bridge, port_vlans, set_port_vlans
     from ._iface import check_iface_ips, check_routes, configure_iface
+    from ._netfilter import NETFILTER_BACKENDS, netfilter_backend
     from ._netns import (
         NetNS,
         NetNSNotFound,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "AddrInfo": "_addr",
     "LinkInfo": "links",
+    "NETFILTER_BACKENDS": "_netfilter",
     "NetNS": "_netns",
     "NetNSNotFound": "_netns",
     "NotANetNSError": "_netns",
@@ -96,6 +98,7 @@ _LAZY = {
     "list_links": "links",
     "list_netns": "_netns",
     "list_routes": "_route",
+    "netfilter_backend": "_netfilter",
     "netns_path": "_netns",
     "open_netns": "_netns",
     "port_vlans": "_bridge",
@@ -117,6 +120,7 @@ _LAZY = {
 
 
 __all__ = [
+    "NETFILTER_BACKENDS",
     "RT_SCOPE_HOST",
     "RT_SCOPE_LINK",
     "RT_SCOPE_UNIVERSE",
@@ -152,6 +156,7 @@ __all__ = [
     "list_links",
     "list_netns",
     "list_routes",
+    "netfilter_backend",
     "netns_path",
     "open_netns",
     "port_vlans",
