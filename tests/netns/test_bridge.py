@@ -378,6 +378,34 @@ def test_rollback_when_the_result_cannot_be_written(host_ns: str, netns: str, tm
     assert [n for n in links(host_ns) if n.startswith("veth")] == []
 
 
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_rollback_after_masquerade_removes_its_rules(host_ns: str, netns: str, tmp_path: Path,
+                                                     bridge: str, backend: str, *,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # A failure after the last step of ADD (the masquerade rules are written by then): the
+    # masquerade undo runs with the others.
+    from pycni.plugins.main import bridge as bridge_plugin
+    from pycni.spec import KernelError
+
+    def fail(*_: object) -> None:
+        raise KernelError("pyt: injected failure after masquerade")
+
+    monkeypatch.setattr(bridge_plugin, "apply_dns", fail)
+    config = conf(tmp_path, bridge, isGateway=True, ipMasq=True, ipMasqBackend=backend)
+    failed = add(host_ns, netns, config)
+    assert failed.json["msg"] == "pyt: injected failure after masquerade"
+    assert 'id: \\"c1\\"' not in nat_rules(host_ns)
+    assert "net: pytnet, if: eth0, id: c1" not in ns_run(host_ns, "nft", "list",
+                                                         "ruleset").stdout
+    assert "eth0" not in links(netns)
+    assert leases(tmp_path) == set()
+    monkeypatch.undo()
+    add(host_ns, netns, config).ok()  # and that masquerade is seen, so the check can fail
+    assert ('id: \\"c1\\"' in nat_rules(host_ns)) == (backend == "iptables")
+    assert ("net: pytnet, if: eth0, id: c1" in ns_run(host_ns, "nft", "list", "ruleset").stdout) \
+        == (backend == "nftables")
+
+
 def test_existing_non_bridge_link_is_refused(host_ns: str, netns: str, tmp_path: Path) -> None:
     name = unique_name("v")
     ns_run(host_ns, "ip", "link", "add", name, "type", "veth", "peer", "name", name + "p",
