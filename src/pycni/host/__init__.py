@@ -24,7 +24,15 @@ if TYPE_CHECKING:
         list_addresses,
         settle_addresses,
     )
-    from ._bridge import attach_port, bridge_problem, ensure_bridge, port_vlans, set_port_vlans
+    from ._bridge import (
+        attach_port,
+        bridge_ports,
+        bridge_problem,
+        ensure_bridge,
+        port_vlans,
+        set_port_vlans,
+        vlan_users,
+    )
     from ._iface import check_iface_ips, check_routes, configure_iface
     from ._netfilter import NETFILTER_BACKENDS, netfilter_backend
     from ._netns import (
@@ -77,6 +85,7 @@ _LAZY = {
     "add_address": "_addr",
     "add_route": "_route",
     "attach_port": "_bridge",
+    "bridge_ports": "_bridge",
     "bridge_problem": "_bridge",
     "check_iface_ips": "_iface",
     "check_routes": "_iface",
@@ -115,6 +124,7 @@ _LAZY = {
     "sysctl_set": "_sysctl",
     "sysctl_try_set": "_sysctl",
     "teardown_spoofcheck": "_spoofcheck",
+    "vlan_users": "_bridge",
     "wait_oper_up": "links",
 }
 
@@ -134,6 +144,7 @@ __all__ = [
     "add_address",
     "add_route",
     "attach_port",
+    "bridge_ports",
     "bridge_problem",
     "check_iface_ips",
     "check_routes",
@@ -173,6 +184,7 @@ __all__ = [
     "sysctl_set",
     "sysctl_try_set",
     "teardown_spoofcheck",
+    "vlan_users",
     "wait_oper_up",
 ]
 
