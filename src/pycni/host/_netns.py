@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..spec import CNIError, ErrorCode, KernelError, UnknownContainer
+from ..spec import CNIError, InternalError, KernelError, UnknownContainer
 from .links import reuse_sockets
 
 T = TypeVar("T")
@@ -42,13 +42,11 @@ class NetNSNotFound(UnknownContainer):
     """The network namespace is gone: its path does not exist, or is an unmounted mount point."""
 
 
-class NotANetNSError(CNIError):
+class NotANetNSError(InternalError):
     """The path exists but is not a network namespace (a caller error, not a gone netns).
 
-    Code 999, as the reference plugins report it ("unknown FS magic").
+    Code 999 (an InternalError), as the reference plugins report it ("unknown FS magic").
     """
-
-    default_code = ErrorCode.INTERNAL
 
 
 # ioctl(NS_GET_NSTYPE) = _IO(0xb7, 0x3): only nsfs files answer it, with their CLONE_NEW* type.
