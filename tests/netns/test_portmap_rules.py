@@ -130,9 +130,36 @@ def test_default_backend_del_removes_the_references_iptables_rules(go_plugins: s
         assert not any("CNI-DN-" in line for line in nat(host))
 
 
-def test_nftables_layout(host_ns: str) -> None:
-    """The default backend writes the cni_hostport tables; DEL empties their rule chains."""
+def test_default_backend_writes_the_references_iptables_layout(host_ns: str) -> None:
+    """Without "backend" (and with the iptables tools here) ADD writes what the reference's
+    portmap writes: CNI-HOSTPORT-DNAT jumping to a CNI-DN-<hash> chain; no nftables table."""
     assert ours(host_ns, "ADD", conf(BASIC))[0] == 0
+    rules = nat(host_ns)
+    for tool in ("iptables-save", "ip6tables-save"):
+        assert f"{tool}: :CNI-HOSTPORT-DNAT - " in rules
+        assert f"{tool}: -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT" \
+            in rules
+        assert any(line.startswith(f"{tool}: -A CNI-HOSTPORT-DNAT ") and "-j CNI-DN-" in line
+                   for line in rules)
+    assert any("--dport 8080 -j DNAT --to-destination 10.88.0.5:80" in line for line in rules)
+    assert not [item for item in nft_ruleset(host_ns)
+                if item.get("table", {}).get("name") == "cni_hostport"]
+    assert ours(host_ns, "CHECK", conf(BASIC))[0] == 0
+    assert ours(host_ns, "DEL", conf(BASIC, prev=False))[0] == 0
+    assert not any("CNI-DN-" in line for line in nat(host_ns))
+
+
+def test_default_backend_del_removes_nftables_rules_of_older_pycni(host_ns: str) -> None:
+    """pycni used to default to nftables: DEL without "backend" still finds those rules."""
+    assert ours(host_ns, "ADD", {**conf(BASIC), "backend": "nftables"})[0] == 0
+    assert ours(host_ns, "DEL", conf(BASIC, prev=False))[0] == 0
+    left = [item["rule"] for item in nft_ruleset(host_ns) if "rule" in item]
+    assert all(r["chain"] in ("prerouting", "output") for r in left)
+
+
+def test_nftables_layout(host_ns: str) -> None:
+    """The nftables backend writes the cni_hostport tables; DEL empties their rule chains."""
+    assert ours(host_ns, "ADD", {**conf(BASIC), "backend": "nftables"})[0] == 0
     rules = [item["rule"] for item in nft_ruleset(host_ns) if "rule" in item]
     by_chain: dict[tuple[str, str], int] = {}
     for rule in rules:
@@ -147,7 +174,7 @@ def test_nftables_layout(host_ns: str) -> None:
     }
     owned = {r.get("comment") for r in rules if r["chain"] not in ("prerouting", "output")}
     assert owned == {"pytnet/eth0/cid1"}
-    assert ours(host_ns, "DEL", conf(BASIC, prev=False))[0] == 0
+    assert ours(host_ns, "DEL", {**conf(BASIC, prev=False), "backend": "nftables"})[0] == 0
     left = [item["rule"] for item in nft_ruleset(host_ns) if "rule" in item]
     assert all(r["chain"] in ("prerouting", "output") for r in left)
 
@@ -180,7 +207,7 @@ def test_container_keys_in_any_case_and_default_protocol(host_ns: str) -> None:
     """containerd's HostPort/ContainerPort/Protocol: "TCP"; a missing protocol is tcp."""
     mappings = [{"HostPort": 8080, "ContainerPort": 80, "Protocol": "TCP", "HostIP": ""},
                 {"hostport": 8081, "containerport": 81}]
-    assert ours(host_ns, "ADD", conf(mappings))[0] == 0
+    assert ours(host_ns, "ADD", conf(mappings, backend="nftables"))[0] == 0
     text = ns_run(host_ns, "nft", "list", "chain", "ip", "cni_hostport", "hostports").stdout
     assert "tcp dport 8080 dnat to 10.88.0.5:80" in text
     assert "tcp dport 8081 dnat to 10.88.0.5:81" in text
@@ -195,7 +222,7 @@ def test_backend_is_inferred_from_iptables_only_options(host_ns: str) -> None:
 
 def test_only_the_sandbox_interface_addresses_are_mapped(host_ns: str) -> None:
     """The bridge's own 10.88.0.1 (interface 0, no sandbox) is skipped, as upstream does."""
-    assert ours(host_ns, "ADD", conf(BASIC[:1]))[0] == 0
+    assert ours(host_ns, "ADD", conf(BASIC[:1], backend="nftables"))[0] == 0
     text = ns_run(host_ns, "nft", "list", "table", "ip", "cni_hostport").stdout
     assert "10.88.0.5:80" in text
     assert "10.88.0.1" not in text

@@ -11,7 +11,7 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ... import host
 from ...host import NetNSNotFound, masq
@@ -29,8 +29,6 @@ from ...spec import (
 )
 from ...spec._result import IPInterface
 from .._fields import valid_attachments
-
-T = TypeVar("T")
 
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 
@@ -193,11 +191,17 @@ class Rollback:
 
 
 
-def run_with_rollback(add: Callable[[Rollback], T]) -> T:
-    """Run ``add(rollback)``; if it raises, undo what it recorded before re-raising."""
+def run_with_rollback(args: CmdArgs, add: Callable[[Rollback], Result]) -> Result:
+    """Run ``add(rollback)``; if it raises, undo what it recorded before re-raising.
+
+    The result is also written in the config's ``cniVersion`` here, where a failure can still
+    be undone: a result without an address has no 0.1.0/0.2.0 form (IncompatibleCNIVersion),
+    and the runtime would never learn of the interface ADD made.
+    """
     rollback = Rollback()
     try:
         result = add(rollback)
+        result.to_json(args.conf.cni_version)
     except BaseException:
         rollback.run()
         raise

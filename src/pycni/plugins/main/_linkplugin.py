@@ -127,7 +127,7 @@ class SubLinkPlugin(Plugin):
     def add(self, args: CmdArgs) -> Result:
         conf = self.load(args, resolve=True)
         self.require_ipam(conf)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _create(self, args: CmdArgs, conf: LinkConf, ns: host.NetNS) -> str:
         """The new link's temporary name, already in the container."""

@@ -25,6 +25,7 @@ and the lease before it returns, and DEL removes masquerade rules even when the 
 from __future__ import annotations
 
 import ipaddress
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,7 +208,20 @@ def _setup_host_port(peer: str, bridge: str, conf: BridgeConfig, vlan: int) -> N
                             remove_default=not conf.preserve_default_vlan)
 
 
-def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback) -> host.LinkInfo:
+def _delete_unused_vlan_gateway(conf: BridgeConfig, name: str, gw_port: str,
+                                own_port: str) -> None:
+    """Undo of :func:`_ensure_vlan_interface`: the gateway this ADD made, unless another
+    attachment's port joined its VLAN meanwhile (an ADD that found it made uses it)."""
+    users = host.vlan_users(conf.bridge, conf.vlan, exclude=frozenset({gw_port, own_port}))
+    if users:
+        print(f"pycni: rollback: keeping vlan gateway {name}: vlan {conf.vlan} is used by "
+              f"{', '.join(users)}", file=sys.stderr)
+        return
+    host.delete_link(name)
+
+
+def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback,
+                           own_port: str) -> host.LinkInfo:
     """The ``<bridge>.<vlan>`` veth whose peer is an access port: the VLAN's gateway."""
     name = f"{conf.bridge}.{conf.vlan}"
     if len(name.encode()) > IFNAME_MAX:
@@ -218,7 +232,8 @@ def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback) -> host.LinkI
         return existing
     with host.current_netns_fd() as fd:
         veth = host.create_veth(name, fd, mtu=conf.mtu)
-    rollback.push(f"delete vlan gateway {name}", host.delete_link, name)
+    rollback.push(f"delete vlan gateway {name}", _delete_unused_vlan_gateway, conf, name,
+                  veth.peer_name, own_port)
     _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
     host.links.set_up(name)
     return host.require_link(name)
@@ -244,7 +259,7 @@ class Bridge(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = BridgeConfig.load(args)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: BridgeConfig, rollback: Rollback) -> Result:
         br = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
@@ -287,7 +302,7 @@ class Bridge(Plugin):
                 if not gws[family]:
                     continue
                 if conf.vlan:
-                    target = _ensure_vlan_interface(conf, rollback)
+                    target = _ensure_vlan_interface(conf, rollback, result.interfaces[1].name)
                     if all(i.name != target.name for i in result.interfaces):
                         result.interfaces.append(Interface(name=target.name, mac=target.mac))
                     mac = target.mac

@@ -190,7 +190,7 @@ class HostDevice(Plugin):
         if conf.dpdk(strict=True):
             # Nothing to move and nothing to address: the device belongs to a DPDK app.
             return Result()
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: HostDeviceConfig, rollback: Rollback) -> Result:
         sel = conf.selector()

@@ -100,7 +100,7 @@ class PTP(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = PTPConfig.load(args)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: PTPConfig, rollback: Rollback) -> Result:
         result = ipam_add(args, conf.ipam_type)

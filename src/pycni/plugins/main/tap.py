@@ -110,7 +110,7 @@ class Tap(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = TapConfig.load(args)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: TapConfig, rollback: Rollback) -> Result:
         with enter_netns(args.netns) as ns:

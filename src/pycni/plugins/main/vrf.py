@@ -110,7 +110,7 @@ class VRF(Plugin):
                 ns.call(_attach, conf, args.ifname, rollback, args.netns)
             return result
 
-        return run_with_rollback(attach)
+        return run_with_rollback(args, attach)
 
     def delete(self, args: CmdArgs) -> None:
         # Only the VRF's name finds it; the table rules are ADD's.

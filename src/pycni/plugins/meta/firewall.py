@@ -6,7 +6,8 @@ Example config (chained after bridge)::
      "iptablesAdminChainName": "CNI-ADMIN"}
 
 ``backend`` is ``iptables`` (the default, as the reference picks when firewalld is not
-running) or ``nftables`` (ours); ``firewalld`` is not supported. ``ingressPolicy``:
+running; ``nftables`` when the iptables tools are missing) or ``nftables`` (ours);
+``firewalld`` is not supported. ``ingressPolicy``:
 
 * ``open`` (default): no restriction;
 * ``same-bridge``: the reference's CNI-ISOLATION-STAGE-1/2 chains: traffic from one
@@ -25,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from ...host import netfilter_backend
 from ...host.firewall import (
     BACKENDS,
     POLICIES,
@@ -39,12 +41,11 @@ from .._fields import require_prev_result, str_field, valid_attachments
 from ._state import RecordStore
 
 DEFAULT_DATA_DIR = "/var/lib/cni/firewall"
-DEFAULT_BACKEND = "iptables"
 
 
 def _backend(args: CmdArgs) -> FirewallBackend:
     raw = args.conf.raw
-    name = str_field(raw, "backend") or DEFAULT_BACKEND
+    name = netfilter_backend(str_field(raw, "backend"))
     if name == "firewalld":
         raise InvalidNetworkConfig('backend "firewalld" is not supported by pycni',
                                    'use "iptables" or "nftables"')

@@ -19,7 +19,8 @@ DEL finds the rules by network, container id and ifname (no prevResult needed); 
 verifies them; GC (cniVersion 1.1.0) removes those of attachments not in
 ``cni.dev/valid-attachments``.
 
-Backends (``backend``): ``nftables`` (default) or ``iptables``. ``markMasqBit`` and
+Backends (``backend``): ``iptables`` (the default, as the reference's, when the iptables tools
+are installed; else ``nftables``) or ``nftables``. ``markMasqBit`` and
 ``externalSetMarkChain`` only exist for iptables; ``conditionsV4``/``conditionsV6`` are
 iptables matches (``["!", "-d", "192.0.2.0/24"]``) or nftables ones
 (``["ip", "saddr", "!=", "192.0.2.0/24"]``), parsed by the backend (the grammar is in
@@ -34,6 +35,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ...host import netfilter_backend
 from ...host import portmap as host_portmap
 from ...host.portmap import BACKENDS, IPInterface, Owner, PortMapping, PortMapSpec
 from ...skel import CmdArgs, Plugin
@@ -44,7 +46,6 @@ log = logging.getLogger("pycni.portmap")
 
 #: Kubernetes uses mark bits 14 and 15, Calico 20-31 (the reference plugin's default).
 DEFAULT_MARK_BIT = 13
-DEFAULT_BACKEND = "nftables"
 _IPTABLES_ONLY = ("markMasqBit", "externalSetMarkChain")
 
 
@@ -154,7 +155,8 @@ class PortMapConfig:
                     "config mixes iptables-only options "
                     f"({', '.join(wants['iptables'])}) and nftables conditions "
                     f"({', '.join(wants['nftables'])}); set \"backend\"")
-            backend = next((b for b in ("iptables", "nftables") if wants[b]), _default_backend())
+            backend = next((b for b in ("iptables", "nftables") if wants[b]),
+                           netfilter_backend())
         other = "iptables" if backend == "nftables" else "nftables"
         if wants[other]:
             raise InvalidNetworkConfig(
@@ -172,12 +174,6 @@ class PortMapConfig:
             conditions_v6=cond6,
             mappings=parse_mappings(runtime_config),
         )
-
-
-def _default_backend() -> str:
-    if not BACKENDS["nftables"].available() and BACKENDS["iptables"].available():
-        return "iptables"
-    return DEFAULT_BACKEND
 
 
 def container_addresses(result: Result, ifname: str) -> list[IPInterface]:
@@ -278,21 +274,23 @@ class PortMap(Plugin):
                                     owner.container_id, err)
             return
         BACKENDS[cfg.backend]().unforward(owner)
-        if cfg.backend != "iptables" and "backend" not in args.conf.raw:
-            self._unforward_reference(owner)
+        if "backend" not in args.conf.raw:
+            self._unforward_other("nftables" if cfg.backend == "iptables" else "iptables",
+                                  owner)
         self._flush_udp(cfg, [4, 6])
 
     @staticmethod
-    def _unforward_reference(owner: Owner) -> None:
-        """The reference plugin writes iptables rules when no backend is named: a node that
-        switched to pycni with containers running (podman, containerd) must not keep their
-        DNAT rules. Read-only when there are none; best effort, DEL must succeed."""
-        if not BACKENDS["iptables"].available():
+    def _unforward_other(backend: str, owner: Owner) -> None:
+        """Without ``backend`` the rules may be another backend's: the reference's iptables
+        on a node that switched to pycni with containers running, or nftables, which older
+        pycni wrote by default. They must not outlive the container. Read-only when there
+        are none; best effort, DEL must succeed."""
+        if not BACKENDS[backend].available():
             return
         try:
-            BACKENDS["iptables"]().unforward(owner)
+            BACKENDS[backend]().unforward(owner)
         except CNIError as exc:
-            log.warning("portmap: could not look for iptables rules of %s: %s",
+            log.warning("portmap: could not look for %s rules of %s: %s", backend,
                         owner.container_id, exc)
 
     def check(self, args: CmdArgs) -> None:
