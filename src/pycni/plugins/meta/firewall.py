@@ -90,8 +90,9 @@ def _store(args: CmdArgs) -> RecordStore:
 def _teardown_backend(args: CmdArgs) -> FirewallBackend | None:
     """DEL's and GC's backend: the one named, whatever other options say; None for a name
     that is no backend (ADD refused it, so it wrote no rules)."""
-    name = args.conf.raw.get("backend") or DEFAULT_BACKEND
-    return BACKENDS[name]() if isinstance(name, str) and name in BACKENDS else None
+    configured = args.conf.raw.get("backend")
+    name = netfilter_backend(configured if isinstance(configured, str) else None)
+    return BACKENDS[name]() if name in BACKENDS else None
 
 
 def _teardown_store(args: CmdArgs) -> RecordStore:
