@@ -248,12 +248,15 @@ def test_only_the_sandbox_interface_addresses_are_mapped(host_ns: str) -> None:
 ])
 def test_bad_config_is_error_7(host_ns: str, extra: dict[str, Any],
                                mappings: list[dict[str, Any]], needle: str) -> None:
-    for command in ("ADD", "DEL", "CHECK"):
+    for command in ("ADD", "CHECK"):
         status, out = ours(host_ns, command, conf(mappings, **extra))
         assert status == 1
         assert out["code"] == 7
         assert needle in out["msg"]
+    # DEL enforces none of ADD's rules: it finds whatever rules the attachment has (none).
+    assert ours(host_ns, "DEL", conf(mappings, **extra))[0] == 0
     assert nft_ruleset(host_ns) == [item for item in nft_ruleset(host_ns) if "metainfo" in item]
+    assert not [line for line in nat(host_ns) if "CNI-" in line]
 
 
 def test_add_without_prev_result_is_an_error(host_ns: str) -> None:
