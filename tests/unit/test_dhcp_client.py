@@ -373,6 +373,28 @@ def test_daemon_gc_releases_attachments_not_valid(daemon: DhcpDaemon, server: Fa
     assert len(server.of_type(p.RELEASE)) == 1
 
 
+def test_daemon_gc_reads_the_legacy_attachments_key(daemon: DhcpDaemon, server: FakeServer,
+                                                   pod: str) -> None:
+    """GC stdin with only ``cni.dev/attachments`` (the spec's first spelling) keeps those."""
+    daemon.handle(_req("ADD", pod, cid="keep"))
+    daemon.handle(_req("ADD", pod, cid="drop"))
+    valid = [{"containerID": "keep", "ifname": "eth0"}]
+    assert daemon.handle(_req("GC", "", **{"cni.dev/attachments": valid})) == {}
+    assert [lease["containerID"] for lease in daemon.leases()] == ["keep"]
+    assert len(server.of_type(p.RELEASE)) == 1
+
+
+def test_daemon_gc_without_attachments_is_an_error(daemon: DhcpDaemon, server: FakeServer,
+                                                    pod: str) -> None:
+    """A GC that names no valid attachments releases nothing: "nothing is valid" is unsafe."""
+    daemon.handle(_req("ADD", pod))
+    with pytest.raises(CNIError, match=r"cni\.dev/valid-attachments") as err:
+        daemon.handle(_req("GC", ""))
+    assert err.value.code == 7
+    assert len(daemon.leases()) == 1
+    assert not server.of_type(p.RELEASE)
+
+
 def test_daemon_restart_keeps_the_lease(tmp_path: Path, server: FakeServer, pod: str) -> None:
     d1 = _daemon(tmp_path, server)
     result = d1.handle(_req("ADD", pod))["result"]

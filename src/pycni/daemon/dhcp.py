@@ -10,7 +10,8 @@ a root-only unix socket (default ``/run/cni/dhcp.sock``); the daemon:
 - DEL: stops keeping the lease and sends DHCPRELEASE; no lease is success;
 - CHECK: fails if the attachment holds no lease, or its lease expired;
 - STATUS: answers; LimitedConnectivity (51) when leases of the network expired;
-- GC: releases the network's leases whose attachment is not in ``cni.dev/valid-attachments``.
+- GC: releases the network's leases whose attachment is not in ``cni.dev/valid-attachments``
+  (or the older ``cni.dev/attachments``); a GC without either list is an error.
 
 Leases are stored (:class:`~pycni.ipam.dhcp.LeaseStore`) so a restarted daemon keeps
 renewing them. On shutdown the daemon stops renewing but releases nothing: the leases run
@@ -66,6 +67,7 @@ from ..spec import (
     NetworkConfig,
     UnknownContainer,
     decode_json_object,
+    valid_attachments,
 )
 
 log = logging.getLogger("pycni.dhcp")
@@ -98,21 +100,6 @@ def _lenient_cni_args(value: str) -> dict[str, str]:
         if sep:
             out[key] = val
     return out
-
-
-def _valid_attachments(conf: NetworkConfig) -> set[tuple[str, str]]:
-    raw = conf.raw.get("cni.dev/valid-attachments")
-    if raw is None:
-        raw = []
-    if not isinstance(raw, list):
-        raise InvalidNetworkConfig('invalid "cni.dev/valid-attachments": expected a list')
-    valid: set[tuple[str, str]] = set()
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
-            raise InvalidNetworkConfig(f'invalid "cni.dev/valid-attachments[{i}]": expected '
-                                       '{"containerID", "ifname"}')
-        valid.add((item["containerID"], str(item.get("ifname", ""))))
-    return valid
 
 
 class DhcpDaemon:
@@ -405,7 +392,7 @@ class DhcpDaemon:
                 f"no DHCP server renewed: {names}")
 
     def _gc(self, conf: NetworkConfig) -> None:
-        valid = _valid_attachments(conf)
+        valid = valid_attachments(conf.raw)
         with self._table:
             stale = [k for k in self._keepers.values()
                      if k.attachment.network == conf.name

@@ -8,6 +8,7 @@ from ._conflist import (
     NetworkConfigList,
     decode_config,
     derive_runtime_config,
+    valid_attachments,
 )
 from ._errors import (
     AddressExhausted,
@@ -82,5 +83,6 @@ __all__ = [
     "parse_ip",
     "parse_version",
     "require_supported",
+    "valid_attachments",
     "version_at_least",
 ]
