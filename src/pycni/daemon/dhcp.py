@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import tempfile
@@ -43,6 +42,7 @@ from typing import Any
 from ..ipam.dhcp import (
     DEFAULT_SOCKET_PATH,
     DEFAULT_STATE_DIR,
+    MAX_MESSAGE,
     Attachment,
     DhcpClient,
     DhcpIpamConfig,
@@ -55,7 +55,6 @@ from ..ipam.dhcp import (
     State,
     Timing,
     error_reply,
-    read_all,
 )
 from ..spec import (
     CNIError,
@@ -65,17 +64,21 @@ from ..spec import (
     IOFailure,
     LimitedConnectivity,
     NetworkConfig,
+    TryAgainLater,
     UnknownContainer,
     decode_json_object,
     valid_attachments,
 )
+from ._intake import Intake, Limits, RequestError, send_nowait
 
 log = logging.getLogger("pycni.dhcp")
 
 #: systemd socket activation hands the listening socket over as fd 3.
 SD_LISTEN_FDS_START = 3
-#: How often the accept loop looks whether it should stop.
-_POLL = 0.2
+#: Seconds a plugin has to send its request (it writes it at once).
+REQUEST_TIMEOUT = 10.0
+#: Requests answered at once (each ADD may wait seconds for a server); more are code 11.
+MAX_HANDLERS = 128
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ class DhcpDaemon:
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._socket_file = ""
-        self._thread: threading.Thread | None = None
+        self._intake: Intake | None = None
+        self._handlers = threading.BoundedSemaphore(MAX_HANDLERS)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -130,16 +134,17 @@ class DhcpDaemon:
                 raise InvalidNetworkConfig(f"pidfile {self.options.pidfile!r} is not an "
                                            "absolute path")
             Path(self.options.pidfile).write_text(f"{os.getpid()}")
-        self._thread = threading.Thread(target=self._accept_loop, name="dhcp-daemon",
-                                        daemon=True)
-        self._thread.start()
+        limits = Limits(max_bytes=MAX_MESSAGE, deadline=REQUEST_TIMEOUT, root_only=True)
+        self._intake = Intake(self._listener, limits, name="dhcp-daemon", complete=None,
+                              on_request=self._take, on_error=self._refuse)
+        self._intake.start()
         log.info("DHCP daemon listening on %s", self._socket_file or "an activated socket")
 
     def close(self) -> None:
         """Stop serving and stop keeping leases (without releasing them: they are stored)."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._intake is not None:
+            self._intake.stop()
         if self._listener is not None:
             self._listener.close()
         if self._socket_file:
@@ -211,23 +216,31 @@ class DhcpDaemon:
         self._socket_file = str(path)
         return sock
 
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        while listener is not None and not self._stopping.is_set():
-            readable, _, _ = select.select([listener], [], [], _POLL)
-            if not readable:
-                continue
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._serve_connection, args=(conn,), daemon=True,
-                             name="dhcp-request").start()
+    @staticmethod
+    def _refuse(conn: socket.socket, error: RequestError) -> None:
+        send_nowait(conn, json.dumps(error_reply(IOFailure(f"DHCP daemon: {error}"))).encode())
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _take(self, conn: socket.socket, request: bytes) -> None:
+        """A whole request (on the intake thread): answer it on a thread of its own, as an
+        ADD waits for a DHCP server for seconds."""
+        if not self._handlers.acquire(blocking=False):
+            busy = TryAgainLater(f"DHCP daemon: {MAX_HANDLERS} requests are running")
+            send_nowait(conn, json.dumps(error_reply(busy)).encode())
+            conn.close()
+            return
+        try:
+            threading.Thread(target=self._serve_connection, args=(conn, request), daemon=True,
+                             name="dhcp-request").start()
+        except RuntimeError as exc:  # can't start new thread
+            self._handlers.release()
+            send_nowait(conn, json.dumps(error_reply(TryAgainLater(f"DHCP daemon: {exc}"))
+                                         ).encode())
+            conn.close()
+
+    def _serve_connection(self, conn: socket.socket, data: bytes) -> None:
         with conn:
             try:
-                request = decode_json_object(read_all(conn), "DHCP daemon request")
+                request = decode_json_object(data, "DHCP daemon request")
                 reply = self.handle(request)
             except CNIError as exc:
                 reply = error_reply(exc)
@@ -239,6 +252,8 @@ class DhcpDaemon:
                 conn.sendall(json.dumps(reply).encode())
             except OSError as exc:
                 log.info("could not answer a plugin: %s", exc)
+            finally:
+                self._handlers.release()
 
     # -- the lease table -------------------------------------------------------------------
 
