@@ -35,7 +35,8 @@ NotifyAccess=main
 Environment=MALLOC_ARENA_MAX=2
 ExecStart=@PYCNI@ agent --socket @SOCKET@ --metrics-address @METRICS@
 KillSignal=SIGTERM
-# The agent waits up to --grace (30 s) for in-flight calls after SIGTERM.
+# The agent waits up to --grace (30 s) for in-flight calls after SIGTERM, then up to
+# --rollback (8 s) for ADDs it cut off to be undone.
 TimeoutStopSec=40
 Restart=always
 RestartSec=1
