@@ -62,7 +62,8 @@ MAX_PART = 64 << 20
 #: The largest request the agent reads, framing included: a CNI config with its prevResult
 #: is a few kB, a large conflist entry well under 1 MiB.
 MAX_REQUEST = 4 << 20
-#: Seconds to connect to the agent's socket (a full listen backlog blocks connect()).
+#: Seconds to connect to the agent's socket (with a deadline set, connect() to a unix socket
+#: whose listen backlog is full fails at once instead of blocking).
 CONNECT_TIMEOUT = 5.0
 #: Seconds from connecting until the agent has acknowledged the whole request.
 ACK_TIMEOUT = 10.0
@@ -168,8 +169,8 @@ def _connect(path: str, timeout: float) -> _socket.socket | None:
     try:
         sock.connect(path)
     except OSError:
-        # Missing socket, refused (agent stopped or stopping), permission, or a backlog
-        # nobody drains within the deadline: run standalone.
+        # Missing socket, refused (agent stopped or stopping), permission, or a full
+        # backlog (nobody accepts): run standalone.
         sock.close()
         return None
     return sock

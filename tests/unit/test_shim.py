@@ -285,7 +285,7 @@ def test_agent_that_never_answers_is_try_again_later(
 
 
 def test_full_backlog_means_standalone(tmp_path: Path, sock_path: Path) -> None:
-    """connect() on a unix socket whose backlog is full blocks until the deadline."""
+    """Nobody accepts and the backlog is full: without a deadline connect() would block."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(sock_path))
         listener.listen(0)
