@@ -19,8 +19,13 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [[ ! -x .venv/bin/python ]]; then
-  python3 -m venv .venv
+# Debian's interpreter, not whatever `python3` is first on PATH (a pyenv or conda build may
+# lack venv, or be removed later and leave the venv pointing nowhere). python3-venv above
+# gives it the venv module.
+PYTHON=/usr/bin/python3
+if ! .venv/bin/python -c 'import sys' >/dev/null 2>&1; then
+  rm -rf .venv
+  "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'

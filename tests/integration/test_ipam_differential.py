@@ -226,3 +226,17 @@ def test_static_matches(version: str, extra: dict[str, Any], args: str) -> None:
     else:
         # Several addresses of one family cannot be written as a 0.2.0 result.
         assert version == "0.2.0"
+
+
+def test_100_kb_container_id_leases_are_shared(tmp_path: Path) -> None:
+    """The reference accepts a 100 KB container ID; each plugin releases the other's lease."""
+    long_id = "c" + "0123456789abcdef" * 6400
+    conf = host_local(tmp_path)
+    net_dir = tmp_path / "net1"
+    for adder, deleter in (("go", "py"), ("py", "go")):
+        status, _ = IMPLS[adder]("host-local", "ADD", conf, long_id)
+        assert status == 0
+        assert (net_dir / "10.1.0.2").read_bytes() == long_id.encode() + b"\r\neth0"
+        assert IMPLS[deleter]("host-local", "DEL", conf, long_id) == (0, None)
+        assert not (net_dir / "10.1.0.2").exists(), f"{deleter} did not release {adder}'s lease"
+        (net_dir / "last_reserved_ip.0").unlink()

@@ -161,3 +161,79 @@ def test_zero_limits_pass_result_through(host_ns: str, netns: str,
 def test_del_when_netns_is_gone(host_ns: str) -> None:
     conf = chained(_bw(ingressRate=RATE, ingressBurst=BURST), None)
     ours(host_ns, "bandwidth", "DEL", conf, cid="gone", netns="/run/netns/pyt-gone")
+
+
+KUBELET_UNLIMITED = 2**31 - 1  # math.MaxInt32 bits: kubelet's and containerd's "no limit"
+
+
+@pytest.mark.parametrize("rate", [1_000_000, 100_000_000])
+def test_kubelet_unlimited_burst(host_ns: str, netns: str,
+                                 pods: tuple[dict[str, Any], dict[str, Any]], rate: int) -> None:
+    # At 1 Mbit/s the bucket for 256 MiB is longer than the kernel's 32-bit tick field:
+    # it is clamped to the longest one (the reference's uint32 arithmetic wraps instead).
+    a, _ = pods
+    conf = chained({"type": "bandwidth", "capabilities": {"bandwidth": True},
+                    "runtimeConfig": {"bandwidth": {
+                        "ingressRate": rate, "ingressBurst": KUBELET_UNLIMITED,
+                        "egressRate": rate, "egressBurst": KUBELET_UNLIMITED}}}, a)
+    out = ours(host_ns, "bandwidth", "ADD", conf, cid="a", netns=netns)
+    ifb = ifb_name("pytnet", "a")
+    for dev in (host_veth(a), ifb):
+        root = _root(host_ns, dev)
+        assert root["kind"] == "tbf"
+        assert root["options"]["rate"] == rate // 8
+    check = call_plugin(host_ns, "bandwidth", cni_env("CHECK", container_id="a", netns=netns),
+                        {**conf, "prevResult": out})
+    assert check.status == 0, check.stdout
+    ours(host_ns, "bandwidth", "DEL", conf, cid="a", netns=netns)
+    assert ns_run(host_ns, "ip", "link", "show", ifb).returncode != 0
+
+
+def test_rates_beyond_32_bits_match_reference(host_ns: str, netns: str, netns2: str,
+                                              pods: tuple[dict[str, Any], dict[str, Any]]
+                                              ) -> None:
+    # 1 Tbit/s is more bytes per second than tbf's 32-bit rate field: TCA_TBF_RATE64.
+    a, b = pods
+    limits = _bw(ingressRate=2**40, ingressBurst=KUBELET_UNLIMITED, egressRate=2**40,
+                 egressBurst=KUBELET_UNLIMITED)
+    mine = ours(host_ns, "bandwidth", "ADD", chained(limits, a), cid="a", netns=netns)
+    ref = theirs(host_ns, "bandwidth", "ADD", chained(limits, b), cid="b", netns=netns2)
+    assert _root(host_ns, host_veth(a)) == {**_root(host_ns, host_veth(b)),
+                                           "refcnt": _root(host_ns, host_veth(a))["refcnt"]}
+    assert (_root(host_ns, mine["interfaces"][-1]["name"])["options"]
+            == _root(host_ns, ref["interfaces"][-1]["name"])["options"])
+    check = call_plugin(host_ns, "bandwidth", cni_env("CHECK", container_id="a", netns=netns),
+                        chained(limits, mine))
+    assert check.status == 0, check.stdout
+
+
+@pytest.mark.parametrize("limits", [
+    {"ingressRate": RATE},  # ADD's rule: a rate needs a burst
+    {"egressBurst": BURST},
+    {"ingressRate": 10**30, "ingressBurst": BURST},
+    {"ingressRate": RATE, "ingressBurst": BURST, "shapedSubnets": ["10.0.0.0/8"],
+     "unshapedSubnets": ["10.1.0.0/16"]},
+])
+def test_del_needs_only_the_ifb_name(host_ns: str, netns: str,
+                                     pods: tuple[dict[str, Any], dict[str, Any]],
+                                     limits: dict[str, Any]) -> None:
+    a, _ = pods
+    ours(host_ns, "bandwidth", "ADD", chained(_bw(egressRate=RATE, egressBurst=BURST), a),
+         cid="a", netns=netns)
+    ifb = ifb_name("pytnet", "a")
+    assert ns_run(host_ns, "ip", "link", "show", ifb).returncode == 0
+    ours(host_ns, "bandwidth", "DEL", chained(_bw(**limits), a), cid="a", netns=netns)
+    assert ns_run(host_ns, "ip", "link", "show", ifb).returncode != 0
+
+
+def test_kubelet_unlimited_burst_with_shaped_subnets(
+        host_ns: str, netns: str, pods: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    a, _ = pods
+    conf = chained(_bw(ingressRate=1_000_000, ingressBurst=KUBELET_UNLIMITED,
+                       egressRate=2**40, egressBurst=KUBELET_UNLIMITED,
+                       shapedSubnets=["10.77.0.0/24"]), a)
+    out = ours(host_ns, "bandwidth", "ADD", conf, cid="a", netns=netns)
+    assert _root(host_ns, host_veth(a))["kind"] == "htb"
+    check = call_plugin(host_ns, "bandwidth", cni_env("CHECK", container_id="a", netns=netns),
+                        {**conf, "prevResult": out})
+    assert check.status == 0, check.stdout

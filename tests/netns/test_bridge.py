@@ -275,7 +275,7 @@ def test_macspoofchk(host_ns: str, netns: str, tmp_path: Path, bridge: str) -> N
     ({"vlanTrunk": [{"minID": 20, "maxID": 10}]}, "greater than maxID"),
     ({"vlanTrunk": [{"minID": 20}]}, "maxID is missing"),
     ({"vlanTrunk": [{"id": 4095}]}, "4095"),
-    ({"bridge": "a-much-too-long-bridge-name"}, "not a valid interface name"),
+    ({"bridge": "a-much-too-long-bridge-name"}, "at most 15"),
     ({"ipMasqBackend": "ebtables", "ipMasq": True}, "ipMasqBackend"),
 ])
 def test_config_errors(host_ns: str, netns: str, tmp_path: Path, bridge: str,
@@ -365,6 +365,103 @@ def test_rollback_after_ipam_releases_everything(host_ns: str, netns: str, netns
     assert leases(tmp_path) == set()
     assert 'id: \\"c2\\"' not in nat_rules(host_ns)
     assert "cni-br-iface-c2-eth0" not in ns_run(host_ns, "nft", "list", "ruleset").stdout
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+def test_rollback_when_the_result_cannot_be_written(host_ns: str, netns: str, tmp_path: Path,
+                                                    bridge: str, version: str) -> None:
+    # L2 only: no address, so no 0.1.0/0.2.0 result. The reference fails (999) and leaves
+    # the veth behind; the failed ADD must undo itself like any other.
+    failed = add(host_ns, netns, conf(tmp_path, bridge, version=version, ipam=None))
+    assert failed.json["code"] == 1
+    assert "eth0" not in links(netns)
+    assert [n for n in links(host_ns) if n.startswith("veth")] == []
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_rollback_after_masquerade_removes_its_rules(host_ns: str, netns: str, tmp_path: Path,
+                                                     bridge: str, backend: str, *,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # A failure after the last step of ADD (the masquerade rules are written by then): the
+    # masquerade undo runs with the others.
+    from pycni.plugins.main import bridge as bridge_plugin
+    from pycni.spec import KernelError
+
+    def fail(*_: object) -> None:
+        raise KernelError("pyt: injected failure after masquerade")
+
+    monkeypatch.setattr(bridge_plugin, "apply_dns", fail)
+    config = conf(tmp_path, bridge, isGateway=True, ipMasq=True, ipMasqBackend=backend)
+    failed = add(host_ns, netns, config)
+    assert failed.json["msg"] == "pyt: injected failure after masquerade"
+    assert 'id: \\"c1\\"' not in nat_rules(host_ns)
+    assert "net: pytnet, if: eth0, id: c1" not in ns_run(host_ns, "nft", "list",
+                                                         "ruleset").stdout
+    assert "eth0" not in links(netns)
+    assert leases(tmp_path) == set()
+    monkeypatch.undo()
+    add(host_ns, netns, config).ok()  # and that masquerade is seen, so the check can fail
+    assert ('id: \\"c1\\"' in nat_rules(host_ns)) == (backend == "iptables")
+    assert ("net: pytnet, if: eth0, id: c1" in ns_run(host_ns, "nft", "list", "ruleset").stdout) \
+        == (backend == "nftables")
+
+
+def test_failed_add_keeps_a_new_bridge_another_pod_joined(host_ns: str, netns: str,
+                                                         tmp_path: Path, bridge: str, *,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # ADD A creates the bridge and fails to configure it (VLAN filtering); meanwhile ADD B,
+    # which found the bridge, attached its port. A must not delete the bridge under B.
+    from pycni.host import _bridge
+    from pycni.spec import KernelError
+
+    other = unique_name("v")
+    real = _bridge._set_vlan_filtering
+
+    def concurrent_attach_then_fail(ipr: object, name: str) -> None:
+        ns_run(host_ns, "ip", "link", "add", other, "type", "veth", "peer", "name",
+               other + "p", check=True)
+        ns_run(host_ns, "ip", "link", "set", other, "master", name, check=True)
+        real(ipr, name)  # fails on kernels without bridge VLAN filtering
+        raise KernelError("pyt: injected vlan_filtering failure")
+
+    monkeypatch.setattr(_bridge, "_set_vlan_filtering", concurrent_attach_then_fail)
+    failed = add(host_ns, netns, conf(tmp_path, bridge, vlan=100))
+    assert failed.json["code"] == 100
+    assert bridge in links(host_ns)
+    assert link(host_ns, other)["master"] == bridge
+    assert "eth0" not in links(netns)
+
+
+def test_failed_add_keeps_a_vlan_gateway_another_pod_uses(host_ns: str, netns: str,
+                                                         netns2: str, tmp_path: Path,
+                                                         bridge: str, *,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # ADD A creates the VLAN's gateway veth <bridge>.<vlan>; ADD B finds and uses it; then A
+    # fails (after masquerading, its last step). A's rollback must keep the gateway.
+    from pycni.plugins.main import bridge as bridge_plugin
+    from pycni.spec import KernelError
+
+    config = conf(tmp_path, bridge, v6=False, vlan=100, isGateway=True)
+    real = bridge_plugin.apply_dns
+    seen: list[str] = []
+
+    def second_pod_then_fail(args: Any, result: Any) -> None:
+        if args.container_id != "a":
+            real(args, result)
+            return
+        monkeypatch.setattr(bridge_plugin, "apply_dns", real)
+        seen.append(add(host_ns, netns2, config, "b").ok()["ips"][0]["address"])
+        raise KernelError("pyt: injected failure")
+
+    monkeypatch.setattr(bridge_plugin, "apply_dns", second_pod_then_fail)
+    failed = add(host_ns, netns, config, "a")
+    if "CONFIG_BRIDGE_VLAN_FILTERING" in failed.json["msg"]:
+        pytest.skip("kernel lacks CONFIG_BRIDGE_VLAN_FILTERING (bridge vlan_filtering)")
+    assert failed.json["msg"] == "pyt: injected failure"
+    assert seen == ["10.77.0.3/24"]
+    assert f"{bridge}.100" in links(host_ns)
+    assert "eth0" not in links(netns)
+    assert ns_run(netns2, "ping", "-c1", "-W2", "10.77.0.1").returncode == 0
 
 
 def test_existing_non_bridge_link_is_refused(host_ns: str, netns: str, tmp_path: Path) -> None:

@@ -138,6 +138,8 @@ def test_netns_commands(tmp_path: Path) -> None:
 def test_demo_two_pods_ping_on_the_builtin_network(host_ns: str, tmp_path: Path) -> None:
     # No config and no plugin executables: the built-in network runs pycni's own plugins.
     bridge = unique_name("br")
+    # A new namespace copies the root namespace's ip_forward (MACHINE.md): compare, not assume.
+    forward = ns_run(host_ns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip()
     out = _pycni(host_ns, tmp_path, "demo", "--bridge", bridge, "--subnet",
                  "10.125.0.0/24", "--data-dir", str(tmp_path / "ipam"), "--prefix",
                  unique_name("dm"), "--count", "1", cni_path=str(tmp_path / "empty"))
@@ -150,5 +152,5 @@ def test_demo_two_pods_ping_on_the_builtin_network(host_ns: str, tmp_path: Path)
     # What the network's first ADD left on the node is gone too: the demo brought it.
     assert [link["ifname"] for link in ip_json(host_ns, "link", "show")] == ["lo"]
     assert ns_run(host_ns, "nft", "list", "ruleset").stdout.strip() == ""
-    assert ns_run(host_ns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    assert ns_run(host_ns, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == forward
     assert not (tmp_path / "ipam" / "pycni").exists()

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +85,15 @@ class Lab:
 
     def leases(self) -> dict[str, list[str]]:
         """dnsmasq's lease file: address -> [expiry, mac, address, hostname, client-id]."""
-        if not self.leasefile.exists():
-            return {}
-        return {f[2]: f for f in (line.split() for line in self.leasefile.read_text()
-                                  .splitlines()) if len(f) >= 5}
+        # dnsmasq rewrites the file in place (truncate, then write): a read can land in
+        # between. Take the text once it is whole (ends with a newline), or empty for 0.5 s.
+        text = ""
+        for _ in range(10):
+            text = self.leasefile.read_text() if self.leasefile.exists() else ""
+            if text.endswith("\n"):
+                break
+            time.sleep(0.05)
+        return {f[2]: f for f in (line.split() for line in text.splitlines()) if len(f) >= 5}
 
     def start_daemon(self, timing: Timing = TIMING) -> DhcpDaemon:
         self.daemon = DhcpDaemon(DaemonOptions(socket_path=self.socket,

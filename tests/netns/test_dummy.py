@@ -75,8 +75,16 @@ def test_without_the_module_add_fails_cleanly(supported: bool, host_ns: str, net
 
 def test_status_and_gc(host_ns: str, tmp_path: Path) -> None:
     call_plugin(host_ns, "dummy", cni_env("STATUS", path=NO_BIN), conf(tmp_path)).ok()
-    gc = conf(tmp_path, **{"cni.dev/valid-attachments": []})
+    # Leases as dummy's ADD leaves them, made by its IPAM directly (the kernel here may lack
+    # dummy links): GC has one attachment to keep and one to collect.
+    for cid in ("c1", "c2"):
+        env = cni_env("ADD", container_id=cid, netns="/run/netns/pyt-none", path=NO_BIN)
+        call_plugin(host_ns, "host-local", env, conf(tmp_path)).ok()
+    assert leases(tmp_path) == {"10.83.0.2", "10.83.0.3"}
+    gc = conf(tmp_path, **{"cni.dev/valid-attachments": [{"containerID": "c1",
+                                                           "ifname": "eth0"}]})
     call_plugin(host_ns, "dummy", cni_env("GC", path=NO_BIN), gc).ok()
+    assert leases(tmp_path) == {"10.83.0.2"}
 
 
 @pytest.mark.usefixtures("kernel")

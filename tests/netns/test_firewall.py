@@ -72,8 +72,10 @@ def test_open_policy_rules_added_and_removed(host_ns: str, tmp_path: Path, two_b
     check = call_plugin(host_ns, "firewall", cni_env("CHECK", container_id="a1", netns=netns),
                         conf)
     assert check.status == 0, check.stdout
+    assert (tmp_path / "fw" / "pytnet").is_dir()
     ours(host_ns, "firewall", "DEL", conf, cid="a1", netns=netns)
     assert ip not in _ruleset(host_ns, backend)
+    assert list((tmp_path / "fw").iterdir()) == []  # no empty per-network directory left
     check = call_plugin(host_ns, "firewall", cni_env("CHECK", container_id="a1", netns=netns),
                         conf)
     assert check.status == 1
@@ -116,6 +118,11 @@ def test_gc_removes_rules_of_stale_attachments(host_ns: str, tmp_path: Path, two
     rules = _ruleset(host_ns, backend)
     assert pod_ip(two_bridges["a1"][1]) in rules
     assert pod_ip(two_bridges["a2"][1]) not in rules
+    assert [p.name for p in (tmp_path / "fw" / "pytnet").iterdir()] == ["a1_eth0.json"]
+    gc["cni.dev/valid-attachments"] = []
+    assert call_plugin(host_ns, "firewall", cni_env("GC"), gc).status == 0
+    assert pod_ip(two_bridges["a1"][1]) not in _ruleset(host_ns, backend)
+    assert list((tmp_path / "fw").iterdir()) == []
 
 
 def test_iptables_rules_match_reference(tmp_path: Path, go_plugins: str) -> None:

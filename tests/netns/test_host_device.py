@@ -163,6 +163,20 @@ def test_failed_add_returns_the_device(failure: str, host_ns: str, netns: str,
     assert records(tmp_path) == []
 
 
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+def test_result_that_cannot_be_written_returns_the_device(version: str, host_ns: str,
+                                                          netns: str, tmp_path: Path) -> None:
+    # Without IPAM the result has no address, which a 0.1.0/0.2.0 result cannot express:
+    # the ADD fails (code 1) and must not leave the device in the container.
+    make_device(host_ns)
+    res = call("ADD", host_ns, netns, conf(tmp_path, ipam=False, device=DEV,
+                                            cniVersion=version))
+    assert res.status == 1
+    assert res.json["code"] == 1
+    assert_back_home(host_ns, netns)
+    assert records(tmp_path) == []
+
+
 def test_name_taken_in_container_leaves_both_alone(host_ns: str, netns: str,
                                                   tmp_path: Path) -> None:
     make_device(host_ns)

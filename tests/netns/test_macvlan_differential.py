@@ -105,6 +105,8 @@ def state(host: str, cont: str) -> dict[str, Any]:
         links.append({
             "name": link["ifname"], "kind": info.get("info_kind"),
             "mode": info.get("info_data", {}).get("mode"), "mtu": link["mtu"],
+            # ip leaves txqlen out when it is 0 (the Go plugins' links: LinkAttrs.TxQLen 0).
+            "txqlen": link.get("txqlen", 0),
             "flags": sorted(f for f in link["flags"] if f != "LOWER_UP"),
             "on_nic": link.get("link_index") == nic_index,
             "mac": mac if mac == "02:11:22:33:44:55" else "MAC",

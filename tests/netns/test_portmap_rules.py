@@ -130,9 +130,36 @@ def test_default_backend_del_removes_the_references_iptables_rules(go_plugins: s
         assert not any("CNI-DN-" in line for line in nat(host))
 
 
-def test_nftables_layout(host_ns: str) -> None:
-    """The default backend writes the cni_hostport tables; DEL empties their rule chains."""
+def test_default_backend_writes_the_references_iptables_layout(host_ns: str) -> None:
+    """Without "backend" (and with the iptables tools here) ADD writes what the reference's
+    portmap writes: CNI-HOSTPORT-DNAT jumping to a CNI-DN-<hash> chain; no nftables table."""
     assert ours(host_ns, "ADD", conf(BASIC))[0] == 0
+    rules = nat(host_ns)
+    for tool in ("iptables-save", "ip6tables-save"):
+        assert f"{tool}: :CNI-HOSTPORT-DNAT - " in rules
+        assert f"{tool}: -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT" \
+            in rules
+        assert any(line.startswith(f"{tool}: -A CNI-HOSTPORT-DNAT ") and "-j CNI-DN-" in line
+                   for line in rules)
+    assert any("--dport 8080 -j DNAT --to-destination 10.88.0.5:80" in line for line in rules)
+    assert not [item for item in nft_ruleset(host_ns)
+                if item.get("table", {}).get("name") == "cni_hostport"]
+    assert ours(host_ns, "CHECK", conf(BASIC))[0] == 0
+    assert ours(host_ns, "DEL", conf(BASIC, prev=False))[0] == 0
+    assert not any("CNI-DN-" in line for line in nat(host_ns))
+
+
+def test_default_backend_del_removes_nftables_rules_of_older_pycni(host_ns: str) -> None:
+    """pycni used to default to nftables: DEL without "backend" still finds those rules."""
+    assert ours(host_ns, "ADD", {**conf(BASIC), "backend": "nftables"})[0] == 0
+    assert ours(host_ns, "DEL", conf(BASIC, prev=False))[0] == 0
+    left = [item["rule"] for item in nft_ruleset(host_ns) if "rule" in item]
+    assert all(r["chain"] in ("prerouting", "output") for r in left)
+
+
+def test_nftables_layout(host_ns: str) -> None:
+    """The nftables backend writes the cni_hostport tables; DEL empties their rule chains."""
+    assert ours(host_ns, "ADD", {**conf(BASIC), "backend": "nftables"})[0] == 0
     rules = [item["rule"] for item in nft_ruleset(host_ns) if "rule" in item]
     by_chain: dict[tuple[str, str], int] = {}
     for rule in rules:
@@ -147,7 +174,7 @@ def test_nftables_layout(host_ns: str) -> None:
     }
     owned = {r.get("comment") for r in rules if r["chain"] not in ("prerouting", "output")}
     assert owned == {"pytnet/eth0/cid1"}
-    assert ours(host_ns, "DEL", conf(BASIC, prev=False))[0] == 0
+    assert ours(host_ns, "DEL", {**conf(BASIC, prev=False), "backend": "nftables"})[0] == 0
     left = [item["rule"] for item in nft_ruleset(host_ns) if "rule" in item]
     assert all(r["chain"] in ("prerouting", "output") for r in left)
 
@@ -180,7 +207,7 @@ def test_container_keys_in_any_case_and_default_protocol(host_ns: str) -> None:
     """containerd's HostPort/ContainerPort/Protocol: "TCP"; a missing protocol is tcp."""
     mappings = [{"HostPort": 8080, "ContainerPort": 80, "Protocol": "TCP", "HostIP": ""},
                 {"hostport": 8081, "containerport": 81}]
-    assert ours(host_ns, "ADD", conf(mappings))[0] == 0
+    assert ours(host_ns, "ADD", conf(mappings, backend="nftables"))[0] == 0
     text = ns_run(host_ns, "nft", "list", "chain", "ip", "cni_hostport", "hostports").stdout
     assert "tcp dport 8080 dnat to 10.88.0.5:80" in text
     assert "tcp dport 8081 dnat to 10.88.0.5:81" in text
@@ -195,7 +222,7 @@ def test_backend_is_inferred_from_iptables_only_options(host_ns: str) -> None:
 
 def test_only_the_sandbox_interface_addresses_are_mapped(host_ns: str) -> None:
     """The bridge's own 10.88.0.1 (interface 0, no sandbox) is skipped, as upstream does."""
-    assert ours(host_ns, "ADD", conf(BASIC[:1]))[0] == 0
+    assert ours(host_ns, "ADD", conf(BASIC[:1], backend="nftables"))[0] == 0
     text = ns_run(host_ns, "nft", "list", "table", "ip", "cni_hostport").stdout
     assert "10.88.0.5:80" in text
     assert "10.88.0.1" not in text
@@ -237,10 +264,86 @@ def test_add_without_prev_result_is_an_error(host_ns: str) -> None:
 
 
 def test_gc_needs_nothing_but_the_network(host_ns: str) -> None:
-    """GC on an empty namespace succeeds (nothing to collect) for both backends."""
+    """GC succeeds on an empty namespace, then collects only the attachment not listed."""
+    gone = [{"hostPort": 9090, "containerPort": 90, "protocol": "tcp"}]
     for backend in ("nftables", "iptables"):
         gc = {"cniVersion": "1.1.0", "name": "pytnet", "type": "portmap", "backend": backend,
-              "cni.dev/valid-attachments": []}
-        call = call_plugin(host_ns, "portmap", {"CNI_COMMAND": "GC", "CNI_PATH": GO_PLUGIN_DIR},
-                           gc)
+              "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+        env = {"CNI_COMMAND": "GC", "CNI_PATH": GO_PLUGIN_DIR}
+        call = call_plugin(host_ns, "portmap", env, gc)
         assert call.status == 0, call.stdout
+        assert ours(host_ns, "ADD", conf(BASIC, backend=backend), cid="keep")[0] == 0
+        assert ours(host_ns, "ADD", conf(gone, backend=backend), cid="gone")[0] == 0
+        rules = "\n".join(nat(host_ns)) + ns_run(host_ns, "nft", "list", "ruleset").stdout
+        assert "9090" in rules
+        call = call_plugin(host_ns, "portmap", env, gc)
+        assert call.status == 0, call.stdout
+        rules = "\n".join(nat(host_ns)) + ns_run(host_ns, "nft", "list", "ruleset").stdout
+        assert "8080" in rules
+        assert "9090" not in rules
+        assert ours(host_ns, "DEL", conf(BASIC, backend=backend), cid="keep")[0] == 0
+
+
+def _firewall(host: str) -> tuple[Any, list[str]]:
+    """Everything a batch could have changed: the nftables ruleset and both nat tables."""
+    return ([i for i in nft_ruleset(host) if "metainfo" not in i], nat(host))
+
+
+INJECTIONS = {
+    "nftables": [
+        ["ip", "saddr", "192.0.2.1\nflush ruleset"],
+        ["ip saddr 192.0.2.1; flush ruleset"],
+        ["ip", "saddr", "192.0.2.0/24", ";", "flush", "ruleset"],
+        ["ip", "saddr", "192.0.2.0/24", "accept"],
+        ["meta", "mark", "set", "1"],
+        ["iifname", "eth0\"; flush ruleset; \""],
+        ["ip", "daddr", "fd00::1"],
+    ],
+    "iptables": [
+        ["-s", "192.0.2.0/24\nCOMMIT\n*nat\n-F"],
+        ["-s", "192.0.2.0/24", "-j", "ACCEPT"],
+        ["-m", "comment", "--comment", "x", "--ju", "ACCEPT"],
+        ["-t", "filter", "-s", "192.0.2.1"],
+        ["-A", "PREROUTING"],
+        ["-s", "192.0.2.0/24 -j ACCEPT"],
+        ["--dst-type", "LOCAL"],
+        ["-d", "fd00::1"],
+        ["-i", "eth0;x"],
+    ],
+}
+
+
+@pytest.mark.parametrize(("backend", "conditions"),
+                         [(b, c) for b, cases in INJECTIONS.items() for c in cases])
+def test_conditions_are_parsed_never_pasted(host_ns: str, backend: str,
+                                            conditions: list[str]) -> None:
+    good = {"backend": backend}
+    assert ours(host_ns, "ADD", conf(BASIC, **good), cid="cid0")[0] == 0
+    before = _firewall(host_ns)
+    status, out = ours(host_ns, "ADD", conf(BASIC, **good, conditionsV4=conditions))
+    assert status == 1
+    assert out["code"] == 7
+    assert "conditionsV4" in out["msg"]
+    assert _firewall(host_ns) == before
+
+
+def test_iptables_conditions_show_in_the_rules(host_ns: str) -> None:
+    config = conf(BASIC[:1], backend="iptables",
+                  conditionsV4=["!", "-s", "192.0.2.0/24", "-m", "addrtype", "!",
+                                "--src-type", "LOCAL", "-i", "pyt+"])
+    assert ours(host_ns, "ADD", config)[0] == 0
+    dnat = [line for line in nat(host_ns)
+            if line.startswith("iptables-save: -A CNI-HOSTPORT-DNAT")]
+    assert len(dnat) == 1
+    assert "! -s 192.0.2.0/24" in dnat[0]
+    assert "-m addrtype ! --src-type LOCAL" in dnat[0]
+    assert "-i pyt+" in dnat[0]
+    assert ours(host_ns, "CHECK", config)[0] == 0
+
+
+def test_nftables_interface_conditions(host_ns: str) -> None:
+    config = conf(BASIC[:1], conditionsV4=["iifname", "!=", "pyt0", "ip saddr 192.0.2.0/24"])
+    assert ours(host_ns, "ADD", config)[0] == 0
+    text = ns_run(host_ns, "nft", "list", "chain", "ip", "cni_hostport", "hostports").stdout
+    assert 'iifname != "pyt0" ip saddr 192.0.2.0/24 tcp dport 8080 dnat to 10.88.0.5:80' in text
+    assert ours(host_ns, "CHECK", config)[0] == 0

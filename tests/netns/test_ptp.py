@@ -140,6 +140,36 @@ def test_rollback_on_exhausted_range(host_ns: str, netns: str, netns2: str,
     call("ADD", host_ns, netns2, config, "c2").ok()
 
 
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_rollback_after_masquerade_removes_its_rules(host_ns: str, netns: str, tmp_path: Path,
+                                                     backend: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fail after the masquerade step, the last of ADD: its undo must run too.
+    from pycni.plugins.main import ptp as ptp_plugin
+    from pycni.spec import KernelError
+
+    def fail(*_: object) -> None:
+        raise KernelError("pyt: injected failure after masquerade")
+
+    def masq_rules() -> str:
+        return ns_run(host_ns, "iptables-save", "-t", "nat").stdout + \
+            ns_run(host_ns, "ip6tables-save", "-t", "nat").stdout + \
+            ns_run(host_ns, "nft", "list", "ruleset").stdout
+
+    monkeypatch.setattr(ptp_plugin, "apply_dns", fail)
+    config = conf(tmp_path, ipMasq=True, ipMasqBackend=backend)
+    failed = call("ADD", host_ns, netns, config)
+    assert failed.json["msg"] == "pyt: injected failure after masquerade"
+    assert 'id: \\"c1\\"' not in masq_rules()
+    assert "id: c1" not in masq_rules()
+    assert leases(tmp_path) == set()
+    assert [x["ifname"] for x in ip_json(netns, "link", "show")] == ["lo"]
+    monkeypatch.undo()
+    call("ADD", host_ns, netns, config).ok()  # the same checks see a successful ADD's rules
+    assert ('id: \\"c1\\"' in masq_rules()) == (backend == "iptables")
+    assert ("id: c1" in masq_rules()) == (backend == "nftables")
+
+
 def test_config_errors(host_ns: str, netns: str, tmp_path: Path) -> None:
     for bad in ({"ipam": None}, {"mtu": "big"}, {"ipMasq": "maybe"}):
         config = {**conf(tmp_path), **bad}

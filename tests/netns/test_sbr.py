@@ -97,3 +97,52 @@ def test_del_when_netns_is_gone(host_ns: str) -> None:
 
 def test_vrf_interaction() -> None:
     pytest.skip("vrf kernel module missing")
+
+
+def _rule_priorities(netns: str) -> list[int]:
+    rules = json.loads(ns_run(netns, "ip", "-j", "rule", "show", check=True).stdout)
+    return [int(r["priority"]) for r in rules if r.get("src") not in (None, "all")]
+
+
+def test_rule_priority_matches_reference(host_ns: str, netns: str, netns2: str,
+                                         pod: dict[str, Any], tmp_path: Path) -> None:
+    # The reference sends no priority: the kernel puts the rule just before the second
+    # rule of the list (``from all lookup main``, 32766), so 32765, then 32764, ...
+    other = bridge_pod(host_ns, netns2, tmp_path, bridge=unique_name("br"),
+                       subnet="10.85.0.0/24", cid="s2")
+    ours(host_ns, "sbr", "ADD", chained({"type": "sbr"}, pod), cid="s1", netns=netns)
+    theirs(host_ns, "sbr", "ADD", chained({"type": "sbr"}, other), cid="s2", netns=netns2)
+    assert _rule_priorities(netns) == _rule_priorities(netns2) == [32765]
+
+
+@pytest.mark.parametrize("table", [None, 500])
+def test_chain_check_after_sbr_moved_the_routes(host_ns: str, netns: str, tmp_path: Path,
+                                                go_plugins: str, table: int | None) -> None:
+    # The whole chain's CHECK (bridge, then sbr) right after its ADD: the bridge's routes
+    # now live in sbr's table, behind a rule for the pod's address.
+    bridge = unique_name("br")
+    main = {"cniVersion": "1.0.0", "name": "pytnet", "type": "bridge", "bridge": bridge,
+            "isGateway": True,
+            "ipam": {"type": "host-local", "subnet": "10.86.0.0/24",
+                     "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.99.0.0/16"}],
+                     "dataDir": str(tmp_path / "ipam")}}
+    pod = ours(host_ns, "bridge", "ADD", main, cid="s1", netns=netns)
+    sbr = chained({"type": "sbr"} if table is None else {"type": "sbr", "table": table}, pod)
+    ours(host_ns, "sbr", "ADD", sbr, cid="s1", netns=netns)
+    assert _routes(netns, "main") == []
+    env = cni_env("CHECK", container_id="s1", netns=netns)
+    check = call_plugin(host_ns, "bridge", env, {**main, "prevResult": pod})
+    assert check.status == 0, check.stdout
+    assert call_plugin(host_ns, "sbr", env, sbr).status == 0
+
+
+def test_ptp_check_after_sbr(host_ns: str, netns: str, tmp_path: Path, go_plugins: str
+                             ) -> None:
+    main = {"cniVersion": "1.0.0", "name": "pytnet", "type": "ptp",
+            "ipam": {"type": "host-local", "subnet": "10.87.0.0/24",
+                     "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp_path / "ipam")}}
+    pod = ours(host_ns, "ptp", "ADD", main, cid="s1", netns=netns)
+    ours(host_ns, "sbr", "ADD", chained({"type": "sbr"}, pod), cid="s1", netns=netns)
+    env = cni_env("CHECK", container_id="s1", netns=netns)
+    check = call_plugin(host_ns, "ptp", env, {**main, "prevResult": pod})
+    assert check.status == 0, check.stdout

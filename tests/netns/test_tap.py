@@ -157,6 +157,11 @@ def test_status_and_gc(host_ns: str, netns: str, tmp_path: Path) -> None:
     config = conf(tmp_path, ipam=True, cniVersion="1.1.0")
     call("ADD", netns, host_ns, config).ok()
     assert call_plugin(host_ns, "tap", cni_env("STATUS", path=CNI_PATH), config).status == 0
+    held = leases(tmp_path)
+    assert held
+    gc = {**config, "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "tap0"}]}
+    call_plugin(host_ns, "tap", cni_env("GC", path=CNI_PATH), gc).ok()
+    assert leases(tmp_path) == held
     gc = {**config, "cni.dev/valid-attachments": []}
     call_plugin(host_ns, "tap", cni_env("GC", path=CNI_PATH), gc).ok()
     assert leases(tmp_path) == set()

@@ -104,12 +104,15 @@ def test_allowlist(host_ns: str, netns: str, pod: dict[str, Any], tmp_path: Path
                                                 "net.ipv4.conf.IFNAME.arp_filter": "1"}), pod)
     ours(host_ns, "tuning", "ADD", allowed, cid="t1", netns=netns)
     assert _sysctl(netns, "net/core/somaxconn") == "600"
-    refused = chained(_tuning(tmp_path, sysctl={"net.ipv4.ip_forward": "1"}), pod)
+    # Inherited from the root namespace; ask for the other value, so a write would show.
+    forward = _sysctl(netns, "net/ipv4/ip_forward")
+    flipped = "0" if forward == "1" else "1"
+    refused = chained(_tuning(tmp_path, sysctl={"net.ipv4.ip_forward": flipped}), pod)
     call = call_plugin(host_ns, "tuning", cni_env("ADD", container_id="t1", netns=netns),
                        refused)
     assert call.status == 1
     assert "not allowed" in call.json["msg"]
-    assert _sysctl(netns, "net/ipv4/ip_forward") == "0"
+    assert _sysctl(netns, "net/ipv4/ip_forward") == forward
 
 
 def test_matches_reference(host_ns: str, netns: str, netns2: str, pod: dict[str, Any],
@@ -140,7 +143,12 @@ def test_gc_drops_stale_backups_of_this_network(host_ns: str, netns: str, pod: d
     foreign = tmp_path / "tuning" / "other_eth0.json"
     foreign.write_text('{"network": "elsewhere", "mtu": 1500}')
     gc = {"cniVersion": "1.1.0", "name": "pytnet", "type": "tuning",
-          "dataDir": str(tmp_path / "tuning"), "cni.dev/valid-attachments": []}
+          "dataDir": str(tmp_path / "tuning"),
+          "cni.dev/valid-attachments": [{"containerID": "t1", "ifname": "eth0"}]}
+    assert call_plugin(host_ns, "tuning", cni_env("GC"), gc).status == 0
+    assert sorted(p.name for p in (tmp_path / "tuning").iterdir()) == ["other_eth0.json",
+                                                                       "t1_eth0.json"]
+    gc["cni.dev/valid-attachments"] = []
     assert call_plugin(host_ns, "tuning", cni_env("GC"), gc).status == 0
     assert sorted(p.name for p in (tmp_path / "tuning").iterdir()) == ["other_eth0.json"]
 
@@ -148,3 +156,16 @@ def test_gc_drops_stale_backups_of_this_network(host_ns: str, netns: str, pod: d
 def test_del_when_netns_is_gone(host_ns: str, tmp_path: Path) -> None:
     conf = chained(_tuning(tmp_path, mtu=1400), None)
     ours(host_ns, "tuning", "DEL", conf, cid="gone", netns="/run/netns/pyt-gone")
+
+
+def test_allowlist_is_checked_against_the_written_path(host_ns: str, netns: str,
+                                                       pod: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    # The raw key matches the pattern; the path it would write is net/ipv4/ip_forward.
+    (tmp_path / "allowlist.conf").write_text("^net\\.ipv4\\.conf\\.IFNAME\\.\n")
+    conf = chained(_tuning(tmp_path, sysctl={
+        "net.ipv4.conf.IFNAME.x/../net/ipv4/ip_forward": "1"}), pod)
+    call = call_plugin(host_ns, "tuning", cni_env("ADD", container_id="t1", netns=netns), conf)
+    assert call.status == 1
+    assert call.json["code"] == 7
+    assert _sysctl(netns, "net/ipv4/ip_forward") == "0"

@@ -68,7 +68,7 @@ def link(netns: str, name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("keys", "text"), [
     ({"vrfname": ""}, "vrf name"),
-    ({"vrfname": "x" * 16}, "invalid vrfname"),
+    ({"vrfname": "x" * 16}, 'invalid "vrfname"'),
     ({"table": -1}, '"table"'),
     ({"table": "10"}, '"table"'),
     ({"table": 254}, "reserved"),

@@ -545,3 +545,23 @@ def test_plugin_through_daemon(tmp_path: Path, daemon: DhcpDaemon, pod: str) -> 
     assert daemon.leases() == []
     assert _plugin("CHECK", sock, pod)[1]["code"] == 3
     assert Path(pod).exists()
+
+
+def test_lease_store_keeps_a_100_kb_container_id(tmp_path: Path, server: FakeServer,
+                                                pod: str) -> None:
+    long_id = "c" + "0123456789abcdef" * 6400
+    d1 = _daemon(tmp_path, server)
+    try:
+        d1.handle(_req("ADD", pod, cid=long_id))
+    finally:
+        d1.close()
+    [record] = LeaseStore(tmp_path / "leases").load()
+    assert record.attachment.container_id == long_id
+    d2 = _daemon(tmp_path, server)
+    d2.start()
+    try:
+        assert [lease["containerID"] for lease in d2.leases()] == [long_id]
+        d2.handle(_req("DEL", pod, cid=long_id))
+        assert LeaseStore(tmp_path / "leases").load() == []
+    finally:
+        d2.close()

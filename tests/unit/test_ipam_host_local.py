@@ -337,3 +337,39 @@ def test_nearly_full_pool_finds_the_last_free_addresses(tmp_path: Path) -> None:
     assert got == [["10.1.50.9/18"], ["10.1.3.7/18"]]
     status, err = call("ADD", conf, cid="c3")
     assert (status, err["code"]) == (1, ErrorCode.ADDRESS_EXHAUSTED)
+
+
+@pytest.mark.parametrize("command", ["DEL", "CHECK", "GC"])
+def test_no_store_is_created_for_a_network_never_stored(tmp_path: Path, command: str) -> None:
+    conf = gc_conf(tmp_path, []) if command == "GC" else conf_for(tmp_path)
+    call(command, conf)
+    assert ls(tmp_path) == []
+
+
+#: 100 KB: the spec sets no limit on a container ID, and the reference accepts this.
+LONG_ID = "c" + "0123456789abcdef" * 6400
+
+
+def test_go_written_lease_of_a_100_kb_container_id_is_released(tmp_path: Path) -> None:
+    (tmp_path / "net1").mkdir()
+    # The reference writes "<containerID>\r\n<ifname>" (os.WriteFile, no newline).
+    (tmp_path / "net1" / "10.1.0.7").write_bytes(LONG_ID.encode() + b"\r\neth0")
+    assert call("CHECK", conf_for(tmp_path), cid=LONG_ID) == (0, None)
+    assert call("DEL", conf_for(tmp_path), cid=LONG_ID[:-1]) == (0, None)
+    assert "10.1.0.7" in ls(tmp_path / "net1")
+    assert call("DEL", conf_for(tmp_path), cid=LONG_ID) == (0, None)
+    assert ls(tmp_path / "net1") == ["lock"]
+
+
+def test_100_kb_container_id_add_check_gc(tmp_path: Path) -> None:
+    conf = conf_for(tmp_path, "1.1.0")
+    assert addresses(call("ADD", conf, cid=LONG_ID)[1]) == ["10.1.0.2/24"]
+    status, err = call("ADD", conf, cid=LONG_ID)  # the lease is recognised as this one's
+    assert (status, err["code"]) == (1, 102)
+    assert (tmp_path / "net1" / "10.1.0.2").read_bytes() == LONG_ID.encode() + b"\r\neth0"
+    assert call("CHECK", conf, cid=LONG_ID) == (0, None)
+    assert call("GC", gc_conf(tmp_path, [{"containerID": LONG_ID, "ifname": "eth0"}])) == (0, None)
+    assert "10.1.0.2" in ls(tmp_path / "net1")
+    assert call("GC", gc_conf(tmp_path, [{"containerID": LONG_ID[:-1], "ifname": "eth0"}])
+                ) == (0, None)
+    assert "10.1.0.2" not in ls(tmp_path / "net1")

@@ -39,8 +39,8 @@ def test_macvlan_request() -> None:
     link = SubLink(kind="macvlan", parent="eth1", mtu=1400, mac="02:00:00:00:00:01",
                    mode="vepa")
     assert link_request(link, "veth1", parent_index=7, netns_fd=9) == {
-        "ifname": "veth1", "kind": "macvlan", "link": 7, "net_ns_fd": 9, "mtu": 1400,
-        "address": "02:00:00:00:00:01", "macvlan_mode": "vepa"}
+        "ifname": "veth1", "kind": "macvlan", "txqlen": 0, "link": 7, "net_ns_fd": 9,
+        "mtu": 1400, "address": "02:00:00:00:00:01", "macvlan_mode": "vepa"}
     assert link_request(SubLink(kind="macvlan"), "x", parent_index=3,
                         netns_fd=None)["macvlan_mode"] == "bridge"
 
@@ -48,17 +48,19 @@ def test_macvlan_request() -> None:
 @pytest.mark.parametrize(("mode", "value"), [("", 0), ("l2", 0), ("l3", 1), ("l3s", 2)])
 def test_ipvlan_request(mode: str, value: int) -> None:
     req = link_request(SubLink(kind="ipvlan", mode=mode), "x", parent_index=4, netns_fd=None)
-    assert req == {"ifname": "x", "kind": "ipvlan", "link": 4, "ipvlan_mode": value}
+    assert req == {"ifname": "x", "kind": "ipvlan", "txqlen": 0, "link": 4,
+                   "ipvlan_mode": value}
 
 
 def test_vlan_dummy_vrf_requests() -> None:
     assert link_request(SubLink(kind="vlan", vlan_id=100), "x", parent_index=2,
-                        netns_fd=5) == {"ifname": "x", "kind": "vlan", "link": 2,
-                                        "net_ns_fd": 5, "vlan_id": 100}
+                        netns_fd=5) == {"ifname": "x", "kind": "vlan", "txqlen": 0,
+                                        "link": 2, "net_ns_fd": 5, "vlan_id": 100}
     assert link_request(SubLink(kind="dummy"), "eth0", parent_index=None, netns_fd=None) == {
-        "ifname": "eth0", "kind": "dummy"}
+        "ifname": "eth0", "kind": "dummy", "txqlen": 0}
     assert link_request(SubLink(kind="vrf", table=10), "blue", parent_index=None,
-                        netns_fd=None) == {"ifname": "blue", "kind": "vrf", "vrf_table": 10}
+                        netns_fd=None) == {"ifname": "blue", "kind": "vrf", "txqlen": 0,
+                                           "vrf_table": 10}
     with pytest.raises(KernelError):
         link_request(SubLink(kind="vlan"), "x", parent_index=None, netns_fd=None)
 

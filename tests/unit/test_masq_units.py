@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycni.host import masq
+from pycni.host import _netfilter, masq
 from pycni.host.masq import _base, iptables, nftables
 from pycni.spec import ErrorCode, InvalidNetworkConfig
 
@@ -33,7 +33,14 @@ def test_nftables_comment_fits_and_keeps_identity(net: str, cid: str, ifname: st
 
 @given(st.text(), st.text())
 def test_iptables_comment_round_trips(net: str, cid: str) -> None:
-    assert iptables.parse_comment(_base.chain_comment(net, cid)) == (net, cid)
+    comment = _base.chain_comment(net, cid)
+    assert len(comment.encode()) <= 255  # what iptables keeps
+    whole = f"name: {_base.go_quote(net)} id: {_base.go_quote(cid)}"
+    if comment == whole:
+        assert iptables.parse_comment(comment) == (net, cid)
+    else:
+        assert whole.startswith(comment)
+        assert iptables.parse_comment(comment) is None
 
 
 def test_go_quote_matches_go() -> None:
@@ -95,8 +102,8 @@ def test_resolve_backend_rejects_unknown(name: str) -> None:
 )
 def test_default_backend_is_upstreams(monkeypatch: pytest.MonkeyPatch, have_ipt: bool,
                                       have_nft: bool, expected: str) -> None:
-    monkeypatch.setattr(masq.IPTablesMasq, "available", classmethod(lambda _cls: have_ipt))
-    monkeypatch.setattr(masq.NFTablesMasq, "available", classmethod(lambda _cls: have_nft))
+    monkeypatch.setattr(_netfilter, "iptables_available", lambda: have_ipt)
+    monkeypatch.setattr(_netfilter, "nftables_available", lambda: have_nft)
     assert masq.resolve_backend(None) == expected
     assert masq.resolve_backend("") == expected
 

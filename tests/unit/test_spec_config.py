@@ -242,8 +242,24 @@ def test_fuzz_parse_raises_only_config_errors(raw: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("true", True),
                                                  ("FALSE", False), ("True", True)])
-def test_bool_field(value: Any, expected: bool) -> None:
-    assert bool_field({"k": value}, "k") is expected
+def test_bool_field_with_strings(value: Any, expected: bool) -> None:
+    assert bool_field({"k": value}, "k", strings=True) is expected
+
+
+@pytest.mark.parametrize("value", ["true", "false", "True"])
+def test_bool_field_refuses_strings_by_default(value: str) -> None:
+    # Plugin keys: the reference decodes them into Go bools, which refuses a string.
+    with pytest.raises(InvalidNetworkConfig, match='"k"') as info:
+        bool_field({"k": value}, "k")
+    assert info.value.code == 7
+
+
+@pytest.mark.parametrize("version", ["9.9.9", "abc", "1.0", 1])
+def test_prev_result_of_an_unknown_version_is_code_7(version: Any) -> None:
+    prev = {"cniVersion": version, "ips": [{"address": "10.0.0.2/8"}]}
+    with pytest.raises(InvalidNetworkConfig, match="prevResult") as info:
+        NetworkConfig.parse(conf(prevResult=prev))
+    assert info.value.code == 7
 
 
 @pytest.mark.parametrize("value", ["yes", 1, 0, None, [], "1"])

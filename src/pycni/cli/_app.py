@@ -26,10 +26,10 @@ from ..spec import (
     CURRENT_VERSION,
     SUPPORTED_VERSIONS,
     CNIError,
-    DecodingFailure,
     GCAttachment,
     InvalidEnvironmentVariables,
     NetworkConfigList,
+    decode_json,
 )
 
 log = logging.getLogger("pycni.cli")
@@ -99,10 +99,7 @@ def _cap_args() -> dict[str, Any]:
     raw = os.environ.get("CAP_ARGS", "")
     if not raw:
         return {}
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise DecodingFailure("CAP_ARGS is not valid JSON", str(exc)) from exc
+    value = decode_json(raw, "CAP_ARGS")
     if not isinstance(value, dict):
         raise InvalidEnvironmentVariables("CAP_ARGS must be a JSON object")
     return value

@@ -58,7 +58,7 @@ from ..shim import (
     request_size,
     try_again_error,
 )
-from ..spec import DecodingFailure, decode_config
+from ..spec import DecodingFailure, decode_json_object
 from ._intake import Intake, Limits, PeerRefusedError, RequestError, send_nowait
 from ._log import CallLog
 from ._metrics import Metrics, StatusServer
@@ -476,8 +476,8 @@ class Agent:
         stdin = call.stdin
         if status == 0:
             try:
-                conf = decode_config(call.stdin, "network config")
-                conf["prevResult"] = decode_config(out, "ADD result")
+                conf = decode_json_object(call.stdin, "network config")
+                conf["prevResult"] = decode_json_object(out, "ADD result")
                 stdin = json.dumps(conf).encode()
             except DecodingFailure:
                 pass  # DEL without prevResult: plugins find what to delete by name

@@ -16,7 +16,6 @@ a main plugin or directly); they are computed from the store when scraped.
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..spec import CNIError, NetworkConfig
+from ..spec import CNIError, DecodingFailure, NetworkConfig, decode_json
 from ._intake import Intake, Limits, RequestError, send_nowait
 
 #: Commands get their own label value; anything else a caller sends is "other".
@@ -119,8 +118,8 @@ class Metrics:
         self.latency.labels(plugin, cmd).observe(seconds)
         if status != 0:
             try:
-                code = str(int(json.loads(stdout)["code"]))
-            except (ValueError, KeyError, TypeError):
+                code = str(int(decode_json(stdout, "plugin error")["code"]))
+            except (DecodingFailure, ValueError, KeyError, TypeError):
                 code = "unknown"
             self.errors.labels(plugin, cmd, code).inc()
 

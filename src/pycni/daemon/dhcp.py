@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write
 from ..ipam.dhcp import (
     DEFAULT_SOCKET_PATH,
     DEFAULT_STATE_DIR,
@@ -127,13 +128,14 @@ class DhcpDaemon:
 
     def start(self) -> None:
         """Pick up stored leases, then listen on the socket (in a background thread)."""
+        if self.options.pidfile and not Path(self.options.pidfile).is_absolute():
+            raise InvalidNetworkConfig(f"pidfile {self.options.pidfile!r} is not an "
+                                       "absolute path")
         self._restore()
-        self._listener = self._listen()
+        # The pidfile before the socket: whoever sees the socket may read the pidfile.
         if self.options.pidfile:
-            if not Path(self.options.pidfile).is_absolute():
-                raise InvalidNetworkConfig(f"pidfile {self.options.pidfile!r} is not an "
-                                           "absolute path")
-            Path(self.options.pidfile).write_text(f"{os.getpid()}")
+            atomic_write(self.options.pidfile, f"{os.getpid()}".encode(), mode=0o644)
+        self._listener = self._listen()
         limits = Limits(max_bytes=MAX_MESSAGE, deadline=REQUEST_TIMEOUT, root_only=True)
         self._intake = Intake(self._listener, limits, name="dhcp-daemon", complete=None,
                               on_request=self._take, on_error=self._refuse)

@@ -24,11 +24,21 @@ if TYPE_CHECKING:
         list_addresses,
         settle_addresses,
     )
-    from ._bridge import attach_port, bridge_problem, ensure_bridge, port_vlans, set_port_vlans
+    from ._bridge import (
+        attach_port,
+        bridge_ports,
+        bridge_problem,
+        ensure_bridge,
+        port_vlans,
+        set_port_vlans,
+        vlan_users,
+    )
     from ._iface import check_iface_ips, check_routes, configure_iface
+    from ._netfilter import NETFILTER_BACKENDS, netfilter_backend
     from ._netns import (
         NetNS,
         NetNSNotFound,
+        NotANetNSError,
         create_netns,
         enter,
         list_netns,
@@ -63,8 +73,10 @@ if TYPE_CHECKING:
 _LAZY = {
     "AddrInfo": "_addr",
     "LinkInfo": "links",
+    "NETFILTER_BACKENDS": "_netfilter",
     "NetNS": "_netns",
     "NetNSNotFound": "_netns",
+    "NotANetNSError": "_netns",
     "RT_SCOPE_HOST": "_route",
     "RT_SCOPE_LINK": "_route",
     "RT_SCOPE_UNIVERSE": "_route",
@@ -73,6 +85,7 @@ _LAZY = {
     "add_address": "_addr",
     "add_route": "_route",
     "attach_port": "_bridge",
+    "bridge_ports": "_bridge",
     "bridge_problem": "_bridge",
     "check_iface_ips": "_iface",
     "check_routes": "_iface",
@@ -94,6 +107,7 @@ _LAZY = {
     "list_links": "links",
     "list_netns": "_netns",
     "list_routes": "_route",
+    "netfilter_backend": "_netfilter",
     "netns_path": "_netns",
     "open_netns": "_netns",
     "port_vlans": "_bridge",
@@ -110,11 +124,13 @@ _LAZY = {
     "sysctl_set": "_sysctl",
     "sysctl_try_set": "_sysctl",
     "teardown_spoofcheck": "_spoofcheck",
+    "vlan_users": "_bridge",
     "wait_oper_up": "links",
 }
 
 
 __all__ = [
+    "NETFILTER_BACKENDS",
     "RT_SCOPE_HOST",
     "RT_SCOPE_LINK",
     "RT_SCOPE_UNIVERSE",
@@ -122,11 +138,13 @@ __all__ = [
     "LinkInfo",
     "NetNS",
     "NetNSNotFound",
+    "NotANetNSError",
     "RouteInfo",
     "Veth",
     "add_address",
     "add_route",
     "attach_port",
+    "bridge_ports",
     "bridge_problem",
     "check_iface_ips",
     "check_routes",
@@ -149,6 +167,7 @@ __all__ = [
     "list_links",
     "list_netns",
     "list_routes",
+    "netfilter_backend",
     "netns_path",
     "open_netns",
     "port_vlans",
@@ -165,6 +184,7 @@ __all__ = [
     "sysctl_set",
     "sysctl_try_set",
     "teardown_spoofcheck",
+    "vlan_users",
     "wait_oper_up",
 ]
 

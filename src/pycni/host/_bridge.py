@@ -6,7 +6,16 @@ import errno
 
 from ..spec import KernelError
 from ._sysctl import sysctl_try_set
-from .links import LinkInfo, _require, index_of, kernel_op, link_info, rtnl, set_promisc
+from .links import (
+    LinkInfo,
+    _require,
+    index_of,
+    kernel_op,
+    link_info,
+    list_links,
+    rtnl,
+    set_promisc,
+)
 
 BRIDGE_VLAN_INFO_PVID = 0x2
 BRIDGE_VLAN_INFO_UNTAGGED = 0x4
@@ -34,7 +43,9 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
             try:
                 _set_vlan_filtering(ipr, name)
             except KernelError:
-                if existing is None:  # do not leave a bridge we just made half-configured
+                # Do not leave a bridge we just made half-configured, unless another ADD
+                # (that found it existing) has attached a port to it meanwhile.
+                if existing is None and not bridge_ports(name):
                     with kernel_op(f"failed to delete bridge {name!r}", ok=(errno.ENODEV,)):
                         ipr.link("del", ifname=name)
                 raise
@@ -114,6 +125,22 @@ def _port_vlans(ipr: object, index: int) -> list[int]:
             if key == "IFLA_BRIDGE_VLAN_INFO":
                 vids.append(int(value["vid"]))
     return vids
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    """The names of the links enslaved to ``bridge`` (none if it does not exist)."""
+    info = link_info(bridge)
+    if info is None:
+        return []
+    return [link.name for link in list_links() if link.master == info.index]
+
+
+def vlan_users(bridge: str, vlan: int, *, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """The ports of ``bridge`` (other than ``exclude``) that carry ``vlan``, tagged or not."""
+    with rtnl() as ipr:
+        return [port for port in bridge_ports(bridge)
+                if port not in exclude and (idx := index_of(ipr, port)) is not None
+                and vlan in _port_vlans(ipr, idx)]
 
 
 def port_vlans(port: str) -> list[int]:

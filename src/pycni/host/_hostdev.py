@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import InvalidNetworkConfig, KernelError
-from ._netns import CLONE_NEWNET, NetNS, _setns, enter
+from ._netns import CLONE_NEWNET, NetNS, _setns, enter, open_netns
 from ._veth import current_netns_fd
 from .links import IFF_UP, index_of, kernel_op, link_msg, rtnl
 
@@ -357,7 +357,7 @@ def move_in(dev: HostLink, container: NetNS, ifname: str) -> HostLink:
 @contextmanager
 def container_fd(ns: NetNS) -> Iterator[int]:
     """An fd for the namespace ``ns`` lives in."""
-    fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_netns(ns.path)
     try:
         yield fd
     finally:

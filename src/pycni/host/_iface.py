@@ -11,7 +11,8 @@ from __future__ import annotations
 from ..spec import KernelError, Result
 from ..spec._result import IPAddress
 from ._addr import add_address, list_addresses, settle_addresses
-from ._route import add_route, list_routes
+from ._route import RT_TABLE_MAIN, RouteInfo, add_route, list_routes
+from ._rules import list_rules
 from ._sysctl import sysctl_get, sysctl_set
 from .links import set_up
 
@@ -62,6 +63,16 @@ def configure_iface(ifname: str, result: Result) -> None:
                   advmss=route.advmss)
 
 
+def _routes_for(family: int, result: Result) -> list[RouteInfo]:
+    """The routes of ``family`` that traffic of ``result``'s addresses can use: the main
+    table's, and those of tables that a rule for one of the addresses selects (a chained
+    sbr moves the interface's routes there)."""
+    sources = {str(ipc.address.ip) for ipc in result.ips}
+    tables = {RT_TABLE_MAIN} | {rule.table for rule in list_rules()
+                                if rule.src in sources and rule.src_len in (32, 128)}
+    return [r for table in sorted(tables) for r in list_routes(family, table=table)]
+
+
 def check_iface_ips(ifname: str, result: Result) -> None:
     """CHECK: every address in ``result`` is on ``ifname`` and its subnet is routed."""
     present = {a.address for a in list_addresses(ifname)}
@@ -70,16 +81,17 @@ def check_iface_ips(ifname: str, result: Result) -> None:
             raise KernelError(f"CHECK: {ifname!r} should have address {ipc.address}, found "
                               f"{sorted(str(a) for a in present) or 'none'}")
         net = ipc.address.network
-        if not any(r.dst == net for r in list_routes(net.version)):
+        if not any(r.dst == net for r in _routes_for(net.version, result)):
             raise KernelError(f"CHECK: no route to {net} for address {ipc.address} on {ifname!r}")
 
 
 def check_routes(result: Result) -> None:
-    """CHECK: every route in ``result`` is in the main table (with its gateway)."""
+    """CHECK: every route in ``result`` is in the main table or a table of a rule for one
+    of its addresses (with its gateway)."""
     for route in result.routes:
         dst = route.dst.network
         default = dst.prefixlen == 0
-        found = [r for r in list_routes(dst.version)
+        found = [r for r in _routes_for(dst.version, result)
                  if r.dst == dst and (default or route.gw is None or r.gateway == route.gw)]
         if not found:
             via = f" via {route.gw}" if route.gw is not None else ""

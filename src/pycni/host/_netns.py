@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..spec import KernelError, UnknownContainer
+from ..spec import CNIError, InternalError, KernelError, UnknownContainer
 from .links import reuse_sockets
 
 T = TypeVar("T")
@@ -37,18 +39,90 @@ def _setns(fd: int) -> None:
 
 
 class NetNSNotFound(UnknownContainer):
-    """The netns path does not exist (or is not a network namespace)."""
+    """The network namespace is gone: its path does not exist, or is an unmounted mount point."""
+
+
+class NotANetNSError(InternalError):
+    """The path exists but is not a network namespace (a caller error, not a gone netns).
+
+    Code 999 (an InternalError), as the reference plugins report it ("unknown FS magic").
+    """
+
+
+# ioctl(NS_GET_NSTYPE) = _IO(0xb7, 0x3): only nsfs files answer it, with their CLONE_NEW* type.
+_NS_GET_NSTYPE = 0xB703
+
+# errno values of open(2) meaning the namespace is gone: a missing path (ENOENT, ENOTDIR for a
+# vanished directory in it) or a /proc/<pid>/ns/net whose process has exited (ESRCH). Anything
+# else (EMFILE, ENOMEM, EACCES...) says nothing about the namespace and must not be taken for
+# "gone": DEL would release a lease whose interface still exists.
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ESRCH)
+
+
+def _gone_or_not_netns(path: str, st: os.stat_result) -> CNIError:
+    # "ip netns add" and the runtimes bind-mount the namespace onto an empty regular file; once
+    # it is unmounted (namespace deleted) the empty file may stay behind for a while.
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        return NetNSNotFound(f"netns {path!r} is gone (an empty file, no namespace mounted "
+                             "on it)")
+    return NotANetNSError(f"{path!r} is not a network namespace",
+                     f"expected an nsfs file such as /run/netns/<name> or /proc/<pid>/ns/net, "
+                     f"found a {_file_kind(st.st_mode)}")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+             (stat.S_ISDIR, "directory"), (stat.S_ISREG, "regular file"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def open_netns(path: str) -> int:
-    """Open a netns path for setns; NetNSNotFound if it is gone or not a netns."""
+    """Open a network namespace path for setns and return the fd.
+
+    Raises NetNSNotFound (code 3) if the namespace is gone, NotANetNSError (999) if ``path`` is
+    something else (a FIFO, a device, a regular file, another kind of namespace), and
+    KernelError if it cannot be opened for another reason (too many open files...).
+    Never blocks: the path is checked with stat before it is opened (so a FIFO or a device
+    is never opened), and opened with O_NONBLOCK.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        raise NetNSNotFound(f"netns {path!r} does not exist") from exc
+        st = Path(path).stat()
     except OSError as exc:
-        raise NetNSNotFound(f"cannot open netns {path!r}: {exc.strerror}") from exc
+        raise _open_error(path, exc) from exc
+    if not stat.S_ISREG(st.st_mode):  # nsfs files are regular files (mode 0444)
+        raise _gone_or_not_netns(path, st)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _open_error(path, exc) from exc
+    try:
+        _require_netns(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
+
+
+def _require_netns(fd: int, path: str) -> None:
+    """Raise unless ``fd`` (what was opened, not what ``path`` names now) is a netns."""
+    try:
+        nstype = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+            raise KernelError(f"cannot tell what kind of file netns {path!r} is",
+                              exc.strerror or str(exc)) from exc
+        raise _gone_or_not_netns(path, os.fstat(fd)) from exc
+    if nstype != CLONE_NEWNET:
+        raise NotANetNSError(f"{path!r} is not a network namespace",
+                             "it is a namespace of another kind (e.g. a mount namespace)")
+
+
+def _open_error(path: str, exc: OSError) -> CNIError:
+    if exc.errno in _GONE:
+        return NetNSNotFound(f"netns {path!r} does not exist")
+    return KernelError(f"cannot open netns {path!r}: {exc.strerror or exc}",
+                       "the namespace may still exist; nothing was changed")
 
 
 def same_netns(a: str, b: str) -> bool:
@@ -67,13 +141,19 @@ class NetNS:
         self._thread = threading.Thread(target=self._run, name=f"netns:{path}", daemon=True)
 
     def _run(self) -> None:
-        origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self._ready.put(KernelError("cannot open this thread's network namespace",
+                                        exc.strerror or str(exc)))
+            return
         try:
             target = open_netns(self.path)
             try:
                 _setns(target)
             except OSError as exc:
-                raise NetNSNotFound(f"{self.path!r} is not a network namespace: {exc}") from exc
+                raise KernelError(f"cannot enter netns {self.path!r}",
+                                  exc.strerror or str(exc)) from exc
             finally:
                 os.close(target)
         except BaseException as exc:  # handed to the caller
@@ -122,7 +202,8 @@ class NetNS:
 def enter(path: str) -> Iterator[NetNS]:
     """Run code in netns ``path``: ``with enter(p) as ns: ns.call(fn)``.
 
-    Raises NetNSNotFound (code 3) if ``path`` is missing or not a netns.
+    Raises what :func:`open_netns` raises: NetNSNotFound (code 3) only if the namespace is
+    gone, NotANetNSError or KernelError otherwise.
     """
     ns = NetNS(path)
     ns.start()

@@ -120,8 +120,11 @@ def setup_source_routing(ifname: str, routes: list[SourceRoute], table: int | No
             for entry in routes:
                 addr = entry.address
                 fam = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+                # No priority, as the reference: the kernel puts the rule just before the
+                # second one of the list (32765 before "from all lookup main"). pyroute2
+                # would otherwise send its own default, 32000; None leaves the attribute out.
                 ipr.rule("add", family=fam, src=str(addr.ip), src_len=addr.max_prefixlen,
-                         table=current)
+                         table=current, priority=None)
                 if entry.gateway is not None:
                     default = "0.0.0.0" if addr.version == 4 else "::"  # noqa: S104 - a route
                     ipr.route("replace", family=fam, dst=default, dst_len=0,

@@ -59,7 +59,9 @@ class SubLink:
 def link_request(link: SubLink, ifname: str, *, parent_index: int | None,
                  netns_fd: int | None) -> dict[str, Any]:
     """The pyroute2 ``link("add", ...)`` arguments that create ``link`` as ``ifname``."""
-    req: dict[str, Any] = {"ifname": ifname, "kind": link.kind}
+    # txqlen 0 as the reference plugins' links get it: they were created with a zero
+    # LinkAttrs.TxQLen, which the Go netlink library sends (kernel default: 1000).
+    req: dict[str, Any] = {"ifname": ifname, "kind": link.kind, "txqlen": 0}
     if link.kind in ("macvlan", "ipvlan", "vlan"):
         if parent_index is None:
             raise KernelError(f"a {link.kind} link needs a parent interface")

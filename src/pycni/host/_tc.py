@@ -3,7 +3,10 @@
 Runs in the calling thread's namespace (use inside ``NetNS.call``). The numbers follow
 iproute2's ``tc`` arithmetic, as the reference plugin does: rate and burst arrive in bits,
 the kernel wants bytes per second, a bucket size in scheduler ticks (``/proc/net/psched``)
-and a queue limit in bytes sized for 25 ms of latency at the configured rate.
+and a queue limit in bytes sized for 25 ms of latency at the configured rate. The bucket
+and the queue limit are 32-bit fields: values past them are clamped to the largest one
+(the reference's uint32 conversions wrap around instead), and rates past 32 bits go in
+``TCA_TBF_RATE64`` / ``TCA_HTB_RATE64``.
 
 The kernel can only shape what a device *sends*. Traffic towards the container leaves
 through the host veth, so ingress shaping sits on that veth's root. Traffic from the
@@ -13,8 +16,10 @@ match-all + mirred) to an ifb device, whose transmit side is then shaped.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +39,13 @@ ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 TIME_UNITS_PER_SEC = 1_000_000
+#: The largest value of the kernel's 32-bit tc fields (bucket ticks, queue limit, rate).
+U32_MAX = 2**32 - 1
+#: The largest rate in bytes per second the kernel holds (``TCA_TBF_RATE64``).
+RATE64_MAX = 2**64 - 1
+#: The largest bucket in bytes a config may ask for (the reference's "4GB" rule).
+MAX_BURST_BYTES = U32_MAX - 1
+_TCA_TBF_RATE64 = 4
 
 
 def _tick_in_usec() -> float:
@@ -47,14 +59,32 @@ def _tick_in_usec() -> float:
 
 
 def buffer_ticks(rate_bytes: int, burst_bytes: int) -> int:
-    """The tbf/htb bucket size: the time to send ``burst_bytes`` at ``rate_bytes``, in ticks."""
-    usec = int(burst_bytes * TIME_UNITS_PER_SEC / rate_bytes)
-    return int(usec * _tick_in_usec())
+    """The tbf/htb bucket size: the time to send ``burst_bytes`` at ``rate_bytes``, in ticks.
+
+    Clamped to the 32-bit field: kubelet's "no limit" burst (2**31-1 bits) at a few Mbit/s
+    lasts longer than 2**32 ticks, and the longest bucket is the closest to what it asks.
+    """
+    usec = min(int(burst_bytes * TIME_UNITS_PER_SEC / rate_bytes), U32_MAX)
+    return min(int(usec * _tick_in_usec()), U32_MAX)
 
 
 def queue_limit(rate_bytes: int, burst_bytes: int) -> int:
     """The tbf queue limit in bytes: LATENCY_MS of traffic at the rate, plus the burst."""
-    return int(rate_bytes * LATENCY_MS * 1000 / TIME_UNITS_PER_SEC) + burst_bytes
+    latency_bytes = min(int(rate_bytes * LATENCY_MS * 1000 / TIME_UNITS_PER_SEC), U32_MAX)
+    return min(latency_bytes + min(burst_bytes, U32_MAX), U32_MAX)
+
+
+def htb_burst_bytes(rate_bytes: int, burst_bytes: int) -> int:
+    """The burst to hand pyroute2's htb encoder so its bucket fits the 32-bit field.
+
+    pyroute2 turns the burst into ticks itself, without clamping; a burst whose bucket
+    would overflow is replaced by the one of the longest bucket (one tick of margin for
+    the rounding of its float arithmetic).
+    """
+    if int(int(burst_bytes * TIME_UNITS_PER_SEC / rate_bytes) * _tick_in_usec()) <= U32_MAX:
+        return burst_bytes
+    max_usec = int(U32_MAX / _tick_in_usec()) - 1
+    return max(1, max_usec * rate_bytes // TIME_UNITS_PER_SEC)
 
 
 @dataclass(frozen=True)
@@ -101,9 +131,54 @@ def _u32_keys(subnet: str, peer_is_source: bool) -> tuple[int, list[str]]:
     return ETH_P_IPV6, keys or ["0x0/0x0+0"]
 
 
+@functools.cache
+def _tbf_message_class() -> Any:
+    # pyroute2's tbf encoder computes the bucket itself (overflowing its 32-bit field for
+    # long buckets) and has no TCA_TBF_RATE64; this message carries both as given. The
+    # rate table is left out: the kernel computes rates itself since 3.13 (the reference
+    # does not send one either).
+    from pyroute2.netlink import nla
+    from pyroute2.netlink.rtnl.tcmsg import tcmsg
+
+    class TbfParms(nla):  # type: ignore[misc]
+        fields = (("rate_cell_log", "B"), ("rate_reserved", "B"), ("rate_overhead", "H"),
+                  ("rate_cell_align", "h"), ("rate_mpu", "H"), ("rate", "I"),
+                  ("peak_cell_log", "B"), ("peak_reserved", "B"), ("peak_overhead", "H"),
+                  ("peak_cell_align", "h"), ("peak_mpu", "H"), ("peak", "I"),
+                  ("limit", "I"), ("buffer", "I"), ("mtu", "I"))
+
+    class TbfOptions(nla):  # type: ignore[misc]
+        nla_map = (("TCA_TBF_UNSPEC", "none"), ("TCA_TBF_PARMS", "parms"),
+                   ("TCA_TBF_RTAB", "hex"), ("TCA_TBF_PTAB", "hex"),
+                   ("TCA_TBF_RATE64", "uint64"))
+        parms = TbfParms
+
+    class TbfMessage(tcmsg):  # type: ignore[misc]
+        nla_map = tuple((name, "tbf_options" if name == "TCA_OPTIONS" else kind)
+                        for name, kind in tcmsg.nla_map)
+        tbf_options = TbfOptions
+
+    return TbfMessage
+
+
 def _add_tbf(ipr: Any, idx: int, shaping: Shaping) -> None:
-    ipr.tc("add", "tbf", idx, ROOT_HANDLE, rate=shaping.rate_bytes, burst=shaping.burst_bytes,
-           limit=queue_limit(shaping.rate_bytes, shaping.burst_bytes))
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+    from pyroute2.netlink.rtnl import RTM_NEWQDISC
+
+    rate, burst = shaping.rate_bytes, shaping.burst_bytes
+    opts: list[list[Any]] = [["TCA_TBF_PARMS", {
+        "rate": min(rate, U32_MAX), "limit": queue_limit(rate, burst),
+        "buffer": buffer_ticks(rate, burst)}]]
+    if rate > U32_MAX:
+        opts.append(["TCA_TBF_RATE64", rate])
+    msg = _tbf_message_class()()
+    msg["index"], msg["handle"], msg["parent"] = idx, ROOT_HANDLE, 0xFFFFFFFF
+    msg["attrs"] = [["TCA_KIND", "tbf"], ["TCA_OPTIONS", {"attrs": opts}]]
+    # pyroute2 0.9's synchronous nlm_request reads a status key that only its async
+    # socket's constructor sets; the default (False) makes it return a tuple.
+    ipr.status.setdefault("nlm_generator", False)
+    ipr.nlm_request(msg, msg_type=RTM_NEWQDISC,
+                    msg_flags=NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 
 
 def _add_htb(ipr: Any, idx: int, shaping: Shaping, peer_is_source: bool) -> None:
@@ -114,7 +189,8 @@ def _add_htb(ipr: Any, idx: int, shaping: Shaping, peer_is_source: bool) -> None
     ipr.tc("add-class", "htb", idx, ROOT_HANDLE | UNSHAPED_MINOR, parent=ROOT_HANDLE,
            rate=UNCAPPED_RATE, ceil=UNCAPPED_RATE, burst=shaping.burst_bytes or 1)
     ipr.tc("add-class", "htb", idx, ROOT_HANDLE | SHAPED_MINOR, parent=ROOT_HANDLE,
-           rate=shaping.rate_bytes, ceil=shaping.rate_bytes, burst=shaping.burst_bytes)
+           rate=shaping.rate_bytes, ceil=shaping.rate_bytes,
+           burst=htb_burst_bytes(shaping.rate_bytes, shaping.burst_bytes))
     subnets, target = ((shaping.shaped_subnets, SHAPED_MINOR) if shaping.shaped_subnets
                        else (shaping.unshaped_subnets, UNSHAPED_MINOR))
     for prio, subnet in enumerate(subnets, start=1):
@@ -205,12 +281,13 @@ def clear_root_qdisc(ifname: str) -> None:
 
 @dataclass(frozen=True)
 class QdiscInfo:
-    """What a link's root qdisc is, for CHECK: kind, rate (bytes/s) and bucket (ticks)."""
+    """What a link's root qdisc is, for CHECK: kind, rate (bytes/s), bucket (ticks), limit."""
 
     kind: str
     rate_bytes: int = 0
     buffer: int = 0
     default_class: int = 0
+    limit: int = 0
 
 
 def link_mtu_txqlen(ifname: str) -> tuple[int, int]:
@@ -234,7 +311,8 @@ def root_qdisc(ifname: str) -> QdiscInfo | None:
             opts = msg.get("TCA_OPTIONS")
             if kind == "tbf" and opts is not None:
                 parms = opts.get("TCA_TBF_PARMS")
-                return QdiscInfo("tbf", int(parms["rate"]), int(parms["buffer"]))
+                rate = _tbf_rate64(opts) or int(parms["rate"])
+                return QdiscInfo("tbf", rate, int(parms["buffer"]), limit=int(parms["limit"]))
             if kind == "htb" and opts is not None:
                 init = opts.get("TCA_HTB_INIT") or {}
                 default = int(init.get("defcls", 0)) if hasattr(init, "get") else 0
@@ -244,12 +322,22 @@ def root_qdisc(ifname: str) -> QdiscInfo | None:
         return None
 
 
+def _tbf_rate64(opts: Any) -> int:
+    # pyroute2's tbf decoder does not know TCA_TBF_RATE64 (type 4) and keeps it as an
+    # unnamed attribute: read its u64 payload from the message buffer after the header.
+    for attr in opts.get_attrs("UNKNOWN"):
+        if attr.get("header", {}).get("type") == _TCA_TBF_RATE64:
+            return int(struct.unpack_from("=Q", attr.data, attr.offset + 4)[0])
+    return 0
+
+
 def _htb_class(ipr: Any, idx: int, handle: int) -> tuple[int, int]:
     for msg in ipr.get_classes(index=idx):
         if msg["handle"] != handle:
             continue
-        parms = msg.get("TCA_OPTIONS").get("TCA_HTB_PARMS")
-        return int(parms["rate"]), int(parms["buffer"])
+        opts = msg.get("TCA_OPTIONS")
+        parms = opts.get("TCA_HTB_PARMS")
+        return int(opts.get("TCA_HTB_RATE64") or parms["rate"]), int(parms["buffer"])
     return 0, 0
 
 

@@ -21,6 +21,20 @@ from ..spec import KernelError
 
 #: (save, restore) executables per address family.
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
+#: The comment match's buffer is 256 bytes with its NUL: iptables keeps at most 255 bytes of a
+#: ``--comment`` (iptables 1.8 cuts a longer one silently, so the rule it lists is not the one
+#: it was given).
+COMMENT_MAX = 255
+
+
+def stored_comment(text: str) -> str:
+    """``text`` as iptables stores it in a rule: its first :data:`COMMENT_MAX` bytes.
+
+    A plugin that writes this form finds its rule again by text, and writes the very rule
+    iptables made of a reference plugin's longer comment.
+    """
+    return text.encode()[:COMMENT_MAX].decode(errors="ignore")
+
 
 
 # iptables-save prints a word bare, or in double quotes with ``"`` and ``\\`` escaped.
@@ -219,5 +233,5 @@ def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, 
     raise KernelError(f"failed to {what} (IPv{family})", str(error))
 
 
-__all__ = ["TOOLS", "NatTable", "families", "nat_chains", "option", "quote", "restore_nat",
-           "rule_line", "save_nat", "split_rule", "transact_nat"]
+__all__ = ["COMMENT_MAX", "TOOLS", "NatTable", "families", "nat_chains", "option", "quote",
+           "restore_nat", "rule_line", "save_nat", "split_rule", "stored_comment", "transact_nat"]

@@ -154,8 +154,8 @@ def allocate(store: DiskStore, sets: Sequence[RangeSet], *, container_id: str, i
 
 def release(store: DiskStore, container_id: str, ifname: str) -> list[IPAddress]:
     """DEL: release what (container, interface) holds in this network; idempotent."""
-    with store.locked():
-        return store.release_owner(container_id, ifname)
+    with store.locked(create=False) as present:
+        return store.release_owner(container_id, ifname) if present else []
 
 
 def exhausted(store: DiskStore, sets: Sequence[RangeSet]) -> list[int]:

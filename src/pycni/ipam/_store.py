@@ -12,7 +12,12 @@ interface of that container, as in the reference. Go opens ``lock`` with
 ``O_CREAT|O_RDONLY`` and mode 0750 and takes ``flock`` on it; we do exactly the same, so a
 Go plugin and a pycni plugin working on one network exclude each other.
 
-Callers hold :meth:`DiskStore.locked` around every read-modify-write.
+Callers hold :meth:`DiskStore.locked` around every read-modify-write. DEL, CHECK and GC lock
+with ``create=False``: a network this host never stored anything for stays without a
+directory (the reference creates ``<network>/lock`` even then).
+
+A reservation file holds the whole container ID, whatever its length (the spec sets none; a
+100 KB ID is a 100 KB file), and is read whole.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 LOCK_NAME = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."
 LINE_BREAK = "\r\n"
-#: Reservation files are tiny; anything longer is not ours and is not read past this.
-_MAX_READ = 4096
+#: One read covers any ordinary reservation file; longer ones (long IDs) take more reads.
+_READ_CHUNK = 4096
 
 
 def reservation_bytes(container_id: str, ifname: str) -> bytes:
@@ -102,17 +107,25 @@ class DiskStore:
         return self.path / name
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Create the directory if needed and hold the network's flock."""
+    def locked(self, *, create: bool = True) -> Iterator[bool]:
+        """Hold the network's flock; yields whether the store exists.
+
+        ``create``: make the directory if needed (ADD). Without it a missing directory yields
+        False and nothing is locked or created: there is nothing to read or release.
+        """
         try:
-            self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if create:
+                self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
+            elif not self.path.is_dir():
+                yield False
+                return
             fd = os.open(self._file(LOCK_NAME), os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o750)
         except OSError as exc:
             raise IOFailure(f"host-local: cannot open the store of network {self.network!r} "
                             f"in {self.path}", str(exc)) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            yield True
         finally:
             os.close(fd)  # closing the only descriptor drops the flock
 
@@ -259,13 +272,19 @@ def _read_only_fs(path: Path) -> bool:
 
 
 def _read_file(path: str, dir_fd: int | None = None) -> bytes | None:
-    """The first bytes of a regular file; None if it cannot be read."""
+    """A regular file's whole content; None if it cannot be read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        return os.read(fd, _MAX_READ)
+        data = os.read(fd, _READ_CHUNK)
+        if len(data) < _READ_CHUNK:  # a short read of a regular file is its end: one syscall
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
     except OSError:  # e.g. EISDIR: not a reservation
         return None
     finally:

@@ -7,16 +7,32 @@ from typing import Any
 from ..skel import CmdArgs
 from ..spec import InvalidNetworkConfig, Result, bool_field, valid_attachments
 
+#: Linux interface names: at most IFNAMSIZ - 1 bytes.
+IFNAME_MAX = 15
+#: The largest MTU any Linux device accepts (IP_MAX_MTU); netlink carries it in 32 bits.
+MTU_MAX = 65535
+UINT32_MAX = 2**32 - 1
 
-def int_field(raw: dict[str, Any], key: str, *, minimum: int = 0, what: str = "") -> int | None:
-    """An integer >= ``minimum`` or None when absent; ``what`` prefixes the key in errors."""
+
+def int_field(raw: dict[str, Any], key: str, *, minimum: int = 0, maximum: int | None = None,
+              what: str = "") -> int | None:
+    """An integer in ``minimum``..``maximum`` or None when absent; ``what`` prefixes the key
+    in errors."""
     value = raw.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected an integer >= {minimum}, '
-                                   f"got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        expected = (f"an integer >= {minimum}" if maximum is None
+                    else f"an integer between {minimum} and {maximum}")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected {expected}, got {shown}')
     return value
+
+
+def mtu_field(raw: dict[str, Any], key: str = "mtu", *, what: str = "") -> int | None:
+    """An MTU (0 means "leave the default"), at most :data:`MTU_MAX`."""
+    return int_field(raw, key, maximum=MTU_MAX, what=what)
 
 
 def str_field(raw: dict[str, Any], key: str, *, what: str = "") -> str | None:
@@ -27,6 +43,26 @@ def str_field(raw: dict[str, Any], key: str, *, what: str = "") -> str | None:
     if not isinstance(value, str):
         raise InvalidNetworkConfig(f'invalid "{what}{key}": expected a string, got {value!r}')
     return value
+
+
+def check_ifname(name: str, field: str) -> str:
+    """``name`` if the kernel would take it as an interface name (dev_valid_name): 1-15
+    bytes, not ``.``/``..``, no ``/``, ``:``, whitespace or NUL; else code 7 naming
+    ``field``."""
+    size = len(name.encode(errors="surrogateescape"))
+    bad = sorted({c for c in name if c in "/:\x00" or c.isspace()})
+    if not name or size > IFNAME_MAX or name in (".", "..") or bad:
+        reason = (f"{size} bytes, at most {IFNAME_MAX}" if size > IFNAME_MAX
+                  else f"contains {bad!r}" if bad else "not an interface name")
+        raise InvalidNetworkConfig(f'invalid "{field}" {name!r}: {reason} (interface names are '
+                                   f"1-{IFNAME_MAX} bytes without '/', ':', whitespace or NUL)")
+    return name
+
+
+def ifname_field(raw: dict[str, Any], key: str, *, what: str = "") -> str | None:
+    """An interface name (see :func:`check_ifname`); None when absent or empty."""
+    value = str_field(raw, key, what=what)
+    return check_ifname(value, f"{what}{key}") if value else None
 
 
 def str_list(raw: dict[str, Any], key: str, *, what: str = "") -> list[str]:
@@ -40,7 +76,7 @@ def str_list(raw: dict[str, Any], key: str, *, what: str = "") -> list[str]:
 
 
 def opt_bool(raw: dict[str, Any], key: str) -> bool | None:
-    """A bool (also ``"true"``/``"false"``), or None when absent."""
+    """A JSON boolean, or None when absent."""
     return None if raw.get(key) is None else bool_field(raw, key)
 
 
@@ -54,5 +90,17 @@ def require_prev_result(args: CmdArgs, message: str) -> Result:
 
 # GC's attachment list is wire format, read in spec/ (the DHCP daemon reads it too); the
 # plugins keep importing it from here.
-__all__ = ["int_field", "opt_bool", "require_prev_result", "str_field", "str_list",
-           "valid_attachments"]
+__all__ = [
+    "IFNAME_MAX",
+    "MTU_MAX",
+    "UINT32_MAX",
+    "check_ifname",
+    "ifname_field",
+    "int_field",
+    "mtu_field",
+    "opt_bool",
+    "require_prev_result",
+    "str_field",
+    "str_list",
+    "valid_attachments",
+]

@@ -15,6 +15,9 @@ in the same directory, fsync, rename) with mode 0600 in a 0700 directory.
 Reading is forgiving: a missing, empty or corrupt file is logged and treated as "no cached
 result", so a DEL still runs (without ``prevResult``) instead of wedging the container. A
 file holding a bare result (libcni's pre-``cniCacheV1`` format) is still understood.
+
+A file name longer than ``NAME_MAX`` (a container ID of hundreds of bytes; the spec sets no
+limit) is hashed by :func:`pycni._files.fit_name`; libcni cannot store such an entry at all.
 """
 
 from __future__ import annotations
@@ -28,9 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
+from .._files import atomic_write, fit_name, is_hashed
 from ..skel import validate_container_id, validate_ifname
-from ..spec import NAME_RE, CNIError, InvalidNetworkConfig, IOFailure, Result
+from ..spec import (
+    NAME_RE,
+    CNIError,
+    DecodingFailure,
+    InvalidNetworkConfig,
+    IOFailure,
+    Result,
+    decode_json,
+)
 
 log = logging.getLogger("pycni.runtime")
 
@@ -154,7 +165,7 @@ class ResultCache:
             raise InvalidNetworkConfig(f"invalid network name {network!r} for the result cache")
         validate_container_id(container_id)
         validate_ifname(ifname)
-        return str(Path(self.results_dir, f"{network}-{container_id}-{ifname}"))
+        return str(Path(self.results_dir, fit_name(f"{network}-{container_id}-{ifname}")))
 
     def write(self, entry: CachedAttachment) -> str:
         """Store ``entry`` atomically; returns the file written. IOFailure on error."""
@@ -176,9 +187,8 @@ class ResultCache:
             log.warning("cannot read cache file %s, ignoring it: %s", path, exc.strerror)
             return None
         try:
-            obj = json.loads(data)
-            return CachedAttachment.from_json(obj)
-        except (ValueError, RecursionError) as exc:
+            return CachedAttachment.from_json(decode_json(data, f"cache file {path}"))
+        except (ValueError, DecodingFailure) as exc:
             log.warning("cache file %s is corrupt, ignoring it: %s", path, exc)
             return None
 
@@ -218,7 +228,7 @@ class ResultCache:
         for name in names:
             if name.startswith("."):
                 continue
-            if container_id and f"-{container_id}-" not in name:
+            if container_id and f"-{container_id}-" not in name and not is_hashed(name):
                 continue
             entry = self._load(str(Path(self.results_dir, name)))
             if entry is None:
@@ -233,8 +243,8 @@ class ResultCache:
 
 def _legacy_result(path: str) -> dict[str, Any] | None:
     try:
-        obj = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError):
+        obj = decode_json(Path(path).read_bytes(), f"cache file {path}")
+    except (OSError, DecodingFailure):
         return None
     if isinstance(obj, dict) and "kind" not in obj and "cniVersion" in obj:
         return obj

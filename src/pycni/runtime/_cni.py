@@ -40,6 +40,7 @@ from ..spec import (
     PluginExecFailed,
     PluginNotFound,
     Result,
+    decode_json,
     parse_version,
     version_at_least,
 )
@@ -92,7 +93,7 @@ class DefaultExec:
                 raise PluginNotFound(f"pycni has no plugin {path!r}")
             status, out = run_plugin_bytes(cls(), dict(env), stdin)
             if status != 0:
-                raise CNIError.from_json(json.loads(out))
+                raise CNIError.from_json(decode_json(out, f"error from plugin {path}"))
             return out
         return exec_plugin(path, env, stdin, timeout=timeout)
 
@@ -385,8 +386,8 @@ def _joined(errors: list[CNIError]) -> CNIError:
 
 def _parse_result(out: bytes, version: str) -> Result:
     try:
-        obj: Any = json.loads(out)
-    except (ValueError, RecursionError) as exc:
+        obj: Any = decode_json(out, "plugin result")
+    except DecodingFailure as exc:
         raise PluginExecFailed("plugin printed something that is not a JSON result",
                                out[:200].decode(errors="replace")) from exc
     result = Result.from_json(obj)
@@ -395,8 +396,8 @@ def _parse_result(out: bytes, version: str) -> Result:
 
 def _parse_version_info(plugin_type: str, out: bytes) -> PluginInfo:
     try:
-        obj: Any = json.loads(out)
-    except (ValueError, RecursionError) as exc:
+        obj: Any = decode_json(out, f"plugin {plugin_type} VERSION answer")
+    except DecodingFailure as exc:
         raise PluginExecFailed(f"plugin {plugin_type} gave an unreadable VERSION answer",
                                out[:200].decode(errors="replace")) from exc
     if not isinstance(obj, dict):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from ..spec import CNIError, InvalidNetworkConfig, NetworkConfigList, decode_config
+from ..spec import CNIError, InvalidNetworkConfig, NetworkConfigList, decode_json_object
 
 log = logging.getLogger("pycni.runtime")
 
@@ -96,7 +96,7 @@ def inlined_plugins(directory: str, name: str) -> list[dict[str, Any]]:
         if path.suffix != ".conf" or not path.is_file():
             continue
         try:
-            plugins.append(decode_config(_read(path), f"plugin config {path}"))
+            plugins.append(decode_json_object(_read(path), f"plugin config {path}"))
         except OSError as exc:
             raise InvalidNetworkConfig(f"cannot read plugin config {path}: {exc.strerror}"
                                        ) from exc
@@ -111,11 +111,11 @@ def load_file(path: str) -> NetworkConfigList:
         raise InvalidNetworkConfig(f"cannot read {path}: {exc.strerror}") from exc
     directory = str(Path(path).parent)
     if path.endswith(LIST_EXTENSIONS):
-        raw = decode_config(data, f"network configuration list {path}")
+        raw = decode_json_object(data, f"network configuration list {path}")
         name = raw.get("name")
         extra = inlined_plugins(directory, name) if _plain_name(name) else []
         return NetworkConfigList.parse(data, extra_plugins=extra)
-    raw = decode_config(data, f"network configuration {path}")
+    raw = decode_json_object(data, f"network configuration {path}")
     if "type" not in raw and isinstance(raw.get("plugins"), list):
         return NetworkConfigList.parse(data)
     return NetworkConfigList.from_conf(raw)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
-from ..spec import CNIError, PluginExecFailed, PluginNotFound
+from ..spec import CNIError, PluginExecFailed, PluginNotFound, decode_json
 
 log = logging.getLogger("pycni.runtime")
 
@@ -80,8 +78,7 @@ def exec_plugin(
 
 def _error_from_output(path: str, stdout: bytes, stderr: bytes, status: int) -> CNIError:
     try:
-        obj: Any = json.loads(stdout)
-        return CNIError.from_json(obj)
+        return CNIError.from_json(decode_json(stdout, f"error from plugin {path}"))
     except (ValueError, CNIError):
         tail = (stderr or stdout).decode(errors="replace").strip()[-500:]
         return PluginExecFailed(f"plugin {path} failed with exit status {status}", tail)

@@ -8,10 +8,9 @@ Python start-up per call.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
-from ..spec import CNIError, DecodingFailure, PluginNotFound, Result
+from ..spec import CNIError, DecodingFailure, PluginNotFound, Result, decode_json
 from ._args import CmdArgs
 
 #: The first line of every executable ``pycni install`` writes carries this marker.
@@ -50,7 +49,7 @@ def delegate(
     if cls is not None and (path is None or _is_pycni_executable(path)):
         status, out = run_plugin_bytes(cls(), env, stdin)
         if status != 0:
-            raise CNIError.from_json(json.loads(out))
+            raise CNIError.from_json(decode_json(out, f'error from plugin "{plugin_type}"'))
         return out
     if path is None:
         raise PluginNotFound(f'failed to find plugin "{plugin_type}" in path {list(args.path)}')
@@ -63,11 +62,9 @@ def delegate_add(plugin_type: str, stdin: bytes, args: CmdArgs) -> Result:
     A delegate that prints something other than a result is a DecodingFailure naming it.
     """
     out = delegate("ADD", plugin_type, stdin, args)
+    obj = decode_json(out, f'the result of plugin "{plugin_type}"')
     try:
-        return Result.from_json(json.loads(out))
-    except (ValueError, RecursionError) as exc:
-        raise DecodingFailure(f'plugin "{plugin_type}" printed a result that is not JSON',
-                              str(exc)) from exc
+        return Result.from_json(obj)
     except DecodingFailure as exc:
         raise DecodingFailure(f'plugin "{plugin_type}" printed an invalid result: {exc.msg}',
                               exc.details) from exc

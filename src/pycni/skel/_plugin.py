@@ -25,6 +25,7 @@ from ..spec import (
     IOFailure,
     NetworkConfig,
     Result,
+    decode_json_object,
     parse_version,
     require_supported,
 )
@@ -73,10 +74,35 @@ class Plugin:
         """Entry point of the plugin executable."""
         import os
 
+        _quiet_library_logs()
         code = run_plugin(cls(), environ=os.environ, stdin=sys.stdin.buffer,
                           stdout=sys.stdout.buffer)
         sys.stdout.flush()
         raise SystemExit(code)
+
+
+class _LastLine(logging.Formatter):
+    """One line per record: the last line of the message, no traceback or stack."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = [line for line in record.getMessage().splitlines() if line.strip()]
+        return f"{record.name}: {record.levelname.lower()}: {lines[-1] if lines else ''}"
+
+
+def _quiet_library_logs() -> None:
+    """Give pyroute2's logger a one-line handler in a plugin process.
+
+    pyroute2 logs some failures (a value that does not fit its netlink field) as the text
+    of a traceback and of the stack; without a handler, Python's last-resort handler copies
+    that to stderr. The failure itself reaches the user as the plugin's CNI error.
+    """
+    lib = logging.getLogger("pyroute2")
+    if not lib.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_LastLine())
+        handler.setLevel(logging.WARNING)
+        lib.addHandler(handler)
+        lib.propagate = False
 
 
 def invoke(
@@ -136,8 +162,8 @@ def invoke(
 def _conf_version(stdin: bytes) -> str:
     """The config's cniVersion if it is one we speak, for the error JSON; else the current one."""
     try:
-        version = json.loads(stdin).get("cniVersion")
-    except Exception:  # any unreadable stdin: bad JSON, nested too deep, not an object
+        version = decode_json_object(stdin, "network config").get("cniVersion")
+    except CNIError:
         return CURRENT_VERSION
     return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
 

@@ -1,12 +1,11 @@
 """The CNI wire format, with no I/O: configs, results of every version, errors."""
 
-from ._config import NAME_RE, NetworkConfig, bool_field, decode_json_object
+from ._config import NAME_RE, NetworkConfig, bool_field
 from ._conflist import (
     LEGACY_ATTACHMENTS_KEY,
     VALID_ATTACHMENTS_KEY,
     GCAttachment,
     NetworkConfigList,
-    decode_config,
     derive_runtime_config,
     valid_attachments,
 )
@@ -30,6 +29,7 @@ from ._errors import (
     UnknownContainer,
     UnsupportedField,
 )
+from ._json import decode_json, decode_json_object
 from ._result import DNS, Interface, IPConfig, Result, Route, parse_cidr, parse_ip
 from ._version import (
     COMMAND_MIN_VERSION,
@@ -75,7 +75,7 @@ __all__ = [
     "UnknownContainer",
     "UnsupportedField",
     "bool_field",
-    "decode_config",
+    "decode_json",
     "decode_json_object",
     "derive_runtime_config",
     "highest_supported",

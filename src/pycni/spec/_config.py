@@ -7,12 +7,12 @@ config class can read its keys. Unknown keys are kept in ``raw`` unchanged.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import DecodingFailure, InvalidNetworkConfig
+from ._json import decode_json_object
 from ._result import DNS, Result
 from ._version import SUPPORTED_VERSIONS, require_supported
 
@@ -23,26 +23,18 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
 NAME_RULE = "a letter or digit, then letters, digits, '_', '.' or '-'"
 
 
-def decode_json_object(data: bytes | str, what: str) -> dict[str, Any]:
-    """Decode ``data`` as one JSON object or raise DecodingFailure naming ``what``."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DecodingFailure(f"failed to decode {what}: {exc}") from exc
-    except RecursionError as exc:  # json recurses per nesting level: "[[[[..." exhausts the stack
-        raise DecodingFailure(f"failed to decode {what}: nested too deeply") from exc
-    if not isinstance(obj, dict):
-        raise DecodingFailure(f"failed to decode {what}: expected a JSON object, got "
-                              f"{type(obj).__name__}")
-    return obj
+def bool_field(raw: dict[str, Any], key: str, default: bool = False, *,
+               strings: bool = False) -> bool:
+    """A JSON boolean; with ``strings``, also ``"true"``/``"false"``.
 
-
-def bool_field(raw: dict[str, Any], key: str, default: bool = False) -> bool:
-    """A bool that may also be written ``"true"``/``"false"`` (as libcni accepts)."""
+    Only libcni's own conflist keys (``disableCheck``, ``disableGC``,
+    ``loadOnlyInlinedPlugins``) take strings; the reference plugins decode their keys with
+    encoding/json into bool fields, which refuses a string.
+    """
     value = raw.get(key, default)
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
+    if strings and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise InvalidNetworkConfig(f'invalid "{key}": expected true or false, got {value!r}')
 
@@ -87,8 +79,13 @@ def _prev_result(prev: Any, version: str) -> Result | None:
     if not isinstance(prev, dict):
         raise InvalidNetworkConfig(f'invalid "prevResult": expected an object, got {_kind(prev)}')
     declared = prev.get("cniVersion")
+    if declared not in (None, "") and declared not in SUPPORTED_VERSIONS:
+        # libcni refuses every prevResult whose version is not the config's; reading one
+        # of a version nobody knows as the config's would silently drop what it says.
+        raise InvalidNetworkConfig(f'invalid "prevResult": cniVersion {declared!r} is not one '
+                                   f"of {list(SUPPORTED_VERSIONS)}")
     try:
-        return Result.from_json(prev, declared if declared in SUPPORTED_VERSIONS else version)
+        return Result.from_json(prev, declared or version)
     except DecodingFailure as exc:
         raise InvalidNetworkConfig(f'invalid "prevResult": {exc.msg}', exc.details) from exc
 

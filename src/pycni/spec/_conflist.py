@@ -32,6 +32,7 @@ from typing import Any
 
 from ._config import NAME_RE, bool_field
 from ._errors import DecodingFailure, IncompatibleCNIVersion, InvalidNetworkConfig
+from ._json import decode_json_object
 from ._result import Result
 from ._version import SUPPORTED_VERSIONS, highest_supported, parse_version
 
@@ -62,26 +63,6 @@ def valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
                                        f'{{"containerID": ..., "ifname": ...}}, got {item!r}')
         valid.add((cid.strip(), ifname))
     return valid
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def decode_config(data: bytes | str, what: str) -> dict[str, Any]:
-    """Decode one JSON object, refusing what Go's encoding/json refuses too.
-
-    ``NaN``/``Infinity`` and absurd nesting (which would blow Python's recursion limit) are
-    DecodingFailures, like any other malformed input.
-    """
-    try:
-        obj = json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise DecodingFailure(f"failed to decode {what}", str(exc)[:200]) from exc
-    if not isinstance(obj, dict):
-        raise DecodingFailure(f"failed to decode {what}: expected a JSON object, got "
-                              f"{type(obj).__name__}")
-    return obj
 
 
 def _check_plugin(index: int, plugin: Any) -> dict[str, Any]:
@@ -183,14 +164,14 @@ class NetworkConfigList:
         if isinstance(data, dict):
             raw, source = data, json.dumps(data).encode()
         else:
-            raw = decode_config(data, "network configuration list")
+            raw = decode_json_object(data, "network configuration list")
             source = data.encode() if isinstance(data, str) else bytes(data)
         name = raw.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must match '
                                        f"{NAME_RE.pattern}")
         version, candidates = _choose_version(raw)
-        inlined_only = bool_field(raw, "loadOnlyInlinedPlugins")
+        inlined_only = bool_field(raw, "loadOnlyInlinedPlugins", strings=True)
         plugins_raw = raw.get("plugins")
         if plugins_raw is None:
             if inlined_only:
@@ -209,8 +190,8 @@ class NetworkConfigList:
             name=name,
             cni_version=version,
             plugins=tuple(plugins),
-            disable_check=bool_field(raw, "disableCheck"),
-            disable_gc=bool_field(raw, "disableGC"),
+            disable_check=bool_field(raw, "disableCheck", strings=True),
+            disable_gc=bool_field(raw, "disableGC", strings=True),
             load_only_inlined_plugins=inlined_only,
             cni_versions=candidates,
             source=source,
@@ -222,7 +203,7 @@ class NetworkConfigList:
 
         As libcni does, the list's bytes are the synthesised list, not the file.
         """
-        conf = data if isinstance(data, dict) else decode_config(data, "network configuration")
+        conf = data if isinstance(data, dict) else decode_json_object(data, "network configuration")
         _check_plugin(0, conf)
         listed: dict[str, Any] = {"name": conf.get("name"), "cniVersion": conf.get("cniVersion"),
                                   "plugins": [conf]}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._files import fit_name
 from ...spec import KernelError
 from .._nft import NftError, available, nft_json
 from ._base import POLICY_ISOLATED, POLICY_SAME_BRIDGE, Attachment
@@ -56,8 +57,13 @@ def _rules(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def owner_comment(att: Attachment) -> str:
-    """The comment marking an attachment's rules."""
-    return f"{att.container_id}/{att.ifname}"[:_COMMENT_MAX]
+    """The comment marking an attachment's rules: ``<containerID>/<ifname>``.
+
+    One that would not fit nftables' comment is hashed (see :func:`pycni._files.fit_name`):
+    cutting it would give two long IDs with a common prefix the same comment, and one
+    container's DEL would remove the other's rules.
+    """
+    return fit_name(f"{att.container_id}/{att.ifname}", limit=_COMMENT_MAX)
 
 
 def _rule(chain: str, expr: list[dict[str, Any]], comment: str = "") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ...spec import InvalidNetworkConfig, KernelError
+from .._netfilter import netfilter_backend
 from ._base import IPInterface, MasqBackend, chain_comment, chain_name
 from .iptables import IPTablesMasq
 from .nftables import NFTablesMasq
@@ -28,18 +29,15 @@ BACKENDS: dict[str, type[MasqBackend]] = {
 def resolve_backend(requested: str | None) -> str:
     """The backend to use for an ``ipMasqBackend`` value (None or "" for the default).
 
-    The default is upstream's: ``iptables`` unless iptables is missing and nftables is
-    present. An unknown name is an InvalidNetworkConfig naming the valid ones.
+    The default is :func:`~pycni.host.netfilter_backend`'s (the reference's: iptables unless
+    only nftables is installed). An unknown name is an InvalidNetworkConfig naming the valid
+    ones.
     """
-    if requested:
-        if requested not in BACKENDS:
-            valid = ", ".join(f'"{name}"' for name in sorted(BACKENDS))
-            raise InvalidNetworkConfig(
-                f"ipMasqBackend {requested!r} is not supported (valid: {valid})")
-        return requested
-    if not IPTablesMasq.available() and NFTablesMasq.available():
-        return "nftables"
-    return "iptables"
+    if requested and requested not in BACKENDS:
+        valid = ", ".join(f'"{name}"' for name in sorted(BACKENDS))
+        raise InvalidNetworkConfig(
+            f"ipMasqBackend {requested!r} is not supported (valid: {valid})")
+    return netfilter_backend(requested)
 
 
 def setup_ip_masq(backend: str | None, network: str, container_id: str, ifname: str,

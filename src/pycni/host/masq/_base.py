@@ -5,7 +5,9 @@ they write from that identity, the way the reference plugins do, so rules writte
 plugins and by pycni are found and removed by either:
 
 - iptables: a chain ``CNI-`` + 24 hex digits of sha512(network + container id) and the
-  comment ``name: "<network>" id: "<container id>"`` (Go ``%q`` quoting) on every rule.
+  comment ``name: "<network>" id: "<container id>"`` (Go ``%q`` quoting) on every rule, cut
+  to the 255 bytes iptables keeps (the reference passes a long one whole, and iptables cuts
+  it to the same 255 bytes).
 - nftables: one rule per address in ``inet cni_plugins_masquerade`` chain ``masq_checks``
   whose comment starts with ``<16 hex of sha512(network)>-<16 hex of sha512(ifname:id)>``.
 """
@@ -16,6 +18,8 @@ import hashlib
 import ipaddress
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
+
+from .._xtables import stored_comment
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -61,8 +65,8 @@ def go_quote(text: str) -> str:
 
 
 def chain_comment(network: str, container_id: str) -> str:
-    """The comment on every iptables rule of an attachment."""
-    return f"name: {go_quote(network)} id: {go_quote(container_id)}"
+    """The comment on every iptables rule of an attachment, as iptables stores it."""
+    return stored_comment(f"name: {go_quote(network)} id: {go_quote(container_id)}")
 
 
 class MasqBackend(Protocol):

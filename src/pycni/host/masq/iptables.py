@@ -21,7 +21,15 @@ import re
 from collections.abc import Sequence
 from typing import ClassVar
 
-from .._xtables import NatTable, families, nat_chains, option, rule_line, transact_nat
+from .._xtables import (
+    COMMENT_MAX,
+    NatTable,
+    families,
+    nat_chains,
+    option,
+    rule_line,
+    transact_nat,
+)
 from ._base import MULTICAST, IPInterface, chain_comment, chain_name
 
 _OUR_CHAIN = re.compile(r"^CNI-[0-9a-f]{24}$")
@@ -139,14 +147,24 @@ class IPTablesMasq:
                            f"remove masquerading chain {chain} for {container_id}")
 
     def gc(self, network: str, valid: frozenset[tuple[str, str]]) -> None:
-        """Remove chains of ``network`` (found by their comments) whose container is gone."""
+        """Remove chains of ``network`` (found by their comments) whose container is gone.
+
+        A comment cut to iptables' 255 bytes (a long container ID) no longer names the
+        container: such a chain of ``network`` is stale unless a valid ID hashes to its name.
+        """
         valid_ids = {cid for cid, _ in valid}
+        keep = {chain_name(network, cid) for cid in valid_ids}
 
         def plan(table: NatTable) -> list[str]:
             stale = []
             for chain in sorted(table.chains):
-                owner = self._owner(table, chain) if _OUR_CHAIN.match(chain) else None
-                if owner is not None and owner[0] == network and owner[1] not in valid_ids:
+                if not _OUR_CHAIN.match(chain):
+                    continue
+                owner = self._owner(table, chain)
+                if owner is not None:
+                    if owner[0] == network and owner[1] not in valid_ids:
+                        stale.append(chain)
+                elif chain not in keep and self._cut_comment_of(table, chain, network):
                     stale.append(chain)
             return self._removal(table, stale)
 
@@ -163,6 +181,18 @@ class IPTablesMasq:
             if owner is not None and chain_name(*owner) == chain:
                 return owner
         return None
+
+
+    @staticmethod
+    def _cut_comment_of(table: NatTable, chain: str, network: str) -> bool:
+        """True if the chain's rules carry a comment of ``network`` cut to COMMENT_MAX bytes."""
+        head = chain_comment(network, "")[:-1]  # 'name: "<network>" id: "'
+        for rule in [*table.rules.get(chain, []), *table.jumps_to(chain)]:
+            comment = option(rule, "--comment") or ""
+            if len(comment.encode()) == COMMENT_MAX and (comment.startswith(head)
+                                                         or head.startswith(comment)):
+                return True
+        return False
 
 
 # Kept under their old names for modules that import them from here (portmap).

@@ -121,6 +121,12 @@ class PortMapBackend(Protocol):
         """True if the tools this backend needs are installed."""
         ...
 
+    @classmethod
+    def parse_conditions(cls, tokens: Sequence[str], family: int, key: str) -> tuple[str, ...]:
+        """``conditionsV4``/``V6`` (named ``key``) in this backend's grammar, as the
+        backend will write them; InvalidNetworkConfig for anything else."""
+        ...
+
     def forward(self, specs: Sequence[PortMapSpec]) -> None:
         """Write the DNAT and masquerade rules for each spec (one per container address)."""
         ...

@@ -28,18 +28,26 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ...spec import KernelError
-from .._xtables import TOOLS, NatTable, families, nat_chains, save_nat, transact_nat
+from .._xtables import (
+    COMMENT_MAX,
+    TOOLS,
+    NatTable,
+    families,
+    nat_chains,
+    save_nat,
+    stored_comment,
+    transact_nat,
+)
 from .._xtables import option as _option
 from .._xtables import rule_line as _line
 from ..masq._base import hash_with_prefix
 from ._base import Owner, PortMapSpec
+from ._conditions import iptables_conditions
 
 TOP_DNAT = "CNI-HOSTPORT-DNAT"
 SETMARK = "CNI-HOSTPORT-SETMARK"
 MARK_MASQ = "CNI-HOSTPORT-MASQ"
 OLD_TOP_SNAT = "CNI-HOSTPORT-SNAT"
-#: iptables' comment match keeps at most 255 characters.
-_COMMENT_MAX = 255
 #: The multiport match takes at most 15 ports.
 _MULTIPORT_MAX = 15
 _ATTEMPTS = 5
@@ -58,9 +66,16 @@ def _old_snat_chain(network: str, container_id: str) -> str:
 
 
 def dnat_comment(network: str, container_id: str) -> str:
-    """The comment on the container's entry rules (the reference plugin's, trimmed)."""
+    """The comment on the container's entry rules, as iptables stores the reference's.
+
+    The reference cuts a comment over 255 bytes (a long container ID) to 253 bytes and
+    ``...``, and iptables keeps 255 bytes of those 256: we write those 255 bytes, so both
+    plugins make the same rule and CHECK finds what ADD wrote.
+    """
     comment = f'dnat name: "{network}" id: "{container_id}"'
-    return comment if len(comment) <= _COMMENT_MAX else comment[:_COMMENT_MAX - 2] + "..."
+    if len(comment.encode()) > COMMENT_MAX:
+        comment = stored_comment(comment)[:COMMENT_MAX - 2] + "..."
+    return stored_comment(comment)
 
 
 def _mark(bit: int) -> str:
@@ -102,13 +117,14 @@ def entry_rules(spec: PortMapSpec, chain: str) -> list[list[str]]:
     by_proto: dict[str, list[int]] = {}
     for m in spec.mappings:
         by_proto.setdefault(m.protocol, []).append(m.host_port)
+    conditions = iptables_conditions(spec.conditions, spec.family, "conditions")
     rules = []
     for proto in sorted(by_proto):
         ports = by_proto[proto]
         for start in range(0, len(ports), _MULTIPORT_MAX):
             chunk = ",".join(str(p) for p in ports[start:start + _MULTIPORT_MAX])
             rules.append(["-m", "comment", "--comment", comment, "-m", "multiport", "-p", proto,
-                          "--destination-ports", chunk, *spec.conditions, "-j", chain])
+                          "--destination-ports", chunk, *conditions, "-j", chain])
     return rules
 
 
@@ -156,6 +172,11 @@ class IPTablesPortMap:
     def available(cls) -> bool:
         """True if iptables-save and iptables-restore are installed."""
         return all(shutil.which(tool) for tool in TOOLS[4])
+
+    @classmethod
+    def parse_conditions(cls, tokens: Sequence[str], family: int, key: str) -> tuple[str, ...]:
+        """See :func:`~pycni.host.portmap._conditions.iptables_conditions`."""
+        return iptables_conditions(tokens, family, key)
 
     def forward(self, specs: Sequence[PortMapSpec]) -> None:
         """Per spec: shared chains, then the container chain and its entry rules, one batch."""

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 from ...spec import KernelError
 from .. import _nft
 from ._base import Owner, PortMapSpec, network_tag, owner_comment
+from ._conditions import nftables_conditions
 
 TABLE = "cni_hostport"
 HOSTPORTS = "hostports"
@@ -116,7 +117,7 @@ def rule_bodies(spec: PortMapSpec) -> list[tuple[str, str]]:
     fam = FAMILIES[spec.family]
     cip = spec.container.ip
     target = f"{cip}" if spec.family == 4 else f"[{cip}]"
-    conditions = " ".join(spec.conditions)
+    conditions = " ".join(nftables_conditions(spec.conditions, spec.family, "conditions"))
     out: list[tuple[str, str]] = []
     for m in spec.family_mappings():
         match = [conditions] if conditions else []
@@ -164,6 +165,11 @@ class NFTablesPortMap:
     def available(cls) -> bool:
         """True if libnftables or the nft executable is installed."""
         return _nft.available()
+
+    @classmethod
+    def parse_conditions(cls, tokens: Sequence[str], family: int, key: str) -> tuple[str, ...]:
+        """See :func:`~pycni.host.portmap._conditions.nftables_conditions`."""
+        return nftables_conditions(tokens, family, key)
 
     def forward(self, specs: Sequence[PortMapSpec]) -> None:
         """Write every spec's rules, replacing the owner's earlier ones, in one transaction."""

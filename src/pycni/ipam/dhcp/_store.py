@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..._files import atomic_write
-from ...spec import CNIError, IOFailure
+from ...spec import CNIError, IOFailure, decode_json_object
 from ._client import Lease
 from ._keeper import Attachment, State
 
@@ -71,7 +71,7 @@ class LeaseStore:
             return records
         for path in paths:
             try:
-                obj = json.loads(path.read_bytes())
+                obj = decode_json_object(path.read_bytes(), f"lease record {path}")
                 records.append(LeaseRecord(Attachment.from_json(obj["attachment"]),
                                            Lease.from_json(obj["lease"]), State(obj["state"])))
             except (OSError, ValueError, KeyError, TypeError, CNIError) as exc:

@@ -117,6 +117,13 @@ class HostLocalConfig:
         sets: list[RangeSet] = []
         if ipam.get("subnet") not in (None, ""):
             sets.append(RangeSet((Range.from_json(ipam, "ipam"),)))
+        else:
+            legacy = [k for k in ("rangeStart", "rangeEnd", "gateway")
+                      if ipam.get(k) not in (None, "")]
+            if legacy:
+                raise InvalidNetworkConfig(f'invalid "ipam.{legacy[0]}": it belongs to the '
+                                           'legacy "ipam.subnet", which is not set (use '
+                                           '"ipam.ranges")')
         if ipam.get("ranges") is not None:
             sets.extend(parse_range_sets(ipam["ranges"], "ipam.ranges"))
         check_disjoint(sets, "ipam.ranges")
@@ -184,8 +191,8 @@ class HostLocal(Plugin):
     def check(self, args: CmdArgs) -> None:
         cfg = self._config(args)
         store = cfg.store()
-        with store.locked():
-            owned = store.owned(args.container_id, args.ifname)
+        with store.locked(create=False) as present:
+            owned = store.owned(args.container_id, args.ifname) if present else []
         for index, rs in enumerate(cfg.range_sets):
             if not any(rs.contains(r.ip) for r in owned):
                 raise UnknownContainer(
@@ -211,8 +218,9 @@ class HostLocal(Plugin):
     def gc(self, args: CmdArgs) -> None:
         valid = valid_attachments(args.conf.raw)
         store = store_for(args.conf)
-        with store.locked():
-            store.gc(valid)
+        with store.locked(create=False) as present:
+            if present:
+                store.gc(valid)
 
 
 main = HostLocal.main

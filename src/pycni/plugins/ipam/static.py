@@ -59,7 +59,7 @@ def _parse_cidr(value: Any, field: str) -> IPInterface:
         raise InvalidNetworkConfig(f'invalid "{field}": expected an address with prefix length '
                                    f"such as 10.1.0.5/24, got {value!r}")
     try:
-        iface = ipaddress.ip_interface(value.strip())
+        iface = ipaddress.ip_interface(value)
     except ValueError as exc:
         raise InvalidNetworkConfig(f'invalid "{field}" {value!r}: {exc}') from exc
     if isinstance(iface, ipaddress.IPv6Interface) and iface.ip.ipv4_mapped is not None:
@@ -106,6 +106,9 @@ class StaticConfig:
         if conf.ipam is None:
             raise InvalidNetworkConfig('IPAM config missing: "ipam" is required for static')
         ipam = conf.ipam
+        if ipam.get("type") != "static":
+            raise InvalidNetworkConfig(f'invalid "ipam.type" {ipam.get("type")!r}: the static '
+                                       'plugin reads an "ipam" with "type": "static"')
         raw_addresses = ipam.get("addresses")
         if raw_addresses is None:
             raw_addresses = []

@@ -11,7 +11,7 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ... import host
 from ...host import NetNSNotFound, masq
@@ -23,12 +23,12 @@ from ...spec import (
     InvalidNetworkConfig,
     KernelError,
     PluginNotAvailable,
+    PluginNotFound,
     Result,
+    bool_field,
 )
 from ...spec._result import IPInterface
 from .._fields import valid_attachments
-
-T = TypeVar("T")
 
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 
@@ -40,13 +40,39 @@ def parse_mac(value: Any, where: str) -> str:
     return value.lower().replace("-", ":")
 
 
-def ipam_type(args: CmdArgs) -> str:
-    """``ipam.type``, or "" when the config has no IPAM (an L2-only attachment)."""
+def ipam_type(args: CmdArgs, *, strict: bool = True) -> str:
+    """``ipam.type``, or "" when the config has no IPAM (an L2-only attachment).
+
+    Not ``strict`` (DEL, GC): a value that is not a string counts as no IPAM, since ADD
+    refused it and so holds no lease.
+    """
     ipam = args.conf.ipam or {}
     value = ipam.get("type") or ""
     if not isinstance(value, str):
+        if not strict:
+            return ""
         raise InvalidNetworkConfig(f'invalid "ipam.type": expected a string, got {value!r}')
     return value
+
+
+def teardown_flag(args: CmdArgs, key: str) -> bool:
+    """A boolean key DEL reads to decide what to remove; one ADD would refuse counts as set.
+
+    Removing what is not there is cheap and succeeds; a DEL that fails on a value it
+    could do without is retried forever by the runtime and blocks the pod's removal.
+    """
+    try:
+        return bool_field(args.conf.raw, key)
+    except InvalidNetworkConfig:
+        return True
+
+
+def teardown_masq_backend(args: CmdArgs) -> str | None:
+    """``ipMasqBackend`` for DEL: an unknown one means the default (teardown cleans both)."""
+    try:
+        return masq_backend(args)
+    except InvalidNetworkConfig:
+        return None
 
 
 def ipam_add(args: CmdArgs, plugin_type: str) -> Result:
@@ -59,8 +85,17 @@ def ipam_add(args: CmdArgs, plugin_type: str) -> Result:
 
 
 def ipam_del(args: CmdArgs, plugin_type: str) -> None:
-    """Run IPAM DEL (releases this attachment's lease; idempotent in every IPAM plugin)."""
-    delegate_del(plugin_type, args.stdin, args)
+    """Run IPAM DEL (releases this attachment's lease; idempotent in every IPAM plugin).
+
+    An IPAM plugin that cannot be found is reported on stderr and DEL goes on: a runtime
+    retries a failing DEL forever, which blocks the pod's removal, and no retry can find
+    the plugin either. The lease stays until the IPAM plugin's GC or an operator frees it.
+    """
+    try:
+        delegate_del(plugin_type, args.stdin, args)
+    except PluginNotFound as exc:
+        print(f"pycni: {args.conf.type}: could not release the IPAM lease of container "
+              f"{args.container_id!r} interface {args.ifname!r}: {exc.msg}", file=sys.stderr)
 
 
 def ipam_check(args: CmdArgs, plugin_type: str) -> None:
@@ -156,11 +191,17 @@ class Rollback:
 
 
 
-def run_with_rollback(add: Callable[[Rollback], T]) -> T:
-    """Run ``add(rollback)``; if it raises, undo what it recorded before re-raising."""
+def run_with_rollback(args: CmdArgs, add: Callable[[Rollback], Result]) -> Result:
+    """Run ``add(rollback)``; if it raises, undo what it recorded before re-raising.
+
+    The result is also written in the config's ``cniVersion`` here, where a failure can still
+    be undone: a result without an address has no 0.1.0/0.2.0 form (IncompatibleCNIVersion),
+    and the runtime would never learn of the interface ADD made.
+    """
     rollback = Rollback()
     try:
         result = add(rollback)
+        result.to_json(args.conf.cni_version)
     except BaseException:
         rollback.run()
         raise

@@ -31,7 +31,7 @@ from ...spec import (
     Result,
     bool_field,
 )
-from .._fields import int_field, str_field
+from .._fields import ifname_field, mtu_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -65,10 +65,8 @@ class LinkConf:
 def master_fields(args: CmdArgs) -> tuple[str, int, bool]:
     """``master``, ``mtu`` and ``linkInContainer``, validated but not looked up."""
     raw = args.conf.raw
-    master = str_field(raw, "master") or ""
-    mtu = int_field(raw, "mtu") or 0
-    if isinstance(raw.get("mtu"), int) and raw["mtu"] < 0:
-        raise InvalidNetworkConfig(f"invalid MTU {raw['mtu']}, must be >= 0")
+    master = ifname_field(raw, "master") or ""
+    mtu = mtu_field(raw) or 0
     return master, mtu, bool_field(raw, "linkInContainer")
 
 
@@ -129,7 +127,7 @@ class SubLinkPlugin(Plugin):
     def add(self, args: CmdArgs) -> Result:
         conf = self.load(args, resolve=True)
         self.require_ipam(conf)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _create(self, args: CmdArgs, conf: LinkConf, ns: host.NetNS) -> str:
         """The new link's temporary name, already in the container."""
@@ -175,10 +173,12 @@ class SubLinkPlugin(Plugin):
     # --- DEL, CHECK, STATUS, GC -------------------------------------------------------
 
     def delete(self, args: CmdArgs) -> None:
-        conf = self.load(args, resolve=False)
+        # The link is CNI_IFNAME in the netns and the lease is IPAM's: the plugin's own keys
+        # (master, mode, VLAN ID, MTU) are ADD's business and cannot block a teardown.
+        ipam = ipam_type(args, strict=False)
         delete_container_link(args)
-        if conf.ipam_type:
-            ipam_del(args, conf.ipam_type)
+        if ipam:
+            ipam_del(args, ipam)
 
     def check(self, args: CmdArgs) -> None:
         conf = self.load(args, resolve=True)
@@ -228,7 +228,7 @@ class SubLinkPlugin(Plugin):
             ipam_status(args, conf.ipam_type)
 
     def gc(self, args: CmdArgs) -> None:
-        gc_attachments(args, self.load(args, resolve=False).ipam_type, masquerade=False)
+        gc_attachments(args, ipam_type(args, strict=False), masquerade=False)
 
 
 def load_parented(args: CmdArgs, kind: str, *, resolve: bool, default_master: str = "",

@@ -25,6 +25,7 @@ and the lease before it returns, and DEL removes masquerade rules even when the 
 from __future__ import annotations
 
 import ipaddress
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ from ...spec import (
     bool_field,
 )
 from ...spec._result import IPInterface
-from .._fields import int_field, str_field
+from .._fields import ifname_field, int_field, mtu_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -59,7 +60,9 @@ from ._common import (
     requested_mac,
     run_with_rollback,
     setup_masq,
+    teardown_flag,
     teardown_masq,
+    teardown_masq_backend,
 )
 
 DEFAULT_BRIDGE = "cni0"
@@ -131,10 +134,7 @@ class BridgeConfig:
     def load(cls, args: CmdArgs, *, with_mac: bool = True) -> BridgeConfig:
         """Read and validate the keys; InvalidNetworkConfig names the offending one."""
         raw = args.conf.raw
-        bridge = str_field(raw, "bridge") or DEFAULT_BRIDGE
-        if len(bridge.encode()) > IFNAME_MAX or "/" in bridge or bridge in (".", ".."):
-            raise InvalidNetworkConfig(f'invalid "bridge" {bridge!r}: not a valid interface name '
-                                       f"(at most {IFNAME_MAX} bytes, no '/')")
+        bridge = ifname_field(raw, "bridge") or DEFAULT_BRIDGE
         vlan = int_field(raw, "vlan") or 0
         if vlan > MAX_VLAN:
             raise InvalidNetworkConfig(f"invalid VLAN ID {vlan} (must be between 0 and {MAX_VLAN})")
@@ -149,7 +149,7 @@ class BridgeConfig:
             force_address=bool_field(raw, "forceAddress"),
             ip_masq=bool_field(raw, "ipMasq"),
             ip_masq_backend=masq_backend(args),
-            mtu=int_field(raw, "mtu") or 0,
+            mtu=mtu_field(raw) or 0,
             hairpin_mode=bool_field(raw, "hairpinMode"),
             promisc_mode=bool_field(raw, "promiscMode"),
             vlan=vlan,
@@ -208,7 +208,20 @@ def _setup_host_port(peer: str, bridge: str, conf: BridgeConfig, vlan: int) -> N
                             remove_default=not conf.preserve_default_vlan)
 
 
-def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback) -> host.LinkInfo:
+def _delete_unused_vlan_gateway(conf: BridgeConfig, name: str, gw_port: str,
+                                own_port: str) -> None:
+    """Undo of :func:`_ensure_vlan_interface`: the gateway this ADD made, unless another
+    attachment's port joined its VLAN meanwhile (an ADD that found it made uses it)."""
+    users = host.vlan_users(conf.bridge, conf.vlan, exclude=frozenset({gw_port, own_port}))
+    if users:
+        print(f"pycni: rollback: keeping vlan gateway {name}: vlan {conf.vlan} is used by "
+              f"{', '.join(users)}", file=sys.stderr)
+        return
+    host.delete_link(name)
+
+
+def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback,
+                           own_port: str) -> host.LinkInfo:
     """The ``<bridge>.<vlan>`` veth whose peer is an access port: the VLAN's gateway."""
     name = f"{conf.bridge}.{conf.vlan}"
     if len(name.encode()) > IFNAME_MAX:
@@ -219,7 +232,8 @@ def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback) -> host.LinkI
         return existing
     with host.current_netns_fd() as fd:
         veth = host.create_veth(name, fd, mtu=conf.mtu)
-    rollback.push(f"delete vlan gateway {name}", host.delete_link, name)
+    rollback.push(f"delete vlan gateway {name}", _delete_unused_vlan_gateway, conf, name,
+                  veth.peer_name, own_port)
     _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
     host.links.set_up(name)
     return host.require_link(name)
@@ -245,7 +259,7 @@ class Bridge(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = BridgeConfig.load(args)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: BridgeConfig, rollback: Rollback) -> Result:
         br = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
@@ -288,7 +302,7 @@ class Bridge(Plugin):
                 if not gws[family]:
                     continue
                 if conf.vlan:
-                    target = _ensure_vlan_interface(conf, rollback)
+                    target = _ensure_vlan_interface(conf, rollback, result.interfaces[1].name)
                     if all(i.name != target.name for i in result.interfaces):
                         result.interfaces.append(Interface(name=target.name, mac=target.mac))
                     mac = target.mac
@@ -304,16 +318,18 @@ class Bridge(Plugin):
             setup_masq(args, conf.ip_masq_backend, [ip.address for ip in result.ips], rollback)
 
     def delete(self, args: CmdArgs) -> None:
-        conf = BridgeConfig.load(args, with_mac=False)
+        # Only the keys that say what to remove are read, and leniently: ADD's rules
+        # (hairpinMode with promiscMode, VLAN ranges, ...) cannot block a teardown.
+        ipam = ipam_type(args, strict=False)
         addrs = delete_container_link(args)
-        if conf.layer3:
-            ipam_del(args, conf.ipam_type)
-        if conf.mac_spoof_check:
+        if ipam:
+            ipam_del(args, ipam)
+        if teardown_flag(args, "macspoofchk"):
             host.teardown_spoofcheck(_spoof_id(args))
-        if conf.layer3 and conf.ip_masq:
+        if ipam and teardown_flag(args, "ipMasq"):
             # Rules are found by attachment identity, so a vanished netns (addrs None) still
             # gets its rules removed; the reference leaks them then (plugins#810).
-            teardown_masq(args, conf.ip_masq_backend, addrs)
+            teardown_masq(args, teardown_masq_backend(args), addrs)
 
     def check(self, args: CmdArgs) -> None:
         conf = BridgeConfig.load(args, with_mac=False)
@@ -365,8 +381,8 @@ class Bridge(Plugin):
             ipam_status(args, conf.ipam_type)
 
     def gc(self, args: CmdArgs) -> None:
-        conf = BridgeConfig.load(args, with_mac=False)
-        gc_attachments(args, conf.ipam_type, masquerade=conf.layer3)
+        ipam = ipam_type(args, strict=False)
+        gc_attachments(args, ipam, masquerade=bool(ipam))
 
 
 main = Bridge.main

@@ -34,7 +34,7 @@ from ...host import _hostdev as hostdev
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, Interface, InvalidNetworkConfig, Result, bool_field
-from .._fields import str_field, valid_attachments
+from .._fields import ifname_field, str_field, valid_attachments
 from ..meta._state import RecordStore
 from ._common import (
     Rollback,
@@ -77,7 +77,7 @@ class HostDeviceConfig:
         if not isinstance(device_id, str):
             raise InvalidNetworkConfig('invalid "runtimeConfig.deviceID": expected a string, '
                                        f"got {device_id!r}")
-        conf = cls(device=str_field(raw, "device") or "", hwaddr=str_field(raw, "hwaddr") or "",
+        conf = cls(device=ifname_field(raw, "device") or "", hwaddr=str_field(raw, "hwaddr") or "",
                    kernelpath=str_field(raw, "kernelpath") or "",
                    pci=str_field(raw, "pciBusID") or "", device_id=device_id,
                    ipam_type=ipam_type(args),
@@ -96,6 +96,28 @@ class HostDeviceConfig:
             raise InvalidNetworkConfig('"useInterfaceNetwork" is not supported by pycni',
                                        "configure the container's addresses with ipam")
         return conf
+
+    @classmethod
+    def load_for_teardown(cls, args: CmdArgs) -> HostDeviceConfig:
+        """What DEL and GC read: the record directory, IPAM, and a PCI address for the DPDK
+        test. ADD's rules (a device must be named, hwaddr's form, ...) do not apply, and a
+        value that does not fit is left out: ADD refused it, so nothing depends on it."""
+        raw = args.conf.raw
+
+        def text(value: Any) -> str:
+            return value if isinstance(value, str) else ""
+
+        def name(value: Any) -> str:  # a sysfs path component
+            return value if isinstance(value, str) and "/" not in value else ""
+
+        data_dir = raw.get("dataDir")
+        # The other selectors only tell the DPDK test that a netdev was asked for.
+        return cls(device=text(raw.get("device")), hwaddr=text(raw.get("hwaddr")),
+                   kernelpath=text(raw.get("kernelpath")), pci=name(raw.get("pciBusID")),
+                   device_id=name(args.conf.runtime_config.get("deviceID")),
+                   ipam_type=ipam_type(args, strict=False),
+                   data_dir=data_dir if isinstance(data_dir, str) and data_dir
+                   else DEFAULT_DATA_DIR)
 
     def selector(self) -> hostdev.Selector:
         """Which device to take; ``deviceID`` decides between PCI and auxiliary device."""
@@ -168,7 +190,7 @@ class HostDevice(Plugin):
         if conf.dpdk(strict=True):
             # Nothing to move and nothing to address: the device belongs to a DPDK app.
             return Result()
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: HostDeviceConfig, rollback: Rollback) -> Result:
         sel = conf.selector()
@@ -189,7 +211,7 @@ class HostDevice(Plugin):
         return result
 
     def delete(self, args: CmdArgs) -> None:
-        conf = HostDeviceConfig.load(args)
+        conf = HostDeviceConfig.load_for_teardown(args)
         if not conf.dpdk(strict=False):
             _return_device(args, conf)
         if conf.ipam_type:
@@ -212,7 +234,7 @@ class HostDevice(Plugin):
 
     def gc(self, args: CmdArgs) -> None:
         """IPAM GC, then drop this network's records of attachments that are gone."""
-        conf = HostDeviceConfig.load(args)
+        conf = HostDeviceConfig.load_for_teardown(args)
         gc_attachments(args, conf.ipam_type, masquerade=False)
         valid = valid_attachments(args.conf.raw)
         store = _store(conf)

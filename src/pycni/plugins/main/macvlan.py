@@ -20,7 +20,7 @@ from __future__ import annotations
 from ...host import _sublink
 from ...skel import CmdArgs
 from ...spec import InvalidNetworkConfig, KernelError
-from .._fields import int_field, str_field
+from .._fields import UINT32_MAX, int_field, str_field
 from ._common import parse_mac, requested_mac
 from ._linkplugin import LinkConf, SubLinkPlugin, load_parented
 
@@ -50,9 +50,7 @@ class Macvlan(SubLinkPlugin):
     ipam_optional = True
 
     def load(self, args: CmdArgs, *, resolve: bool) -> LinkConf:
-        bcqueuelen = int_field(args.conf.raw, "bcqueuelen")
-        if bcqueuelen is not None and bcqueuelen > 0xFFFFFFFF:
-            raise InvalidNetworkConfig(f'invalid "bcqueuelen": {bcqueuelen} is above 2^32-1')
+        bcqueuelen = int_field(args.conf.raw, "bcqueuelen", maximum=UINT32_MAX)
         return load_parented(args, "macvlan", resolve=resolve, announce=True,
                              mode=_mode(args), mac=_mac(args) if resolve else "",
                              bcqueuelen=bcqueuelen)

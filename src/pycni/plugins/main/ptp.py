@@ -25,7 +25,7 @@ from ... import host
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, InvalidNetworkConfig, KernelError, Result, bool_field
-from .._fields import int_field
+from .._fields import mtu_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -42,7 +42,9 @@ from ._common import (
     prev_result,
     run_with_rollback,
     setup_masq,
+    teardown_flag,
     teardown_masq,
+    teardown_masq_backend,
 )
 
 
@@ -60,7 +62,7 @@ class PTPConfig:
         """Read and validate the keys; ptp needs IPAM."""
         raw = args.conf.raw
         conf = cls(ip_masq=bool_field(raw, "ipMasq"), ip_masq_backend=masq_backend(args),
-                   mtu=int_field(raw, "mtu") or 0, ipam_type=ipam_type(args))
+                   mtu=mtu_field(raw) or 0, ipam_type=ipam_type(args))
         if not conf.ipam_type:
             raise InvalidNetworkConfig('ptp needs "ipam" with a "type"')
         return conf
@@ -98,7 +100,7 @@ class PTP(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = PTPConfig.load(args)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: PTPConfig, rollback: Rollback) -> Result:
         result = ipam_add(args, conf.ipam_type)
@@ -124,12 +126,14 @@ class PTP(Plugin):
         return result
 
     def delete(self, args: CmdArgs) -> None:
-        conf = PTPConfig.load(args)
+        # ADD's rules (ptp needs an IPAM type) do not apply: without one there is no lease.
+        ipam = ipam_type(args, strict=False)
         addrs = delete_container_link(args)
-        ipam_del(args, conf.ipam_type)
-        if conf.ip_masq:
+        if ipam:
+            ipam_del(args, ipam)
+        if teardown_flag(args, "ipMasq"):
             # Found by attachment identity: no netns, no problem (the reference leaks them).
-            teardown_masq(args, conf.ip_masq_backend, addrs)
+            teardown_masq(args, teardown_masq_backend(args), addrs)
 
     def check(self, args: CmdArgs) -> None:
         conf = PTPConfig.load(args)
@@ -142,7 +146,7 @@ class PTP(Plugin):
         ipam_status(args, PTPConfig.load(args).ipam_type)
 
     def gc(self, args: CmdArgs) -> None:
-        gc_attachments(args, PTPConfig.load(args).ipam_type, masquerade=True)
+        gc_attachments(args, ipam_type(args, strict=False), masquerade=True)
 
 
 main = PTP.main

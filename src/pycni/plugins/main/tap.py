@@ -24,8 +24,8 @@ from ... import host
 from ...host import _tap as tap
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
-from ...spec import Interface, InvalidNetworkConfig, Result, bool_field
-from .._fields import int_field, str_field
+from ...spec import Interface, Result, bool_field
+from .._fields import UINT32_MAX, ifname_field, int_field, mtu_field, str_field
 from ._common import (
     Rollback,
     apply_dns,
@@ -42,15 +42,10 @@ from ._common import (
     run_with_rollback,
 )
 
-_UINT32_MAX = 2**32 - 1
-
 
 def _id_field(raw: dict[str, Any], key: str) -> int | None:
     """A uid/gid: an integer that fits the kernel's 32 bits."""
-    value = int_field(raw, key)
-    if value is not None and value > _UINT32_MAX:
-        raise InvalidNetworkConfig(f'invalid "{key}": {value} does not fit in 32 bits')
-    return value
+    return int_field(raw, key, maximum=UINT32_MAX)
 
 
 @dataclass(frozen=True)
@@ -78,10 +73,10 @@ class TapConfig:
         if rt_mac:
             mac, where = rt_mac, "runtimeConfig.mac"
         return cls(mac=parse_mac(mac, where) if mac else "",
-                   mtu=int_field(raw, "mtu") or 0,
+                   mtu=mtu_field(raw) or 0,
                    multi_queue=bool_field(raw, "multiQueue"),
                    owner=_id_field(raw, "owner"), group=_id_field(raw, "group"),
-                   bridge=str_field(raw, "bridge") or "",
+                   bridge=ifname_field(raw, "bridge") or "",
                    selinux_context=str_field(raw, "selinuxContext") or "",
                    ipam_type=ipam_type(args))
 
@@ -115,7 +110,7 @@ class Tap(Plugin):
 
     def add(self, args: CmdArgs) -> Result:
         conf = TapConfig.load(args)
-        return run_with_rollback(lambda rollback: self._add(args, conf, rollback))
+        return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: TapConfig, rollback: Rollback) -> Result:
         with enter_netns(args.netns) as ns:
@@ -131,10 +126,11 @@ class Tap(Plugin):
         return result
 
     def delete(self, args: CmdArgs) -> None:
-        conf = TapConfig.load(args)
+        # MAC, owner and MTU rules are ADD's: the tap and the lease are found without them.
+        ipam = ipam_type(args, strict=False)
         delete_container_link(args)
-        if conf.ipam_type:
-            ipam_del(args, conf.ipam_type)
+        if ipam:
+            ipam_del(args, ipam)
 
     def check(self, args: CmdArgs) -> None:
         conf = TapConfig.load(args)
@@ -150,7 +146,7 @@ class Tap(Plugin):
             ipam_status(args, conf.ipam_type)
 
     def gc(self, args: CmdArgs) -> None:
-        gc_attachments(args, TapConfig.load(args).ipam_type, masquerade=False)
+        gc_attachments(args, ipam_type(args, strict=False), masquerade=False)
 
 
 main = Tap.main

@@ -24,7 +24,7 @@ from ...host import NetNSNotFound, _sublink
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
-from .._fields import require_prev_result
+from .._fields import check_ifname, require_prev_result
 from ._common import Rollback, run_with_rollback
 
 
@@ -43,8 +43,7 @@ class VRFConfig:
         if not isinstance(name, str) or not name:
             raise InvalidNetworkConfig("configuration is expected to have a valid vrf name "
                                        '("vrfname")')
-        if len(name.encode()) > 15 or "/" in name or name.strip() != name:
-            raise InvalidNetworkConfig(f"invalid vrfname {name!r}: not a valid interface name")
+        check_ifname(name, "vrfname")
         table = raw.get("table", 0)
         if isinstance(table, bool) or not isinstance(table, int) or \
                 not 0 <= table <= 0xFFFFFFFF:
@@ -111,10 +110,16 @@ class VRF(Plugin):
                 ns.call(_attach, conf, args.ifname, rollback, args.netns)
             return result
 
-        return run_with_rollback(attach)
+        return run_with_rollback(args, attach)
 
     def delete(self, args: CmdArgs) -> None:
-        conf = VRFConfig.load(args)
+        # Only the VRF's name finds it; the table rules are ADD's.
+        raw_name = args.conf.raw.get("vrfname")
+        try:
+            name = check_ifname(raw_name if isinstance(raw_name, str) else "", "vrfname")
+        except InvalidNetworkConfig:
+            return  # no VRF can have this name, so ADD made none
+        conf = VRFConfig(vrfname=name)
         if not args.netns:
             return
         try:
@@ -133,7 +138,7 @@ class VRF(Plugin):
         VRFConfig.load(args)
 
     def gc(self, args: CmdArgs) -> None:
-        VRFConfig.load(args)
+        """Nothing to collect: a VRF lives and dies with its container's namespace."""
 
 
 main = VRF.main

@@ -32,7 +32,11 @@ IFB_PREFIX = "bwp"
 IFNAME_MAX = 15
 #: ifalias of our ifb devices: the prefix, then ``<network>/<containerID>``; GC reads it.
 ALIAS_PREFIX = "pycni-bandwidth:"
-_MAX_BURST_BYTES = 2**32 - 1
+#: Rates in bits per second: one byte per second up to what TCA_TBF_RATE64 holds.
+_MIN_RATE_BITS = 8
+_MAX_RATE_BITS = 8 * tc.RATE64_MAX + 7
+#: Bursts in bits: the reference refuses 4 GiB and more (burst/8 >= 2**32-1).
+_MAX_BURST_BITS = 8 * tc.MAX_BURST_BYTES + 7
 
 _KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst", "unshapedSubnets",
          "shapedSubnets")
@@ -73,10 +77,14 @@ class BandwidthConfig:
                 raise InvalidNetworkConfig(f"if {name}Rate is set, {name}Burst must also be set")
             if rate == 0 and burst != 0:
                 raise InvalidNetworkConfig(f"if {name}Burst is set, {name}Rate must also be set")
-            if burst // 8 >= _MAX_BURST_BYTES:
-                raise InvalidNetworkConfig(f"{name}Burst cannot be more than 4GB")
-            if rate and rate < 8:
-                raise InvalidNetworkConfig(f"{name}Rate {rate} is below 8 bits per second")
+            if burst > _MAX_BURST_BITS:
+                raise InvalidNetworkConfig(
+                    f'invalid "{what}{name}Burst": expected at most {_MAX_BURST_BITS} bits '
+                    f"(a tc bucket cannot be more than 4GB), got {burst}")
+            if rate and not _MIN_RATE_BITS <= rate <= _MAX_RATE_BITS:
+                raise InvalidNetworkConfig(
+                    f'invalid "{what}{name}Rate": expected bits per second between '
+                    f"{_MIN_RATE_BITS} and {_MAX_RATE_BITS} (what tc can hold), got {rate}")
             directions.append(tc.Shaping(rate, burst, unshaped, shaped) if rate else None)
         return cls(directions[0], directions[1], unshaped, shaped)
 
@@ -148,7 +156,8 @@ class Bandwidth(Plugin):
         return prev
 
     def delete(self, args: CmdArgs) -> None:
-        BandwidthConfig.load(args)
+        # The ifb is named from the network and container alone; the limits, which only
+        # ADD needs to be consistent, are not read (a DEL that fails on them never ends).
         tc.delete_link(ifb_name(args.conf.name, args.container_id))
 
     def check(self, args: CmdArgs) -> None:
@@ -170,11 +179,17 @@ class Bandwidth(Plugin):
             if found is None or found.kind != want_kind:
                 raise KernelError(f"{ifname!r} has root qdisc {found.kind if found else None!r},"
                                   f" expected {want_kind}")
-            buffer = tc.buffer_ticks(shaping.rate_bytes, shaping.burst_bytes)
-            if (found.rate_bytes, found.buffer) != (shaping.rate_bytes, buffer):
+            rate, burst = shaping.rate_bytes, shaping.burst_bytes
+            if shaping.uses_subnets:
+                burst = tc.htb_burst_bytes(rate, burst)
+            buffer = tc.buffer_ticks(rate, burst)
+            if (found.rate_bytes, found.buffer) != (rate, buffer):
                 raise KernelError(f"{ifname!r} shapes to {found.rate_bytes} B/s bucket "
-                                  f"{found.buffer}, config wants {shaping.rate_bytes} B/s "
-                                  f"bucket {buffer}")
+                                  f"{found.buffer}, config wants {rate} B/s bucket {buffer}")
+            limit = tc.queue_limit(rate, burst)
+            if found.kind == "tbf" and found.limit != limit:
+                raise KernelError(f"{ifname!r} queues {found.limit} bytes, config wants "
+                                  f"{limit}")
 
     def gc(self, args: CmdArgs) -> None:
         valid = {cid for cid, _ in valid_attachments(args.conf.raw)}

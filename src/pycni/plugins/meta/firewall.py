@@ -6,7 +6,8 @@ Example config (chained after bridge)::
      "iptablesAdminChainName": "CNI-ADMIN"}
 
 ``backend`` is ``iptables`` (the default, as the reference picks when firewalld is not
-running) or ``nftables`` (ours); ``firewalld`` is not supported. ``ingressPolicy``:
+running; ``nftables`` when the iptables tools are missing) or ``nftables`` (ours);
+``firewalld`` is not supported. ``ingressPolicy``:
 
 * ``open`` (default): no restriction;
 * ``same-bridge``: the reference's CNI-ISOLATION-STAGE-1/2 chains: traffic from one
@@ -15,8 +16,9 @@ running) or ``nftables`` (ours); ``firewalld`` is not supported. ``ingressPolicy
   already; new connections towards it from other containers (same bridge or routed) are
   dropped. It can still open connections itself, and the host itself can still reach it.
 
-ADD records the attachment under ``dataDir`` (default ``/var/lib/cni/firewall``) so GC can
-remove the rules of attachments that are no longer valid.
+ADD records the attachment in ``<dataDir>/<network>/`` (``dataDir`` defaults to
+``/var/lib/cni/firewall``) so GC can remove the rules of attachments that are no longer valid;
+DEL and GC remove that directory once its last record is gone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from ...host import netfilter_backend
 from ...host.firewall import (
     BACKENDS,
     POLICIES,
@@ -38,12 +41,11 @@ from .._fields import require_prev_result, str_field, valid_attachments
 from ._state import RecordStore
 
 DEFAULT_DATA_DIR = "/var/lib/cni/firewall"
-DEFAULT_BACKEND = "iptables"
 
 
 def _backend(args: CmdArgs) -> FirewallBackend:
     raw = args.conf.raw
-    name = str_field(raw, "backend") or DEFAULT_BACKEND
+    name = netfilter_backend(str_field(raw, "backend"))
     if name == "firewalld":
         raise InvalidNetworkConfig('backend "firewalld" is not supported by pycni',
                                    'use "iptables" or "nftables"')
@@ -85,6 +87,20 @@ def _store(args: CmdArgs) -> RecordStore:
     return RecordStore(str(Path(data_dir) / args.conf.name))
 
 
+def _teardown_backend(args: CmdArgs) -> FirewallBackend | None:
+    """DEL's and GC's backend: the one named, whatever other options say; None for a name
+    that is no backend (ADD refused it, so it wrote no rules)."""
+    configured = args.conf.raw.get("backend")
+    name = netfilter_backend(configured if isinstance(configured, str) else None)
+    return BACKENDS[name]() if name in BACKENDS else None
+
+
+def _teardown_store(args: CmdArgs) -> RecordStore:
+    data_dir = args.conf.raw.get("dataDir")
+    return RecordStore(str(Path(data_dir if isinstance(data_dir, str) and data_dir
+                                else DEFAULT_DATA_DIR) / args.conf.name))
+
+
 def _load(path: Path) -> Attachment | None:
     record = RecordStore.load(path)
     try:
@@ -113,14 +129,24 @@ class Firewall(Plugin):
         return prev
 
     def delete(self, args: CmdArgs) -> None:
-        backend = _backend(args)
-        path = _store(args).path(args.container_id, args.ifname)
+        # ADD's rules about options (firewalld, options of the other backend, the ingress
+        # policy) do not apply: the backend named and the attachment are all DEL needs.
+        backend = _teardown_backend(args)
+        store = _teardown_store(args)
+        path = store.path(args.container_id, args.ifname)
         prev = args.conf.prev_result
         # prevResult names the addresses; without it, the record ADD left does.
-        att = _attachment(args, prev) if prev is not None else _load(path)
-        if att is not None:
+        att = None
+        if prev is not None:
+            try:
+                att = _attachment(args, prev)
+            except InvalidNetworkConfig:
+                att = None
+        att = att or _load(path)
+        if att is not None and backend is not None:
             backend.delete(att)
         RecordStore.remove(path)
+        store.prune()
 
     def check(self, args: CmdArgs) -> None:
         backend = _backend(args)
@@ -133,16 +159,17 @@ class Firewall(Plugin):
             raise PluginNotAvailable(reason)
 
     def gc(self, args: CmdArgs) -> None:
-        backend = _backend(args)
+        backend = _teardown_backend(args)
         valid = valid_attachments(args.conf.raw)
-        store = _store(args)
+        store = _teardown_store(args)
         for path in store.records():
             att = _load(path)
             if att is not None and (att.container_id, att.ifname) in valid:
                 continue
-            if att is not None:
+            if att is not None and backend is not None:
                 backend.delete(att)
             RecordStore.remove(path)
+        store.prune()
 
 
 main = Firewall.main

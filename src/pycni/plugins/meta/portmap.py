@@ -19,10 +19,12 @@ DEL finds the rules by network, container id and ifname (no prevResult needed); 
 verifies them; GC (cniVersion 1.1.0) removes those of attachments not in
 ``cni.dev/valid-attachments``.
 
-Backends (``backend``): ``nftables`` (default) or ``iptables``. ``markMasqBit`` and
+Backends (``backend``): ``iptables`` (the default, as the reference's, when the iptables tools
+are installed; else ``nftables``) or ``nftables``. ``markMasqBit`` and
 ``externalSetMarkChain`` only exist for iptables; ``conditionsV4``/``conditionsV6`` are
 iptables matches (``["!", "-d", "192.0.2.0/24"]``) or nftables ones
-(``["ip", "saddr", "!=", "192.0.2.0/24"]``). Options of the other backend are a config error;
+(``["ip", "saddr", "!=", "192.0.2.0/24"]``), parsed by the backend (the grammar is in
+``host/portmap/_conditions.py``). Options of the other backend are a config error;
 without ``backend`` such options pick their backend.
 """
 
@@ -33,6 +35,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ...host import netfilter_backend
 from ...host import portmap as host_portmap
 from ...host.portmap import BACKENDS, IPInterface, Owner, PortMapping, PortMapSpec
 from ...skel import CmdArgs, Plugin
@@ -43,7 +46,6 @@ log = logging.getLogger("pycni.portmap")
 
 #: Kubernetes uses mark bits 14 and 15, Calico 20-31 (the reference plugin's default).
 DEFAULT_MARK_BIT = 13
-DEFAULT_BACKEND = "nftables"
 _IPTABLES_ONLY = ("markMasqBit", "externalSetMarkChain")
 
 
@@ -94,7 +96,7 @@ def parse_mappings(runtime_config: dict[str, Any]) -> tuple[PortMapping, ...]:
         if not isinstance(item, dict):
             raise InvalidNetworkConfig(f"invalid portMappings[{index}]: expected an object")
         entry = _lower_keys(item)
-        protocol = entry.get("protocol") or "tcp"
+        protocol = entry.get("protocol", "tcp")
         if not isinstance(protocol, str) or protocol.lower() not in host_portmap.PROTOCOLS:
             raise InvalidNetworkConfig(f"invalid portMappings[{index}].protocol {protocol!r}: "
                                        f"expected one of {list(host_portmap.PROTOCOLS)}")
@@ -153,12 +155,15 @@ class PortMapConfig:
                     "config mixes iptables-only options "
                     f"({', '.join(wants['iptables'])}) and nftables conditions "
                     f"({', '.join(wants['nftables'])}); set \"backend\"")
-            backend = next((b for b in ("iptables", "nftables") if wants[b]), _default_backend())
+            backend = next((b for b in ("iptables", "nftables") if wants[b]),
+                           netfilter_backend())
         other = "iptables" if backend == "nftables" else "nftables"
         if wants[other]:
             raise InvalidNetworkConfig(
                 f"{backend} backend was requested but the config has {other}-specific "
                 f"options: {', '.join(wants[other])}")
+        cond4 = BACKENDS[backend].parse_conditions(cond4, 4, "conditionsV4")
+        cond6 = BACKENDS[backend].parse_conditions(cond6, 6, "conditionsV6")
         return cls(
             backend=backend,
             snat=bool_field(raw, "snat", True),
@@ -169,12 +174,6 @@ class PortMapConfig:
             conditions_v6=cond6,
             mappings=parse_mappings(runtime_config),
         )
-
-
-def _default_backend() -> str:
-    if not BACKENDS["nftables"].available() and BACKENDS["iptables"].available():
-        return "iptables"
-    return DEFAULT_BACKEND
 
 
 def container_addresses(result: Result, ifname: str) -> list[IPInterface]:
@@ -258,24 +257,40 @@ class PortMap(Plugin):
     def delete(self, args: CmdArgs) -> None:
         # Runs even without mappings in the config: a runtime that leaves runtimeConfig out
         # of DEL (or a config edited since ADD) must not leak rules. Nothing is created here.
-        cfg = self._load(args)
         owner = Owner(args.conf.name, args.container_id, args.ifname)
+        try:
+            cfg = self._load(args)
+        except InvalidNetworkConfig as exc:
+            # ADD's rules (one backend's options with the other, bad mappings) cannot block
+            # a teardown: the rules are found by owner, so look in every backend there is.
+            log.warning("portmap: DEL with a config ADD refuses (%s); removing this "
+                        "attachment's rules from every backend", exc.msg)
+            for name, backend in BACKENDS.items():
+                if backend.available():
+                    try:
+                        backend().unforward(owner)
+                    except CNIError as err:
+                        log.warning("portmap: could not look for %s rules of %s: %s", name,
+                                    owner.container_id, err)
+            return
         BACKENDS[cfg.backend]().unforward(owner)
-        if cfg.backend != "iptables" and "backend" not in args.conf.raw:
-            self._unforward_reference(owner)
+        if "backend" not in args.conf.raw:
+            self._unforward_other("nftables" if cfg.backend == "iptables" else "iptables",
+                                  owner)
         self._flush_udp(cfg, [4, 6])
 
     @staticmethod
-    def _unforward_reference(owner: Owner) -> None:
-        """The reference plugin writes iptables rules when no backend is named: a node that
-        switched to pycni with containers running (podman, containerd) must not keep their
-        DNAT rules. Read-only when there are none; best effort, DEL must succeed."""
-        if not BACKENDS["iptables"].available():
+    def _unforward_other(backend: str, owner: Owner) -> None:
+        """Without ``backend`` the rules may be another backend's: the reference's iptables
+        on a node that switched to pycni with containers running, or nftables, which older
+        pycni wrote by default. They must not outlive the container. Read-only when there
+        are none; best effort, DEL must succeed."""
+        if not BACKENDS[backend].available():
             return
         try:
-            BACKENDS["iptables"]().unforward(owner)
+            BACKENDS[backend]().unforward(owner)
         except CNIError as exc:
-            log.warning("portmap: could not look for iptables rules of %s: %s",
+            log.warning("portmap: could not look for %s rules of %s: %s", backend,
                         owner.container_id, exc)
 
     def check(self, args: CmdArgs) -> None:
@@ -290,8 +305,14 @@ class PortMap(Plugin):
             BACKENDS[cfg.backend]().check(specs)
 
     def gc(self, args: CmdArgs) -> None:
-        cfg = self._load(args)
-        BACKENDS[cfg.backend]().gc(args.conf.name, frozenset(valid_attachments(args.conf.raw)))
+        valid = frozenset(valid_attachments(args.conf.raw))
+        try:
+            names = [self._load(args).backend]
+        except InvalidNetworkConfig:
+            # As for DEL: rules are found by network and owner, in whichever backend.
+            names = [name for name, backend in BACKENDS.items() if backend.available()]
+        for name in names:
+            BACKENDS[name]().gc(args.conf.name, valid)
 
 
 main = PortMap.main

@@ -20,12 +20,12 @@ from ...host import _rules as rules
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
-from .._fields import int_field, require_prev_result
+from .._fields import UINT32_MAX, int_field, require_prev_result
 
 
 def _table(args: CmdArgs) -> int | None:
-    table = int_field(args.conf.raw, "table", minimum=1)
-    if table is not None and (table in (253, 254, 255) or table > 2**32 - 1):
+    table = int_field(args.conf.raw, "table", minimum=1, maximum=UINT32_MAX)
+    if table is not None and table in (253, 254, 255):
         raise InvalidNetworkConfig(f'invalid "table": {table} is a kernel-reserved or '
                                    "out-of-range table")
     return table
@@ -63,7 +63,12 @@ class Sbr(Plugin):
         return prev
 
     def delete(self, args: CmdArgs) -> None:
-        table = _table(args)
+        try:
+            table = _table(args)
+        except InvalidNetworkConfig:
+            # ADD refused it, so no rule points there; and a reserved table (main!) must
+            # never be flushed or have its rules removed.
+            table = None
         prev = args.conf.prev_result
         known = [str(ipc.address.ip) for ipc in prev.ips] if prev is not None else []
         try:

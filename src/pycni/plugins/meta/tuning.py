@@ -29,7 +29,9 @@ from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, KernelError, Result
 from .._fields import (
+    UINT32_MAX,
     int_field,
+    mtu_field,
     opt_bool,
     require_prev_result,
     str_field,
@@ -39,7 +41,7 @@ from ._state import RecordStore
 
 DEFAULT_DATA_DIR = "/run/cni/tuning"
 DEFAULT_ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
-_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}\Z")
 
 
 def _mac(value: str, where: str) -> str:
@@ -90,7 +92,7 @@ class TuningConfig:
         mac = str_field(raw, "mac", what=what)
         if mac:
             self.mac = _mac(mac, f"{what}mac")
-        mtu = int_field(raw, "mtu", what=what)
+        mtu = mtu_field(raw, what=what)
         if mtu:
             self.mtu = mtu
         promisc = opt_bool(raw, "promisc")
@@ -99,7 +101,7 @@ class TuningConfig:
         allmulti = opt_bool(raw, "allmulti")
         if allmulti is not None:
             self.allmulti = allmulti
-        txqlen = int_field(raw, "txQLen", what=what)
+        txqlen = int_field(raw, "txQLen", maximum=UINT32_MAX, what=what)
         if txqlen is not None:
             self.txqlen = txqlen
 
@@ -110,27 +112,63 @@ class TuningConfig:
                 or self.allmulti is not None or self.txqlen is not None)
 
     def sysctl_paths(self, ifname: str) -> dict[str, str]:
-        """/proc path -> value, with IFNAME substituted after the dots became slashes."""
-        return {la.sysctl_path(k).replace("IFNAME", ifname): v for k, v in self.sysctl.items()}
+        """/proc path -> value for every key, with IFNAME substituted (see :func:`sysctl_key`)."""
+        return {la.sysctl_path("/".join(sysctl_key(k, ifname))): v
+                for k, v in self.sysctl.items()}
 
-    def check_allowlist(self) -> None:
-        """Every sysctl key must match a line (a regular expression) of the allow-list."""
+    def check_allowlist(self, ifname: str) -> None:
+        """Every key, as it is written (IFNAME substituted), must match a line of the
+        allow-list; ``IFNAME`` in a pattern stands for this attachment's interface name."""
         try:
             with open(self.allowlist) as fh:
-                patterns = [line.strip() for line in fh if line.strip()]
+                lines = [line.strip() for line in fh if line.strip()]
         except FileNotFoundError:
             return
         except OSError as exc:
             raise IOFailure(f"cannot read sysctl allow-list {self.allowlist}: "
                             f"{exc.strerror}") from exc
+        patterns = []
+        for line in lines:
+            try:
+                patterns.append(re.compile(line.replace("IFNAME", re.escape(ifname))))
+            except re.error as exc:
+                raise InvalidNetworkConfig(f"invalid pattern {line!r} in sysctl allow-list "
+                                           f"{self.allowlist}: {exc}") from exc
         for key in self.sysctl:
-            if not any(re.search(p, key) for p in patterns):
+            written = ".".join(sysctl_key(key, ifname))
+            if not any(p.search(written) for p in patterns):
                 raise InvalidNetworkConfig(f"sysctl {key} is not allowed",
-                                           f"{self.allowlist} allows only {patterns}")
+                                           f"{self.allowlist} allows only {lines}")
+
+
+def sysctl_key(key: str, ifname: str) -> list[str]:
+    """The components of the key that is written: ``IFNAME`` replaced, each checked.
+
+    A key is dotted (``net.ipv4.conf.eth0.rp_filter``) or, when it holds a ``/``, a path
+    under /proc/sys (``net/ipv4/conf/eth0.100/rp_filter``, for names with dots). Empty,
+    ``.`` and ``..`` components are refused rather than normalised away: a path that walks
+    back up could leave ``net`` or reach a key the allow-list never saw.
+    """
+    parts = key.split("/") if "/" in key else key.split(".")
+    bad = [p for p in parts if p in ("", ".", "..") or not p.isprintable()
+           or any(c.isspace() for c in p)]
+    if bad or parts[0] != "net" or len(parts) < 2:
+        raise InvalidNetworkConfig(f"invalid net sysctl key: {key!r}",
+                                   "expected a key under net. (/proc/sys/net), without empty, "
+                                   "'.' or '..' components")
+    return [p.replace("IFNAME", ifname) for p in parts]
 
 
 def _store(conf: TuningConfig) -> RecordStore:
     return RecordStore(conf.data_dir)
+
+
+def _teardown_store(args: CmdArgs) -> RecordStore:
+    """The backups' directory for DEL and GC, which read no other key (a ``dataDir`` that
+    is not a string means the default: ADD refused it)."""
+    data_dir = args.conf.raw.get("dataDir")
+    return RecordStore(data_dir if isinstance(data_dir, str) and data_dir
+                       else DEFAULT_DATA_DIR)
 
 
 def _save_backup(conf: TuningConfig, args: CmdArgs, current: la.LinkAttrs) -> None:
@@ -186,8 +224,8 @@ class Tuning(Plugin):
     def add(self, args: CmdArgs) -> Result:
         conf = TuningConfig.load(args)
         prev = require_prev_result(args, "required prevResult missing")
-        conf.check_allowlist()
-        conf.sysctl_paths(args.ifname)  # rejects non-net keys before touching anything
+        conf.sysctl_paths(args.ifname)  # rejects malformed and non-net keys before any change
+        conf.check_allowlist(args.ifname)
         with enter_netns(args.netns) as ns:
             try:
                 ns.call(_apply_in_netns, conf, args, prev)
@@ -204,8 +242,8 @@ class Tuning(Plugin):
         return prev
 
     def delete(self, args: CmdArgs) -> None:
-        conf = TuningConfig.load(args)
-        path = _store(conf).path(args.container_id, args.ifname)
+        # The backup says what to restore; of the config only its directory is needed.
+        path = _teardown_store(args).path(args.container_id, args.ifname)
         try:
             with enter_netns(args.netns) as ns:
                 ns.call(_restore_in_netns, path, args.ifname)
@@ -235,7 +273,7 @@ class Tuning(Plugin):
 
     def gc(self, args: CmdArgs) -> None:
         """Drop this network's backups of attachments that are gone."""
-        store = RecordStore(str_field(args.conf.raw, "dataDir") or DEFAULT_DATA_DIR)
+        store = _teardown_store(args)
         keep = {store.path(cid, ifname) for cid, ifname in valid_attachments(args.conf.raw)}
         for path in store.records():
             saved = RecordStore.load(path)

@@ -1,0 +1,48 @@
+"""The one JSON decoder for everything pycni reads from outside (stdin, files, sockets, env).
+
+Python's ``json`` accepts more than JSON: ``NaN``, ``Infinity`` and ``-Infinity`` literals,
+and numbers like ``1e999`` that it turns into an infinite float. Go's encoding/json refuses
+all of them, and a non-finite float would only fail later, far from the input, as a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ._errors import DecodingFailure
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def decode_json(data: bytes | str, what: str) -> Any:
+    """Decode one JSON value or raise DecodingFailure (code 6) naming ``what``.
+
+    Refused like any malformed input: ``NaN``/``Infinity``, numbers beyond float range,
+    invalid UTF-8 and nesting deep enough to exhaust Python's recursion limit.
+    """
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise DecodingFailure(f"failed to decode {what}: {str(exc)[:200]}") from exc
+    except RecursionError as exc:  # json recurses per nesting level: "[[[[..." exhausts the stack
+        raise DecodingFailure(f"failed to decode {what}: nested too deeply") from exc
+
+
+def decode_json_object(data: bytes | str, what: str) -> dict[str, Any]:
+    """:func:`decode_json` for input that must be one JSON object."""
+    obj = decode_json(data, what)
+    if not isinstance(obj, dict):
+        raise DecodingFailure(f"failed to decode {what}: expected a JSON object, got "
+                              f"{type(obj).__name__}")
+    return obj
