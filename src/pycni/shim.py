@@ -18,6 +18,13 @@ the agent would. The agent acknowledges a connection with one byte as soon as it
   spec's "try again later" error (code 11), which runtimes retry. Plugins undo a failed
   ADD and DEL is idempotent, so a retry converges.
 
+The agent acknowledges a request once it has read all of it. The shim never waits without
+end: connecting (:data:`CONNECT_TIMEOUT`) and the acknowledgement (:data:`ACK_TIMEOUT`) time
+out into a standalone run, the reply (:data:`CALL_TIMEOUT` from the start) into code 11. An
+agent that works acknowledges within milliseconds; the acknowledgement deadline only covers
+one that is wedged. A request larger than the agent takes (:data:`MAX_REQUEST`) is not sent:
+the shim runs such a call itself.
+
 The agent also answers "standalone" when it cannot run the call as the caller would (it
 lives in another network namespace than the caller), and the shim then runs it itself.
 
@@ -34,11 +41,14 @@ of each CNI_* variable. Reply parts: ``ok``, exit status (decimal), stdout, stde
 import _socket
 import posix
 import sys
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import NoReturn
+
+    from .spec import CNIError
 
 #: First part of every request; bumped if the framing ever changes.
 MAGIC = b"pycni-agent/1"
@@ -49,7 +59,17 @@ DEFAULT_SOCKET = "/run/pycni/agent.sock"
 #: Limits a reader enforces on a message (a config with prevResult is a few kB).
 MAX_PARTS = 512
 MAX_PART = 64 << 20
-
+#: The largest request the agent reads, framing included: a CNI config with its prevResult
+#: is a few kB, a large conflist entry well under 1 MiB.
+MAX_REQUEST = 4 << 20
+#: Seconds to connect to the agent's socket (with a deadline set, connect() to a unix socket
+#: whose listen backlog is full fails at once instead of blocking).
+CONNECT_TIMEOUT = 5.0
+#: Seconds from connecting until the agent has acknowledged the whole request.
+ACK_TIMEOUT = 10.0
+#: Seconds from connecting until the reply: longer than any call a runtime still waits for
+#: (kubelet gives up on a sandbox after 2 minutes).
+CALL_TIMEOUT = 300.0
 
 
 def encode_message(parts: "Sequence[bytes]") -> bytes:
@@ -93,6 +113,27 @@ def read_message(recv: "Callable[[int], bytes]") -> list[bytes]:
     return parts
 
 
+def request_size(data: "bytes | bytearray") -> int | None:
+    """Length of the request message at the start of ``data``; None while it is incomplete.
+
+    For a reader that gets bytes as they arrive. FramingError as soon as the headers show
+    the message breaks :data:`MAX_PARTS` or :data:`MAX_REQUEST`.
+    """
+    if len(data) < 4:
+        return None
+    count = int.from_bytes(data[:4], "big")
+    if count > MAX_PARTS:
+        raise FramingError(f"request has {count} parts, the limit is {MAX_PARTS}")
+    pos = 4
+    for _ in range(count):
+        if len(data) < pos + 4:
+            return None
+        pos += 4 + int.from_bytes(data[pos:pos + 4], "big")
+        if pos > MAX_REQUEST:
+            raise FramingError(f"request larger than the limit of {MAX_REQUEST} bytes")
+    return pos if len(data) >= pos else None
+
+
 def netns_identity() -> bytes:
     """``dev:ino`` of the calling thread's network namespace."""
     st = posix.stat("/proc/thread-self/ns/net")
@@ -121,28 +162,37 @@ def _write_fd(fd: int, data: bytes) -> None:
         view = view[posix.write(fd, view):]
 
 
-def _connect(path: str) -> _socket.socket | None:
+def _connect(path: str, timeout: float) -> _socket.socket | None:
     """A connection to the agent, or None when none listens there."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
     try:
         sock.connect(path)
     except OSError:
-        # Missing socket, refused (agent stopped or stopping), permission: run standalone.
+        # Missing socket, refused (agent stopped or stopping), permission, or a full
+        # backlog (nobody accepts): run standalone.
         sock.close()
         return None
     return sock
 
 
-def try_again_error(stdin: bytes, details: str) -> bytes:
-    """The CNI error (code 11) for a call the agent dropped, formatted as plugins do.
+def error_output(err: "CNIError", stdin: bytes = b"") -> bytes:
+    """``err`` as a plugin prints it, in the cniVersion of the config in ``stdin``.
 
     A rare path: it may import pycni's stdlib-only spec and skel modules.
     """
     from .skel._plugin import _conf_version, _dump
+
+    return _dump(err.to_json(_conf_version(stdin)))
+
+
+def try_again_error(stdin: bytes, details: str,
+                    msg: str = "the pycni agent did not complete the call; try again later"
+                    ) -> bytes:
+    """The CNI error (code 11) for a call the agent dropped, formatted as plugins do."""
     from .spec import TryAgainLater
 
-    err = TryAgainLater("the pycni agent stopped during the call; try again later", details)
-    return _dump(err.to_json(_conf_version(stdin)))
+    return error_output(TryAgainLater(msg, details), stdin)
 
 
 def run_standalone(plugin_type: str, paths: "Sequence[str]", stdin: bytes | None) -> "NoReturn":
@@ -168,35 +218,55 @@ def run_standalone(plugin_type: str, paths: "Sequence[str]", stdin: bytes | None
 
 
 def forward(sock: _socket.socket, plugin_type: str, environ: "Mapping[bytes, bytes]",
-            stdin: bytes) -> tuple[str, list[bytes]]:
+            stdin: bytes, *, ack_timeout: float = ACK_TIMEOUT,
+            call_timeout: float = CALL_TIMEOUT) -> tuple[str, list[bytes]]:
     """Send one call; ("ok", [status, stdout, stderr]), ("standalone", [reason]) or ("retry",
-    [details]) when the agent took the call and then went away."""
+    [details]) when the agent took the call and then went away or ran out of time."""
+    deadline = time.monotonic() + call_timeout
     request = encode_message([MAGIC, plugin_type.encode(), netns_identity(), stdin,
                               *cni_environ(environ)])
+    if len(request) > MAX_REQUEST:
+        return "standalone", [b"the request is larger than the agent takes"]
+    sock.settimeout(ack_timeout)
     try:
         sock.sendall(request)
         ack = sock.recv(1)
     except OSError:
-        # The agent closed the connection before it had the whole request: it cannot
-        # have run the call (a failed send means that even if the ACK had arrived).
+        # The agent closed the connection before it had the whole request, or did not
+        # acknowledge it in time: it has not taken the call (a failed send means that even
+        # if the ACK had arrived).
         ack = b""
     if ack != ACK:
         return "standalone", [b"the agent closed the connection before accepting it"]
+
+    def recv(n: int) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        return sock.recv(n)
+
     try:
-        reply = read_message(sock.recv)
+        reply = read_message(recv)
+    except TimeoutError:
+        reply = [b"", f"no reply from the agent within {call_timeout:g} s".encode()]
     except (OSError, FramingError) as exc:
-        return "retry", [str(exc).encode()]
+        reply = [b"", str(exc).encode()]
     if len(reply) == 4 and reply[0] == b"ok":
         return "ok", reply[1:]
-    if len(reply) == 2 and reply[0] == b"standalone":
-        return "standalone", reply[1:]
+    if len(reply) == 2 and reply[0] in (b"standalone", b""):
+        return ("standalone" if reply[0] else "retry"), reply[1:]
     return "retry", [b"the agent sent a reply this shim does not understand"]
 
 
 def main(plugin_type: str, socket_path: str = DEFAULT_SOCKET,
-         paths: "Sequence[str]" = ()) -> "NoReturn":
-    """Entry point of an installed plugin executable."""
-    sock = _connect(socket_path)
+         paths: "Sequence[str]" = (),
+         deadlines: "tuple[float, float, float]" = (CONNECT_TIMEOUT, ACK_TIMEOUT, CALL_TIMEOUT)
+         ) -> "NoReturn":
+    """Entry point of an installed plugin executable; ``deadlines`` are (connect, ack, call)
+    seconds."""
+    connect_timeout, ack_timeout, call_timeout = deadlines
+    sock = _connect(socket_path, connect_timeout)
     if sock is None:
         run_standalone(plugin_type, paths, None)
     environ = posix.environ
@@ -207,7 +277,8 @@ def main(plugin_type: str, socket_path: str = DEFAULT_SOCKET,
         sock.close()
         run_standalone(plugin_type, paths, None)  # the plugin reports the read error itself
     try:
-        kind, parts = forward(sock, plugin_type, environ, stdin)
+        kind, parts = forward(sock, plugin_type, environ, stdin, ack_timeout=ack_timeout,
+                              call_timeout=call_timeout)
     finally:
         sock.close()
     if kind == "standalone":

@@ -8,13 +8,39 @@ The agent's plugins act in the namespace the agent runs in, so it is started thr
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from pycni.plugins.main.bridge import Bridge
+from pycni.skel import CmdArgs
+from pycni.spec import Result
 from pycni.testing import wait_for
+
+#: Run by an agent started with ``hold_dir``: its bridge is :class:`HeldBridge`.
+_HOLDING_AGENT = ("import agent_support; from pycni.plugins import REGISTRY; "
+                  "REGISTRY['bridge'] = 'agent_support:HeldBridge'; "
+                  "from pycni.cli import main; main()")
+
+
+class HeldBridge(Bridge):
+    """bridge whose ADD, once it has configured everything, waits while the file
+    ``$PYT_HOLD_DIR/<container id>.hold`` exists (and says so with ``<id>.held``): a call
+    held in flight for as long as a test needs."""
+
+    def add(self, args: CmdArgs) -> Result:
+        result = super().add(args)
+        hold = Path(os.environ.get("PYT_HOLD_DIR", "/nonexistent"), f"{args.container_id}.hold")
+        if hold.exists():
+            hold.with_suffix(".held").touch()
+            deadline = time.monotonic() + 120
+            while hold.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return result
 
 
 def install_shims(bin_dir: Path, socket_path: Path) -> Path:
@@ -30,17 +56,25 @@ class AgentProcess:
     count = 0
 
     def __init__(self, host_ns: str, socket_path: Path, *, grace: float = 60,
-                 workers: int = 32) -> None:
+                 workers: int = 32, hold_dir: Path | None = None) -> None:
+        """``hold_dir``: the agent's bridge ADDs can be held (:class:`HeldBridge`)."""
         AgentProcess.count += 1
         self.socket_path = socket_path
         self.log_path = socket_path.parent.parent / f"agent-{AgentProcess.count}.log"
         socket_path.parent.mkdir(mode=0o700, exist_ok=True)
         self._log = self.log_path.open("wb")
+        entry = ["-m", "pycni.cli"]
+        env = dict(os.environ)
+        if hold_dir is not None:
+            entry = ["-c", _HOLDING_AGENT]
+            env["PYT_HOLD_DIR"] = str(hold_dir)
+            env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent),
+                                                 env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(
-            ["nsenter", f"--net={host_ns}", "--", sys.executable, "-m", "pycni.cli", "agent",
+            ["nsenter", f"--net={host_ns}", "--", sys.executable, *entry, "agent",
              "--socket", str(socket_path), "--metrics-address", "off", "--grace", str(grace),
-             "--workers", str(workers), "--log-level", "info"],
-            stdout=subprocess.DEVNULL, stderr=self._log)
+             "--rollback", "120", "--workers", str(workers), "--log-level", "info"],
+            stdout=subprocess.DEVNULL, stderr=self._log, env=env)
         if not wait_for(lambda: self.listening() or self.proc.poll() is not None, timeout=120):
             self.stop()
             raise AssertionError("the agent did not start listening")
@@ -60,6 +94,10 @@ class AgentProcess:
             except ValueError:
                 out.append({"msg": line})
         return out
+
+    def logged(self, msg: str) -> bool:
+        """A record with this message was logged."""
+        return any(r.get("msg") == msg for r in self.records())
 
     def calls(self, command: str | None = None) -> list[dict[str, Any]]:
         """The calls the agent served (optionally of one command)."""

@@ -154,40 +154,102 @@ def test_restart_under_load_completes_every_call(
         assert nat_rules_mention(host_ns, ips) == []
 
 
-def test_calls_cut_off_by_a_stop_ask_to_try_again_and_leave_nothing_after_del(
+def _hold(hold_dir: Path, cids: list[str]) -> None:
+    for cid in cids:
+        (hold_dir / f"{cid}.hold").touch()
+
+
+def _release(hold_dir: Path, cids: list[str]) -> None:
+    for cid in cids:
+        (hold_dir / f"{cid}.hold").unlink(missing_ok=True)
+
+
+def _cut_off(agent: AgentProcess) -> None:
+    """SIGTERM, and wait until the grace period is over (or the agent is gone)."""
+    agent.terminate()
+    assert wait_for(lambda: agent.logged("grace period over") or agent.proc.poll() is not None,
+                    timeout=120)
+
+
+def pod_links(netns: str) -> list[str]:
+    return [link["ifname"] for link in ip_json(netns, "link", "show") if link["ifname"] != "lo"]
+
+
+def test_add_running_when_the_grace_period_ends_is_rolled_back(
+        host_ns: str, tmp_path: Path, sock: Path, shims: Path) -> None:
+    """The ADD has configured everything and is still running at the cut-off: the caller
+    gets code 11 and neither the veth nor the address is left behind."""
+    conf = bridge_conf(tmp_path, "10.80.0.0/24")
+    hold_dir = tmp_path / "hold"
+    hold_dir.mkdir()
+    with temp_netns("c") as ns, ExitStack() as stack:
+        agent = AgentProcess(host_ns, sock, grace=0.5, hold_dir=hold_dir)
+        stack.callback(agent.stop)
+        stack.callback(_release, hold_dir, ["pytroll"])
+        _hold(hold_dir, ["pytroll"])
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(call, host_ns, shims, "ADD", conf, cid="pytroll", netns=ns)
+            assert wait_for((hold_dir / "pytroll.held").exists, timeout=120)
+            [ip] = reserved(tmp_path)  # the ADD did its work and is still running
+            assert len(host_veths(host_ns)) == 1
+            _cut_off(agent)
+            _release(hold_dir, ["pytroll"])
+            result = future.result()
+        assert agent.wait() == 1  # calls were cut off
+        assert result.status == 1, result.stdout
+        assert result.json["code"] == 11
+        assert result.json["cniVersion"] == "1.0.0"
+        assert "undid it" in result.json["msg"]
+        assert reserved(tmp_path) == []
+        assert host_veths(host_ns) == []
+        assert pod_links(ns) == []
+        assert nat_rules_mention(host_ns, [ip]) == []
+
+
+def test_calls_cut_off_by_a_stop_ask_to_try_again_and_leave_nothing_half_done(
         host_ns: str, tmp_path: Path, sock: Path, shims: Path) -> None:
     """With no grace period, in-flight calls are cut: their shims print code 11.
 
-    A runtime then DELs the attachment (the spec's rule after a failed ADD) and retries;
-    afterwards the state is exactly that of the successful calls.
+    Some ADDs are held in flight, so at least those are cut off. Right after the stop, the
+    state is exactly that of the successful calls; the runtime then DELs each failed
+    attachment (the spec's rule after a failed ADD) and retries.
     """
     conf = bridge_conf(tmp_path, "10.79.0.0/24")
-    n = 30
+    n, held = 30, 3
+    hold_dir = tmp_path / "hold"
+    hold_dir.mkdir()
     with ExitStack() as stack:
         nss = [stack.enter_context(temp_netns("c")) for _ in range(n)]
         cids = [f"pytcut{i}" for i in range(n)]
-        agent = AgentProcess(host_ns, sock, grace=0)
+        agent = AgentProcess(host_ns, sock, grace=0, hold_dir=hold_dir)
         stack.callback(agent.stop)
+        stack.callback(_release, hold_dir, cids[:held])
+        _hold(hold_dir, cids[:held])
         with ThreadPoolExecutor(n) as pool:
             futures = _start_adds(pool, host_ns, shims, conf, list(zip(cids, nss, strict=True)))
-            wait_for(agent.calls, timeout=120)
-            agent.terminate()
+            assert wait_for(lambda: all((hold_dir / f"{c}.held").exists() for c in cids[:held]),
+                            timeout=120)
+            _cut_off(agent)
+            _release(hold_dir, cids[:held])
             results = [f.result() for f in futures]
-        agent.wait()
-        # systemd restarts the agent; the runtime's clean-up and retries go to the new one.
-        second = AgentProcess(host_ns, sock)
-        stack.callback(second.stop)
+        assert agent.wait() == 1
         failed = []
         for i, r in enumerate(results):
             if r.status != 0:
                 assert r.json["code"] == 11, r.stdout
                 assert r.json["cniVersion"] == "1.0.0"
                 failed.append(i)
-        for i in failed:  # what the runtime does after a failed ADD
-            call(host_ns, shims, "DEL", conf, cid=cids[i], netns=nss[i]).ok()
+        assert set(range(held)) <= set(failed)  # the held calls were cut off
         ok_ips = [pod_ip(r) for r in results if r.status == 0]
+        # Nothing half-configured, before any clean-up by the runtime.
         assert reserved(tmp_path) == sorted(ok_ips)
         assert len(host_veths(host_ns)) == len(ok_ips)
+        assert [pod_links(nss[i]) for i in failed] == [[] for _ in failed]
+        # systemd restarts the agent; the runtime's clean-up and retries go to the new one.
+        second = AgentProcess(host_ns, sock)
+        stack.callback(second.stop)
+        for i in failed:  # what the runtime does after a failed ADD
+            call(host_ns, shims, "DEL", conf, cid=cids[i], netns=nss[i]).ok()
         for i in failed:
             pod_ip(call(host_ns, shims, "ADD", conf, cid=cids[i], netns=nss[i]))
         assert len(reserved(tmp_path)) == n

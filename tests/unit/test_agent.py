@@ -6,16 +6,21 @@ in validation, because the agent runs in the machine's own namespace in these te
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,7 +39,15 @@ from pycni.daemon import (
     shim_script,
     unit_text,
 )
-from pycni.shim import MAGIC, FramingError
+from pycni.shim import (
+    ACK,
+    MAGIC,
+    MAX_REQUEST,
+    FramingError,
+    encode_message,
+    netns_identity,
+    read_message,
+)
 from pycni.skel import CmdArgs, Plugin
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,13 +111,13 @@ def shim(tmp_path: Path, plugin_type: str, sock_path: Path) -> Path:
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "pytnet", "type": "pytgate"}).encode()
 
 
-def call(exe: Path, command: str, cid: str = "", ifname: str = "eth0", conf: bytes = CONF
-         ) -> subprocess.CompletedProcess[bytes]:
+def call(exe: Path, command: str, cid: str = "", ifname: str = "eth0", conf: bytes = CONF,
+         *, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update({"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": "/x",
                 "CNI_IFNAME": ifname, "CNI_PATH": "/x"})
-    return subprocess.run([str(exe)], input=conf, env=env, capture_output=True, timeout=60,
-                          check=False)
+    return subprocess.run([str(exe)], input=conf, env=env, capture_output=True,
+                          timeout=timeout, check=False)
 
 
 def test_socket_is_root_only(agent: Agent, sock_path: Path) -> None:
@@ -152,6 +165,141 @@ def test_same_container_is_serialised_others_run_at_once(
         Gate.release["pyta"].set()
         assert [f.result().returncode for f in first] == [0, 0, 0]
     assert Gate.overlap == {"pyta": 1, "pytb": 1}
+
+
+def test_a_failed_thread_start_costs_one_call_not_the_agent(
+        agent: Agent, tmp_path: Path, sock_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"can't start new thread" for one call: that shim runs the call itself (pytgate is
+    unknown outside the agent, so it fails there), and the next call is served."""
+    real_start = threading.Thread.start
+    failures = [RuntimeError("can't start new thread")]
+
+    def start(self: threading.Thread) -> None:
+        if self.name.startswith("pycni-call") and failures:
+            raise failures.pop()
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    exe = shim(tmp_path, "pytgate", sock_path)
+    first = call(exe, "CHECK", "pytd", timeout=20)
+    assert first.returncode == 1
+    assert b"pycni has no plugin of type 'pytgate'" in first.stderr
+    assert not failures
+    assert call(exe, "CHECK", "pytd", timeout=20).returncode == 0  # served by the agent
+    assert Gate.order == ["pytd:eth0"]  # the first call never ran in the agent
+
+
+def _raw_request(sock_path: Path, data: bytes) -> bytes:
+    """Send ``data`` on the agent's socket; everything it answers until it closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(30)
+        c.connect(str(sock_path))
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            c.sendall(data)
+        chunks = []
+        # A peer that closed with our request unread resets the connection after its
+        # answer (unix sockets report ECONNRESET then, not the end of the stream).
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := c.recv(65536):
+                chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("request_head", [
+    # One part announcing 100 MiB: refused from the header, before anything is read.
+    (5).to_bytes(4, "big") + (100 << 20).to_bytes(4, "big"),
+    # Parts of 1 MiB each, more than MAX_REQUEST in all.
+    b"".join([(8).to_bytes(4, "big")] + [(1 << 20).to_bytes(4, "big") + b"x" * (1 << 20)] * 5),
+], ids=["one-huge-part", "many-parts"])
+def test_oversized_request_is_refused_with_a_clear_error(
+        agent: Agent, sock_path: Path, request_head: bytes) -> None:
+    reply = _raw_request(sock_path, request_head)
+    assert reply[:1] == ACK
+    status, out, _err = read_message(io.BytesIO(reply[1:]).read)[1:]
+    err = json.loads(out)
+    assert (status, err["code"]) == (b"1", 6)
+    assert err["msg"].startswith("the pycni agent refused the request: request larger than "
+                                 f"the limit of {MAX_REQUEST} bytes")
+
+
+def test_trickling_clients_do_not_hold_the_workers(
+        agent: Agent, tmp_path: Path, sock_path: Path) -> None:
+    """More half-sent requests than workers: a call still gets through at once."""
+    exe = shim(tmp_path, "pytgate", sock_path)
+    with ExitStack() as stack:
+        for _ in range(agent.config.workers + 2):
+            c = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            c.connect(str(sock_path))
+            c.sendall(encode_message([MAGIC, b"pytgate"])[:10])  # and then nothing
+        assert call(exe, "CHECK", "pyte", timeout=20).returncode == 0
+
+
+def test_non_root_peer_is_refused(sock_path: Path) -> None:
+    """Even through a socket file others may open, only root is served (SO_PEERCRED)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="pyt", dir="/tmp"))
+    try:
+        run_dir.chmod(0o755)  # nobody must reach the socket for the kernel check to matter
+        path = run_dir / "agent.sock"
+        a = Agent(AgentConfig(socket_path=str(path), metrics_address=None, workers=2))
+        a.start()
+        try:
+            path.chmod(0o666)
+            request = encode_message([MAGIC, b"loopback", netns_identity(), b"",
+                                      b"CNI_COMMAND", b"VERSION"])
+            as_root = _raw_request(path, request)
+            assert as_root[:1] == ACK
+            as_nobody = _as_nobody(RAW_CLIENT, str(path), request.hex())
+            assert as_nobody == "b''"  # closed unacknowledged: a shim runs the call itself
+        finally:
+            a.shutdown(grace=5)
+    finally:
+        shutil.rmtree(run_dir)
+
+
+#: A stdlib-only client for a process without access to pycni: sends argv[2] (hex) on the
+#: unix socket argv[1], shuts its side, prints the repr of everything it receives.
+RAW_CLIENT = """
+import socket, sys
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.settimeout(30)
+c.connect(sys.argv[1])
+try:
+    c.sendall(bytes.fromhex(sys.argv[2]))
+    c.shutdown(socket.SHUT_WR)
+except OSError:
+    pass  # refused while sending: what was answered is still there to read
+data = b""
+try:
+    while chunk := c.recv(65536):
+        data += chunk
+except ConnectionResetError:
+    pass
+print(repr(data))
+"""
+
+
+def _as_nobody(script: str, *args: str) -> str:
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           "/usr/bin/python3", "-c", script, *args],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return proc.stdout.strip()
+
+
+def test_idle_metrics_connections_take_no_threads(agent: Agent) -> None:
+    host, port = agent.http_address.rsplit(":", 1) if agent.http_address else ("", "")
+    before = threading.active_count()
+    with ExitStack() as stack:
+        for _ in range(300):
+            c = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
+            del c
+        # A slow client: half a request head, then nothing.
+        slow = stack.enter_context(socket.create_connection((host, int(port)), timeout=10))
+        slow.sendall(b"GET /metr")
+        with urllib.request.urlopen(f"http://{agent.http_address}/metrics",
+                                    timeout=10) as resp:
+            assert resp.status == 200
+            assert b"pycni_agent_in_flight" in resp.read()
+        assert threading.active_count() - before < 10
 
 
 def test_warnings_reach_the_callers_stderr(agent: Agent, tmp_path: Path,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 import stat
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -373,6 +376,28 @@ def test_daemon_gc_releases_attachments_not_valid(daemon: DhcpDaemon, server: Fa
     assert len(server.of_type(p.RELEASE)) == 1
 
 
+def test_daemon_gc_reads_the_legacy_attachments_key(daemon: DhcpDaemon, server: FakeServer,
+                                                   pod: str) -> None:
+    """GC stdin with only ``cni.dev/attachments`` (the spec's first spelling) keeps those."""
+    daemon.handle(_req("ADD", pod, cid="keep"))
+    daemon.handle(_req("ADD", pod, cid="drop"))
+    valid = [{"containerID": "keep", "ifname": "eth0"}]
+    assert daemon.handle(_req("GC", "", **{"cni.dev/attachments": valid})) == {}
+    assert [lease["containerID"] for lease in daemon.leases()] == ["keep"]
+    assert len(server.of_type(p.RELEASE)) == 1
+
+
+def test_daemon_gc_without_attachments_is_an_error(daemon: DhcpDaemon, server: FakeServer,
+                                                    pod: str) -> None:
+    """A GC that names no valid attachments releases nothing: "nothing is valid" is unsafe."""
+    daemon.handle(_req("ADD", pod))
+    with pytest.raises(CNIError, match=r"cni\.dev/valid-attachments") as err:
+        daemon.handle(_req("GC", ""))
+    assert err.value.code == 7
+    assert len(daemon.leases()) == 1
+    assert not server.of_type(p.RELEASE)
+
+
 def test_daemon_restart_keeps_the_lease(tmp_path: Path, server: FakeServer, pod: str) -> None:
     d1 = _daemon(tmp_path, server)
     result = d1.handle(_req("ADD", pod))["result"]
@@ -443,6 +468,50 @@ def test_daemon_socket_is_root_only_and_exclusive(tmp_path: Path, daemon: DhcpDa
         second.close()  # its lease keepers would live on and draw from `random` later
     daemon.close()
     assert not sock.exists()
+
+
+#: A stdlib-only plugin stand-in for a process without access to pycni: sends argv[2] on the
+#: unix socket argv[1], shuts its side, prints what the daemon answers.
+RAW_CLIENT = """
+import socket, sys
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.settimeout(30)
+c.connect(sys.argv[1])
+try:
+    c.sendall(sys.argv[2].encode())
+    c.shutdown(socket.SHUT_WR)
+except OSError:
+    pass  # refused while sending: the answer is still there to read
+data = b""
+while chunk := c.recv(65536):
+    data += chunk
+print(data.decode())
+"""
+
+
+def test_daemon_refuses_non_root_peers(server: FakeServer, pod: str) -> None:
+    """Even through a socket file others may open, only root is served (SO_PEERCRED)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="pyt", dir="/tmp"))
+    run_dir.chmod(0o755)  # nobody must reach the socket for the kernel check to matter
+    opts = DaemonOptions(socket_path=str(run_dir / "dhcp.sock"),
+                         state_dir=str(run_dir / "leases"), timing=FAST)
+    d = DhcpDaemon(opts, link_factory=lambda _netns, _ifname: FakeLink(server))
+    try:
+        d.start()
+        (run_dir / "dhcp.sock").chmod(0o666)
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               "/usr/bin/python3", "-c", RAW_CLIENT, str(run_dir / "dhcp.sock"),
+                               json.dumps(_req("ADD", pod))],
+                              capture_output=True, text=True, timeout=60, check=True)
+        err = json.loads(proc.stdout)["error"]
+        assert err["code"] == 5
+        assert "only root may use this socket" in err["msg"]
+        assert "uid 65534" in err["msg"]
+        assert d.leases() == []
+        assert not server.of_type(p.DISCOVER)
+    finally:
+        d.close()
+        shutil.rmtree(run_dir)
 
 
 def _plugin(command: str, sock: str, netns: str = "/run/netns/none") -> tuple[int, Any]:

@@ -25,6 +25,7 @@ from pycni.shim import (
     ACK,
     MAGIC,
     MAX_PARTS,
+    MAX_REQUEST,
     FramingError,
     cni_environ,
     encode_message,
@@ -74,10 +75,12 @@ def test_only_cni_variables_are_forwarded_unchanged() -> None:
 
 # -- the installed executable ----------------------------------------------------------------
 
-def install(tmp_path: Path, plugin_type: str, socket_path: Path) -> Path:
+def install(tmp_path: Path, plugin_type: str, socket_path: Path,
+            deadlines: tuple[float, float, float] | None = None) -> Path:
     exe = tmp_path / "bin" / plugin_type
     exe.parent.mkdir(exist_ok=True)
-    exe.write_text(shim_script(plugin_type, interpreter(), socket_path=str(socket_path)))
+    exe.write_text(shim_script(plugin_type, interpreter(), socket_path=str(socket_path),
+                               deadlines=deadlines))
     exe.chmod(0o755)
     return exe
 
@@ -109,6 +112,7 @@ class FakeAgent:
         self.sock.bind(str(path))
         self.sock.listen(8)
         self.requests: list[list[bytes]] = []
+        self.hold = threading.Event()  # set when the test ends: behaviours that stall end
         self.behaviour = behaviour
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -128,6 +132,7 @@ class FakeAgent:
         return parts
 
     def close(self) -> None:
+        self.hold.set()
         self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self.thread.join()
@@ -250,6 +255,66 @@ def test_garbled_reply_is_try_again_later(tmp_path: Path, fake: Callable[..., Fa
     fake(replying([b"what"]))
     proc = run(install(tmp_path, "loopback", tmp_path / "agent.sock"), ADD_ENV, LOOPBACK)
     assert json.loads(proc.stdout)["code"] == 11
+
+
+#: connect, acknowledgement, whole call (seconds): short, so a test does not wait long.
+SHORT = (1.0, 1.0, 2.0)
+
+
+def test_agent_that_never_acknowledges_means_standalone(
+        tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:
+    """An agent whose accept loop is stuck: the shim stops waiting and runs the call."""
+    fake(lambda agent, _conn: agent.hold.wait(60))
+    exe = install(tmp_path, "loopback", tmp_path / "agent.sock", SHORT)
+    proc = run(exe, ADD_ENV, LOOPBACK)
+    assert (proc.returncode, proc.stdout) == in_process("loopback", ADD_ENV, LOOPBACK)
+
+
+def test_agent_that_never_answers_is_try_again_later(
+        tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:
+    def stall(agent: FakeAgent, conn: socket.socket) -> None:
+        conn.sendall(ACK)
+        agent.read(conn)
+        agent.hold.wait(60)
+
+    fake(stall)
+    proc = run(install(tmp_path, "loopback", tmp_path / "agent.sock", SHORT), ADD_ENV, LOOPBACK)
+    err = json.loads(proc.stdout)
+    assert (proc.returncode, err["code"]) == (1, 11)
+    assert "no reply from the agent within 2 s" in err["details"]
+
+
+def test_full_backlog_means_standalone(tmp_path: Path, sock_path: Path) -> None:
+    """Nobody accepts and the backlog is full: without a deadline connect() would block."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(sock_path))
+        listener.listen(0)
+        queued = []
+        try:
+            while True:
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                queued.append(c)
+                c.setblocking(False)
+                c.connect(str(sock_path))
+        except BlockingIOError:
+            pass
+        try:
+            exe = install(tmp_path, "loopback", sock_path, SHORT)
+            proc = run(exe, ADD_ENV, LOOPBACK)
+        finally:
+            for c in queued:
+                c.close()
+    assert (proc.returncode, proc.stdout) == in_process("loopback", ADD_ENV, LOOPBACK)
+
+
+def test_request_over_the_agents_limit_runs_standalone(
+        tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:
+    received: list[bytes] = []
+    fake(lambda _agent, conn: received.append(conn.recv(1 << 20)))
+    huge = json.dumps({**json.loads(LOOPBACK), "pad": "x" * MAX_REQUEST}).encode()
+    proc = run(install(tmp_path, "loopback", tmp_path / "agent.sock"), ADD_ENV, huge)
+    assert (proc.returncode, proc.stdout) == in_process("loopback", ADD_ENV, huge)
+    assert received == [b""]  # connected, sent nothing
 
 
 def test_shim_imports_no_python_stdlib(tmp_path: Path, fake: Callable[..., FakeAgent]) -> None:

@@ -528,6 +528,7 @@ def install_cmd(
 
 @app.command("agent")
 def agent_cmd(
+    *,
     socket_path: AgentSocket = "/run/pycni/agent.sock",
     metrics_address: Annotated[str, typer.Option(
         "--metrics-address", help="HOST:PORT of /healthz, /readyz and /metrics; "
@@ -536,6 +537,9 @@ def agent_cmd(
                                          help="Calls run at once.")] = 32,
     grace: Annotated[float, typer.Option(
         "--grace", min=0, help="Seconds to let running calls finish on SIGTERM.")] = 30.0,
+    rollback: Annotated[float, typer.Option(
+        "--rollback", min=0, help="Seconds after --grace for running ADDs to return and be "
+        "undone before the agent exits.")] = 8.0,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")]
     = "info",
 ) -> None:
@@ -551,7 +555,7 @@ def agent_cmd(
         _fail(exc)
     configure_logging(level)
     config = AgentConfig(socket_path=socket_path, metrics_address=address, workers=workers,
-                         grace=grace)
+                         grace=grace, rollback=rollback)
     try:
         status = run_agent(config)
     except AgentError as exc:

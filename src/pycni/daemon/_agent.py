@@ -6,22 +6,32 @@ install`` writes (:mod:`pycni.shim`) forward each call here, where it runs throu
 :func:`pycni.skel.run_plugin_bytes` with the caller's CNI_* environment and stdin, exactly
 what the plugin executable would do.
 
-Concurrency: each accepted connection is read on a worker thread; calls for the same
-container ID run one after the other in arrival order, others run at once on the pool.
-Nothing else is serialised here: host-local takes its store's flock, netfilter changes are
-one batch per call, and a call's namespace switches happen on its own threads.
+Concurrency: one thread (:class:`~pycni.daemon._intake.Intake`) accepts connections and
+reads each request, with a deadline (``read_timeout``) and a size limit
+(:data:`~pycni.shim.MAX_REQUEST`, 4 MiB: a larger request is answered with code 6); only a
+complete request is acknowledged and takes a worker. Calls for the same container ID run one
+after the other in arrival order, others run at once on the pool. Nothing else is serialised
+here: host-local takes its store's flock, netfilter changes are one batch per call, and a
+call's namespace switches happen on its own threads. A request the agent cannot hand to a
+worker (no thread could be started) is answered "standalone": the shim runs it itself.
 
 Stopping (SIGTERM): the socket is removed first, so new calls find no agent and the shims
-run them themselves; calls already accepted finish within the grace period. A call cut off
-after that makes its shim print "try again later" (code 11).
+run them themselves; calls already accepted finish within the grace period. When it ends,
+calls not started yet answer "try again later" (code 11) and each ADD still running is
+rolled back once it returns (the plugin's DEL, with the ADD's result as prevResult) and
+answers code 11 too, so nothing is left half-configured. Only a call still running
+``rollback`` seconds later is abandoned by the exiting process.
 
-Socket: ``/run/pycni/agent.sock`` by default, mode 0600 in a 0700 directory: any client can
-make the agent act as root on the node's network.
+Socket: ``/run/pycni/agent.sock`` by default, mode 0600 in a 0700 directory, and peers other
+than root (``SO_PEERCRED``) are refused: any client can make the agent act as root on the
+node's network.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import logging
 import os
 import signal
@@ -39,11 +49,17 @@ from ..shim import (
     ACK,
     DEFAULT_SOCKET,
     MAGIC,
+    MAX_REQUEST,
     FramingError,
     encode_message,
+    error_output,
     netns_identity,
     read_message,
+    request_size,
+    try_again_error,
 )
+from ..spec import DecodingFailure, decode_json_object
+from ._intake import Intake, Limits, PeerRefusedError, RequestError, send_nowait
 from ._log import CallLog
 from ._metrics import Metrics, StatusServer
 
@@ -67,8 +83,13 @@ class AgentConfig:
     workers: int = 32
     #: Seconds a stopping agent waits for accepted calls.
     grace: float = 30.0
-    #: Seconds a shim has to send its request after connecting.
-    read_timeout: float = 30.0
+    #: Seconds after the grace period for running ADDs to return and be rolled back.
+    rollback: float = 8.0
+    #: Seconds a shim has to send its request after connecting (less than the shim's
+    #: acknowledgement deadline: a late request is dropped unacknowledged, never run twice).
+    read_timeout: float = 5.0
+    #: Connections whose request is still being read; past it the oldest is dropped.
+    max_pending: int = 256
 
 
 @dataclass(frozen=True)
@@ -132,6 +153,40 @@ class KeyedSerial:
                 job = queue.popleft()
 
 
+class _Job:
+    """A call handed to the pool; a submission that failed is cancelled if it never ran.
+
+    ``ThreadPoolExecutor.submit`` queues the job before it starts a thread, so a failed
+    thread start leaves it queued: whichever of ``run`` and ``cancel`` comes first wins.
+    """
+
+    def __init__(self, run: Callable[[], None]) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        self._state = "queued"
+
+    def run(self) -> None:
+        with self._lock:
+            if self._state != "queued":
+                return
+            self._state = "running"
+        self._run()
+
+    def cancel(self) -> bool:
+        """True if the job will never run."""
+        with self._lock:
+            if self._state == "queued":
+                self._state = "cancelled"
+            return self._state == "cancelled"
+
+
+def _framed_size(data: bytearray) -> int | None:
+    try:
+        return request_size(data)
+    except FramingError as exc:
+        raise RequestError(str(exc)) from exc
+
+
 def sd_notify(state: str) -> None:
     """Tell systemd (Type=notify) about ``state`` if it started us; otherwise nothing."""
     target = os.environ.get("NOTIFY_SOCKET", "")
@@ -154,10 +209,12 @@ class Agent:
         self._listener: socket.socket | None = None
         self._socket_ino = 0
         self._netns = b""
-        self._pool: ThreadPoolExecutor | None = None
-        self._accepter: threading.Thread | None = None
+        # Threads start as calls need them.
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="pycni-call")
+        self._intake: Intake | None = None
         self._http: StatusServer | None = None
         self._stopping = threading.Event()
+        self._cut_off = threading.Event()  # the grace period is over
         self._open = 0  # accepted connections not finished
         self._idle = threading.Condition()
 
@@ -178,7 +235,6 @@ class Agent:
         self._netns = netns_identity()
         self._listener = self._listen(self.config.socket_path)
         logging.getLogger().addHandler(self._calls)
-        self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="pycni-call")
         if self.config.metrics_address is not None:
             try:
                 self._http = StatusServer(self.config.metrics_address, self.metrics,
@@ -188,9 +244,12 @@ class Agent:
                 raise AgentError(f"cannot serve metrics on {self.config.metrics_address}: "
                                  f"{exc.strerror}") from exc
             self._http.start()
-        self._accepter = threading.Thread(target=self._accept_loop, name="pycni-accept",
-                                          daemon=True)
-        self._accepter.start()
+        limits = Limits(max_bytes=MAX_REQUEST, deadline=self.config.read_timeout,
+                        max_pending=self.config.max_pending, root_only=True)
+        self._intake = Intake(self._listener, limits, name="pycni-accept",
+                              complete=_framed_size, on_request=self._take,
+                              on_error=self._refuse)
+        self._intake.start()
         log.info("listening", extra={"fields": {
             "socket": self.config.socket_path, "workers": self.config.workers,
             "metrics": self.http_address}})
@@ -206,34 +265,52 @@ class Agent:
 
     def healthy(self) -> bool:
         """The accept loop is alive (or the agent is draining after a stop)."""
-        return self._stopping.is_set() or (self._accepter is not None
-                                           and self._accepter.is_alive())
+        return self._stopping.is_set() or (self._intake is not None and self._intake.alive())
 
     def ready(self) -> bool:
         """Calls are being accepted."""
         return not self._stopping.is_set() and self.healthy()
 
-    def shutdown(self, grace: float | None = None) -> bool:
-        """Stop accepting, wait up to ``grace`` seconds for accepted calls; True if all ended."""
-        if grace is None:
-            grace = self.config.grace
+    @property
+    def unfinished(self) -> int:
+        """Accepted calls not answered yet."""
+        with self._idle:
+            return self._open
+
+    def shutdown(self, grace: float | None = None, rollback: float | None = None) -> bool:
+        """Stop accepting, wait up to ``grace`` seconds for accepted calls; True if all ended.
+
+        Then calls are cut off: ADDs still running are rolled back as they return, and
+        everything answers code 11, for up to ``rollback`` more seconds (see the module
+        docstring); :attr:`unfinished` counts the calls still running after that.
+        """
+        grace = self.config.grace if grace is None else grace
+        rollback = self.config.rollback if rollback is None else rollback
         sd_notify("STOPPING=1")
         self._stopping.set()
         self._close_listener()
-        if self._accepter is not None:
-            self._accepter.join()
-        deadline = time.monotonic() + grace
-        with self._idle:
-            while self._open and (left := deadline - time.monotonic()) > 0:
-                self._idle.wait(left)
-            drained = not self._open
-        if self._pool is not None:
-            self._pool.shutdown(wait=drained)
+        drained = self._wait_idle(grace)
+        cut = 0
+        if not drained:
+            cut = self.unfinished
+            log.warning("grace period over", extra={"fields": {"in_flight": cut}})
+            self._cut_off.set()
+            self._wait_idle(rollback)
+        left = self.unfinished
+        self._pool.shutdown(wait=not left)
         if self._http is not None:
             self._http.stop()
         logging.getLogger().removeHandler(self._calls)
-        log.info("stopped", extra={"fields": {"drained": drained, "cut_off": self._open}})
+        log.info("stopped", extra={"fields": {"drained": drained, "cut_off": cut,
+                                               "abandoned": left}})
         return drained
+
+    def _wait_idle(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        with self._idle:
+            while self._open and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            return not self._open
 
     # -- socket ------------------------------------------------------------------------
 
@@ -284,35 +361,46 @@ class Agent:
         with contextlib.suppress(OSError):
             if Path(self.config.socket_path).stat().st_ino == self._socket_ino:
                 Path(self.config.socket_path).unlink()
-        # shutdown() wakes the thread blocked in accept(); connections still in the
-        # backlog are reset, and their shims (no ACK yet) run the call themselves.
+        # Requests still being read are closed unacknowledged, and connections still in
+        # the backlog are reset: their shims run the call themselves.
+        if self._intake is not None:
+            self._intake.stop()
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
 
     # -- serving -----------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        listener, pool = self._listener, self._pool
-        if listener is None or pool is None:
+    def _refuse(self, conn: socket.socket, error: RequestError) -> None:
+        """A root-only refusal closes unacknowledged (the shim runs the plugin with its
+        caller's rights); a request over a limit is answered with code 6."""
+        if isinstance(error, PeerRefusedError):
             return
-        while not self._stopping.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError as exc:
-                if self._stopping.is_set():
-                    return
-                log.warning("accept failed: %s", exc)
-                time.sleep(0.05)  # EMFILE and friends: back off instead of spinning
-                continue
-            try:
-                conn.sendall(ACK)
-            except OSError:
-                conn.close()  # the shim gave up already; it never saw an ACK
-                continue
-            with self._idle:
-                self._open += 1
-            pool.submit(self._serve_connection, conn)
+        err = DecodingFailure(f"the pycni agent refused the request: {error}",
+                              f"a CNI request is at most {MAX_REQUEST} bytes")
+        send_nowait(conn, ACK + encode_message([b"ok", b"1", error_output(err), b""]))
+
+    def _take(self, conn: socket.socket, request: bytes) -> None:
+        """A complete request (on the intake thread): acknowledge it and queue the call."""
+        try:
+            call = Call.decode(read_message(io.BytesIO(request).read))
+        except FramingError as exc:
+            log.warning("bad request: %s", exc)
+            conn.close()  # unacknowledged: a shim of another protocol runs standalone
+            return
+        if not send_nowait(conn, ACK):
+            conn.close()  # the shim gave up already; it never saw an ACK
+            return
+        with self._idle:
+            self._open += 1
+        job = _Job(lambda: self._serve(conn, call))
+        try:
+            self._pool.submit(job.run)
+        except RuntimeError as exc:  # "can't start new thread", or shut down
+            if job.cancel():
+                log.warning("cannot run a call: %s", exc)
+                self._reply(conn, [b"standalone", f"the agent cannot run it: {exc}".encode()])
+                self._finished(conn)
 
     def _finished(self, conn: socket.socket) -> None:
         conn.close()
@@ -320,18 +408,14 @@ class Agent:
             self._open -= 1
             self._idle.notify_all()
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, call: Call) -> None:
         try:
-            conn.settimeout(self.config.read_timeout)
-            call = Call.decode(read_message(conn.recv))
-            conn.settimeout(None)
-        except (OSError, FramingError) as exc:
-            log.warning("bad request: %s", exc)
-            self._finished(conn)
-            return
-        from ..plugins import load_plugin
+            from ..plugins import load_plugin
 
-        cls = load_plugin(call.plugin_type)
+            cls = load_plugin(call.plugin_type)
+        except Exception:
+            self._finished(conn)
+            raise
         if call.netns != self._netns or cls is None:
             # Another network namespace than ours (the plugin would act on the wrong
             # host), or a type we lack (the executable reports that itself).
@@ -352,25 +436,61 @@ class Agent:
     def _run(self, conn: socket.socket, call: Call, cls: type) -> None:
         from ..skel import run_plugin_bytes
 
+        if self._cut_off.is_set():
+            self._reply(conn, [b"ok", b"1", try_again_error(
+                call.stdin, "the grace period ended before the call could start",
+                "the pycni agent is stopping; try again later"), b""])
+            return
         self.metrics.in_flight.inc()
         start = time.perf_counter()
         try:
             with self._calls.capture() as lines:
                 status, out = run_plugin_bytes(cls(), call.env, call.stdin)
+                rolled_back = call.command == "ADD" and self._cut_off.is_set()
+                if rolled_back:
+                    details = self._roll_back(call, cls, status, out)
         finally:
             self.metrics.in_flight.dec()
         seconds = time.perf_counter() - start
         self.metrics.record(call.plugin_type, call.command, seconds, status, out)
         if call.command in PER_CONTAINER or call.command == "GC":
             self.metrics.pools.observe(call.stdin, call.plugin_type)
+        if rolled_back:
+            status, out = 1, try_again_error(call.stdin, details,
+                                             "the pycni agent stopped during the call and "
+                                             "undid it; try again later")
         err = "".join(f"{line}\n" for line in lines).encode()
         sent = self._reply(conn, [b"ok", str(status).encode(), out, err])
         log.log(logging.INFO if status == 0 else logging.WARNING, "call", extra={"fields": {
             "plugin": call.plugin_type, "command": call.command,
             "container": call.env.get("CNI_CONTAINERID", ""),
             "ifname": call.env.get("CNI_IFNAME", ""), "status": status,
-            "ms": round(seconds * 1000, 2), "replied": sent,
+            "ms": round(seconds * 1000, 2), "replied": sent, "rolled_back": rolled_back,
             **({"error": out.decode(errors="replace")} if status else {})}})
+
+    def _roll_back(self, call: Call, cls: type, status: int, out: bytes) -> str:
+        """Undo an ADD that returned after the grace period: its DEL, as a runtime would
+        send it (the ADD's result as prevResult); the details for the caller."""
+        from ..skel import run_plugin_bytes
+
+        stdin = call.stdin
+        if status == 0:
+            try:
+                conf = decode_json_object(call.stdin, "network config")
+                conf["prevResult"] = decode_json_object(out, "ADD result")
+                stdin = json.dumps(conf).encode()
+            except DecodingFailure:
+                pass  # DEL without prevResult: plugins find what to delete by name
+        del_status, del_out = run_plugin_bytes(cls(), {**call.env, "CNI_COMMAND": "DEL"}, stdin)
+        log.warning("rolled back", extra={"fields": {
+            "plugin": call.plugin_type, "container": call.env.get("CNI_CONTAINERID", ""),
+            "ifname": call.env.get("CNI_IFNAME", ""), "add_status": status,
+            "del_status": del_status,
+            **({"error": del_out.decode(errors="replace")} if del_status else {})}})
+        if del_status:
+            return ("the ADD ran past the agent's grace period; undoing it failed: "
+                    + del_out.decode(errors="replace"))
+        return "the ADD ran past the agent's grace period and was undone"
 
     @staticmethod
     def _reply(conn: socket.socket, parts: list[bytes]) -> bool:
@@ -395,8 +515,9 @@ def _answers(path: str) -> bool:
 def run_agent(config: AgentConfig) -> int:
     """Serve until SIGTERM or SIGINT, then stop gracefully; the process exit status.
 
-    If calls are still running when the grace period ends, the process exits at once
-    (their shims report "try again later").
+    0 when every call finished within the grace period; 1 when calls were cut off (and
+    rolled back). A call still running after the rollback period is abandoned: the process
+    exits at once, and that call's shim reports "try again later".
     """
     agent = Agent(config)
     agent.start()
@@ -408,8 +529,9 @@ def run_agent(config: AgentConfig) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if agent.shutdown():
-        return 0
+    drained = agent.shutdown()
+    if not agent.unfinished:
+        return 0 if drained else 1
     logging.shutdown()
     os._exit(1)  # worker threads still run plugin calls: do not wait for them
 

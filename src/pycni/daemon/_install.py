@@ -35,7 +35,8 @@ NotifyAccess=main
 Environment=MALLOC_ARENA_MAX=2
 ExecStart=@PYCNI@ agent --socket @SOCKET@ --metrics-address @METRICS@
 KillSignal=SIGTERM
-# The agent waits up to --grace (30 s) for in-flight calls after SIGTERM.
+# The agent waits up to --grace (30 s) for in-flight calls after SIGTERM, then up to
+# --rollback (8 s) for ADDs it cut off to be undone.
 TimeoutStopSec=40
 Restart=always
 RestartSec=1
@@ -62,16 +63,19 @@ def import_paths() -> list[str]:
 
 
 def shim_script(plugin_type: str, python: str, *, socket_path: str = shim.DEFAULT_SOCKET,
-                paths: Sequence[str] | None = None) -> str:
+                paths: Sequence[str] | None = None,
+                deadlines: tuple[float, float, float] | None = None) -> str:
     """The text of the executable for ``plugin_type``: shebang, marker, a call to the shim.
 
     ``-IS`` is one shebang argument (Linux passes everything after the interpreter as one):
     isolated mode (no PYTHON* variables, no user site) and no ``site`` import. The shim is
     imported from pycni's own directory, so it runs from its cached bytecode: embedding
-    its source here would cost a ~2 ms compile on every call.
+    its source here would cost a ~2 ms compile on every call. ``deadlines`` (connect, ack,
+    call seconds) replace the shim's defaults.
     """
     if paths is None:
         paths = import_paths()
+    extra = f", {tuple(deadlines)!r}" if deadlines is not None else ""
     return (f"#!{python} -IS\n"
             f"{PYCNI_MARKER.decode()} {plugin_type}\n"
             f"# Written by pycni install: forwards the call to the pycni agent on the socket\n"
@@ -79,7 +83,7 @@ def shim_script(plugin_type: str, python: str, *, socket_path: str = shim.DEFAUL
             f"import sys\n"
             f"sys.path.insert(0, {paths[0]!r})\n"
             f"from pycni.shim import main\n"
-            f"main({plugin_type!r}, {socket_path!r}, {list(paths)!r})\n")
+            f"main({plugin_type!r}, {socket_path!r}, {list(paths)!r}{extra})\n")
 
 
 def unit_text(pycni_exe: str = "/usr/local/bin/pycni", *,

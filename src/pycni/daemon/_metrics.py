@@ -19,7 +19,7 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..spec import CNIError, DecodingFailure, NetworkConfig, decode_json
+from ._intake import Intake, Limits, RequestError, send_nowait
 
 #: Commands get their own label value; anything else a caller sends is "other".
 COMMANDS = frozenset({"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"})
@@ -127,68 +128,107 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._reply(200, self.server.metrics.exposition(),
-                        "text/plain; version=0.0.4; charset=utf-8")
-        elif path in ("/healthz", "/readyz"):
-            ok = self.server.healthy() if path == "/healthz" else self.server.ready()
-            self._reply(200 if ok else 503, b"ok\n" if ok else b"not ready\n", "text/plain")
-        else:
-            self._reply(404, b"not found\n", "text/plain")
-
-    def _reply(self, code: int, body: bytes, ctype: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - base class API
-        return  # scrapes every few seconds would drown the call log
+#: The request head a scrape sends is a few hundred bytes.
+_MAX_HEAD = 8192
+#: Seconds a client has to send its request head, and to take the reply.
+_HTTP_TIMEOUT = 5.0
+#: Scrapes answered at once, and waiting for an answerer.
+_HTTP_WORKERS = 2
+_HTTP_QUEUE = 32
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+def _head_size(data: bytearray) -> int | None:
+    end = data.find(b"\r\n\r\n")
+    return None if end < 0 else end + 4
 
-    def __init__(self, address: tuple[str, int], metrics: Metrics,
-                 healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-        self.metrics = metrics
-        self.healthy = healthy
-        self.ready = ready
+
+def _response(code: int, body: bytes, ctype: str = "text/plain", *, head_only: bool = False
+              ) -> bytes:
+    head = (f"HTTP/1.1 {code} {_REASONS[code]}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    return head if head_only else head + body
 
 
 class StatusServer:
-    """/healthz, /readyz and /metrics over HTTP on a local address, in a background thread."""
+    """/healthz, /readyz and /metrics over HTTP on a local address, in background threads.
+
+    One intake thread reads request heads (:class:`~pycni.daemon._intake.Intake`: idle and
+    slow clients cost a socket, not a thread); :data:`_HTTP_WORKERS` threads answer them.
+    """
 
     def __init__(self, address: tuple[str, int], metrics: Metrics,
                  healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
-        self._server = _HTTPServer(address, metrics, healthy, ready)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="pycni-agent-http", daemon=True)
+        self.metrics = metrics
+        self.healthy = healthy
+        self.ready = ready
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._sock = socket.create_server(address, family=family)
+        self._pool = ThreadPoolExecutor(_HTTP_WORKERS, thread_name_prefix="pycni-agent-http")
+        self._queued = threading.BoundedSemaphore(_HTTP_QUEUE)
+        self._intake = Intake(self._sock, Limits(max_bytes=_MAX_HEAD, deadline=_HTTP_TIMEOUT),
+                              name="pycni-agent-http", complete=_head_size,
+                              on_request=self._take, on_error=self._refuse)
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port): port 0 in the config picks a free one."""
-        host, port = self._server.server_address[:2]
+        host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
     def start(self) -> None:
         """Serve in the background."""
-        self._thread.start()
+        self._intake.start()
 
     def stop(self) -> None:
         """Stop serving and close the port."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._intake.stop()
+        self._sock.close()
+        self._pool.shutdown(wait=True)
+
+    @staticmethod
+    def _refuse(conn: socket.socket, _error: RequestError) -> None:
+        send_nowait(conn, _response(431, b"request head too large\n"))
+
+    def _take(self, conn: socket.socket, head: bytes) -> None:
+        if not self._queued.acquire(blocking=False):
+            send_nowait(conn, _response(503, b"busy\n"))
+            conn.close()
+            return
+        try:
+            self._pool.submit(self._answer, conn, head)
+        except RuntimeError:
+            self._queued.release()
+            conn.close()
+
+    def _answer(self, conn: socket.socket, head: bytes) -> None:
+        try:
+            with conn:
+                conn.settimeout(_HTTP_TIMEOUT)
+                conn.sendall(self._respond(head))
+        except OSError:
+            pass  # the client went away
+        finally:
+            self._queued.release()
+
+    def _respond(self, head: bytes) -> bytes:
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+        if len(request_line) != 3 or not request_line[2].startswith("HTTP/"):
+            return _response(400, b"bad request\n")
+        method, target, _ = request_line
+        if method not in ("GET", "HEAD"):
+            return _response(405, b"method not allowed\n")
+        head_only = method == "HEAD"
+        path = target.split("?", 1)[0]
+        if path == "/metrics":
+            return _response(200, self.metrics.exposition(),
+                             "text/plain; version=0.0.4; charset=utf-8", head_only=head_only)
+        if path in ("/healthz", "/readyz"):
+            ok = self.healthy() if path == "/healthz" else self.ready()
+            return _response(200 if ok else 503, b"ok\n" if ok else b"not ready\n",
+                             head_only=head_only)
+        return _response(404, b"not found\n", head_only=head_only)
 
 
 def parse_address(value: str) -> tuple[str, int]:

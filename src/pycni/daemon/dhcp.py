@@ -10,7 +10,8 @@ a root-only unix socket (default ``/run/cni/dhcp.sock``); the daemon:
 - DEL: stops keeping the lease and sends DHCPRELEASE; no lease is success;
 - CHECK: fails if the attachment holds no lease, or its lease expired;
 - STATUS: answers; LimitedConnectivity (51) when leases of the network expired;
-- GC: releases the network's leases whose attachment is not in ``cni.dev/valid-attachments``.
+- GC: releases the network's leases whose attachment is not in ``cni.dev/valid-attachments``
+  (or the older ``cni.dev/attachments``); a GC without either list is an error.
 
 Leases are stored (:class:`~pycni.ipam.dhcp.LeaseStore`) so a restarted daemon keeps
 renewing them. On shutdown the daemon stops renewing but releases nothing: the leases run
@@ -29,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import tempfile
@@ -43,6 +43,7 @@ from .._files import atomic_write
 from ..ipam.dhcp import (
     DEFAULT_SOCKET_PATH,
     DEFAULT_STATE_DIR,
+    MAX_MESSAGE,
     Attachment,
     DhcpClient,
     DhcpIpamConfig,
@@ -55,7 +56,6 @@ from ..ipam.dhcp import (
     State,
     Timing,
     error_reply,
-    read_all,
 )
 from ..spec import (
     CNIError,
@@ -65,16 +65,21 @@ from ..spec import (
     IOFailure,
     LimitedConnectivity,
     NetworkConfig,
+    TryAgainLater,
     UnknownContainer,
     decode_json_object,
+    valid_attachments,
 )
+from ._intake import Intake, Limits, RequestError, send_nowait
 
 log = logging.getLogger("pycni.dhcp")
 
 #: systemd socket activation hands the listening socket over as fd 3.
 SD_LISTEN_FDS_START = 3
-#: How often the accept loop looks whether it should stop.
-_POLL = 0.2
+#: Seconds a plugin has to send its request (it writes it at once).
+REQUEST_TIMEOUT = 10.0
+#: Requests answered at once (each ADD may wait seconds for a server); more are code 11.
+MAX_HANDLERS = 128
 
 
 @dataclass(frozen=True)
@@ -101,21 +106,6 @@ def _lenient_cni_args(value: str) -> dict[str, str]:
     return out
 
 
-def _valid_attachments(conf: NetworkConfig) -> set[tuple[str, str]]:
-    raw = conf.raw.get("cni.dev/valid-attachments")
-    if raw is None:
-        raw = []
-    if not isinstance(raw, list):
-        raise InvalidNetworkConfig('invalid "cni.dev/valid-attachments": expected a list')
-    valid: set[tuple[str, str]] = set()
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
-            raise InvalidNetworkConfig(f'invalid "cni.dev/valid-attachments[{i}]": expected '
-                                       '{"containerID", "ifname"}')
-        valid.add((item["containerID"], str(item.get("ifname", ""))))
-    return valid
-
-
 class DhcpDaemon:
     """The lease table and the socket server (see the module docstring)."""
 
@@ -131,7 +121,8 @@ class DhcpDaemon:
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._socket_file = ""
-        self._thread: threading.Thread | None = None
+        self._intake: Intake | None = None
+        self._handlers = threading.BoundedSemaphore(MAX_HANDLERS)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -145,16 +136,17 @@ class DhcpDaemon:
         if self.options.pidfile:
             atomic_write(self.options.pidfile, f"{os.getpid()}".encode(), mode=0o644)
         self._listener = self._listen()
-        self._thread = threading.Thread(target=self._accept_loop, name="dhcp-daemon",
-                                        daemon=True)
-        self._thread.start()
+        limits = Limits(max_bytes=MAX_MESSAGE, deadline=REQUEST_TIMEOUT, root_only=True)
+        self._intake = Intake(self._listener, limits, name="dhcp-daemon", complete=None,
+                              on_request=self._take, on_error=self._refuse)
+        self._intake.start()
         log.info("DHCP daemon listening on %s", self._socket_file or "an activated socket")
 
     def close(self) -> None:
         """Stop serving and stop keeping leases (without releasing them: they are stored)."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._intake is not None:
+            self._intake.stop()
         if self._listener is not None:
             self._listener.close()
         if self._socket_file:
@@ -226,23 +218,31 @@ class DhcpDaemon:
         self._socket_file = str(path)
         return sock
 
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        while listener is not None and not self._stopping.is_set():
-            readable, _, _ = select.select([listener], [], [], _POLL)
-            if not readable:
-                continue
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._serve_connection, args=(conn,), daemon=True,
-                             name="dhcp-request").start()
+    @staticmethod
+    def _refuse(conn: socket.socket, error: RequestError) -> None:
+        send_nowait(conn, json.dumps(error_reply(IOFailure(f"DHCP daemon: {error}"))).encode())
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _take(self, conn: socket.socket, request: bytes) -> None:
+        """A whole request (on the intake thread): answer it on a thread of its own, as an
+        ADD waits for a DHCP server for seconds."""
+        if not self._handlers.acquire(blocking=False):
+            busy = TryAgainLater(f"DHCP daemon: {MAX_HANDLERS} requests are running")
+            send_nowait(conn, json.dumps(error_reply(busy)).encode())
+            conn.close()
+            return
+        try:
+            threading.Thread(target=self._serve_connection, args=(conn, request), daemon=True,
+                             name="dhcp-request").start()
+        except RuntimeError as exc:  # can't start new thread
+            self._handlers.release()
+            send_nowait(conn, json.dumps(error_reply(TryAgainLater(f"DHCP daemon: {exc}"))
+                                         ).encode())
+            conn.close()
+
+    def _serve_connection(self, conn: socket.socket, data: bytes) -> None:
         with conn:
             try:
-                request = decode_json_object(read_all(conn), "DHCP daemon request")
+                request = decode_json_object(data, "DHCP daemon request")
                 reply = self.handle(request)
             except CNIError as exc:
                 reply = error_reply(exc)
@@ -254,6 +254,8 @@ class DhcpDaemon:
                 conn.sendall(json.dumps(reply).encode())
             except OSError as exc:
                 log.info("could not answer a plugin: %s", exc)
+            finally:
+                self._handlers.release()
 
     # -- the lease table -------------------------------------------------------------------
 
@@ -407,7 +409,7 @@ class DhcpDaemon:
                 f"no DHCP server renewed: {names}")
 
     def _gc(self, conf: NetworkConfig) -> None:
-        valid = _valid_attachments(conf)
+        valid = valid_attachments(conf.raw)
         with self._table:
             stale = [k for k in self._keepers.values()
                      if k.attachment.network == conf.name

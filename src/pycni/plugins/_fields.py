@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from ..skel import CmdArgs
-from ..spec import (
-    LEGACY_ATTACHMENTS_KEY,
-    VALID_ATTACHMENTS_KEY,
-    InvalidNetworkConfig,
-    Result,
-    bool_field,
-)
+from ..spec import InvalidNetworkConfig, Result, bool_field, valid_attachments
 
 #: Linux interface names: at most IFNAMSIZ - 1 bytes.
 IFNAME_MAX = 15
@@ -95,23 +88,19 @@ def require_prev_result(args: CmdArgs, message: str) -> Result:
     return prev
 
 
-def valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """GC's ``cni.dev/valid-attachments`` as (container ID, ifname) pairs.
-
-    The key is required (the pre-1.1 ``cni.dev/attachments`` is read when it is the only one):
-    reading a missing list as empty would release everything the plugin holds.
-    """
-    key = VALID_ATTACHMENTS_KEY if VALID_ATTACHMENTS_KEY in raw else LEGACY_ATTACHMENTS_KEY
-    items = raw.get(key)
-    if not isinstance(items, list):
-        raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}": GC needs the list of '
-                                   f"attachments still in use, got {items!r}")
-    valid: set[tuple[str, str]] = set()
-    for i, item in enumerate(items):
-        cid = item.get("containerID") if isinstance(item, dict) else None
-        ifname = item.get("ifname") if isinstance(item, dict) else None
-        if not isinstance(cid, str) or not isinstance(ifname, str):
-            raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}[{i}]": expected '
-                                       f'{{"containerID": ..., "ifname": ...}}, got {item!r}')
-        valid.add((cid.strip(), ifname))
-    return valid
+# GC's attachment list is wire format, read in spec/ (the DHCP daemon reads it too); the
+# plugins keep importing it from here.
+__all__ = [
+    "IFNAME_MAX",
+    "MTU_MAX",
+    "UINT32_MAX",
+    "check_ifname",
+    "ifname_field",
+    "int_field",
+    "mtu_field",
+    "opt_bool",
+    "require_prev_result",
+    "str_field",
+    "str_list",
+    "valid_attachments",
+]

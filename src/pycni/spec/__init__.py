@@ -7,6 +7,7 @@ from ._conflist import (
     GCAttachment,
     NetworkConfigList,
     derive_runtime_config,
+    valid_attachments,
 )
 from ._errors import (
     AddressExhausted,
@@ -82,5 +83,6 @@ __all__ = [
     "parse_ip",
     "parse_version",
     "require_supported",
+    "valid_attachments",
     "version_at_least",
 ]

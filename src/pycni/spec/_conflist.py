@@ -42,6 +42,29 @@ VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
 LEGACY_ATTACHMENTS_KEY = "cni.dev/attachments"
 
 
+def valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """GC's ``cni.dev/valid-attachments`` as (container ID, ifname) pairs.
+
+    The one reader of the key for the plugins and the DHCP daemon. The key is required (the
+    pre-1.1 ``cni.dev/attachments`` is read when it is the only one): reading a missing list
+    as empty would release everything the plugin holds.
+    """
+    key = VALID_ATTACHMENTS_KEY if VALID_ATTACHMENTS_KEY in raw else LEGACY_ATTACHMENTS_KEY
+    items = raw.get(key)
+    if not isinstance(items, list):
+        raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}": GC needs the list of '
+                                   f"attachments still in use, got {items!r}")
+    valid: set[tuple[str, str]] = set()
+    for i, item in enumerate(items):
+        cid = item.get("containerID") if isinstance(item, dict) else None
+        ifname = item.get("ifname") if isinstance(item, dict) else None
+        if not isinstance(cid, str) or not isinstance(ifname, str):
+            raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}[{i}]": expected '
+                                       f'{{"containerID": ..., "ifname": ...}}, got {item!r}')
+        valid.add((cid.strip(), ifname))
+    return valid
+
+
 def _check_plugin(index: int, plugin: Any) -> dict[str, Any]:
     if not isinstance(plugin, dict):
         raise InvalidNetworkConfig(f"invalid plugins[{index}]: expected an object, got "

@@ -25,7 +25,7 @@ from ._config import (
 )
 from ._keeper import Attachment, LeaseKeeper, State
 from ._packet import Message
-from ._protocol import DaemonUnreachable, call_daemon, error_reply, read_all
+from ._protocol import MAX_MESSAGE, DaemonUnreachable, call_daemon, error_reply, read_all
 from ._store import DEFAULT_STATE_DIR, LeaseRecord, LeaseStore
 from ._transport import Link, LinkGone, NetnsLink, PacketTransport, Transport
 
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_REQUEST",
     "DEFAULT_SOCKET_PATH",
     "DEFAULT_STATE_DIR",
+    "MAX_MESSAGE",
     "OPTION_NAMES",
     "Attachment",
     "DaemonUnreachable",

@@ -33,7 +33,15 @@ def read_all(conn: socket.socket) -> bytes:
     """Read until the peer shuts down its side; DecodingFailure past MAX_MESSAGE."""
     chunks: list[bytes] = []
     size = 0
-    while chunk := conn.recv(65536):
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except ConnectionResetError:
+            if not chunks:
+                raise
+            break  # a unix peer that closed with our request unread: its answer came first
+        if not chunk:
+            break
         size += len(chunk)
         if size > MAX_MESSAGE:
             raise DecodingFailure(f"DHCP daemon message larger than {MAX_MESSAGE} bytes")
@@ -55,8 +63,11 @@ def call_daemon(socket_path: str, request: dict[str, Any]) -> dict[str, Any]:
                                     "running?") from exc
         conn.settimeout(None)
         try:
-            conn.sendall(json.dumps(request).encode())
-            conn.shutdown(socket.SHUT_WR)
+            try:
+                conn.sendall(json.dumps(request).encode())
+                conn.shutdown(socket.SHUT_WR)
+            except BrokenPipeError:
+                pass  # the daemon refused the request before reading it: read why
             data = read_all(conn)
         except OSError as exc:
             raise IOFailure(f"talking to the DHCP daemon at {socket_path} failed",
