@@ -237,3 +237,25 @@ def test_kubelet_unlimited_burst_with_shaped_subnets(
     check = call_plugin(host_ns, "bandwidth", cni_env("CHECK", container_id="a", netns=netns),
                         {**conf, "prevResult": out})
     assert check.status == 0, check.stdout
+
+
+def test_long_container_ids(host_ns: str, netns: str, netns2: str, tmp_path: Path,
+                            go_plugins: str) -> None:
+    # The spec sets no limit on container IDs (the reference takes 100 KB); the ifalias GC
+    # reads holds at most 255 bytes, so a long one is hashed, and GC still tells them apart.
+    long_a, long_b = "a" * 100_000, "a" * 99_999 + "b"
+    bridge = unique_name("br")
+    pods = [bridge_pod(host_ns, ns, tmp_path, bridge=bridge, subnet="10.76.0.0/24", cid=cid)
+            for ns, cid in ((netns, long_a), (netns2, long_b))]
+    for pod, ns, cid in zip(pods, (netns, netns2), (long_a, long_b), strict=True):
+        conf = chained(_bw(egressRate=RATE, egressBurst=BURST), pod)
+        ours(host_ns, "bandwidth", "ADD", conf, cid=cid, netns=ns)
+        assert _root(host_ns, ifb_name("pytnet", cid))["kind"] == "tbf"
+    gc = {"cniVersion": "1.1.0", "name": "pytnet", "type": "bandwidth",
+          "cni.dev/valid-attachments": [{"containerID": long_a, "ifname": "eth0"}]}
+    assert call_plugin(host_ns, "bandwidth", cni_env("GC"), gc).status == 0
+    assert ns_run(host_ns, "ip", "link", "show", ifb_name("pytnet", long_a)).returncode == 0
+    assert ns_run(host_ns, "ip", "link", "show", ifb_name("pytnet", long_b)).returncode != 0
+    conf = chained(_bw(egressRate=RATE, egressBurst=BURST), pods[0])
+    ours(host_ns, "bandwidth", "DEL", conf, cid=long_a, netns=netns)
+    assert ns_run(host_ns, "ip", "link", "show", ifb_name("pytnet", long_a)).returncode != 0

@@ -22,6 +22,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..._files import fit_name
 from ...host import _tc as tc
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
@@ -32,6 +33,8 @@ IFB_PREFIX = "bwp"
 IFNAME_MAX = 15
 #: ifalias of our ifb devices: the prefix, then ``<network>/<containerID>``; GC reads it.
 ALIAS_PREFIX = "pycni-bandwidth:"
+#: The kernel keeps an ifalias of at most IFALIASZ - 1 bytes and refuses a longer one.
+ALIAS_MAX = 255
 #: Rates in bits per second: one byte per second up to what TCA_TBF_RATE64 holds.
 _MIN_RATE_BITS = 8
 _MAX_RATE_BITS = 8 * tc.RATE64_MAX + 7
@@ -108,6 +111,11 @@ def ifb_name(network: str, container_id: str) -> str:
     return (IFB_PREFIX + digest)[:IFNAME_MAX]
 
 
+def ifb_alias(network: str, container_id: str) -> str:
+    """The ifalias GC recognises our ifb by; hashed past the kernel's limit (long IDs)."""
+    return fit_name(f"{ALIAS_PREFIX}{network}/{container_id}", limit=ALIAS_MAX)
+
+
 def host_interface(args: CmdArgs, result: Result) -> str:
     """The host end of the container interface's veth, which prevResult must list."""
     if not result.interfaces:
@@ -146,7 +154,7 @@ class Bandwidth(Plugin):
             if conf.egress is not None:
                 mtu, qlen = tc.link_mtu_txqlen(host)
                 mac = tc.create_ifb(ifb, mtu, qlen)
-                tc.set_alias(ifb, f"{ALIAS_PREFIX}{args.conf.name}/{args.container_id}")
+                tc.set_alias(ifb, ifb_alias(args.conf.name, args.container_id))
                 prev.interfaces.append(Interface(name=ifb, mac=mac))
                 tc.shape_egress(host, ifb, conf.egress)
         except CNIError:
@@ -192,10 +200,12 @@ class Bandwidth(Plugin):
                                   f"{limit}")
 
     def gc(self, args: CmdArgs) -> None:
-        valid = {cid for cid, _ in valid_attachments(args.conf.raw)}
+        # Compared by ifb name, not alias: the alias of a long container ID is hashed. The
+        # network's prefix survives the hashing (fit_name keeps the first 128 bytes).
+        valid = {ifb_name(args.conf.name, cid) for cid, _ in valid_attachments(args.conf.raw)}
         prefix = f"{ALIAS_PREFIX}{args.conf.name}/"
-        for name, alias in tc.links_by_alias_prefix(prefix).items():
-            if alias[len(prefix):] not in valid:
+        for name in tc.links_by_alias_prefix(prefix):
+            if name not in valid:
                 tc.delete_link(name)
 
 
