@@ -310,6 +310,18 @@ def test_error_json_echoes_config_version() -> None:
     assert out == {"cniVersion": "0.4.0", "code": 3, "msg": "gone"}
 
 
+def test_error_quoting_a_huge_value_stays_readable() -> None:
+    # Messages quote what they were given; a 100 KB container ID must not make a 100 KB error.
+    cid = "c" * 100_000
+    out = error(Fake(UnknownContainer(f"no attachment for {cid!r} (expected one)", cid)),
+                env("DEL"), stdin())
+    for key in ("msg", "details"):
+        assert len(out[key]) < 5000
+        assert "characters cut" in out[key]
+    assert out["msg"].startswith("no attachment for 'ccc")
+    assert out["msg"].endswith("(expected one)")
+
+
 # --- plugin failures -----------------------------------------------------------------------
 
 

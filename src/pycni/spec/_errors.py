@@ -54,6 +54,19 @@ class ErrorCode(enum.IntEnum):
     INTERNAL = 999
 
 
+#: Longest ``msg``/``details`` written out. Messages quote what they were given, and some of
+#: it has no limit (a 100 KB container ID, a config value): the middle of a longer text is cut.
+TEXT_MAX = 4096
+
+
+def _clip(text: str) -> str:
+    """``text``, or its head and tail with a marker saying how much of the middle was cut."""
+    if len(text) <= TEXT_MAX:
+        return text
+    keep = TEXT_MAX // 2
+    return f"{text[:keep]}...[{len(text) - 2 * keep} characters cut]...{text[-keep:]}"
+
+
 class CNIError(Exception):
     """A CNI error: a code, a one-line message and optional details."""
 
@@ -74,9 +87,10 @@ class CNIError(Exception):
 
     def to_json(self, cni_version: str) -> dict[str, Any]:
         """The spec's error object; ``details`` is omitted when empty, as libcni does."""
-        out: dict[str, Any] = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
+        out: dict[str, Any] = {"cniVersion": cni_version, "code": self.code,
+                               "msg": _clip(self.msg)}
         if self.details:
-            out["details"] = self.details
+            out["details"] = _clip(self.details)
         return out
 
     @staticmethod
