@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...host import netfilter_backend
-from ...host import portmap as host_portmap
-from ...host.portmap import BACKENDS, IPInterface, Owner, PortMapping, PortMapSpec
+from ...host.netfilter import portmap as host_portmap
+from ...host.netfilter.portmap import BACKENDS, IPInterface, Owner, PortMapping, PortMapSpec
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, InvalidNetworkConfig, Result, bool_field
 from .._fields import int_field, str_field, valid_attachments
