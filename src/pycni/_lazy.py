@@ -17,7 +17,7 @@ def lazy_package(package: str, names: "Mapping[str, str]",
                  public: "list[str]") -> "tuple[Callable[[str], object], Callable[[], list[str]]]":
     """``(__getattr__, __dir__)`` for ``package``: ``names`` maps a public name to its submodule.
 
-    Any other attribute that names a submodule (``host.masq``) imports it; a name that is
+    Any other attribute that names a submodule (``host.netfilter``) imports it; a name that is
     neither is an AttributeError. A resolved name is stored in the package, so the lookup
     runs once per name.
     """

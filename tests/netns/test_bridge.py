@@ -268,6 +268,58 @@ def test_macspoofchk(host_ns: str, netns: str, tmp_path: Path, bridge: str) -> N
     assert "cni-br-iface-c1-eth0" not in ns_run(host_ns, "nft", "list", "ruleset").stdout
 
 
+def _spoof_rules(host_ns: str) -> list[dict[str, Any]]:
+    """The rules of table ``bridge nat`` (the spoof check's), as nft lists them in JSON."""
+    listed = ns_run(host_ns, "nft", "-j", "list", "table", "bridge", "nat")
+    if listed.returncode != 0:
+        return []
+    return [i["rule"] for i in json.loads(listed.stdout)["nftables"] if "rule" in i]
+
+
+def test_macspoofchk_with_100_kb_container_ids(host_ns: str, netns: str, netns2: str,
+                                               tmp_path: Path, bridge: str) -> None:
+    # The spec sets no limit on the ID, but an nftables chain name holds 255 bytes: the
+    # chains and comments take a hashed key, distinct for IDs that differ in the last byte.
+    long_id = "c" + "0123456789abcdef" * 6400
+    other_id = long_id[:-1] + "x"
+    config = conf(tmp_path, bridge, v6=False, ipam=None, macspoofchk=True)
+    for ns, cid in ((netns, long_id), (netns2, other_id)):
+        add(host_ns, ns, config, cid).ok()
+    rules = _spoof_rules(host_ns)
+    comments = {r["comment"] for r in rules}
+    assert len(comments) == 2
+    assert len(rules) == 8
+    assert all(len(r["chain"].encode()) <= 255 for r in rules)
+    # DEL of one container leaves the other's spoof check whole.
+    delete(host_ns, netns, config, long_id).ok()
+    left = _spoof_rules(host_ns)
+    assert len(left) == 4
+    assert len({r["comment"] for r in left}) == 1
+    delete(host_ns, netns2, config, other_id).ok()
+    assert _spoof_rules(host_ns) == []
+    assert "cni-br-iface" not in ns_run(host_ns, "nft", "list", "ruleset").stdout
+
+
+def test_macspoofchk_longest_id_go_takes_has_go_layout(host_ns: str, netns: str, tmp_path: Path,
+                                                       bridge: str, go_plugins: str) -> None:
+    # The longest ID whose chain "cni-br-iface-<id>-eth0-mac" fits nftables' 255 bytes: the Go
+    # plugin takes it, and either implementation removes what the other made.
+    cid = "c" * 233
+    config = conf(tmp_path, bridge, v6=False, ipam=None, macspoofchk=True)
+    env = cni_env("ADD", container_id=cid, netns=netns)
+    assert exec_plugin_in(host_ns, f"{go_plugins}/bridge", env, config).status == 0
+    go_rules = _spoof_rules(host_ns)
+    assert len(go_rules) == 4
+    delete(host_ns, netns, config, cid).ok()
+    assert _spoof_rules(host_ns) == []
+    add(host_ns, netns, config, cid).ok()
+    assert ([(r["chain"], r["comment"]) for r in _spoof_rules(host_ns)]
+            == [(r["chain"], r["comment"]) for r in go_rules])
+    env = cni_env("DEL", container_id=cid, netns=netns)
+    assert exec_plugin_in(host_ns, f"{go_plugins}/bridge", env, config).status == 0
+    assert _spoof_rules(host_ns) == []
+
+
 @pytest.mark.parametrize("case", [
     ({"vlan": 5000}, "invalid VLAN ID 5000"),
     ({"vlan": -1}, "vlan"),

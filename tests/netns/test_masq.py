@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from pycni.host import _nft, masq, run_in_netns
+from pycni.host import run_in_netns
+from pycni.host.netfilter import _nft, masq
 from pycni.spec import KernelError
 from pycni.testing import cni_env, exec_plugin_in, ns_run, temp_netns, unique_name
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from pycni.host import _nft
+from pycni.host.netfilter import _nft
 from pycni.testing import (
     GO_PLUGIN_DIR,
     call_plugin,

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from pycni import _files
 from pycni._files import NAME_MAX, atomic_write, fit_name
-from pycni.host.firewall import Attachment
-from pycni.host.firewall import nftables as fw_nft
-from pycni.host.masq import chain_comment, chain_name
-from pycni.host.portmap.iptables import dnat_comment
+from pycni.host.netfilter.firewall import Attachment
+from pycni.host.netfilter.firewall import nftables as fw_nft
+from pycni.host.netfilter.masq import chain_comment, chain_name
+from pycni.host.netfilter.portmap.iptables import dnat_comment
 from pycni.plugins.meta._state import RecordStore
 from pycni.runtime import CachedAttachment, ResultCache
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycni.host import _netfilter, masq
-from pycni.host.masq import _base, iptables, nftables
+from pycni.host.netfilter import _backend, masq
+from pycni.host.netfilter.masq import _base, iptables, nftables
 from pycni.spec import ErrorCode, InvalidNetworkConfig
 
 
@@ -102,8 +102,8 @@ def test_resolve_backend_rejects_unknown(name: str) -> None:
 )
 def test_default_backend_is_upstreams(monkeypatch: pytest.MonkeyPatch, have_ipt: bool,
                                       have_nft: bool, expected: str) -> None:
-    monkeypatch.setattr(_netfilter, "iptables_available", lambda: have_ipt)
-    monkeypatch.setattr(_netfilter, "nftables_available", lambda: have_nft)
+    monkeypatch.setattr(_backend, "iptables_available", lambda: have_ipt)
+    monkeypatch.setattr(_backend, "nftables_available", lambda: have_nft)
     assert masq.resolve_backend(None) == expected
     assert masq.resolve_backend("") == expected
 

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from pycni.host import _netfilter, _nft, _xtables, masq, netfilter_backend
+from pycni.host import netfilter_backend
+from pycni.host.netfilter import _backend, _nft, _xtables, masq
 from pycni.plugins.meta.firewall import _backend as firewall_backend
 from pycni.plugins.meta.portmap import PortMapConfig
 from pycni.skel import CmdArgs
@@ -72,5 +73,5 @@ def test_every_user_honours_the_configured_backend(tools: str, configured: str) 
 
 
 def test_probes_look_at_the_real_tools() -> None:
-    assert _netfilter.iptables_available() == (4 in _xtables.families())
-    assert _netfilter.nftables_available() == _nft.available()
+    assert _backend.iptables_available() == (4 in _xtables.families())
+    assert _backend.nftables_available() == _nft.available()

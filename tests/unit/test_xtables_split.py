@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycni.host._xtables import NatTable, split_rule
+from pycni.host.netfilter._xtables import NatTable, split_rule
 
 
 def _shlex(line: str) -> list[str] | str:

@@ -15,7 +15,7 @@ _pyroute2.install()
 # A plain constant rather than typing's: importing typing costs a plugin start ~10 ms.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from . import links
+    from . import links, netfilter
     from ._addr import (
         AddrInfo,
         add_address,
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
         vlan_users,
     )
     from ._iface import check_iface_ips, check_routes, configure_iface
-    from ._netfilter import NETFILTER_BACKENDS, netfilter_backend
     from ._netns import (
         NetNS,
         NetNSNotFound,
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
         has_route,
         list_routes,
     )
-    from ._spoofcheck import setup_spoofcheck, spoofcheck_present, teardown_spoofcheck
     from ._sysctl import enable_forwarding, sysctl_get, sysctl_set, sysctl_try_set
     from ._veth import (
         Veth,
@@ -68,12 +66,17 @@ if TYPE_CHECKING:
         random_veth_name,
     )
     from .links import LinkInfo, delete_link, link_info, list_links, require_link, wait_oper_up
+    from .netfilter import (
+        netfilter_backend,
+        setup_spoofcheck,
+        spoofcheck_present,
+        teardown_spoofcheck,
+    )
 
 #: Public name -> the submodule that defines it.
 _LAZY = {
     "AddrInfo": "_addr",
     "LinkInfo": "links",
-    "NETFILTER_BACKENDS": "_netfilter",
     "NetNS": "_netns",
     "NetNSNotFound": "_netns",
     "NotANetNSError": "_netns",
@@ -107,7 +110,7 @@ _LAZY = {
     "list_links": "links",
     "list_netns": "_netns",
     "list_routes": "_route",
-    "netfilter_backend": "_netfilter",
+    "netfilter_backend": "netfilter",
     "netns_path": "_netns",
     "open_netns": "_netns",
     "port_vlans": "_bridge",
@@ -118,19 +121,18 @@ _LAZY = {
     "same_netns": "_netns",
     "set_port_vlans": "_bridge",
     "settle_addresses": "_addr",
-    "setup_spoofcheck": "_spoofcheck",
-    "spoofcheck_present": "_spoofcheck",
+    "setup_spoofcheck": "netfilter",
+    "spoofcheck_present": "netfilter",
     "sysctl_get": "_sysctl",
     "sysctl_set": "_sysctl",
     "sysctl_try_set": "_sysctl",
-    "teardown_spoofcheck": "_spoofcheck",
+    "teardown_spoofcheck": "netfilter",
     "vlan_users": "_bridge",
     "wait_oper_up": "links",
 }
 
 
 __all__ = [
-    "NETFILTER_BACKENDS",
     "RT_SCOPE_HOST",
     "RT_SCOPE_LINK",
     "RT_SCOPE_UNIVERSE",
@@ -167,6 +169,7 @@ __all__ = [
     "list_links",
     "list_netns",
     "list_routes",
+    "netfilter",
     "netfilter_backend",
     "netns_path",
     "open_netns",

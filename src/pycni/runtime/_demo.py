@@ -27,7 +27,7 @@ from ..host import (
     sysctl_get,
     sysctl_set,
 )
-from ..host._nft import NftError, nft_json
+from ..host.netfilter import NftError, nft_json
 from ..spec import CNIError, NetworkConfigList
 from ._pod import PodNetworks
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import host
-from ...host import NetNSNotFound, masq
+from ...host import NetNSNotFound
 from ...host import enter as enter_netns
+from ...host.netfilter import masq
 from ...skel import CmdArgs, delegate, delegate_add, delegate_check, delegate_del
 from ...spec import (
     CNIError,

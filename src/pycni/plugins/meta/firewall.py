@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ...host import netfilter_backend
-from ...host.firewall import (
+from ...host.netfilter.firewall import (
     BACKENDS,
     POLICIES,
     POLICY_OPEN,

@@ -24,7 +24,7 @@ are installed; else ``nftables``) or ``nftables``. ``markMasqBit`` and
 ``externalSetMarkChain`` only exist for iptables; ``conditionsV4``/``conditionsV6`` are
 iptables matches (``["!", "-d", "192.0.2.0/24"]``) or nftables ones
 (``["ip", "saddr", "!=", "192.0.2.0/24"]``), parsed by the backend (the grammar is in
-``host/portmap/_conditions.py``). Options of the other backend are a config error;
+``host/netfilter/portmap/_conditions.py``). Options of the other backend are a config error;
 without ``backend`` such options pick their backend.
 """
 
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...host import netfilter_backend
-from ...host import portmap as host_portmap
-from ...host.portmap import BACKENDS, IPInterface, Owner, PortMapping, PortMapSpec
+from ...host.netfilter import portmap as host_portmap
+from ...host.netfilter.portmap import BACKENDS, IPInterface, Owner, PortMapping, PortMapSpec
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, InvalidNetworkConfig, Result, bool_field
 from .._fields import int_field, str_field, valid_attachments

@@ -16,15 +16,15 @@ One table holds everything, so pycni never edits chains it does not own::
 Each per-container rule carries the comment ``<containerID>/<ifname>``, which is how DEL and
 GC find them; per-bridge rules carry ``bridge:<name>`` and stay when containers leave.
 Every change is one ``nft`` transaction: it applies completely or not at all.
-Batches go through ``host._nft`` (libnftables in-process, else ``nft -j -f -``).
+Batches go through ``host.netfilter._nft`` (libnftables in-process, else ``nft -j -f -``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..._files import fit_name
-from ...spec import KernelError
+from ...._files import fit_name
+from ....spec import KernelError
 from .._nft import NftError, available, nft_json
 from ._base import POLICY_ISOLATED, POLICY_SAME_BRIDGE, Attachment
 

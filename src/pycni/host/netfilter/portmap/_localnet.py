@@ -14,9 +14,9 @@ import ipaddress
 import socket
 import struct
 
-from ...spec import KernelError
-from .._conntrack import NetlinkSocket, nlattr, nlattrs
-from .._sysctl import sysctl_set
+from ....spec import KernelError
+from ..._conntrack import NetlinkSocket, nlattr, nlattrs
+from ..._sysctl import sysctl_set
 
 RTM_GETROUTE = 26
 RTA_DST = 1

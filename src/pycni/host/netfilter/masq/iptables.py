@@ -10,7 +10,7 @@ with C = ``name: "<network>" id: "<container id>"``. The chain is keyed on netwo
 container id only (as upstream's: the ifname is not part of it).
 
 Every change is one ``iptables-restore --noflush`` batch made from one ``iptables-save``
-(see :mod:`pycni.host._xtables`). A new chain is declared with ``:CHAIN``, which in a
+(see :mod:`pycni.host.netfilter._xtables`). A new chain is declared with ``:CHAIN``, which in a
 noflush batch would empty an existing one, so only missing chains are declared.
 """
 

@@ -30,7 +30,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence, Set
 from typing import Any, ClassVar
 
-from ...spec import KernelError
+from ....spec import KernelError
 from .. import _nft
 from ._base import Owner, PortMapSpec, network_tag, owner_comment
 from ._conditions import nftables_conditions
@@ -168,7 +168,7 @@ class NFTablesPortMap:
 
     @classmethod
     def parse_conditions(cls, tokens: Sequence[str], family: int, key: str) -> tuple[str, ...]:
-        """See :func:`~pycni.host.portmap._conditions.nftables_conditions`."""
+        """See :func:`~pycni.host.netfilter.portmap._conditions.nftables_conditions`."""
         return nftables_conditions(tokens, family, key)
 
     def forward(self, specs: Sequence[PortMapSpec]) -> None:

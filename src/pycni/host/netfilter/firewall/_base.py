@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from ...spec import KernelError
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -69,19 +65,6 @@ class FirewallBackend(Protocol):
 
     def unavailable(self) -> str | None:
         """Why this backend cannot work here (missing tool), or None."""
-
-
-def run_tool(argv: Sequence[str], *, stdin: str | None = None, check: bool = True
-             ) -> subprocess.CompletedProcess[str]:
-    """Run a netfilter tool (argv, never a shell) in this thread's namespace."""
-    try:
-        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
-                              timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KernelError(f"failed to run {argv[0]}: {exc}") from exc
-    if check and proc.returncode != 0:
-        raise KernelError(f"{' '.join(argv)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc
 
 
 def missing_tool(name: str) -> str | None:

@@ -16,14 +16,9 @@ started or accepted before.
 
 from __future__ import annotations
 
-from ...spec import KernelError
-from ._base import (
-    POLICY_ISOLATED,
-    POLICY_SAME_BRIDGE,
-    Attachment,
-    missing_tool,
-    run_tool,
-)
+from ....spec import KernelError
+from .._xtables import run
+from ._base import POLICY_ISOLATED, POLICY_SAME_BRIDGE, Attachment, missing_tool
 
 FORWARD = "FORWARD"
 PRIV_CHAIN = "CNI-FORWARD"
@@ -58,7 +53,7 @@ class IPTables:
         self.tool = "iptables" if version == 4 else "ip6tables"
 
     def _run(self, *args: str, check: bool = True) -> bool:
-        proc = run_tool([self.tool, "-w", "-t", "filter", *args], check=check)
+        proc = run([self.tool, "-w", "-t", "filter", *args], check=check)
         return proc.returncode == 0
 
     def exists(self, chain: str, rule: list[str]) -> bool:

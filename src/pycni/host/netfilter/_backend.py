@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from . import _nft, _xtables
 
-#: The backend names every netfilter user understands.
-NETFILTER_BACKENDS = ("iptables", "nftables")
-
 
 def iptables_available() -> bool:
     """True if the IPv4 iptables save/restore tools are installed (what our backends run)."""

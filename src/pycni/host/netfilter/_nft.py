@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..spec import KernelError
+from ...spec import KernelError
 
 # libnftables output flags (nftables/libnftables.h).
 _OUTPUT_HANDLE = 1 << 3

@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Sequence
 from typing import ClassVar
 
-from ...spec import KernelError
+from ....spec import KernelError
 from .._xtables import (
     COMMENT_MAX,
     TOOLS,
@@ -175,7 +175,7 @@ class IPTablesPortMap:
 
     @classmethod
     def parse_conditions(cls, tokens: Sequence[str], family: int, key: str) -> tuple[str, ...]:
-        """See :func:`~pycni.host.portmap._conditions.iptables_conditions`."""
+        """See :func:`~pycni.host.netfilter.portmap._conditions.iptables_conditions`."""
         return iptables_conditions(tokens, family, key)
 
     def forward(self, specs: Sequence[PortMapSpec]) -> None:

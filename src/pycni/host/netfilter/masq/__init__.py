@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ...spec import InvalidNetworkConfig, KernelError
-from .._netfilter import netfilter_backend
+from ....spec import InvalidNetworkConfig, KernelError
+from .._backend import netfilter_backend
 from ._base import IPInterface, MasqBackend, chain_comment, chain_name
 from .iptables import IPTablesMasq
 from .nftables import NFTablesMasq

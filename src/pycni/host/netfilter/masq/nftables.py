@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from ...spec import KernelError
+from ....spec import KernelError
 from .. import _nft
 from ._base import MULTICAST, IPInterface, hash_with_prefix
 

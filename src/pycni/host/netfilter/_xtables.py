@@ -1,7 +1,11 @@
-"""The ``nat`` table through iptables-save / iptables-restore (iptables-nft or legacy).
+"""iptables through its executables: the one runner, and the ``nat`` table in batches.
 
-Plugins read the table once with ``iptables-save -t nat`` (which, unlike most iptables
-commands under iptables-nft, never creates the table it lists) and write one
+:func:`run` starts an iptables tool (iptables-nft or legacy, argv never a shell) in the calling
+thread's netns; every iptables user goes through it (the firewall plugin's filter rules,
+masquerading and port mapping).
+
+The nat table is read once with ``iptables-save -t nat`` (which, unlike most iptables
+commands under iptables-nft, never creates the table it lists) and written with one
 ``iptables-restore -w --noflush`` batch, so other tools never see half-written chains and a
 call costs two processes instead of one per rule. Rules are kept as the argv that
 iptables-save prints, so "is this rule there" is a list comparison.
@@ -17,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..spec import KernelError
+from ...spec import KernelError
 
 #: (save, restore) executables per address family.
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
@@ -136,18 +140,26 @@ def _tool(family: int, index: int) -> str:
     return exe
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
+def run(argv: Sequence[str], stdin: str | None = None, *,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the iptables tool ``argv`` in this thread's netns, ``stdin`` as its input.
+
+    With ``check`` (the default) a non-zero exit is a KernelError naming the command with its
+    message (and the batch, for a restore); without it the caller reads the exit status, as
+    ``iptables -C`` answers "is this rule there" with it. Not starting at all (missing, timed
+    out) is always a KernelError.
+    """
     try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
                               timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise KernelError(f"running {argv[0]} failed: {exc}") from exc
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         detail = proc.stderr.strip() or proc.stdout.strip()
         if stdin is not None:
             detail = f"{detail}; batch was:\n{stdin}"
         raise KernelError(f"{' '.join(argv)} failed (exit {proc.returncode})", detail)
-    return proc.stdout
+    return proc
 
 
 #: Where iptables-legacy lists the tables a netns has, per family.
@@ -194,14 +206,14 @@ def save_nat(family: int) -> NatTable:
     """
     if nat_chains(family) == set():
         return NatTable()
-    return NatTable.parse(_run([_tool(family, 0), "-t", "nat"]))
+    return NatTable.parse(run([_tool(family, 0), "-t", "nat"]).stdout)
 
 
 def restore_nat(family: int, lines: Sequence[str]) -> None:
     """Apply ``lines`` to the nat table as one ``--noflush`` batch; KernelError if refused."""
     batch = "\n".join(["*nat", *lines, "COMMIT", ""])
     # -w: wait for the xtables lock (iptables-legacy); iptables-nft accepts and ignores it.
-    _run([_tool(family, 1), "-w", "--noflush"], batch)
+    run([_tool(family, 1), "-w", "--noflush"], batch)
 
 
 def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, *,
@@ -234,4 +246,5 @@ def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, 
 
 
 __all__ = ["COMMENT_MAX", "TOOLS", "NatTable", "families", "nat_chains", "option", "quote",
-           "restore_nat", "rule_line", "save_nat", "split_rule", "stored_comment", "transact_nat"]
+           "restore_nat", "rule_line", "run", "save_nat", "split_rule", "stored_comment",
+           "transact_nat"]

@@ -5,37 +5,34 @@ other set up: table ``bridge nat``, base chain ``PREROUTING`` (filter hook, prio
 a rule ``iifname <port> jump cni-br-iface-<id>``, that chain jumping to
 ``cni-br-iface-<id>-mac`` which returns for the container's MAC and drops everything else.
 Every rule carries the comment ``macspoofchk-<id>`` (``<id>`` is ``<containerID>-<ifname>``).
-Runs ``nft`` from the calling thread, so the rules land in that thread's namespace.
+
+An nftables chain name holds at most 255 bytes, which the reference's ``<id>`` overruns for a
+container ID longer than 233 bytes (the Go plugin then fails ADD). Such an ``<id>`` is hashed
+(:func:`pycni._files.fit_name`), so every ID the reference takes keeps its layout.
+Batches go through the nft driver from the calling thread, so the rules land in that
+thread's namespace.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 from typing import Any
 
-from ..spec import KernelError
+from ..._files import fit_name
+from ._nft import NftError, nft_json
 
 TABLE = "nat"
 BASE_CHAIN = "PREROUTING"
+#: NFT_NAME_MAXLEN (256) with its NUL: the longest table, chain or set name.
+_NAME_MAX = 255
+#: The longest ``<id>`` whose chain ``cni-br-iface-<id>-mac`` fits :data:`_NAME_MAX`.
+_KEY_MAX = _NAME_MAX - len("cni-br-iface--mac")
 
 
-def _chains(ref_id: str) -> tuple[str, str]:
-    iface = f"cni-br-iface-{ref_id}"
-    return iface, f"{iface}-mac"
-
-
-def _nft(args: list[str], stdin: str | None = None) -> str:
-    proc = subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True,
-                          check=False, timeout=30)
-    if proc.returncode != 0:
-        raise KernelError(f"nft {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def _apply(commands: list[dict[str, Any]]) -> None:
-    # JSON input: chain names and comments need no quoting, and the batch is one transaction.
-    _nft(["-j", "-f", "-"], json.dumps({"nftables": commands}))
+def _names(ref_id: str) -> tuple[str, str, str]:
+    """The iface chain, mac chain and rule comment of ``ref_id`` (hashed if too long)."""
+    key = fit_name(ref_id, limit=_KEY_MAX)
+    iface = f"cni-br-iface-{key}"
+    return iface, f"{iface}-mac", f"macspoofchk-{key}"
 
 
 def _rule(chain: str, expr: list[dict[str, Any]], comment: str) -> dict[str, Any]:
@@ -45,18 +42,19 @@ def _rule(chain: str, expr: list[dict[str, Any]], comment: str) -> dict[str, Any
 
 def setup_spoofcheck(port: str, mac: str, ref_id: str) -> None:
     """Only frames with source MAC ``mac`` may enter the bridge from ``port``."""
-    iface_chain, mac_chain = _chains(ref_id)
-    comment = f"macspoofchk-{ref_id}"
+    iface_chain, mac_chain, comment = _names(ref_id)
     base = {"family": "bridge", "table": TABLE}
-    # First transaction declares (idempotently) what the flushes below need to exist.
-    _apply([
+    what = f"MAC spoof check of {port} in bridge {TABLE}"
+    # JSON: chain names and comments need no quoting, and each batch is one transaction.
+    # The first declares (idempotently) what the flushes below need to exist.
+    nft_json([
         {"add": {"table": {"family": "bridge", "name": TABLE}}},
         {"add": {"chain": {**base, "name": BASE_CHAIN, "type": "filter", "hook": "prerouting",
                            "prio": -300, "policy": "accept"}}},
         {"add": {"chain": {**base, "name": iface_chain}}},
         {"add": {"chain": {**base, "name": mac_chain}}},
-    ])
-    _apply([
+    ], what=what)
+    nft_json([
         {"flush": {"chain": {**base, "name": iface_chain}}},
         {"flush": {"chain": {**base, "name": mac_chain}}},
         _rule(BASE_CHAIN, [
@@ -70,22 +68,20 @@ def setup_spoofcheck(port: str, mac: str, ref_id: str) -> None:
             {"return": None},
         ], comment),
         _rule(mac_chain, [{"drop": None}], comment),
-    ])
+    ], what=what)
 
 
 def _ruleset() -> list[dict[str, Any]]:
     try:
-        out = _nft(["-j", "list", "table", "bridge", TABLE])
-    except KernelError:
+        return nft_json([{"list": {"table": {"family": "bridge", "name": TABLE}}}],
+                        what=f"listing bridge {TABLE}")
+    except NftError:
         return []  # no table: nothing was set up here
-    items: list[dict[str, Any]] = json.loads(out).get("nftables", [])
-    return items
 
 
 def teardown_spoofcheck(ref_id: str) -> None:
     """Remove what :func:`setup_spoofcheck` made for ``ref_id``; missing pieces are fine."""
-    iface_chain, mac_chain = _chains(ref_id)
-    comment = f"macspoofchk-{ref_id}"
+    iface_chain, mac_chain, comment = _names(ref_id)
     items = _ruleset()
     chains = {i["chain"]["name"] for i in items if "chain" in i}
     base = {"family": "bridge", "table": TABLE}
@@ -99,10 +95,10 @@ def teardown_spoofcheck(ref_id: str) -> None:
     commands += [{"delete": {"chain": {**base, "name": c}}} for c in (iface_chain, mac_chain)
                  if c in chains]
     if commands:
-        _apply(commands)
+        nft_json(commands, what=f"removing the MAC spoof check {comment!r}")
 
 
 def spoofcheck_present(ref_id: str) -> bool:
     """True if any rule of ``ref_id``'s spoof check exists (for tests and CHECK)."""
-    comment = f"macspoofchk-{ref_id}"
+    comment = _names(ref_id)[2]
     return any(i.get("rule", {}).get("comment") == comment for i in _ruleset())

@@ -18,7 +18,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-from ...spec import InvalidNetworkConfig
+from ....spec import InvalidNetworkConfig
 
 _IPT_ADDRESS = ("-s", "--source", "-d", "--destination")
 _IPT_IFNAME = ("-i", "--in-interface", "-o", "--out-interface")
