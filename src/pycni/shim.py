@@ -181,9 +181,9 @@ def error_output(err: "CNIError", stdin: bytes = b"") -> bytes:
 
     A rare path: it may import pycni's stdlib-only spec and skel modules.
     """
-    from .skel._plugin import _conf_version, _dump
+    from .skel import error_output as plugin_error_output
 
-    return _dump(err.to_json(_conf_version(stdin)))
+    return plugin_error_output(err, stdin)
 
 
 def try_again_error(stdin: bytes, details: str,
@@ -196,23 +196,22 @@ def try_again_error(stdin: bytes, details: str,
 
 
 def run_standalone(plugin_type: str, paths: "Sequence[str]", stdin: bytes | None) -> "NoReturn":
-    """Run the plugin in this process, as ``pycni install`` used to (no agent)."""
+    """Run the plugin in this process, as ``pycni install`` used to (no agent).
+
+    Through :mod:`pycni.invoke`, whose lazy ``__init__`` loads only its registry module
+    (stdlib ``importlib``) on this path.
+    """
     sys.path[:0] = [p for p in paths if p not in sys.path]
+    from pycni.invoke import REGISTRY, plugin_main, run_in_process
+
     if stdin is None:
-        from pycni.plugins import plugin_main
-
         plugin_main(plugin_type)
-        raise SystemExit(0)  # not reached: plugin_main exits
-    # stdin was already read for the agent: feed the same bytes.
-    from pycni.plugins import load_plugin
-    from pycni.skel import run_plugin_bytes
-
-    cls = load_plugin(plugin_type)
-    if cls is None:
+    if plugin_type not in REGISTRY:
         raise SystemExit(f"pycni has no plugin of type {plugin_type!r}")
+    # stdin was already read for the agent: feed the same bytes.
     environ = {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape")
                for k, v in posix.environ.items()}
-    status, out = run_plugin_bytes(cls(), environ, stdin)
+    status, out = run_in_process(plugin_type, environ, stdin)
     _write_fd(1, out)
     raise SystemExit(status)
 

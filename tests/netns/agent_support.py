@@ -22,7 +22,7 @@ from pycni.spec import Result
 from pycni.testing import wait_for
 
 #: Run by an agent started with ``hold_dir``: its bridge is :class:`HeldBridge`.
-_HOLDING_AGENT = ("import agent_support; from pycni.plugins import REGISTRY; "
+_HOLDING_AGENT = ("import agent_support; from pycni.invoke import REGISTRY; "
                   "REGISTRY['bridge'] = 'agent_support:HeldBridge'; "
                   "from pycni.cli import main; main()")
 

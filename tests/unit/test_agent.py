@@ -34,11 +34,11 @@ from pycni.daemon import (
     AgentError,
     Call,
     JSONFormatter,
-    KeyedSerial,
     parse_address,
     shim_script,
     unit_text,
 )
+from pycni.invoke import KeyedSerial
 from pycni.shim import (
     ACK,
     MAGIC,
@@ -88,7 +88,7 @@ def sock_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def agent(sock_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Agent]:
-    from pycni.plugins import REGISTRY
+    from pycni.invoke import REGISTRY
 
     monkeypatch.setitem(REGISTRY, "pytgate", f"{__name__}:Gate")
     for attr in ("running", "overlap", "release"):

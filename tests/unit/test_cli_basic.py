@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from pycni.cli import app, interpreter, plugin_script
 from pycni.cli._app import _container_id
-from pycni.plugins import REGISTRY
-from pycni.skel import PYCNI_MARKER
+from pycni.invoke import PYCNI_MARKER, REGISTRY
 from pycni.spec import SUPPORTED_VERSIONS
 
 runner = CliRunner()

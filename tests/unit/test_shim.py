@@ -95,13 +95,10 @@ def run(exe: Path, env: dict[bytes, bytes], stdin: bytes = b""
 
 def in_process(plugin_type: str, env: dict[bytes, bytes], stdin: bytes) -> tuple[int, bytes]:
     """What the plugin itself answers (no shim, no agent)."""
-    from pycni.plugins import load_plugin
-    from pycni.skel import run_plugin_bytes
+    from pycni.invoke import run_in_process
 
-    cls = load_plugin(plugin_type)
-    assert cls is not None
-    return run_plugin_bytes(cls(), {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()},
-                            stdin)
+    return run_in_process(plugin_type, {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()},
+                          stdin)
 
 
 class FakeAgent:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import pycni.plugins
+from pycni.invoke import PYCNI_MARKER, REGISTRY
 from pycni.skel import (
-    PYCNI_MARKER,
     CmdArgs,
     Plugin,
     delegate_add,
@@ -63,9 +62,7 @@ def cmd(path: tuple[str, ...]) -> CmdArgs:
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch) -> type[FakeIpam]:
     FakeIpam.calls = []
-    real = pycni.plugins.load_plugin
-    monkeypatch.setattr(pycni.plugins, "load_plugin",
-                        lambda t: FakeIpam if t == "pyt-ipam" else real(t))
+    monkeypatch.setitem(REGISTRY, "pyt-ipam", f"{__name__}:FakeIpam")
     return FakeIpam
 
 

@@ -455,13 +455,9 @@ def plugin_script(plugin_type: str, python: str, socket_path: str | None = None)
 
 
 def _is_ours(path: Path) -> bool:
-    from ..skel import PYCNI_MARKER
+    from ..invoke import is_pycni_executable
 
-    try:
-        with path.open("rb") as fh:
-            return PYCNI_MARKER in fh.read(512)
-    except OSError:
-        return False
+    return is_pycni_executable(path)
 
 
 def _write_atomic(dest: Path, text: str, mode: int) -> None:
@@ -497,7 +493,7 @@ def install_cmd(
     runs the plugin itself when no agent is there.
     """
     from ..daemon import UNIT_NAME, pycni_executable, unit_text
-    from ..plugins import REGISTRY
+    from ..invoke import REGISTRY
 
     target = Path(bin_dir)
     python = interpreter()

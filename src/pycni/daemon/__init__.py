@@ -5,7 +5,7 @@ installed plugin executables run. ``pycni install`` writes both halves (see
 :func:`shim_script` and :func:`unit_text`).
 """
 
-from ._agent import PER_CONTAINER, Agent, AgentConfig, AgentError, Call, KeyedSerial, run_agent
+from ._agent import PER_CONTAINER, Agent, AgentConfig, AgentError, Call, run_agent
 from ._install import (
     DEFAULT_METRICS,
     DEFAULT_UNIT_DIR,
@@ -29,7 +29,6 @@ __all__ = [
     "AgentError",
     "Call",
     "JSONFormatter",
-    "KeyedSerial",
     "Metrics",
     "configure_logging",
     "import_paths",

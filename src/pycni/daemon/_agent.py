@@ -3,7 +3,7 @@
 A runtime starts one plugin process per plugin of a chain per pod; a Python plugin pays its
 interpreter and imports each time. The agent pays them once: the executables ``pycni
 install`` writes (:mod:`pycni.shim`) forward each call here, where it runs through
-:func:`pycni.skel.run_plugin_bytes` with the caller's CNI_* environment and stdin, exactly
+:func:`pycni.invoke.run_in_process` with the caller's CNI_* environment and stdin, exactly
 what the plugin executable would do.
 
 Concurrency: one thread (:class:`~pycni.daemon._intake.Intake`) accepts connections and
@@ -39,12 +39,12 @@ import socket
 import stat
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..invoke import REGISTRY, KeyedSerial, load_plugin, run_in_process
 from ..shim import (
     ACK,
     DEFAULT_SOCKET,
@@ -119,40 +119,6 @@ class Call:
         return cls(parts[1].decode(errors="replace"), parts[2], parts[3], env)
 
 
-class KeyedSerial:
-    """Runs jobs with the same key one at a time, in submission order; None keys at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queues: dict[str, deque[Callable[[], None]]] = {}
-
-    def run(self, key: str | None, job: Callable[[], None]) -> None:
-        """Run ``job`` now on this thread, or queue it behind the running job of ``key``.
-
-        The thread that runs a key's first job also runs the jobs queued behind it.
-        """
-        if key is None:
-            job()
-            return
-        with self._lock:
-            queue = self._queues.get(key)
-            if queue is not None:
-                queue.append(job)
-                return
-            self._queues[key] = deque()
-        while True:
-            try:
-                job()
-            except Exception:  # a job must not take the jobs queued behind it down
-                log.exception("call job failed")
-            with self._lock:
-                queue = self._queues[key]
-                if not queue:
-                    del self._queues[key]
-                    return
-                job = queue.popleft()
-
-
 class _Job:
     """A call handed to the pool; a submission that failed is cancelled if it never ran.
 
@@ -225,8 +191,6 @@ class Agent:
 
         Plugins act in the network namespace of the thread that calls this.
         """
-        from ..plugins import REGISTRY, load_plugin
-
         for plugin_type in REGISTRY:
             try:
                 load_plugin(plugin_type)
@@ -410,8 +374,6 @@ class Agent:
 
     def _serve(self, conn: socket.socket, call: Call) -> None:
         try:
-            from ..plugins import load_plugin
-
             cls = load_plugin(call.plugin_type)
         except Exception:
             self._finished(conn)
@@ -427,15 +389,13 @@ class Agent:
 
         def job() -> None:
             try:
-                self._run(conn, call, cls)
+                self._run(conn, call)
             finally:
                 self._finished(conn)
 
         self._serial.run(key, job)
 
-    def _run(self, conn: socket.socket, call: Call, cls: type) -> None:
-        from ..skel import run_plugin_bytes
-
+    def _run(self, conn: socket.socket, call: Call) -> None:
         if self._cut_off.is_set():
             self._reply(conn, [b"ok", b"1", try_again_error(
                 call.stdin, "the grace period ended before the call could start",
@@ -445,10 +405,10 @@ class Agent:
         start = time.perf_counter()
         try:
             with self._calls.capture() as lines:
-                status, out = run_plugin_bytes(cls(), call.env, call.stdin)
+                status, out = run_in_process(call.plugin_type, call.env, call.stdin)
                 rolled_back = call.command == "ADD" and self._cut_off.is_set()
                 if rolled_back:
-                    details = self._roll_back(call, cls, status, out)
+                    details = self._roll_back(call, status, out)
         finally:
             self.metrics.in_flight.dec()
         seconds = time.perf_counter() - start
@@ -468,11 +428,9 @@ class Agent:
             "ms": round(seconds * 1000, 2), "replied": sent, "rolled_back": rolled_back,
             **({"error": out.decode(errors="replace")} if status else {})}})
 
-    def _roll_back(self, call: Call, cls: type, status: int, out: bytes) -> str:
+    def _roll_back(self, call: Call, status: int, out: bytes) -> str:
         """Undo an ADD that returned after the grace period: its DEL, as a runtime would
         send it (the ADD's result as prevResult); the details for the caller."""
-        from ..skel import run_plugin_bytes
-
         stdin = call.stdin
         if status == 0:
             try:
@@ -481,7 +439,8 @@ class Agent:
                 stdin = json.dumps(conf).encode()
             except DecodingFailure:
                 pass  # DEL without prevResult: plugins find what to delete by name
-        del_status, del_out = run_plugin_bytes(cls(), {**call.env, "CNI_COMMAND": "DEL"}, stdin)
+        del_status, del_out = run_in_process(call.plugin_type, {**call.env, "CNI_COMMAND": "DEL"},
+                                             stdin)
         log.warning("rolled back", extra={"fields": {
             "plugin": call.plugin_type, "container": call.env.get("CNI_CONTAINERID", ""),
             "ifname": call.env.get("CNI_IFNAME", ""), "add_status": status,
@@ -536,5 +495,5 @@ def run_agent(config: AgentConfig) -> int:
     os._exit(1)  # worker threads still run plugin calls: do not wait for them
 
 
-__all__ = ["PER_CONTAINER", "Agent", "AgentConfig", "AgentError", "Call", "KeyedSerial",
-           "run_agent", "sd_notify"]
+__all__ = ["PER_CONTAINER", "Agent", "AgentConfig", "AgentError", "Call", "run_agent",
+           "sd_notify"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import shim
-from ..skel import PYCNI_MARKER
+from ..invoke import PYCNI_MARKER
 
 #: The unit ``pycni install --agent`` writes, and deploy/pycni-agent.service.
 UNIT_NAME = "pycni-agent.service"

@@ -1,4 +1,4 @@
-"""The runtime side of CNI: config discovery, plugin exec, the result cache, pods.
+"""The runtime side of CNI: config discovery, plugin chains, the result cache, pods.
 
 Names are imported from their submodule on first use (see :mod:`pycni._lazy`).
 """
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
         load_file,
         load_network,
     )
-    from ._exec import DEFAULT_TIMEOUT, exec_plugin, find_plugin
     from ._pod import (
         DEFAULT_CNI_PATH,
         DEFAULT_IFNAME,
@@ -52,7 +51,6 @@ _LAZY = {
     "DEFAULT_IFNAME": "_pod",
     "DEFAULT_NETWORK_NAME": "_default",
     "DEFAULT_SUBNET": "_default",
-    "DEFAULT_TIMEOUT": "_exec",
     "DefaultExec": "_cni",
     "Discovery": "_discovery",
     "LOOPBACK_NETWORK_NAME": "_pod",
@@ -70,8 +68,6 @@ _LAZY = {
     "builtin_network": "_default",
     "default_network": "_discovery",
     "discover": "_discovery",
-    "exec_plugin": "_exec",
-    "find_plugin": "_exec",
     "go_json": "_cache",
     "load_file": "_discovery",
     "load_network": "_discovery",
@@ -88,7 +84,6 @@ __all__ = [
     "DEFAULT_IFNAME",
     "DEFAULT_NETWORK_NAME",
     "DEFAULT_SUBNET",
-    "DEFAULT_TIMEOUT",
     "LOOPBACK_NETWORK_NAME",
     "CNIConfig",
     "CachedAttachment",
@@ -108,8 +103,6 @@ __all__ = [
     "builtin_network",
     "default_network",
     "discover",
-    "exec_plugin",
-    "find_plugin",
     "go_json",
     "load_file",
     "load_network",

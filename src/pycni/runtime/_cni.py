@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..invoke import DEFAULT_TIMEOUT, locate_plugin, run_located
 from ..skel import validate_container_id, validate_ifname
 from ..spec import (
     CURRENT_VERSION,
@@ -38,19 +39,14 @@ from ..spec import (
     InvalidNetworkConfig,
     NetworkConfigList,
     PluginExecFailed,
-    PluginNotFound,
     Result,
     decode_json,
     parse_version,
     version_at_least,
 )
 from ._cache import DEFAULT_CACHE_DIR, CachedAttachment, ResultCache
-from ._exec import DEFAULT_TIMEOUT, exec_plugin, find_plugin
 
 log = logging.getLogger("pycni.runtime")
-
-#: The "path" :class:`DefaultExec` gives a pycni type it will run in-process.
-IN_PROCESS_PREFIX = "pycni-builtin:"
 
 
 class PluginExec(Protocol):
@@ -66,36 +62,20 @@ class PluginExec(Protocol):
 
 
 class DefaultExec:
-    """Executables from the search path; pycni types missing from it run in-process."""
+    """Executables from the search path; pycni types missing from it run in-process
+    (:func:`pycni.invoke.locate_plugin`)."""
 
     def __init__(self, *, in_process_fallback: bool = True) -> None:
         self.in_process_fallback = in_process_fallback
 
     def find(self, plugin_type: str, paths: Sequence[str]) -> str:
         """See :class:`PluginExec`."""
-        try:
-            return find_plugin(plugin_type, paths)
-        except PluginNotFound:
-            from ..plugins import REGISTRY
-
-            if self.in_process_fallback and plugin_type in REGISTRY:
-                return IN_PROCESS_PREFIX + plugin_type
-            raise
+        return locate_plugin(plugin_type, paths,
+                             in_process="fallback" if self.in_process_fallback else "never")
 
     def run(self, path: str, env: Mapping[str, str], stdin: bytes, timeout: float) -> bytes:
         """See :class:`PluginExec`."""
-        if path.startswith(IN_PROCESS_PREFIX):
-            from ..plugins import load_plugin
-            from ..skel import run_plugin_bytes
-
-            cls = load_plugin(path.removeprefix(IN_PROCESS_PREFIX))
-            if cls is None:
-                raise PluginNotFound(f"pycni has no plugin {path!r}")
-            status, out = run_plugin_bytes(cls(), dict(env), stdin)
-            if status != 0:
-                raise CNIError.from_json(decode_json(out, f"error from plugin {path}"))
-            return out
-        return exec_plugin(path, env, stdin, timeout=timeout)
+        return run_located(path, env, stdin, timeout=timeout)
 
 
 @dataclass

@@ -9,7 +9,6 @@ from ._args import (
     validate_ifname,
 )
 from ._delegate import (
-    PYCNI_MARKER,
     delegate,
     delegate_add,
     delegate_check,
@@ -17,12 +16,11 @@ from ._delegate import (
     delegate_gc,
     delegate_status,
 )
-from ._plugin import Plugin, invoke, run_plugin, run_plugin_bytes
+from ._plugin import Plugin, error_output, invoke, run_plugin, run_plugin_bytes
 
 __all__ = [
     "CONTAINER_ID_RE",
     "IFNAME_MAX",
-    "PYCNI_MARKER",
     "CmdArgs",
     "Plugin",
     "delegate",
@@ -31,6 +29,7 @@ __all__ = [
     "delegate_del",
     "delegate_gc",
     "delegate_status",
+    "error_output",
     "invoke",
     "parse_cni_args",
     "run_plugin",

@@ -168,6 +168,12 @@ def _conf_version(stdin: bytes) -> str:
     return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
 
 
+def error_output(err: CNIError, stdin: bytes = b"") -> bytes:
+    """``err`` as a plugin prints it on stdout: its JSON in the cniVersion of the config in
+    ``stdin`` when that is one we speak, else in the current version."""
+    return _dump(err.to_json(_conf_version(stdin)))
+
+
 def _crash_report(plugin: Plugin, exc: BaseException) -> InternalError:
     """The error JSON for an exception nobody translated; the traceback goes to the log."""
     name = plugin.type_name or type(plugin).__name__
@@ -198,7 +204,7 @@ def run_plugin_bytes(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -
         err: CNIError = exc
     except (Exception, SystemExit) as exc:  # the protocol wants JSON, never a traceback
         err = _crash_report(plugin, exc)
-    return 1, _dump(err.to_json(_conf_version(stdin)))
+    return 1, error_output(err, stdin)
 
 
 def run_plugin(
@@ -222,7 +228,7 @@ def run_plugin(
             data = stdin.read()
         except OSError as exc:
             err = IOFailure(f"error reading from stdin: {exc}")
-            stdout.write(_dump(err.to_json(CURRENT_VERSION)))
+            stdout.write(error_output(err))
             return 1
     status, out = run_plugin_bytes(plugin, environ, data)
     if out:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..host import create_netns, list_netns, netns_path, remove_netns, run_in_netns
+from ..invoke import REGISTRY, run_in_process
 
 T = TypeVar("T")
 
@@ -104,14 +105,10 @@ def call_plugin(
     conf: Mapping[str, Any] | bytes,
 ) -> PluginCall:
     """Run pycni plugin ``type_name`` in-process, with ``host_netns`` as its host namespace."""
-    from ..plugins import load_plugin
-    from ..skel import run_plugin_bytes
-
-    cls = load_plugin(type_name)
-    if cls is None:
+    if type_name not in REGISTRY:
         raise LookupError(f"pycni has no plugin {type_name!r}")
     stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
-    status, out = run_in_netns(host_netns, run_plugin_bytes, cls(), dict(env), stdin)
+    status, out = run_in_netns(host_netns, run_in_process, type_name, dict(env), stdin)
     return PluginCall(status, out)
 
 

@@ -1,4 +1,4 @@
-"""Finding plugin executables in CNI_PATH and running them, as libcni's invoke package does."""
+"""Running a plugin executable, as libcni's invoke package does (RawExec)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,17 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
-from ..spec import CNIError, PluginExecFailed, PluginNotFound, decode_json
+from ..spec import CNIError, PluginExecFailed, decode_json
 
-log = logging.getLogger("pycni.runtime")
+log = logging.getLogger("pycni.invoke")
 
 #: Default exec timeout; a runtime can pass its own.
 DEFAULT_TIMEOUT = 60.0
 #: "text file busy" (ETXTBSY) happens when a plugin binary is being replaced while we exec it;
 #: libcni retries a few times, so do we.
 _ETXTBSY_RETRIES = 5
-
-
-def find_plugin(name: str, paths: Iterable[str]) -> str:
-    """The first executable called ``name`` in ``paths``; names with a separator are rejected."""
-    if not name or os.sep in name or "\x00" in name or name in (".", ".."):
-        raise PluginNotFound(f"invalid plugin name {name!r}", "a plugin type is a bare file name")
-    searched = [p for p in paths if p]
-    for directory in searched:
-        candidate = Path(directory, name)
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise PluginNotFound(f'failed to find plugin "{name}" in path {searched}')
 
 
 def exec_plugin(
