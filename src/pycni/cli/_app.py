@@ -21,7 +21,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from .._files import atomic_write
 from ..spec import (
     CURRENT_VERSION,
     SUPPORTED_VERSIONS,
@@ -31,6 +30,7 @@ from ..spec import (
     NetworkConfigList,
     decode_json,
 )
+from ..store import atomic_write
 
 log = logging.getLogger("pycni.cli")
 
