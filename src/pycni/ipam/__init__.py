@@ -6,10 +6,10 @@ round-robin, :func:`release` frees an attachment's addresses, :meth:`DiskStore.g
 of attachments the runtime no longer knows.
 """
 
+from ..spec import IPAddress
 from ._allocator import Allocation, Request, allocate, assign_requests, exhausted, release
 from ._fields import parse_routes, str_field
 from ._range import (
-    IPAddress,
     Range,
     RangeSet,
     canonical_ip,

@@ -15,8 +15,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..spec import AddressExhausted, AddressInUse, InvalidNetworkConfig
-from ._range import IPAddress, Range, RangeSet
+from ..spec import AddressExhausted, AddressInUse, InvalidNetworkConfig, IPAddress
+from ._range import Range, RangeSet
 from ._store import DiskStore, Reservation
 
 

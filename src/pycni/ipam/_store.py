@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..spec import IOFailure
-from ._range import IPAddress, canonical_ip
+from ..spec import IOFailure, IPAddress
+from ._range import canonical_ip
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 LOCK_NAME = "lock"
