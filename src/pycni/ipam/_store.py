@@ -96,7 +96,7 @@ def _ip_from_name(name: str) -> IPAddress | None:
 
 
 class DiskStore:
-    """The reservations of one network in ``<data_dir>/<network>``."""
+    """The reservations of one network in ``<data_dir>/<network>``: host-local's :class:`Store`."""
 
     def __init__(self, network: str, data_dir: str = "") -> None:
         self.network = network
