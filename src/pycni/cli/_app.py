@@ -413,7 +413,7 @@ def demo_cmd(
                                         "names.")] = "pycni-demo",
 ) -> None:
     """Two pods on one network ping each other; then everything is torn down."""
-    from ..runtime._demo import run_demo
+    from ._demo import run_demo
 
     pods = _pods(conf_dir, cni_path, cache_dir, data_dir=data_dir, bridge=bridge,
                  subnet=subnet)
