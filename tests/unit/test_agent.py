@@ -27,7 +27,7 @@ from typing import ClassVar
 import pytest
 from typer.testing import CliRunner
 
-from pycni.cli import app, interpreter
+from pycni.cli import app
 from pycni.daemon import (
     Agent,
     AgentConfig,
@@ -35,6 +35,7 @@ from pycni.daemon import (
     Call,
     JSONFormatter,
     KeyedSerial,
+    interpreter,
     parse_address,
     shim_script,
     unit_text,
