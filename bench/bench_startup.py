@@ -22,7 +22,7 @@ from pathlib import Path
 from _harness import GO_DIR, temp_netns
 from bench_agent import agent_in, install_ours_with_socket
 
-from pycni.cli import interpreter
+from pycni.daemon import interpreter
 
 
 def measure(argv: list[str], runs: int) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pycni.cli._app import interpreter, plugin_script
+from pycni.daemon import interpreter, shim_script
 from pycni.spec import SUPPORTED_VERSIONS
 from pycni.testing import (
     call_plugin,
@@ -562,7 +562,7 @@ def test_status_and_gc(host_ns: str, netns: str, netns2: str, tmp_path: Path,
 def test_as_executable(host_ns: str, netns: str, tmp_path: Path, bridge: str) -> None:
     exe = tmp_path / "bin" / "bridge"
     exe.parent.mkdir()
-    exe.write_text(plugin_script("bridge", interpreter()))
+    exe.write_text(shim_script("bridge", interpreter()))
     exe.chmod(0o755)
     config = conf(tmp_path, bridge, isGateway=True)
     env = cni_env("ADD", container_id="c1", netns=netns)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pycni._files import fit_name
 from pycni.host import run_in_netns
 from pycni.host.netfilter.masq import chain_name
 from pycni.host.netfilter.portmap.iptables import dnat_chain
 from pycni.runtime import CNIConfig, RuntimeConf
 from pycni.spec import GCAttachment, NetworkConfigList
+from pycni.store import fit_name
 from pycni.testing import ns_run, unique_name
 
 pytestmark = pytest.mark.netns

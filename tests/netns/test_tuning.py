@@ -169,3 +169,16 @@ def test_allowlist_is_checked_against_the_written_path(host_ns: str, netns: str,
     assert call.status == 1
     assert call.json["code"] == 7
     assert _sysctl(netns, "net/ipv4/ip_forward") == "0"
+
+
+def test_unwritable_backup_is_an_io_failure_that_leaves_the_link_alone(
+        host_ns: str, netns: str, pod: dict[str, Any], tmp_path: Path) -> None:
+    before = _link(netns)
+    (tmp_path / "blocker").write_text("")
+    conf = chained({**_tuning(tmp_path, mtu=1400), "dataDir": str(tmp_path / "blocker" / "d")},
+                   pod)
+    call = call_plugin(host_ns, "tuning", cni_env("ADD", container_id="t1", netns=netns), conf)
+    assert call.status == 1
+    assert call.json["code"] == 5
+    assert call.json["msg"].startswith(f"failed to write {tmp_path / 'blocker' / 'd'}/")
+    assert _attrs(_link(netns)) == _attrs(before)

@@ -27,13 +27,14 @@ from typing import ClassVar
 import pytest
 from typer.testing import CliRunner
 
-from pycni.cli import app, interpreter
+from pycni.cli import app
 from pycni.daemon import (
     Agent,
     AgentConfig,
     AgentError,
     Call,
     JSONFormatter,
+    interpreter,
     parse_address,
     shim_script,
     unit_text,

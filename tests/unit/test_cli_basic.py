@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pycni.cli import app, interpreter, plugin_script
+from pycni.cli import app
 from pycni.cli._app import _container_id
+from pycni.daemon import install_plugins, interpreter, shim_script
 from pycni.invoke import PYCNI_MARKER, REGISTRY
 from pycni.spec import SUPPORTED_VERSIONS
 
@@ -106,7 +107,7 @@ def test_install_leaves_foreign_executables_alone(tmp_path: Path) -> None:
 def test_installed_plugin_answers_version(tmp_path: Path) -> None:
     import subprocess
 
-    (tmp_path / "loopback").write_text(plugin_script("loopback", interpreter()))
+    (tmp_path / "loopback").write_text(shim_script("loopback", interpreter()))
     (tmp_path / "loopback").chmod(0o755)
     env = {**os.environ, "CNI_COMMAND": "VERSION"}
     proc = subprocess.run([str(tmp_path / "loopback")], input=b"{}", capture_output=True,
@@ -117,3 +118,33 @@ def test_installed_plugin_answers_version(tmp_path: Path) -> None:
 
 def test_interpreter_is_the_running_python() -> None:
     assert Path(interpreter()).resolve() == Path(sys.executable).resolve()
+
+
+def test_install_names_a_directory_it_cannot_create(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    bin_dir = tmp_path / "file" / "bin"
+    out = runner.invoke(app, ["install", "--bin-dir", str(bin_dir)])
+    assert out.exit_code == 1
+    assert out.stderr == f"pycni: cannot create {bin_dir}: Not a directory\n"
+    unit_dir = tmp_path / "file" / "units"
+    out = runner.invoke(app, ["install", "--agent", "--bin-dir", str(tmp_path / "bin"),
+                              "--unit-dir", str(unit_dir)])
+    assert out.exit_code == 1
+    assert out.stderr == f"pycni: cannot create {unit_dir}: Not a directory\n"
+
+
+def test_install_plugins_asks_before_replacing_and_reports_each_file(tmp_path: Path) -> None:
+    (tmp_path / "bridge").write_text("#!/bin/sh\n")
+    written: list[Path] = []
+    asked: list[Path] = []
+
+    def replace(path: Path) -> bool:
+        asked.append(path)
+        return False
+
+    skipped = install_plugins(tmp_path, replace=replace, written=written.append,
+                              python="/usr/bin/python3")
+    assert skipped == ["bridge"]
+    assert asked == [tmp_path / "bridge"]
+    assert written == [tmp_path / t for t in sorted(REGISTRY) if t != "bridge"]
+    assert (tmp_path / "loopback").read_text().startswith("#!/usr/bin/python3 -IS\n")

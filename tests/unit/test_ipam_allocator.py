@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from pycni.ipam import (
     DiskStore,
     RangeSet,
     Request,
+    Reservation,
+    Store,
     allocate,
     exhausted,
     parse_range_sets,
@@ -163,3 +167,69 @@ def test_requesting_the_gateway_is_in_use(tmp_path: Path) -> None:
     with pytest.raises(AddressInUse, match="gateway"):
         allocate(store, SETS, container_id="a", ifname="eth0",
                  requests=[Request(IP("10.2.0.2"), "CNI_ARGS IP")])
+
+
+class MemoryStore:
+    """A :class:`Store` in a dict: what another (cluster-wide) store has to provide."""
+
+    def __init__(self, network: str) -> None:
+        self.network = network
+        self.held: dict[str, tuple[str, str]] = {}
+        self.cursor: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+        self.locks = 0
+
+    @contextmanager
+    def locked(self, *, create: bool = True) -> Iterator[bool]:
+        self.locks += 1
+        yield bool(self.held) or create
+
+    def names(self) -> set[str]:
+        return set(self.held)
+
+    def reservations(self, names: Iterable[str] | None = None) -> list[Reservation]:
+        wanted = set(self.held) if names is None else set(names) & set(self.held)
+        return [Reservation(IP(n), n, *self.held[n]) for n in sorted(wanted)]
+
+    def owned(self, container_id: str, ifname: str, names: Iterable[str] | None = None
+              ) -> list[Reservation]:
+        return [r for r in self.reservations(names) if r.owned_by(container_id, ifname)]
+
+    def reserve(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, container_id: str,
+                ifname: str, range_id: int) -> bool:
+        if str(ip) in self.held:
+            return False
+        self.held[str(ip)] = (container_id, ifname)
+        self.cursor[range_id] = ip
+        return True
+
+    def last_reserved(self, range_id: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        return self.cursor.get(range_id)
+
+    def release(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return self.held.pop(str(ip), None) is not None
+
+    def release_owner(self, container_id: str, ifname: str
+                      ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return [r.ip for r in self.owned(container_id, ifname) if self.release(r.ip)]
+
+    def gc(self, valid: set[tuple[str, str]]
+           ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return [r.ip for r in self.reservations()
+                if (r.container_id, r.ifname) not in valid and self.release(r.ip)]
+
+    def writable(self) -> str:
+        return ""
+
+
+def test_the_allocator_needs_only_the_store_protocol() -> None:
+    store: Store = MemoryStore("net")
+    assert isinstance(store, Store)
+    assert isinstance(DiskStore("net"), Store)
+    first = allocate(store, SETS, container_id="a", ifname="eth0")
+    assert [str(a.ip) for a in first] == ["10.1.0.2", "2001:db8::2"]
+    release(store, "a", "eth0")
+    second = allocate(store, SETS, container_id="b", ifname="eth0")
+    assert [str(a.ip) for a in second] == ["10.1.0.3", "2001:db8::3"]
+    with pytest.raises(AddressInUse, match="duplicate"):
+        allocate(store, SETS, container_id="b", ifname="eth0")
+    assert exhausted(store, SETS) == []

@@ -2,7 +2,7 @@
 
 The spec sets no limit on CNI_CONTAINERID (the reference accepts 100 KB); a file name holds at
 most 255 bytes and an iptables comment 255. Short keys keep the Go plugins' and libcni's
-names; longer ones are hashed (see ``pycni._files.fit_name``).
+names; longer ones are hashed (see ``pycni.store.fit_name``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycni import _files
-from pycni._files import NAME_MAX, atomic_write, fit_name
 from pycni.host.netfilter.firewall import Attachment
 from pycni.host.netfilter.firewall import nftables as fw_nft
 from pycni.host.netfilter.masq import chain_comment, chain_name
 from pycni.host.netfilter.portmap.iptables import dnat_comment
-from pycni.plugins.meta._state import RecordStore
 from pycni.runtime import CachedAttachment, ResultCache
+from pycni.store import NAME_MAX, RecordStore, _files, atomic_write, fit_name
 
 #: 100 KB, a valid container ID.
 LONG_ID = "c" + "0123456789abcdef" * 6400

@@ -6,8 +6,8 @@ import importlib
 
 import pytest
 
-PACKAGES = ["spec", "invoke", "skel", "host", "host.netfilter", "testing", "plugins", "runtime",
-            "ipam", "daemon", "multi", "cli"]
+PACKAGES = ["store", "spec", "invoke", "skel", "host", "host.netfilter", "testing", "plugins",
+            "runtime", "ipam", "daemon", "multi", "cli"]
 
 
 def _all_of(package: str) -> list[str]:

@@ -19,8 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycni.cli import interpreter
-from pycni.daemon import Agent, AgentConfig, shim_script
+from pycni.daemon import Agent, AgentConfig, interpreter, shim_script
 from pycni.shim import (
     ACK,
     MAGIC,

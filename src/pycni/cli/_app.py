@@ -15,13 +15,11 @@ import logging
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-from .._files import atomic_write
 from ..spec import (
     CURRENT_VERSION,
     SUPPORTED_VERSIONS,
@@ -413,7 +411,7 @@ def demo_cmd(
                                         "names.")] = "pycni-demo",
 ) -> None:
     """Two pods on one network ping each other; then everything is torn down."""
-    from ..runtime._demo import run_demo
+    from ._demo import run_demo
 
     pods = _pods(conf_dir, cni_path, cache_dir, data_dir=data_dir, bridge=bridge,
                  subnet=subnet)
@@ -429,44 +427,10 @@ def demo_cmd(
 
 # -- install / version ---------------------------------------------------------------------
 
-def interpreter() -> str:
-    """The interpreter binary for plugin shebangs: never a version-manager shim.
-
-    ``sys.executable`` is the binary itself even when started through a pyenv shim; its
-    symlinks are resolved, except inside a virtualenv whose ``bin/python`` link is what
-    makes the venv's packages visible.
-    """
-    exe = Path(sys.executable).absolute()
-    if sys.prefix != sys.base_prefix:
-        return str(exe)
-    return str(exe.resolve())
-
-
-def plugin_script(plugin_type: str, python: str, socket_path: str | None = None) -> str:
-    """The text of the executable ``pycni install`` writes for ``plugin_type``.
-
-    A stdlib-only shim (:mod:`pycni.shim`) that forwards the call to ``pycni agent`` on
-    ``socket_path``, or runs the plugin itself when no agent listens.
-    """
-    from ..daemon import shim_script
-    from ..shim import DEFAULT_SOCKET
-
-    return shim_script(plugin_type, python, socket_path=socket_path or DEFAULT_SOCKET)
-
-
 def _is_ours(path: Path) -> bool:
     from ..invoke import is_pycni_executable
 
     return is_pycni_executable(path)
-
-
-def _write_atomic(dest: Path, text: str, mode: int) -> None:
-    # Write then rename: a plugin being exec'd right now keeps its old inode, and no
-    # runtime ever sees a half-written file (or gets ETXTBSY from us).
-    try:
-        atomic_write(dest, text.encode(), mode=mode)
-    except OSError as exc:
-        _fail(OSError(f"cannot write {dest}: {exc.strerror}"))
 
 
 AgentSocket = Annotated[str, typer.Option(
@@ -492,31 +456,16 @@ def install_cmd(
     Each forwards its calls to the node agent (``pycni agent``) listening on --socket, and
     runs the plugin itself when no agent is there.
     """
-    from ..daemon import UNIT_NAME, pycni_executable, unit_text
-    from ..invoke import REGISTRY
+    from ..daemon import InstallError, install_plugins, install_unit
 
-    target = Path(bin_dir)
-    python = interpreter()
     try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        _fail(OSError(f"cannot create {bin_dir}: {exc.strerror}"))
-    skipped = []
-    for plugin_type in sorted(REGISTRY):
-        dest = target / plugin_type
-        if dest.exists() and not force and not _is_ours(dest):
-            skipped.append(plugin_type)
-            continue
-        _write_atomic(dest, plugin_script(plugin_type, python, socket_path), 0o755)
-        typer.echo(str(dest))
-    if agent:
-        try:
-            Path(unit_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            _fail(OSError(f"cannot create {unit_dir}: {exc.strerror}"))
-        unit = Path(unit_dir) / UNIT_NAME
-        _write_atomic(unit, unit_text(pycni_executable(), socket_path=socket_path), 0o644)
-        typer.echo(str(unit))
+        skipped = install_plugins(bin_dir, socket_path=socket_path,
+                                  replace=lambda dest: force or _is_ours(dest),
+                                  written=lambda dest: typer.echo(str(dest)))
+        if agent:
+            typer.echo(str(install_unit(unit_dir, socket_path=socket_path)))
+    except InstallError as exc:
+        _fail(exc)
     if skipped:
         typer.echo(f"pycni: left {', '.join(skipped)} in {bin_dir} alone: not written by "
                    "pycni (use --force to replace)", err=True)

@@ -1,8 +1,8 @@
 """The node agent: serves CNI calls from the plugin shims in one warm process.
 
 :class:`Agent` listens on a unix socket (``pycni agent``); :mod:`pycni.shim` is what the
-installed plugin executables run. ``pycni install`` writes both halves (see
-:func:`shim_script` and :func:`unit_text`).
+installed plugin executables run. ``pycni install`` writes both halves
+(:func:`install_plugins` and :func:`install_unit`).
 """
 
 from ._agent import PER_CONTAINER, Agent, AgentConfig, AgentError, Call, run_agent
@@ -10,7 +10,11 @@ from ._install import (
     DEFAULT_METRICS,
     DEFAULT_UNIT_DIR,
     UNIT_NAME,
+    InstallError,
     import_paths,
+    install_plugins,
+    install_unit,
+    interpreter,
     pycni_executable,
     shim_script,
     unit_text,
@@ -28,10 +32,14 @@ __all__ = [
     "AgentConfig",
     "AgentError",
     "Call",
+    "InstallError",
     "JSONFormatter",
     "Metrics",
     "configure_logging",
     "import_paths",
+    "install_plugins",
+    "install_unit",
+    "interpreter",
     "parse_address",
     "pycni_executable",
     "run_agent",

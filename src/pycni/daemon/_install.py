@@ -1,14 +1,21 @@
-"""What ``pycni install`` writes: plugin executables (the shim) and the agent's systemd unit."""
+"""What ``pycni install`` does: write the plugin executables (the shim) and the agent's unit.
+
+:func:`install_plugins` writes one executable per plugin type, :func:`install_unit` the
+systemd unit; the command only parses its options and calls them. Files are replaced
+atomically: a plugin being exec'd right now keeps its old inode, and no runtime ever sees a
+half-written file (or gets ETXTBSY from us).
+"""
 
 from __future__ import annotations
 
 import site
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import shim
-from ..invoke import PYCNI_MARKER
+from ..invoke import PYCNI_MARKER, REGISTRY
+from ..store import atomic_write
 
 #: The unit ``pycni install --agent`` writes, and deploy/pycni-agent.service.
 UNIT_NAME = "pycni-agent.service"
@@ -44,6 +51,23 @@ RestartSec=1
 [Install]
 WantedBy=multi-user.target
 """
+
+
+class InstallError(Exception):
+    """A directory or file ``pycni install`` needs could not be made; the message names it."""
+
+
+def interpreter() -> str:
+    """The interpreter binary for plugin shebangs: never a version-manager shim.
+
+    ``sys.executable`` is the binary itself even when started through a pyenv shim; its
+    symlinks are resolved, except inside a virtualenv whose ``bin/python`` link is what
+    makes the venv's packages visible.
+    """
+    exe = Path(sys.executable).absolute()
+    if sys.prefix != sys.base_prefix:
+        return str(exe)
+    return str(exe.resolve())
 
 
 def import_paths() -> list[str]:
@@ -100,5 +124,55 @@ def pycni_executable() -> str:
     return str(candidate if candidate.exists() else Path(sys.argv[0]).absolute())
 
 
-__all__ = ["AGENT_ENV", "DEFAULT_METRICS", "DEFAULT_UNIT_DIR", "UNIT_NAME", "import_paths",
-           "pycni_executable", "shim_script", "unit_text"]
+def _mkdir(directory: str | Path) -> None:
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InstallError(f"cannot create {directory}: {exc.strerror}") from exc
+
+
+def _write(dest: Path, text: str, mode: int) -> None:
+    try:
+        atomic_write(dest, text.encode(), mode=mode)
+    except OSError as exc:
+        raise InstallError(f"cannot write {dest}: {exc.strerror}") from exc
+
+
+def install_plugins(bin_dir: str | Path, *, replace: Callable[[Path], bool],
+                    socket_path: str = shim.DEFAULT_SOCKET, python: str | None = None,
+                    written: Callable[[Path], object] = lambda _path: None) -> list[str]:
+    """Write an executable for every pycni plugin type into ``bin_dir``, in name order.
+
+    A file already there is replaced only if ``replace(path)`` says so. ``written`` is told
+    each path as soon as it is in place; returns the types left alone. ``python``: the
+    shebang's interpreter (default :func:`interpreter`). InstallError names what failed.
+    """
+    target = Path(bin_dir)
+    python = python or interpreter()
+    _mkdir(bin_dir)
+    skipped = []
+    for plugin_type in sorted(REGISTRY):
+        dest = target / plugin_type
+        if dest.exists() and not replace(dest):
+            skipped.append(plugin_type)
+            continue
+        _write(dest, shim_script(plugin_type, python, socket_path=socket_path), 0o755)
+        written(dest)
+    return skipped
+
+
+def install_unit(unit_dir: str | Path = DEFAULT_UNIT_DIR, *,
+                 socket_path: str = shim.DEFAULT_SOCKET) -> Path:
+    """Write the agent's systemd unit (:func:`unit_text`) into ``unit_dir``; its path.
+
+    The unit is not enabled or started. InstallError names what failed.
+    """
+    _mkdir(unit_dir)
+    unit = Path(unit_dir) / UNIT_NAME
+    _write(unit, unit_text(pycni_executable(), socket_path=socket_path), 0o644)
+    return unit
+
+
+__all__ = ["AGENT_ENV", "DEFAULT_METRICS", "DEFAULT_UNIT_DIR", "UNIT_NAME", "InstallError",
+           "import_paths", "install_plugins", "install_unit", "interpreter", "pycni_executable",
+           "shim_script", "unit_text"]

@@ -10,14 +10,17 @@ Metrics (all prefixed ``pycni_agent_``, labels ``plugin`` and ``command``)::
     ipam_pool_allocated{network,range}   addresses reserved in it (read at scrape time)
 
 The pool gauges cover every host-local network the agent has seen a call for (as the IPAM of
-a main plugin or directly); they are computed from the store when scraped.
+a main plugin or directly); they are computed from the store when scraped. A config the agent
+saw before is not parsed again: the plugin already parsed it for the call itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,6 +37,10 @@ COMMANDS = frozenset({"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"})
 
 #: Latency buckets (seconds): CNI calls take milliseconds to seconds.
 _BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: Distinct configs whose host-local network is remembered (the least recently seen goes
+#: first). A node has few networks, but a config carries per-pod runtimeConfig and DEL/CHECK
+#: a prevResult, so several configs name one network.
+_PARSED_MAX = 512
 
 
 def command_label(command: str) -> str:
@@ -47,20 +54,32 @@ class PoolCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], Any] = {}
+        #: (is the plugin host-local, digest of the config) -> its host-local config, None if
+        #: it has none. The digest keeps a 4 MiB config from being held here.
+        self._parsed: OrderedDict[tuple[bool, bytes], Any] = OrderedDict()
 
     def observe(self, stdin: bytes, plugin_type: str) -> None:
-        """Remember the host-local network a call's config uses, if any."""
-        from ..plugins.ipam.host_local import HostLocalConfig
+        """Remember the host-local network a call's config uses, if any.
 
-        try:
-            conf = NetworkConfig.parse(stdin)
-            ipam_type = (conf.ipam or {}).get("type")
-            if ipam_type != "host-local" and plugin_type != "host-local":
-                return
-            hl = HostLocalConfig.load(conf, {})
-        except (CNIError, ValueError, TypeError):
-            return  # the plugin reported the error; nothing to count
+        Each distinct config is parsed once (the plugin parsed it already for the call);
+        a later call with the same bytes reuses that parse.
+        """
+        key = (plugin_type == "host-local", hashlib.blake2b(stdin, digest_size=16).digest())
         with self._lock:
+            if key in self._parsed:
+                self._parsed.move_to_end(key)
+                self._remember(self._parsed[key])
+                return
+        hl = _host_local(stdin, plugin_type)  # outside the lock: other calls go on
+        with self._lock:
+            self._parsed[key] = hl
+            while len(self._parsed) > _PARSED_MAX:
+                self._parsed.popitem(last=False)
+            self._remember(hl)
+
+    def _remember(self, hl: Any) -> None:
+        """Count ``hl``'s network with its latest config (the caller holds the lock)."""
+        if hl is not None:
             self._seen[(hl.network, hl.data_dir)] = hl
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -90,6 +109,20 @@ class PoolCollector(Collector):
                 used.add_metric(label, sum(1 for ip in ips if rs.contains(ip)))
         yield size
         yield used
+
+
+def _host_local(stdin: bytes, plugin_type: str) -> Any:
+    """The host-local config a call's config uses; None if none (or it is invalid)."""
+    from ..plugins.ipam.host_local import HostLocalConfig
+
+    try:
+        conf = NetworkConfig.parse(stdin)
+        ipam_type = (conf.ipam or {}).get("type")
+        if ipam_type != "host-local" and plugin_type != "host-local":
+            return None
+        return HostLocalConfig.load(conf, {})
+    except (CNIError, ValueError, TypeError):
+        return None  # the plugin reported the error; nothing to count
 
 
 class Metrics:

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
 from ..ipam.dhcp import (
     DEFAULT_SOCKET_PATH,
     DEFAULT_STATE_DIR,
@@ -70,6 +69,7 @@ from ..spec import (
     decode_json_object,
     valid_attachments,
 )
+from ..store import atomic_write
 from ._intake import Intake, Limits, RequestError, send_nowait
 
 log = logging.getLogger("pycni.dhcp")

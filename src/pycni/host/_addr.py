@@ -8,8 +8,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ..spec import KernelError
-from ..spec._result import IPInterface
+from ..spec import IPInterface, KernelError
 from .links import _require, kernel_op, rtnl, set_mac
 
 IFA_F_TENTATIVE = 0x40

@@ -8,8 +8,7 @@ family from ``ips``).
 
 from __future__ import annotations
 
-from ..spec import KernelError, Result
-from ..spec._result import IPAddress
+from ..spec import IPAddress, KernelError, Result
 from ._addr import add_address, list_addresses, settle_addresses
 from ._route import RT_TABLE_MAIN, RouteInfo, add_route, list_routes
 from ._rules import list_rules

@@ -7,7 +7,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from ..spec._result import IPAddress, IPInterface
+from ..spec import IPAddress, IPInterface
 from .links import _require, kernel_op, rtnl
 
 RT_TABLE_MAIN = 254

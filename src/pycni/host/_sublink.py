@@ -22,8 +22,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec import KernelError
-from ..spec._result import IPInterface
+from ..spec import IPInterface, KernelError
 from ._veth import NAME_ATTEMPTS, random_veth_name
 from .links import _require, index_of, kernel_op, link_info, link_msg, rtnl
 

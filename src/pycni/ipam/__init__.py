@@ -1,15 +1,17 @@
-"""IP address management: ranges, the host-local disk store and allocator.
+"""IP address management: ranges, the allocator, and where reservations live.
 
 ``host-local`` keeps its reservations in files that the Go reference plugin reads and writes
 too (see :mod:`._store`); :func:`allocate` hands out one address per :class:`RangeSet`
-round-robin, :func:`release` frees an attachment's addresses, :meth:`DiskStore.gc` frees those
-of attachments the runtime no longer knows.
+round-robin, :func:`release` frees an attachment's addresses, :meth:`Store.gc` frees those
+of attachments the runtime no longer knows. The allocator sees only the :class:`Store`
+Protocol; :class:`DiskStore` is its host-local implementation.
 """
 
+from ..spec import IPAddress
 from ._allocator import Allocation, Request, allocate, assign_requests, exhausted, release
+from ._base import Store
 from ._fields import parse_routes, str_field
 from ._range import (
-    IPAddress,
     Range,
     RangeSet,
     canonical_ip,
@@ -41,6 +43,7 @@ __all__ = [
     "RangeSet",
     "Request",
     "Reservation",
+    "Store",
     "allocate",
     "assign_requests",
     "canonical_ip",

@@ -1,5 +1,7 @@
 """host-local allocation: one address from each range set, under the store's lock.
 
+The allocator works on any :class:`~pycni.ipam.Store`; host-local's is the disk store.
+
 The strategy is the reference allocator's round-robin: each range set remembers the address
 it handed out last (``last_reserved_ip.<index>``) and the next search starts just after it,
 so a crash-looping container does not get its old address back until the pool wraps.
@@ -15,9 +17,10 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..spec import AddressExhausted, AddressInUse, InvalidNetworkConfig
-from ._range import IPAddress, Range, RangeSet
-from ._store import DiskStore, Reservation
+from ..spec import AddressExhausted, AddressInUse, InvalidNetworkConfig, IPAddress
+from ._base import Store
+from ._range import Range, RangeSet
+from ._store import Reservation
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def _holder(res: Reservation | None) -> str:
 class _Claim:
     """One ADD's work under the lock: what is taken, what it reserved so far."""
 
-    store: DiskStore
+    store: Store
     container_id: str
     ifname: str
     network: str
@@ -130,7 +133,7 @@ class _Claim:
             self.store.release(a.ip)
 
 
-def allocate(store: DiskStore, sets: Sequence[RangeSet], *, container_id: str, ifname: str,
+def allocate(store: Store, sets: Sequence[RangeSet], *, container_id: str, ifname: str,
              requests: Sequence[Request] = (), network: str = "") -> list[Allocation]:
     """Reserve one address per range set for (container, interface); all or nothing."""
     assigned = assign_requests(sets, requests)
@@ -152,13 +155,13 @@ def allocate(store: DiskStore, sets: Sequence[RangeSet], *, container_id: str, i
     return claim.done
 
 
-def release(store: DiskStore, container_id: str, ifname: str) -> list[IPAddress]:
+def release(store: Store, container_id: str, ifname: str) -> list[IPAddress]:
     """DEL: release what (container, interface) holds in this network; idempotent."""
     with store.locked(create=False) as present:
         return store.release_owner(container_id, ifname) if present else []
 
 
-def exhausted(store: DiskStore, sets: Sequence[RangeSet]) -> list[int]:
+def exhausted(store: Store, sets: Sequence[RangeSet]) -> list[int]:
     """Indexes of the range sets with no free address (from one snapshot, without the lock)."""
     names = store.names()
     return [i for i, rs in enumerate(sets) if rs.first_free(names) is None]

@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..spec import IOFailure
-from ._range import IPAddress, canonical_ip
+from ..spec import IOFailure, IPAddress
+from ._range import canonical_ip
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 LOCK_NAME = "lock"
@@ -96,7 +96,7 @@ def _ip_from_name(name: str) -> IPAddress | None:
 
 
 class DiskStore:
-    """The reservations of one network in ``<data_dir>/<network>``."""
+    """The reservations of one network in ``<data_dir>/<network>``: host-local's :class:`Store`."""
 
     def __init__(self, network: str, data_dir: str = "") -> None:
         self.network = network

@@ -17,7 +17,7 @@ result", so a DEL still runs (without ``prevResult``) instead of wedging the con
 file holding a bare result (libcni's pre-``cniCacheV1`` format) is still understood.
 
 A file name longer than ``NAME_MAX`` (a container ID of hundreds of bytes; the spec sets no
-limit) is hashed by :func:`pycni._files.fit_name`; libcni cannot store such an entry at all.
+limit) is hashed by :func:`pycni.store.fit_name`; libcni cannot store such an entry at all.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write, fit_name, is_hashed
 from ..skel import validate_container_id, validate_ifname
 from ..spec import (
     NAME_RE,
@@ -42,6 +41,7 @@ from ..spec import (
     Result,
     decode_json,
 )
+from ..store import atomic_write, fit_name, is_hashed
 
 log = logging.getLogger("pycni.runtime")
 

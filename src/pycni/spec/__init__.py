@@ -30,7 +30,17 @@ from ._errors import (
     UnsupportedField,
 )
 from ._json import decode_json, decode_json_object
-from ._result import DNS, Interface, IPConfig, Result, Route, parse_cidr, parse_ip
+from ._result import (
+    DNS,
+    Interface,
+    IPAddress,
+    IPConfig,
+    IPInterface,
+    Result,
+    Route,
+    parse_cidr,
+    parse_ip,
+)
 from ._version import (
     COMMAND_MIN_VERSION,
     CURRENT_VERSION,
@@ -56,7 +66,9 @@ __all__ = [
     "ErrorCode",
     "GCAttachment",
     "IOFailure",
+    "IPAddress",
     "IPConfig",
+    "IPInterface",
     "IncompatibleCNIVersion",
     "Interface",
     "InternalError",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._files import fit_name
+from ...store import fit_name
 from ._nft import NftError, nft_json
 
 TABLE = "nat"

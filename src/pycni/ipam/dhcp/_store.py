@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..._files import atomic_write
 from ...spec import CNIError, IOFailure, decode_json_object
+from ...store import atomic_write
 from ._client import Lease
 from ._keeper import Attachment, State
 

@@ -43,6 +43,7 @@ from ...ipam import (
     Range,
     RangeSet,
     Request,
+    Store,
     allocate,
     check_disjoint,
     exhausted,
@@ -150,12 +151,12 @@ class HostLocalConfig:
             requests=parse_requested(conf, cni_args),
         )
 
-    def store(self) -> DiskStore:
-        """The network's on-disk store."""
+    def store(self) -> Store:
+        """The network's store (host-local's files in ``dataDir``)."""
         return DiskStore(self.network, self.data_dir)
 
 
-def store_for(conf: NetworkConfig) -> DiskStore:
+def store_for(conf: NetworkConfig) -> Store:
     """The store, from ``name`` and ``ipam.dataDir`` alone.
 
     DEL and GC need nothing else, so a config whose ranges were broken after ADD can still

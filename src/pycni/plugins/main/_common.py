@@ -22,13 +22,13 @@ from ...spec import (
     CNIError,
     ErrorCode,
     InvalidNetworkConfig,
+    IPInterface,
     KernelError,
     PluginNotAvailable,
     PluginNotFound,
     Result,
     bool_field,
 )
-from ...spec._result import IPInterface
 from .._fields import valid_attachments
 
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")

@@ -35,13 +35,13 @@ from ...skel import IFNAME_MAX, CmdArgs, Plugin
 from ...spec import (
     Interface,
     InvalidNetworkConfig,
+    IPInterface,
     KernelError,
     PluginNotAvailable,
     Result,
     Route,
     bool_field,
 )
-from ...spec._result import IPInterface
 from .._fields import ifname_field, int_field, mtu_field
 from ._common import (
     Rollback,

@@ -33,9 +33,9 @@ from ...host import NetNSNotFound
 from ...host import _hostdev as hostdev
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
-from ...spec import CNIError, Interface, InvalidNetworkConfig, Result, bool_field
+from ...spec import CNIError, Interface, InvalidNetworkConfig, IOFailure, Result, bool_field
+from ...store import RecordStore
 from .._fields import ifname_field, str_field, valid_attachments
-from ..meta._state import RecordStore
 from ._common import (
     Rollback,
     apply_dns,
@@ -201,7 +201,10 @@ class HostDevice(Plugin):
             record = _record(args, dev)
             rollback.push(f"return {dev.name!r} to the host", _return_device, args, conf,
                           record)
-            _store(conf).save(args.container_id, args.ifname, record)
+            try:
+                _store(conf).save(args.container_id, args.ifname, record)
+            except OSError as exc:
+                raise IOFailure(f"failed to write {exc.filename}: {exc.strerror}") from exc
             result = Result(interfaces=[Interface(name=moved.name, mac=moved.mac,
                                                   sandbox=args.netns, pci_id=sel.pci)])
             if conf.ipam_type:

@@ -22,11 +22,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..._files import fit_name
 from ...host import _tc as tc
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, Interface, InvalidNetworkConfig, KernelError, Result
+from ...store import fit_name
 from .._fields import int_field, require_prev_result, str_list, valid_attachments
 
 IFB_PREFIX = "bwp"

@@ -37,8 +37,8 @@ from ...host.netfilter.firewall import (
 )
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, PluginNotAvailable, Result
+from ...store import RecordStore
 from .._fields import require_prev_result, str_field, valid_attachments
-from ._state import RecordStore
 
 DEFAULT_DATA_DIR = "/var/lib/cni/firewall"
 
@@ -123,9 +123,9 @@ class Firewall(Plugin):
         backend.add(att)
         try:
             _store(args).save(args.container_id, args.ifname, att.to_json())
-        except IOFailure:
+        except OSError as exc:
             backend.delete(att)
-            raise
+            raise IOFailure(f"failed to write {exc.filename}: {exc.strerror}") from exc
         return prev
 
     def delete(self, args: CmdArgs) -> None:

@@ -28,6 +28,7 @@ from ...host import _linkattrs as la
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, KernelError, Result
+from ...store import RecordStore
 from .._fields import (
     UINT32_MAX,
     int_field,
@@ -37,7 +38,6 @@ from .._fields import (
     str_field,
     valid_attachments,
 )
-from ._state import RecordStore
 
 DEFAULT_DATA_DIR = "/run/cni/tuning"
 DEFAULT_ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
@@ -185,7 +185,10 @@ def _save_backup(conf: TuningConfig, args: CmdArgs, current: la.LinkAttrs) -> No
         saved["allmulti"] = current.allmulti
     if conf.txqlen is not None:
         saved["txQLen"] = current.txqlen
-    _store(conf).save(args.container_id, args.ifname, saved)
+    try:
+        _store(conf).save(args.container_id, args.ifname, saved)
+    except OSError as exc:
+        raise IOFailure(f"failed to write {exc.filename}: {exc.strerror}") from exc
 
 
 def _apply_in_netns(conf: TuningConfig, args: CmdArgs, result: Result) -> None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...._files import fit_name
 from ....spec import KernelError
+from ....store import fit_name
 from .._nft import NftError, available, nft_json
 from ._base import POLICY_ISOLATED, POLICY_SAME_BRIDGE, Attachment
 
@@ -59,7 +59,7 @@ def _rules(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def owner_comment(att: Attachment) -> str:
     """The comment marking an attachment's rules: ``<containerID>/<ifname>``.
 
-    One that would not fit nftables' comment is hashed (see :func:`pycni._files.fit_name`):
+    One that would not fit nftables' comment is hashed (see :func:`pycni.store.fit_name`):
     cutting it would give two long IDs with a common prefix the same comment, and one
     container's DEL would remove the other's rules.
     """

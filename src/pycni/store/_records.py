@@ -1,25 +1,37 @@
 """Per-attachment JSON records that meta plugins keep on disk (tuning backups, firewall GC).
 
 A record is ``<directory>/<containerID>_<ifname>.json`` (the Go plugins' names), hashed by
-:func:`pycni._files.fit_name` when a long container ID would make it exceed ``NAME_MAX``.
+:func:`~pycni.store.fit_name` when a long container ID would make it exceed ``NAME_MAX``.
 Writes go to a temporary file and are renamed into place, so a reader never sees half a
 record.
+
+This package sits below :mod:`pycni.spec`, so failures are ``OSError``: the plugin that
+keeps the records turns them into its CNI error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from ..._files import atomic_write, fit_name
-from ...spec import DecodingFailure, IOFailure, decode_json
+from ._files import atomic_write, fit_name
 
 #: How often a write is retried when a concurrent :meth:`RecordStore.prune` removed the
 #: directory between its creation and the write.
 _SAVE_ATTEMPTS = 5
+
+
+def _finite(text: str) -> float:
+    # json takes NaN, Infinity and 1e999 (an infinite float); Go's decoder, and
+    # pycni.spec.decode_json, refuse them: such a record is unreadable.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite JSON number")
+    return value
 
 
 class RecordStore:
@@ -33,30 +45,32 @@ class RecordStore:
         return self.directory / fit_name(f"{container_id}_{ifname}", ".json")
 
     def save(self, container_id: str, ifname: str, record: dict[str, Any]) -> None:
-        """Write a record atomically; IOFailure names the file."""
+        """Write a record atomically; the OSError names the record's file."""
         path = self.path(container_id, ifname)
         data = json.dumps(record, indent=1).encode()
         for attempt in range(_SAVE_ATTEMPTS):
             try:
                 atomic_write(path, data, dir_mode=0o700)
-            except FileNotFoundError as exc:
-                # Another plugin's DEL or GC pruned the (then empty) directory after
-                # atomic_write created it: create it again.
-                if attempt + 1 < _SAVE_ATTEMPTS:
-                    continue
-                raise IOFailure(f"failed to write {path}: {exc.strerror}") from exc
             except OSError as exc:
-                raise IOFailure(f"failed to write {path}: {exc.strerror}") from exc
+                # FileNotFoundError: another plugin's DEL or GC pruned the (then empty)
+                # directory after atomic_write created it: create it again.
+                if isinstance(exc, FileNotFoundError) and attempt + 1 < _SAVE_ATTEMPTS:
+                    continue
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
             return
 
     @staticmethod
     def load(path: Path) -> dict[str, Any] | None:
         """A record, None if it does not exist, ``{}`` if it is unreadable."""
         try:
-            data = decode_json(path.read_bytes(), f"state file {path}")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, DecodingFailure):
+        except OSError:
+            return {}
+        try:
+            data = json.loads(raw, parse_constant=_finite, parse_float=_finite)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -64,13 +78,14 @@ class RecordStore:
         """Every record file, sorted."""
         try:
             return sorted(p for p in self.directory.iterdir() if p.suffix == ".json")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no directory: no records
             return []
 
     @staticmethod
     def remove(path: Path) -> None:
-        """Delete a record; a missing one is fine."""
-        path.unlink(missing_ok=True)
+        """Delete a record; a missing one is fine (ENOTDIR too: its directory is a file)."""
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            path.unlink()
 
     def prune(self) -> None:
         """Remove the directory if it holds nothing (not even a write in progress).

@@ -1,5 +1,7 @@
 """The demo behind ``pycni demo``: two pods on one network ping each other, then all of it goes.
 
+A front end over :class:`pycni.runtime.PodNetworks`, like the rest of the command.
+
 "All of it" includes what a first ADD leaves on the node for later pods: a bridge the
 network's bridge plugin created, the masquerade/portmap nftables tables it made, the
 forwarding sysctls it turned on and host-local's network directory. The demo notes what
@@ -28,8 +30,8 @@ from ..host import (
     sysctl_set,
 )
 from ..host.netfilter import NftError, nft_json
+from ..runtime import PodNetworks
 from ..spec import CNIError, NetworkConfigList
-from ._pod import PodNetworks
 
 _FORWARDING = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
 
