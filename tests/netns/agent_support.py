@@ -79,6 +79,7 @@ class AgentProcess:
             self.stop()
             raise AssertionError("the agent did not start listening")
         if self.proc.poll() is not None:
+            self._log.close()
             raise AssertionError(f"the agent exited: {self.log_path.read_text()}")
 
     def listening(self) -> bool:

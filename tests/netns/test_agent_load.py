@@ -135,7 +135,10 @@ def test_restart_under_load_completes_every_call(
             futures = _start_adds(pool, host_ns, shims, conf, list(zip(cids, nss, strict=True)))
             wait_for(first.calls, timeout=120)
             first.terminate()
-            # The replacement takes the socket over while the first one drains.
+            # The replacement takes the socket over while the first one drains. The first
+            # removes its socket when it handles SIGTERM; until then a second agent would
+            # (rightly) refuse to start beside a live one.
+            assert wait_for(lambda: not sock.exists(), timeout=60)
             second = AgentProcess(host_ns, sock)
             stack.callback(second.stop)
             results = [f.result() for f in futures]

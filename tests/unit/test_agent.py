@@ -50,6 +50,7 @@ from pycni.shim import (
     read_message,
 )
 from pycni.skel import CmdArgs, Plugin
+from pycni.testing import unix_exchange_as_nobody
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,41 +250,14 @@ def test_non_root_peer_is_refused(sock_path: Path) -> None:
                                       b"CNI_COMMAND", b"VERSION"])
             as_root = _raw_request(path, request)
             assert as_root[:1] == ACK
-            as_nobody = _as_nobody(RAW_CLIENT, str(path), request.hex())
-            assert as_nobody == "b''"  # closed unacknowledged: a shim runs the call itself
+            as_nobody = unix_exchange_as_nobody(str(path), request)
+            assert as_nobody == b""  # closed unacknowledged: a shim runs the call itself
         finally:
             a.shutdown(grace=5)
     finally:
         shutil.rmtree(run_dir)
 
 
-#: A stdlib-only client for a process without access to pycni: sends argv[2] (hex) on the
-#: unix socket argv[1], shuts its side, prints the repr of everything it receives.
-RAW_CLIENT = """
-import socket, sys
-c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-c.settimeout(30)
-c.connect(sys.argv[1])
-try:
-    c.sendall(bytes.fromhex(sys.argv[2]))
-    c.shutdown(socket.SHUT_WR)
-except OSError:
-    pass  # refused while sending: what was answered is still there to read
-data = b""
-try:
-    while chunk := c.recv(65536):
-        data += chunk
-except ConnectionResetError:
-    pass
-print(repr(data))
-"""
-
-
-def _as_nobody(script: str, *args: str) -> str:
-    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           "/usr/bin/python3", "-c", script, *args],
-                          capture_output=True, text=True, timeout=60, check=True)
-    return proc.stdout.strip()
 
 
 def test_idle_metrics_connections_take_no_threads(agent: Agent) -> None:

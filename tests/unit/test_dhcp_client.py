@@ -6,7 +6,6 @@ import ipaddress
 import json
 import shutil
 import stat
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from pycni.ipam.dhcp import _packet as p
 from pycni.plugins.ipam.dhcp import Dhcp
 from pycni.skel import run_plugin_bytes
 from pycni.spec import CNIError, IOFailure, TryAgainLater
-from pycni.testing import wait_for
+from pycni.testing import unix_exchange_as_nobody, wait_for
 
 IP = ipaddress.IPv4Address
 SERVER_MAC = bytes.fromhex("020000000001")
@@ -470,23 +469,6 @@ def test_daemon_socket_is_root_only_and_exclusive(tmp_path: Path, daemon: DhcpDa
     assert not sock.exists()
 
 
-#: A stdlib-only plugin stand-in for a process without access to pycni: sends argv[2] on the
-#: unix socket argv[1], shuts its side, prints what the daemon answers.
-RAW_CLIENT = """
-import socket, sys
-c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-c.settimeout(30)
-c.connect(sys.argv[1])
-try:
-    c.sendall(sys.argv[2].encode())
-    c.shutdown(socket.SHUT_WR)
-except OSError:
-    pass  # refused while sending: the answer is still there to read
-data = b""
-while chunk := c.recv(65536):
-    data += chunk
-print(data.decode())
-"""
 
 
 def test_daemon_refuses_non_root_peers(server: FakeServer, pod: str) -> None:
@@ -499,11 +481,9 @@ def test_daemon_refuses_non_root_peers(server: FakeServer, pod: str) -> None:
     try:
         d.start()
         (run_dir / "dhcp.sock").chmod(0o666)
-        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                               "/usr/bin/python3", "-c", RAW_CLIENT, str(run_dir / "dhcp.sock"),
-                               json.dumps(_req("ADD", pod))],
-                              capture_output=True, text=True, timeout=60, check=True)
-        err = json.loads(proc.stdout)["error"]
+        answer = unix_exchange_as_nobody(str(run_dir / "dhcp.sock"),
+                                         json.dumps(_req("ADD", pod)).encode())
+        err = json.loads(answer)["error"]
         assert err["code"] == 5
         assert "only root may use this socket" in err["msg"]
         assert "uid 65534" in err["msg"]

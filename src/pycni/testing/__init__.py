@@ -159,6 +159,38 @@ def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float =
         time.sleep(interval)
 
 
+#: A stdlib-only unix socket client for a process that cannot import pycni: sends argv[2]
+#: (hex) on the socket argv[1], shuts its side, prints (hex) what it receives until the peer
+#: closes. A peer that closes with our request unread resets the connection after its
+#: answer (unix sockets report ECONNRESET then, not the end of the stream).
+_RAW_CLIENT = """
+import socket, sys
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.settimeout(30)
+c.connect(sys.argv[1])
+try:
+    c.sendall(bytes.fromhex(sys.argv[2]))
+    c.shutdown(socket.SHUT_WR)
+except OSError:
+    pass
+data = b""
+try:
+    while chunk := c.recv(65536):
+        data += chunk
+except ConnectionResetError:
+    pass
+print(data.hex())
+"""
+
+
+def unix_exchange_as_nobody(socket_path: str, request: bytes) -> bytes:
+    """Send ``request`` on a unix socket as uid/gid 65534; what the server answered."""
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           "/usr/bin/python3", "-c", _RAW_CLIENT, socket_path, request.hex()],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return bytes.fromhex(proc.stdout.strip())
+
+
 def leftovers(*, mine: bool = False) -> list[str]:
     """Test objects left in the machine's namespace: netns and links with the prefix.
 
@@ -184,5 +216,6 @@ __all__ = [
     "ns_run",
     "temp_netns",
     "unique_name",
+    "unix_exchange_as_nobody",
     "wait_for",
 ]
