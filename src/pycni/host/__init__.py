@@ -21,20 +21,15 @@ _pyroute2.install()
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._addr import (
-        AddrInfo,
         add_address,
-        del_address,
         ensure_gateway_address,
         list_addresses,
-        settle_addresses,
     )
     from ._arp import announce_addresses, send_gratuitous_arp
     from ._bridge import (
         attach_port,
-        bridge_ports,
         bridge_problem,
         ensure_bridge,
-        port_vlans,
         set_port_vlans,
         vlan_users,
     )
@@ -54,7 +49,6 @@ if TYPE_CHECKING:
     from ._netns import (
         NetNS,
         NetNSNotFound,
-        NotANetNSError,
         create_netns,
         enter,
         list_netns,
@@ -62,21 +56,16 @@ if TYPE_CHECKING:
         open_netns,
         remove_netns,
         run_in_netns,
-        same_netns,
     )
     from ._route import (
         RT_SCOPE_HOST,
         RT_SCOPE_LINK,
         RT_SCOPE_UNIVERSE,
-        RouteInfo,
         add_route,
         default_route_interface,
         del_route,
-        has_route,
-        list_routes,
     )
     from ._rules import (
-        Rule,
         SourceRoute,
         list_rules,
         remove_source_rules,
@@ -97,7 +86,6 @@ if TYPE_CHECKING:
     from ._tc import (
         MAX_BURST_BYTES,
         RATE64_MAX,
-        QdiscInfo,
         Shaping,
         buffer_ticks,
         clear_root_qdisc,
@@ -115,9 +103,8 @@ if TYPE_CHECKING:
         create_veth,
         current_netns_fd,
         delete_link_with_addresses,
-        random_veth_name,
     )
-    from ._vrf import Vrf, create_vrf, enslave_to_vrf, find_vrf, release_from_vrf, vrf_members
+    from ._vrf import create_vrf, enslave_to_vrf, find_vrf, release_from_vrf, vrf_members
     from .links import (
         IPVLAN_MODES,
         LinkInfo,

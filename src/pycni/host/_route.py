@@ -124,14 +124,6 @@ def list_routes(family: int, *, table: int = RT_TABLE_MAIN) -> list[RouteInfo]:
     return out
 
 
-def has_route(dst: Network, gateway: IPAddress | None = None) -> bool:
-    """A main-table route to ``dst`` (through ``gateway`` if given) exists."""
-    return any(r.dst == dst and (gateway is None or r.gateway == gateway)
-               for r in list_routes(dst.version))
-
-
-
-
 def default_route_interface() -> str | None:
     """The interface of the first default route in the main table (IPv4 first), or None."""
     with rtnl() as ipr:
