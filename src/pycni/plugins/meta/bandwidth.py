@@ -26,6 +26,7 @@ from ...host import (
     MAX_BURST_BYTES,
     RATE64_MAX,
     Shaping,
+    Undo,
     buffer_ticks,
     clear_root_qdisc,
     create_ifb,
@@ -44,7 +45,7 @@ from ...host import (
 )
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
-from ...spec import CNIError, Interface, InvalidNetworkConfig, KernelError, Result
+from ...spec import Interface, InvalidNetworkConfig, KernelError, Result
 from .._fields import int_field, require_prev_result, str_list, valid_attachments
 
 IFB_PREFIX = "bwp"
@@ -161,19 +162,17 @@ class Bandwidth(Plugin):
         prev = require_prev_result(args, "must be called as chained plugin")
         host = host_interface(args, prev)
         ifb = ifb_name(args.conf.name, args.container_id)
-        try:
+        with Undo() as undo:
+            undo.push(f"remove the qdiscs of {host}", clear_root_qdisc, host)
             if conf.ingress is not None:
                 shape_ingress(host, conf.ingress)
             if conf.egress is not None:
                 veth = require_link(host)
+                undo.push(f"delete ifb {ifb}", delete_link, ifb)
                 mac = create_ifb(ifb, veth.mtu, veth.txqlen)
                 set_alias(ifb, f"{ALIAS_PREFIX}{args.conf.name}/{args.container_id}")
                 prev.interfaces.append(Interface(name=ifb, mac=mac))
                 shape_egress(host, ifb, conf.egress)
-        except CNIError:
-            delete_link(ifb)
-            clear_root_qdisc(host)
-            raise
         return prev
 
     def delete(self, args: CmdArgs) -> None:

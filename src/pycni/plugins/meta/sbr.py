@@ -18,6 +18,7 @@ from __future__ import annotations
 from ...host import (
     NetNSNotFound,
     SourceRoute,
+    Undo,
     link_info,
     list_addresses,
     list_rules,
@@ -69,12 +70,10 @@ class Sbr(Plugin):
         table = _table(args)
         prev = require_prev_result(args, "this plugin must be called as chained plugin")
         routes = source_routes(args, prev)
-        with enter_netns(args.netns) as ns:
-            try:
-                ns.call(setup_source_routing, args.ifname, routes, table)
-            except KernelError:
-                ns.call(remove_source_rules, [str(r.address.ip) for r in routes], table)
-                raise
+        with enter_netns(args.netns) as ns, Undo() as undo:
+            undo.push(f"remove the source rules of {args.ifname}", ns.call, remove_source_rules,
+                      [str(r.address.ip) for r in routes], table)
+            ns.call(setup_source_routing, args.ifname, routes, table)
         return prev
 
     def delete(self, args: CmdArgs) -> None:

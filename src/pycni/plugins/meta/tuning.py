@@ -26,6 +26,7 @@ from typing import Any
 from ...host import (
     LinkInfo,
     NetNSNotFound,
+    Undo,
     require_link,
     send_gratuitous_arp,
     set_link_attrs,
@@ -232,15 +233,13 @@ class Tuning(Plugin):
         prev = require_prev_result(args, "required prevResult missing")
         conf.sysctl_paths(args.ifname)  # rejects malformed and non-net keys before any change
         conf.check_allowlist(args.ifname)
-        with enter_netns(args.netns) as ns:
-            try:
-                ns.call(_apply_in_netns, conf, args, prev)
-            except Exception:
-                # Undo what part of the link change happened, from the backup just written.
-                if conf.changes_link:
-                    ns.call(_restore_in_netns, _store(conf).path(args.container_id, args.ifname),
-                            args.ifname)
-                raise
+        with enter_netns(args.netns) as ns, Undo() as undo:
+            if conf.changes_link:
+                # Whatever part of the link change happened, from the backup ADD writes first.
+                undo.push(f"restore the attributes of {args.ifname}", ns.call,
+                          _restore_in_netns, _store(conf).path(args.container_id, args.ifname),
+                          args.ifname)
+            ns.call(_apply_in_netns, conf, args, prev)
         if conf.mac is not None:
             for iface in prev.interfaces:
                 if iface.name == args.ifname:
