@@ -42,3 +42,56 @@ def lazy_package(package: str, names: "Mapping[str, str]",
         return sorted({*vars(sys.modules[package]), *public})
 
     return __getattr__, __dir__
+
+
+def _public_order(name: str) -> tuple[int, str]:
+    # The order ruff's RUF022 keeps: SCREAMING_CASE, then CamelCase, then the rest.
+    if name.isupper():
+        return 0, name
+    return (1 if name[:1].isupper() else 2), name
+
+
+def type_checking_imports(source: str) -> "dict[str, str | None]":
+    """Public name -> submodule, read from the ``if TYPE_CHECKING:`` block of ``source``.
+
+    The block holds only ``from .sub import a, b`` (parenthesised or not) and
+    ``from . import sub`` lines; a submodule imported whole maps to None. Anything else
+    there is a ValueError, so a package cannot export a name by accident.
+    """
+    start = source.index("\nif TYPE_CHECKING:\n") + len("\nif TYPE_CHECKING:\n")
+    lines = []
+    for line in source[start:].splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line.strip())
+    block = " ".join(lines).replace("(", " ").replace(")", " ").replace(",", " ")
+    names: dict[str, str | None] = {}
+    module = None
+    for word in block.split():
+        if word == "from":
+            module = ""
+        elif module == "" and word.startswith("."):
+            module = word[1:]
+        elif word == "import" and module is not None:
+            continue
+        elif module is not None and word.isidentifier() and word != "as":
+            names[word] = module or None
+        else:
+            raise ValueError(f"unexpected {word!r} in the TYPE_CHECKING imports")
+    return names
+
+
+def lazy_init(package: str, init_file: str
+              ) -> "tuple[Callable[[str], object], Callable[[], list[str]], list[str]]":
+    """``(__getattr__, __dir__, __all__)`` for a package whose ``__init__`` (``init_file``)
+    lists its public names once, as imports under ``if TYPE_CHECKING:``.
+
+    Type checkers read those imports; at run time they are read here as text (a few tens
+    of microseconds, far less than importing the submodules) and each name is imported
+    from its submodule on first use. ``__all__`` is every such name, sorted.
+    """
+    with open(init_file, encoding="utf-8") as fh:
+        names = type_checking_imports(fh.read())
+    public = sorted(names, key=_public_order)
+    getattr_, dir_ = lazy_package(package, {k: v for k, v in names.items() if v}, public)
+    return getattr_, dir_, public

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from pycni.host import run_in_netns
-from pycni.host._sublink import kind_supported
+from pycni.host import kind_supported, run_in_netns
 from pycni.testing import call_plugin, cni_env, ip_json, ns_run, temp_netns
 
 pytestmark = pytest.mark.netns

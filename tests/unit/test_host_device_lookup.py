@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from pycni.host import LinkInfo, Selector
 from pycni.host import _hostdev as hostdev
-from pycni.host._hostdev import HostLink, Selector
 from pycni.plugins.main.host_device import HostDeviceConfig
 from pycni.skel import CmdArgs
 from pycni.spec import InvalidNetworkConfig, KernelError, NetworkConfig
@@ -24,8 +24,8 @@ VIRTIO_PCI = "0000:00:03.0"
 AUX = "mlx5_core.sf.4"
 
 
-def link(name: str, index: int, *, bus: str = "", dev: str = "", mac: str = "") -> HostLink:
-    return HostLink(name=name, index=index, mac=mac or f"02:00:00:00:00:{index:02x}", mtu=1500,
+def link(name: str, index: int, *, bus: str = "", dev: str = "", mac: str = "") -> LinkInfo:
+    return LinkInfo(name=name, index=index, mac=mac or f"02:00:00:00:00:{index:02x}", mtu=1500,
                     up=True, alias="", parent_bus=bus, parent_dev=dev)
 
 
@@ -59,14 +59,14 @@ def sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def links_fixture() -> list[HostLink]:
+def links_fixture() -> list[LinkInfo]:
     return [link("lo", 1), link("ens1f1", 3, bus="pci", dev=PCI),
             link("eth0", 2, bus="virtio", dev="virtio2"),
             link("enp3s0f1s4", 4, bus="auxiliary", dev=AUX), link("pytveth", 5)]
 
 
-def find(sel: Selector, links: list[HostLink], monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(hostdev, "host_links", lambda: links)
+def find(sel: Selector, links: list[LinkInfo], monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(hostdev, "list_links", lambda: links)
     return hostdev.find_device(sel).name
 
 

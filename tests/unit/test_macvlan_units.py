@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 
-from pycni.host._sublink import (
-    SubLink,
-    free_vrf_table,
-    garp_frame,
-    link_request,
-    macvlan_bcqueuelen_request,
-)
+from pycni.host import SubLink
+from pycni.host._arp import garp_frame
+from pycni.host._netlink import NLM_F_ACK, NLM_F_REQUEST, message
+from pycni.host._sublink import RTM_NEWLINK, link_request, macvlan_bcqueuelen_request
+from pycni.host._vrf import free_vrf_table
 from pycni.plugins.main.dummy import Dummy
 from pycni.plugins.main.ipvlan import IPVlan, _chained_master
 from pycni.plugins.main.macvlan import Macvlan
@@ -66,7 +64,7 @@ def test_vlan_dummy_vrf_requests() -> None:
 
 
 def test_bcqueuelen_request_bytes() -> None:
-    msg = macvlan_bcqueuelen_request(12, 500)
+    msg = message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, macvlan_bcqueuelen_request(12, 500))
     length, kind, flags, _, _ = struct.unpack_from("=IHHII", msg)
     assert (length, kind, flags) == (len(msg), 16, 0x5)
     assert struct.unpack_from("=BxHiII", msg, 16)[2] == 12

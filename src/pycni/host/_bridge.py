@@ -143,12 +143,6 @@ def vlan_users(bridge: str, vlan: int, *, exclude: frozenset[str] = frozenset())
                 and vlan in _port_vlans(ipr, idx)]
 
 
-def port_vlans(port: str) -> list[int]:
-    """The VLAN ids configured on bridge port ``port``."""
-    with rtnl() as ipr:
-        return _port_vlans(ipr, _require(ipr, port))
-
-
 def bridge_problem(name: str) -> str | None:
     """Why ``name`` cannot serve as a bridge right now (None: it is one, or can be made)."""
     with rtnl() as ipr:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,18 @@ from typing import Any
 
 from ..spec import InvalidNetworkConfig, KernelError
 from ._netns import CLONE_NEWNET, NetNS, _setns, enter, open_netns
+from ._undo import Undo
 from ._veth import current_netns_fd
-from .links import IFF_UP, index_of, kernel_op, link_msg, rtnl
+from .links import (
+    LinkInfo,
+    index_of,
+    kernel_op,
+    link_info,
+    list_links,
+    rtnl,
+    set_alias,
+    set_link_up,
+)
 
 #: Where sysfs lives; tests point this at a fake tree.
 SYSFS = "/sys"
@@ -43,52 +53,16 @@ USERSPACE_DRIVERS = ("vfio-pci", "uio_pci_generic", "igb_uio")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-@dataclass(frozen=True)
-class HostLink:
-    """A link as host-device sees it when choosing and moving a device."""
-
-    name: str
-    index: int
-    mac: str
-    mtu: int
-    up: bool
-    alias: str
-    parent_bus: str
-    parent_dev: str
-
-
-def _host_link(msg: Any) -> HostLink:
-    return HostLink(
-        name=str(msg.get("IFLA_IFNAME")),
-        index=int(msg["index"]),
-        mac=str(msg.get("IFLA_ADDRESS") or "").lower(),
-        mtu=int(msg.get("IFLA_MTU") or 0),
-        up=bool(int(msg["flags"]) & IFF_UP),
-        alias=str(msg.get("IFLA_IFALIAS") or ""),
-        parent_bus=str(msg.get("IFLA_PARENT_DEV_BUS_NAME") or ""),
-        parent_dev=str(msg.get("IFLA_PARENT_DEV_NAME") or ""),
-    )
-
-
-def host_links() -> list[HostLink]:
-    """Every link in this thread's namespace, sorted by name."""
-    with rtnl() as ipr, kernel_op("failed to list links"):
-        return sorted((_host_link(m) for m in ipr.get_links()), key=lambda link: link.name)
-    return []  # pragma: no cover - kernel_op only swallows listed errnos
-
-
-def host_link(ifname: str) -> HostLink | None:
-    """The link ``ifname`` here, or None."""
-    with rtnl() as ipr:
-        msg = link_msg(ipr, ifname)
-    return None if msg is None else _host_link(msg)
-
-
-def _require_host_link(ifname: str) -> HostLink:
-    link = host_link(ifname)
+def _require_link(ifname: str) -> LinkInfo:
+    link = link_info(ifname)
     if link is None:
         raise KernelError(f"link {ifname!r} not found")
     return link
+
+
+def _links_by_name() -> list[LinkInfo]:
+    """Every link here, by name (the order in which a MAC or device path is matched)."""
+    return sorted(list_links(), key=lambda link: link.name)
 
 
 # --- finding the device --------------------------------------------------------------------
@@ -121,14 +95,14 @@ def _real(path: Path) -> Path | None:
         return None
 
 
-def _parent_path(link: HostLink) -> Path | None:
+def _parent_path(link: LinkInfo) -> Path | None:
     """The sysfs path of a link's parent device (None for virtual links)."""
     if not link.parent_bus or not link.parent_dev:
         return None
     return _real(Path(SYSFS, "bus", link.parent_bus, "devices", link.parent_dev))
 
 
-def _sysfs_is_ours(links: list[HostLink]) -> bool:
+def _sysfs_is_ours(links: list[LinkInfo]) -> bool:
     """True if ``/sys/class/net`` lists exactly this namespace's links (same names, ifindexes)."""
     seen: set[tuple[str, int]] = set()
     try:
@@ -139,7 +113,7 @@ def _sysfs_is_ours(links: list[HostLink]) -> bool:
     return seen == {(link.name, link.index) for link in links}
 
 
-def _by_device_path(links: list[HostLink], targets: list[Path], what: str) -> HostLink:
+def _by_device_path(links: list[LinkInfo], targets: list[Path], what: str) -> LinkInfo:
     """The link whose parent device is one of ``targets`` (sysfs paths of devices)."""
     wanted = {p for p in (_real(t) for t in targets) if p is not None}
     for link in links:
@@ -168,15 +142,15 @@ def _pci_targets(pci: str) -> list[Path]:
     return [base, *sorted(base.glob("virtio*"))]
 
 
-def find_device(sel: Selector) -> HostLink:
+def find_device(sel: Selector) -> LinkInfo:
     """The link ``sel`` names, in this thread's namespace; KernelError if there is none."""
     if sel.device:
-        link = host_link(sel.device)
+        link = link_info(sel.device)
         if link is None:
             raise KernelError(f"failed to find host device {sel.device!r}: no such link in "
                               "this network namespace")
         return link
-    links = host_links()
+    links = _links_by_name()
     if sel.hwaddr:
         mac = sel.hwaddr.lower().replace("-", ":")
         for link in links:
@@ -294,63 +268,38 @@ def _rename(old: str, new: str) -> None:
     _set(old, f"rename to {new!r}:", ifname=new)
 
 
-def _set_alias(ifname: str, alias: str) -> None:
-    _set(ifname, "set the alias of", ifalias=alias)
-
-
-def _set_up(ifname: str, up: bool) -> None:
-    _set(ifname, f"set {'up' if up else 'down'}", state="up" if up else "down")
-
-
-class _Undo:
-    """Undo steps run newest first when a move fails halfway; their own errors are dropped
-    (the move's error is the one to report)."""
-
-    def __init__(self) -> None:
-        self.steps: list[Callable[[], object]] = []
-
-    def push(self, fn: Callable[..., object], *args: Any) -> None:
-        self.steps.append(lambda: fn(*args))
-
-    def run(self) -> None:
-        while self.steps:
-            try:
-                self.steps.pop()()
-            except Exception:  # noqa: S112 - best effort; the original error propagates
-                continue
-
-
-def move_in(dev: HostLink, container: NetNS, ifname: str) -> HostLink:
+def move_in(dev: LinkInfo, container: NetNS, ifname: str) -> LinkInfo:
     """Move ``dev`` from this thread's namespace into ``container`` as ``ifname``, up.
 
     Its name goes into its alias (replacing any alias it had: the caller keeps that to
     restore it). On failure every step is undone and the device is back here under its
     name, with its alias and in its original up/down state.
     """
-    if container.call(host_link, ifname) is not None:
+    if container.call(link_info, ifname) is not None:
         raise KernelError(f"cannot move {dev.name!r} into the container as {ifname!r}: the "
                           f"container already has a link {ifname!r}")
-    undo = _Undo()
     with ExitStack() as stack:
         host_fd = stack.enter_context(current_netns_fd())
         scratch, scratch_fd = stack.enter_context(scratch_netns())
         cont_fd = stack.enter_context(container_fd(container))
-        try:
+        # Inside the stack: the undos need the scratch namespace.
+        with Undo() as undo:
             if dev.up:
-                undo.push(_set_up, dev.name, True)
+                undo.push(f"set {dev.name!r} up", set_link_up, dev.name)
             _set_netns(dev.name, scratch_fd)
-            undo.push(scratch.call, _set_netns, dev.name, host_fd)
+            undo.push(f"move {dev.name!r} back to the host", scratch.call, _set_netns,
+                      dev.name, host_fd)
             scratch.call(_rename, dev.name, ifname)
-            undo.push(scratch.call, _rename, ifname, dev.name)
-            scratch.call(_set_alias, ifname, dev.name)
-            undo.push(scratch.call, _set_alias, ifname, dev.alias)
+            undo.push(f"rename {ifname!r} back to {dev.name!r}", scratch.call, _rename, ifname,
+                      dev.name)
+            scratch.call(set_alias, ifname, dev.name)
+            undo.push(f"restore the alias of {dev.name!r}", scratch.call, set_alias, ifname,
+                      dev.alias)
             scratch.call(_set_netns, ifname, cont_fd)
-            undo.push(container.call, _set_netns, ifname, scratch_fd)
-            container.call(_set_up, ifname, True)
-            moved = container.call(_require_host_link, ifname)
-        except BaseException:
-            undo.run()
-            raise
+            undo.push(f"move {ifname!r} out of the container", container.call, _set_netns,
+                      ifname, scratch_fd)
+            container.call(set_link_up, ifname)
+            moved = container.call(_require_link, ifname)
     return moved
 
 
@@ -371,44 +320,42 @@ def move_out(container: NetNS, ifname: str) -> str | None:
     The alias is cleared. The device arrives down; the caller restores its state. On
     failure the device stays in the container as ``ifname``, so DEL can be retried.
     """
-    link = container.call(host_link, ifname)
+    link = container.call(link_info, ifname)
     if link is None:
         return None
     original = link.alias
     if not original:
         raise KernelError(f"cannot return {ifname!r} to the host: its alias, which holds its "
                           "original name, is empty")
-    if host_link(original) is not None:
+    if link_info(original) is not None:
         raise KernelError(f"cannot return {ifname!r} to the host as {original!r}: the host "
                           f"already has a link named {original!r}")
-    undo = _Undo()
     with ExitStack() as stack:
         host_fd = stack.enter_context(current_netns_fd())
         scratch, scratch_fd = stack.enter_context(scratch_netns())
         cont_fd = stack.enter_context(container_fd(container))
-        try:
+        with Undo() as undo:
             if link.up:
-                undo.push(container.call, _set_up, ifname, True)
+                undo.push(f"set {ifname!r} up", container.call, set_link_up, ifname)
             container.call(_set_netns, ifname, scratch_fd)
-            undo.push(scratch.call, _set_netns, ifname, cont_fd)
+            undo.push(f"move {ifname!r} back into the container", scratch.call, _set_netns,
+                      ifname, cont_fd)
             scratch.call(_rename, ifname, original)
-            undo.push(scratch.call, _rename, original, ifname)
-            scratch.call(_set_alias, original, "")
-            undo.push(scratch.call, _set_alias, original, original)
+            undo.push(f"rename {original!r} back to {ifname!r}", scratch.call, _rename,
+                      original, ifname)
+            scratch.call(set_alias, original, "")
+            undo.push(f"restore the alias of {ifname!r}", scratch.call, set_alias, original,
+                      original)
             scratch.call(_set_netns, original, host_fd)
-        except BaseException:
-            undo.run()
-            raise
     return original
 
 
 def restore_state(ifname: str, *, mtu: int, up: bool, alias: str) -> None:
     """Give a returned device its MTU, alias and up/down state from before ADD."""
-    link = _require_host_link(ifname)
+    link = _require_link(ifname)
     if mtu and link.mtu != mtu:
         _set(ifname, f"restore MTU {mtu} on", mtu=mtu)
     if alias and link.alias != alias:
-        _set_alias(ifname, alias)
+        set_alias(ifname, alias)
     if up:
-        _set_up(ifname, True)
-
+        set_link_up(ifname)

@@ -13,7 +13,7 @@ from ._addr import add_address, list_addresses, settle_addresses
 from ._route import RT_TABLE_MAIN, RouteInfo, add_route, list_routes
 from ._rules import list_rules
 from ._sysctl import sysctl_get, sysctl_set
-from .links import set_up
+from .links import set_link_up
 
 
 def _enable_ipv6(ifname: str) -> None:
@@ -52,7 +52,7 @@ def configure_iface(ifname: str, result: Result) -> None:
         add_address(ifname, ipc.address)
         if ipc.gateway is not None:
             gateways.setdefault(ipc.gateway.version, ipc.gateway)
-    set_up(ifname)
+    set_link_up(ifname)
     if 6 in gateways:
         settle_addresses(ifname)
     for route in result.routes:

@@ -2,51 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 from ._netns import run_in_netns
-from .links import rtnl
-
-#: IFF_UP in a link's flags.
-_IFF_UP = 0x1
+from .links import LinkInfo, _link_info, rtnl
 
 
-@dataclass
-class LinkState:
-    """One link as seen in a namespace."""
-
-    name: str
-    index: int
-    up: bool
-    mac: str = ""
-    mtu: int = 0
-    #: ``"addr/prefix"`` strings, IPv4 first.
-    addresses: list[str] = field(default_factory=list)
-
-
-def _links_here() -> list[LinkState]:
+def _links_here() -> list[LinkInfo]:
+    # Two dumps (links, then every address) instead of one address request per link.
     with rtnl() as ipr:
-        by_index: dict[int, LinkState] = {}
-        for msg in ipr.get_links():
-            idx = int(msg["index"])
-            by_index[idx] = LinkState(
-                name=str(msg.get("IFLA_IFNAME") or ""),
-                index=idx,
-                up=bool(msg["flags"] & _IFF_UP),
-                mac=str(msg.get("IFLA_ADDRESS") or ""),
-                mtu=int(msg.get("IFLA_MTU") or 0),
-            )
+        links = {int(msg["index"]): _link_info(msg) for msg in ipr.get_links()}
+        addresses: dict[int, list[str]] = {idx: [] for idx in links}
         for msg in ipr.get_addr():
-            link = by_index.get(int(msg["index"]))
-            if link is not None:
-                link.addresses.append(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
-    links = sorted(by_index.values(), key=lambda link: link.index)
-    for link in links:
-        link.addresses.sort(key=lambda a: ":" in a)
-    return links
+            found = addresses.get(int(msg["index"]))
+            if found is not None:
+                found.append(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+    return [replace(links[idx], addresses=tuple(sorted(addresses[idx], key=lambda a: ":" in a)))
+            for idx in sorted(links)]
 
 
-def netns_links(netns: str) -> list[LinkState]:
+def netns_links(netns: str) -> list[LinkInfo]:
     """Every link in ``netns`` (a path) with its state and addresses, by ifindex.
 
     NetNSNotFound (code 3) if the namespace is gone.

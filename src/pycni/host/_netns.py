@@ -125,12 +125,6 @@ def _open_error(path: str, exc: OSError) -> CNIError:
                        "the namespace may still exist; nothing was changed")
 
 
-def same_netns(a: str, b: str) -> bool:
-    """True if both paths refer to the same network namespace (same inode)."""
-    sa, sb = Path(a).stat(), Path(b).stat()
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
 class NetNS:
     """A worker thread living in a network namespace; use :func:`enter` to get one."""
 

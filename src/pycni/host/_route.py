@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 
 from ..spec import IPAddress, IPInterface
-from .links import _require, kernel_op, rtnl
+from .links import _require, kernel_op, name_of, rtnl
 
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
@@ -124,9 +124,16 @@ def list_routes(family: int, *, table: int = RT_TABLE_MAIN) -> list[RouteInfo]:
     return out
 
 
-def has_route(dst: Network, gateway: IPAddress | None = None) -> bool:
-    """A main-table route to ``dst`` (through ``gateway`` if given) exists."""
-    return any(r.dst == dst and (gateway is None or r.gateway == gateway)
-               for r in list_routes(dst.version))
-
-
+def default_route_interface() -> str | None:
+    """The interface of the first default route in the main table (IPv4 first), or None."""
+    with rtnl() as ipr:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            with kernel_op("failed to list routes"):
+                routes = ipr.get_routes(family=family, table=RT_TABLE_MAIN)
+            for msg in routes:
+                oif = msg.get("RTA_OIF")
+                if msg["dst_len"] == 0 and oif:
+                    name = name_of(ipr, int(oif))
+                    if name:
+                        return name
+    return None

@@ -163,15 +163,6 @@ def _delete_route(ipr: Any, msg: Any) -> None:
             raise
 
 
-def link_addresses(ifname: str) -> list[str]:
-    """The bare addresses on ``ifname`` (empty if it is gone)."""
-    with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
-        if idx is None:
-            return []
-        return [str(m.get("IFA_ADDRESS")) for m in ipr.get_addr(index=idx)]
-
-
 def remove_source_rules(sources: Iterable[str], table: int | None) -> list[int]:
     """Delete rules whose source is one of ``sources`` (or whose table is ``table``) and the
     routes in the tables they pointed to. Returns the tables emptied."""

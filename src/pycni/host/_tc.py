@@ -250,19 +250,6 @@ def shape_egress(host_ifname: str, ifb_name: str, shaping: Shaping) -> None:
                               f"it: {exc}") from exc
 
 
-def delete_link(name: str) -> bool:
-    """Delete link ``name``; False if it did not exist."""
-    with rtnl() as ipr:
-        idx = index_of(ipr, name)
-        if idx is None:
-            return False
-        try:
-            ipr.link("del", index=idx)
-        except Exception as exc:
-            raise KernelError(f"failed to delete link {name!r}: {exc}") from exc
-        return True
-
-
 def clear_root_qdisc(ifname: str) -> None:
     """Remove the root and ingress qdiscs from ``ifname`` (the kernel default comes back)."""
     with rtnl() as ipr:
@@ -288,14 +275,6 @@ class QdiscInfo:
     buffer: int = 0
     default_class: int = 0
     limit: int = 0
-
-
-def link_mtu_txqlen(ifname: str) -> tuple[int, int]:
-    """The MTU and transmit queue length of ``ifname``."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        msg = ipr.link("get", index=idx)[0]
-        return int(msg.get("IFLA_MTU") or 0), int(msg.get("IFLA_TXQLEN") or 0)
 
 
 def root_qdisc(ifname: str) -> QdiscInfo | None:
@@ -353,43 +332,3 @@ def has_ingress_redirect(ifname: str, target_ifname: str) -> bool:
         pattern = re.compile(rf"'eaction': 1, 'ifindex': {target}\b")
         return any(pattern.search(str(msg))
                    for msg in ipr.get_filters(index=idx, parent=INGRESS_HANDLE))
-
-
-def veth_peer_index(ifname: str) -> int | None:
-    """The ifindex of ``ifname``'s veth peer (in the peer's namespace), or None."""
-    with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
-        if idx is None:
-            return None
-        link = ipr.link("get", index=idx)[0].get("IFLA_LINK")
-        return int(link) if link else None
-
-
-def link_name(index: int) -> str | None:
-    """The name of the link with ``index`` in this namespace, or None."""
-    with rtnl() as ipr:
-        try:
-            return str(ipr.link("get", index=index)[0].get("IFLA_IFNAME"))
-        except Exception:  # ENODEV: no such index here
-            return None
-
-
-def set_alias(ifname: str, alias: str) -> None:
-    """Set ``ifname``'s ifalias (how GC recognises the devices a plugin owns)."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        try:
-            ipr.link("set", index=idx, ifalias=alias)
-        except Exception as exc:
-            raise KernelError(f"failed to set alias of {ifname!r}: {exc}") from exc
-
-
-def links_by_alias_prefix(prefix: str) -> dict[str, str]:
-    """Links whose ifalias starts with ``prefix``: name -> alias."""
-    with rtnl() as ipr:
-        out = {}
-        for msg in ipr.get_links():
-            alias = msg.get("IFLA_IFALIAS")
-            if alias and str(alias).startswith(prefix):
-                out[str(msg.get("IFLA_IFNAME"))] = str(alias)
-        return out

@@ -119,7 +119,7 @@ def _require(ipr: Any, ifname: str) -> int:
     return idx
 
 
-def set_up(ifname: str) -> None:
+def set_link_up(ifname: str) -> None:
     """Set ``ifname`` administratively up."""
     with rtnl() as ipr:
         idx = _require(ipr, ifname)
@@ -129,7 +129,7 @@ def set_up(ifname: str) -> None:
             raise KernelError(f"failed to set link {ifname!r} up: {exc}") from exc
 
 
-def set_down(ifname: str, *, missing_ok: bool = False) -> None:
+def set_link_down(ifname: str, *, missing_ok: bool = False) -> None:
     """Set ``ifname`` down; with ``missing_ok`` a missing link is not an error."""
     with rtnl() as ipr:
         idx = index_of(ipr, ifname)
@@ -143,25 +143,11 @@ def set_down(ifname: str, *, missing_ok: bool = False) -> None:
             raise KernelError(f"failed to set link {ifname!r} down: {exc}") from exc
 
 
-def is_up(ifname: str) -> bool:
-    """True if ``ifname`` exists and has IFF_UP."""
-    with rtnl() as ipr:
-        msg = link_msg(ipr, ifname)
-    return msg is not None and bool(msg["flags"] & IFF_UP)
-
-
-def addresses(ifname: str) -> list[str]:
-    """Addresses on ``ifname`` as ``"addr/prefix"`` strings (IPv4 first)."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        out = [f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}" for msg in ipr.get_addr(index=idx)]
-        return sorted(out, key=lambda a: ":" in a)
-
-
 # --- richer link operations (bridge, ptp and friends) -------------------------------------
 
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
+IFF_ALLMULTI = 0x200
 
 
 @contextmanager
@@ -186,53 +172,107 @@ def kernel_op(what: str, *, ok: tuple[int, ...] = ()) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class LinkInfo:
-    """What the kernel says about one link (in the namespace it was read in).
+    """What the kernel says about one link (in the namespace it was read in): the one link
+    model of pycni, read by :func:`link_info`, :func:`link_by_index` and :func:`list_links`.
 
-    ``peer_index`` is IFLA_LINK: for a veth, the peer's ifindex in the peer's namespace.
-    ``port`` holds the bridge-port flags (``hairpin``, ``isolated``, ...) when the link is
-    enslaved to a bridge, else it is empty.
+    ``link_index`` is IFLA_LINK: the parent of a macvlan/ipvlan/vlan, or a veth's peer (an
+    ifindex in the peer's namespace). ``port`` holds the bridge-port flags (``hairpin``,
+    ``isolated``, ...) when the link is enslaved to a bridge, else it is empty. The
+    kind-specific fields are set for their kinds only: ``mode`` (a macvlan or ipvlan mode
+    name, as a config names it), ``vlan_id`` (vlan), ``table`` (vrf); ``data`` holds every
+    IFLA_INFO_DATA attribute. ``parent_bus``/``parent_dev`` name the device a physical link
+    hangs off (IFLA_PARENT_DEV_*). ``addresses`` (``"addr/prefix"``, IPv4 first) is filled
+    by :func:`~pycni.host.netns_links` only.
     """
 
     name: str
     index: int
-    kind: str
-    mac: str
-    mtu: int
-    txqlen: int
-    up: bool
-    promisc: bool
-    operstate: str
-    master: int | None
-    peer_index: int | None
+    kind: str = ""
+    mac: str = ""
+    mtu: int = 0
+    txqlen: int = 0
+    up: bool = False
+    promisc: bool = False
+    allmulti: bool = False
+    operstate: str = "UNKNOWN"
+    master: int | None = None
+    link_index: int | None = None
+    alias: str = ""
+    parent_bus: str = ""
+    parent_dev: str = ""
     port: dict[str, int] = field(default_factory=dict)
+    mode: str = ""
+    vlan_id: int | None = None
+    table: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    addresses: tuple[str, ...] = ()
+
+
+#: ipvlan modes by name, as IFLA_IPVLAN_MODE numbers them.
+IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
+_IPVLAN_MODE_NAMES = {v: k for k, v in IPVLAN_MODES.items()}
+
+
+def _slots(msg: Any) -> dict[str, Any]:
+    """A message's attributes by name, still encoded.
+
+    pyroute2's ``msg.get(name)`` walks the attribute list for every name; one pass here
+    and decoding only the attributes read makes reading a link about twice as fast.
+    """
+    return {slot.cell[0]: slot for slot in msg["attrs"]}
+
+
+def _value(slots: dict[str, Any], name: str) -> Any:
+    slot = slots.get(name)
+    return None if slot is None else slot.get_value()
 
 
 def _link_info(msg: Any) -> LinkInfo:
-    linkinfo = msg.get("IFLA_LINKINFO")
+    attrs = _slots(msg)
+    linkinfo = _value(attrs, "IFLA_LINKINFO")
     kind = ""
     port: dict[str, int] = {}
+    data: dict[str, Any] = {}
     if linkinfo is not None:
         kind = linkinfo.get("IFLA_INFO_KIND") or ""
+        info_data = linkinfo.get("IFLA_INFO_DATA")
+        if info_data is not None and not isinstance(info_data, (str, bytes)):
+            data = {k: v for k, v in info_data["attrs"] if k != "UNKNOWN"}
         slave = linkinfo.get("IFLA_INFO_SLAVE_DATA")
         if linkinfo.get("IFLA_INFO_SLAVE_KIND") == "bridge" and slave is not None:
             for key, value in slave["attrs"]:
                 if isinstance(value, int):
                     port[key.removeprefix("IFLA_BRPORT_").lower()] = value
             port["hairpin"] = port.get("mode", 0)
+    mode = ""
+    if kind == "macvlan":
+        mode = str(data.get("IFLA_MACVLAN_MODE", ""))
+    elif kind == "ipvlan":
+        mode = _IPVLAN_MODE_NAMES.get(int(data.get("IFLA_IPVLAN_MODE", -1)), "")
+    vlan_id = data.get("IFLA_VLAN_ID")
+    table = data.get("IFLA_VRF_TABLE")
     flags = int(msg["flags"])
     return LinkInfo(
-        name=str(msg.get("IFLA_IFNAME")),
+        name=str(_value(attrs, "IFLA_IFNAME")),
         index=int(msg["index"]),
         kind=kind,
-        mac=str(msg.get("IFLA_ADDRESS") or ""),
-        mtu=int(msg.get("IFLA_MTU") or 0),
-        txqlen=int(msg.get("IFLA_TXQLEN") or 0),
+        mac=str(_value(attrs, "IFLA_ADDRESS") or "").lower(),
+        mtu=int(_value(attrs, "IFLA_MTU") or 0),
+        txqlen=int(_value(attrs, "IFLA_TXQLEN") or 0),
         up=bool(flags & IFF_UP),
         promisc=bool(flags & IFF_PROMISC),
-        operstate=str(msg.get("IFLA_OPERSTATE") or "UNKNOWN"),
-        master=msg.get("IFLA_MASTER"),
-        peer_index=msg.get("IFLA_LINK"),
+        allmulti=bool(flags & IFF_ALLMULTI),
+        operstate=str(_value(attrs, "IFLA_OPERSTATE") or "UNKNOWN"),
+        master=_value(attrs, "IFLA_MASTER"),
+        link_index=_value(attrs, "IFLA_LINK"),
+        alias=str(_value(attrs, "IFLA_IFALIAS") or ""),
+        parent_bus=str(_value(attrs, "IFLA_PARENT_DEV_BUS_NAME") or ""),
+        parent_dev=str(_value(attrs, "IFLA_PARENT_DEV_NAME") or ""),
         port=port,
+        mode=mode,
+        vlan_id=int(vlan_id) if vlan_id is not None else None,
+        table=int(table) if table is not None else None,
+        data=data,
     )
 
 
@@ -254,6 +294,16 @@ def link_by_index(index: int) -> LinkInfo | None:
             if exc.code == errno.ENODEV:
                 return None
             raise KernelError(f"failed to read link #{index}: {os.strerror(exc.code)}") from exc
+
+
+def name_of(ipr: Any, index: int) -> str | None:
+    """The name of ifindex ``index`` on the socket ``ipr``, or None if there is none."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        return str(ipr.link("get", index=index)[0].get("IFLA_IFNAME"))
+    except NetlinkError:
+        return None
 
 
 def require_link(ifname: str, where: str = "") -> LinkInfo:
@@ -303,6 +353,39 @@ def set_mac(ifname: str, mac: str) -> None:
         idx = _require(ipr, ifname)
         with kernel_op(f"failed to set MAC {mac} on {ifname!r}"):
             ipr.link("set", index=idx, address=mac)
+
+
+def set_alias(ifname: str, alias: str) -> None:
+    """Set ``ifname``'s ifalias (IFLA_IFALIAS; "" clears it)."""
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        with kernel_op(f"failed to set the alias of {ifname!r}"):
+            ipr.link("set", index=idx, ifalias=alias)
+
+
+def set_link_attrs(ifname: str, *, mac: str | None = None, mtu: int | None = None,
+                   promisc: bool | None = None, allmulti: bool | None = None,
+                   txqlen: int | None = None) -> None:
+    """Change the given attributes of ``ifname``, one request each; an error names the one
+    that failed (the earlier ones stay changed)."""
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        changes: list[tuple[str, dict[str, Any]]] = []
+        if mac is not None:
+            changes.append(("MAC address", {"address": mac}))
+        if mtu is not None:
+            changes.append(("MTU", {"mtu": mtu}))
+        if txqlen is not None:
+            changes.append(("txQLen", {"txqlen": txqlen}))
+        for name, flag, value in (("promiscuous mode", IFF_PROMISC, promisc),
+                                  ("all-multicast mode", IFF_ALLMULTI, allmulti)):
+            if value is not None:
+                changes.append((name, {"flags": flag if value else 0, "change": flag}))
+        for name, kwargs in changes:
+            try:
+                ipr.link("set", index=idx, **kwargs)
+            except Exception as exc:
+                raise KernelError(f"failed to set {name} of {ifname!r}: {exc}") from exc
 
 
 def wait_oper_up(ifname: str, timeout: float = 2.6) -> LinkInfo:

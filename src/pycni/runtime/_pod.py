@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..host._inspect import LinkState, netns_links
+from ..host import LinkInfo, netns_links
 from ..spec import CNIError, NetworkConfigList, Result
 from ._cache import DEFAULT_CACHE_DIR
 from ._cni import CNIConfig, PluginExec, RuntimeConf
@@ -68,9 +68,9 @@ class PodStatus:
 
     pod_id: str
     netns: str
-    links: list[LinkState] = field(default_factory=list)
+    links: list[LinkInfo] = field(default_factory=list)
 
-    def link(self, name: str) -> LinkState | None:
+    def link(self, name: str) -> LinkInfo | None:
         """The link called ``name``, if present."""
         return next((link for link in self.links if link.name == name), None)
 
@@ -85,7 +85,7 @@ class PodStatus:
         """A plain object for ``--json`` output."""
         return {"podID": self.pod_id, "netns": self.netns, "ips": self.ips,
                 "interfaces": [{"name": link.name, "up": link.up, "mac": link.mac,
-                                "mtu": link.mtu, "addresses": link.addresses}
+                                "mtu": link.mtu, "addresses": list(link.addresses)}
                                for link in self.links]}
 
 

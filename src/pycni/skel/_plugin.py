@@ -192,7 +192,7 @@ def run_plugin_bytes(plugin: Plugin, environ: Mapping[str, str], stdin: bytes) -
     naming the exception; the exit status is then 1 and stdout is always JSON.
     """
     # One netlink socket per namespace for the whole call instead of one per kernel request.
-    from ..host.links import reuse_sockets
+    from ..host import reuse_sockets
 
     try:
         with reuse_sockets():

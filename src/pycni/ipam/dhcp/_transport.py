@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Protocol
 
-from ...host import NetNSNotFound, enter, links
+from ...host import NetNSNotFound, enter, link_info, set_link_down, set_link_up, wait_oper_up
 from ...spec import DecodingFailure, KernelError, UnknownContainer
 from . import _packet as p
 
@@ -71,16 +71,16 @@ class PacketTransport:
         Brings the interface up if it is down, as the reference does: the main plugin may
         leave that to the end of its ADD, after IPAM.
         """
-        info = links.link_info(ifname)
+        info = link_info(ifname)
         if info is None:
             raise LinkGone(f"interface {ifname!r} not found")
         if not info.up:
-            links.set_up(ifname)
+            set_link_up(ifname)
         if info.operstate not in ("UP", "UNKNOWN"):
             # A DISCOVER sent before the carrier settles (linkwatch) is lost; waiting here
             # saves a retransmission. A link that stays down is still tried.
             with contextlib.suppress(KernelError):
-                links.wait_oper_up(ifname, timeout=CARRIER_WAIT)
+                wait_oper_up(ifname, timeout=CARRIER_WAIT)
         try:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
         except OSError as exc:
@@ -145,6 +145,6 @@ class NetnsLink:
     def set_down(self) -> None:
         try:
             with enter(self.netns) as ns:
-                ns.call(links.set_down, self.ifname, missing_ok=True)
+                ns.call(set_link_down, self.ifname, missing_ok=True)
         except NetNSNotFound:
             return

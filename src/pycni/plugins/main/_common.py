@@ -1,8 +1,9 @@
 """What the veth-based main plugins (bridge, ptp) share: IPAM delegation, rollback, masq.
 
 The reference plugins release the IPAM lease on a failed ADD but leave the veth and the
-masquerade rules behind, so a retry fails with "already exists". :class:`Rollback` records
-an undo step for everything ADD creates and runs them (newest first) when ADD fails.
+masquerade rules behind, so a retry fails with "already exists". :func:`run_with_rollback`
+hands ADD a :class:`~pycni.host.Undo` to record an undo step for everything it creates, and
+runs them (newest first) when ADD fails.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def masq_backend(args: CmdArgs) -> str | None:
 
 
 def setup_masq(args: CmdArgs, backend: str | None, ips: list[IPInterface],
-               rollback: Rollback) -> None:
+               rollback: host.Undo) -> None:
     """Masquerade ``ips`` for this attachment; undone by ``rollback`` if ADD fails later."""
     chosen = masq.resolve_backend(backend)
     rollback.push(f"remove masquerade rules of {args.container_id}",
@@ -163,54 +164,20 @@ def teardown_masq(args: CmdArgs, backend: str | None, ips: list[IPInterface] | N
                           args.ifname, ips)
 
 
-class Rollback:
-    """Undo steps for a half-done ADD, run newest first by :meth:`run`.
-
-    An undo step that fails is reported on stderr and the rest still run: the error the
-    caller sees is the one that made ADD fail.
-    """
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], object]]] = []
-
-    def push(self, what: str, fn: Callable[..., object], *args: Any) -> None:
-        """Record ``fn(*args)`` as the undo of something just done."""
-        self._steps.append((what, lambda: fn(*args)))
-
-    def run(self) -> None:
-        """Undo everything recorded, newest first."""
-        while self._steps:
-            what, step = self._steps.pop()
-            try:
-                step()
-            except Exception as exc:  # keep undoing: the ADD error is the one to report
-                print(f"pycni: rollback: failed to {what}: {exc}", file=sys.stderr)
-
-    def clear(self) -> None:
-        """ADD succeeded: forget the undo steps."""
-        self._steps.clear()
-
-
-
-def run_with_rollback(args: CmdArgs, add: Callable[[Rollback], Result]) -> Result:
+def run_with_rollback(args: CmdArgs, add: Callable[[host.Undo], Result]) -> Result:
     """Run ``add(rollback)``; if it raises, undo what it recorded before re-raising.
 
     The result is also written in the config's ``cniVersion`` here, where a failure can still
     be undone: a result without an address has no 0.1.0/0.2.0 form (IncompatibleCNIVersion),
     and the runtime would never learn of the interface ADD made.
     """
-    rollback = Rollback()
-    try:
+    with host.Undo() as rollback:
         result = add(rollback)
         result.to_json(args.conf.cni_version)
-    except BaseException:
-        rollback.run()
-        raise
-    rollback.clear()
     return result
 
 
-def ipam_into(args: CmdArgs, plugin_type: str, result: Result, rollback: Rollback) -> None:
+def ipam_into(args: CmdArgs, plugin_type: str, result: Result, rollback: host.Undo) -> None:
     """IPAM ADD for a plugin with one container interface (``result.interfaces[0]``).
 
     The lease is released by ``rollback`` if ADD fails later; the addresses, routes and DNS
@@ -223,7 +190,7 @@ def ipam_into(args: CmdArgs, plugin_type: str, result: Result, rollback: Rollbac
         ipc.interface = 0
 
 
-def create_container_veth(args: CmdArgs, ns: host.NetNS, rollback: Rollback, *, mtu: int,
+def create_container_veth(args: CmdArgs, ns: host.NetNS, rollback: host.Undo, *, mtu: int,
                           mac: str = "") -> host.Veth:
     """The veth pair: ``CNI_IFNAME`` in the container (``ns``), a random name on this side."""
     with host.current_netns_fd() as host_fd:

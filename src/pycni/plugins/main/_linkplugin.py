@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ... import host
-from ...host import _sublink
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import (
@@ -33,7 +32,6 @@ from ...spec import (
 )
 from .._fields import ifname_field, mtu_field
 from ._common import (
-    Rollback,
     apply_dns,
     delete_container_link,
     gc_attachments,
@@ -55,7 +53,7 @@ class LinkConf:
     ``prev`` holds prevResult addresses that a chained ipvlan uses instead of IPAM.
     """
 
-    link: _sublink.SubLink
+    link: host.SubLink
     in_container: bool = False
     ipam_type: str = ""
     prev: Result | None = None
@@ -85,7 +83,7 @@ def resolve_master(args: CmdArgs, kind: str, master: str, in_container: bool, mt
     """The master to use (the default route's interface when unset), checked to exist and
     to allow ``mtu``; InvalidNetworkConfig naming it otherwise."""
     if not master:
-        master = _in_master_ns(args, in_container, _sublink.default_route_interface) or ""
+        master = _in_master_ns(args, in_container, host.default_route_interface) or ""
         if not master:
             raise InvalidNetworkConfig(f'{kind}: no "master" given and no default route in '
                                        f"{_where(in_container)} to take it from")
@@ -113,7 +111,7 @@ class SubLinkPlugin(Plugin):
         """The plugin's config; subclasses read their keys."""
         raise NotImplementedError
 
-    def check_details(self, conf: LinkConf, details: _sublink.SubLinkDetails) -> None:
+    def check_details(self, conf: LinkConf, details: host.LinkInfo) -> None:
         """CHECK of kind-specific state (mode, VLAN ID); the default checks nothing."""
 
     def require_ipam(self, conf: LinkConf) -> None:
@@ -132,22 +130,22 @@ class SubLinkPlugin(Plugin):
     def _create(self, args: CmdArgs, conf: LinkConf, ns: host.NetNS) -> str:
         """The new link's temporary name, already in the container."""
         if conf.in_container or not conf.link.parent:
-            name: str = ns.call(_sublink.create_sublink, conf.link)
+            name: str = ns.call(host.create_sublink, conf.link)
             return name
         fd = host.open_netns(args.netns)
         try:
-            return _sublink.create_sublink(conf.link, fd)
+            return host.create_sublink(conf.link, fd)
         finally:
             os.close(fd)
 
-    def _add(self, args: CmdArgs, conf: LinkConf, rollback: Rollback) -> Result:
+    def _add(self, args: CmdArgs, conf: LinkConf, rollback: host.Undo) -> Result:
         with enter_netns(args.netns) as ns:
             tmp = self._create(args, conf, ns)
-            mac = ns.call(_sublink.adopt_link, tmp, args.ifname)
+            mac = ns.call(host.adopt_link, tmp, args.ifname)
             rollback.push(f"delete {args.ifname} in {args.netns}", host.run_in_netns,
                           args.netns, host.delete_link, args.ifname)
             if conf.link.bcqueuelen is not None:
-                ns.call(_sublink.set_macvlan_bcqueuelen, args.ifname, conf.link.bcqueuelen)
+                ns.call(host.set_macvlan_bcqueuelen, args.ifname, conf.link.bcqueuelen)
             result = Result(interfaces=[Interface(name=args.ifname, mac=mac,
                                                   sandbox=args.netns)])
             if conf.ipam_type:
@@ -163,10 +161,10 @@ class SubLinkPlugin(Plugin):
             if result.ips:
                 ns.call(host.configure_iface, args.ifname, result)
                 if conf.announce:
-                    ns.call(_sublink.announce_addresses, args.ifname,
-                            [ipc.address for ipc in result.ips])
+                    ns.call(host.announce_addresses, args.ifname,
+                            [ipc.address.ip for ipc in result.ips])
             else:
-                ns.call(host.links.set_up, args.ifname)
+                ns.call(host.set_link_up, args.ifname)
         apply_dns(args, result)
         return result
 
@@ -195,7 +193,7 @@ class SubLinkPlugin(Plugin):
             master = _in_master_ns(args, conf.in_container, host.link_info, conf.link.parent)
             master_index = master.index if master is not None else None
         with enter_netns(args.netns) as ns:
-            details = ns.call(_sublink.sublink_details, args.ifname)
+            details = ns.call(host.link_info, args.ifname)
             if details is None:
                 raise KernelError(f"CHECK: container interface {args.ifname!r} not found")
             if details.kind != self.kind:
@@ -204,7 +202,7 @@ class SubLinkPlugin(Plugin):
             if cont_if.mac and cont_if.mac != details.mac:
                 raise KernelError(f"CHECK: {args.ifname!r} has MAC {details.mac}, prevResult "
                                   f"says {cont_if.mac}")
-            if master_index is not None and details.parent_index != master_index:
+            if master_index is not None and details.link_index != master_index:
                 raise KernelError(f"CHECK: {args.ifname!r} is not on master "
                                   f"{conf.link.parent!r}")
             self.check_details(conf, details)
@@ -215,7 +213,7 @@ class SubLinkPlugin(Plugin):
         conf = self.load(args, resolve=False)
         if self.kind != "dummy" and not conf.in_container:
             # linkInContainer: the master is in a container STATUS knows nothing about.
-            master = conf.link.parent or _sublink.default_route_interface()
+            master = conf.link.parent or host.default_route_interface()
             if not master:
                 raise PluginNotAvailable(f'{self.kind}: no "master" given and no default '
                                          "route interface to use")
@@ -237,12 +235,12 @@ def load_parented(args: CmdArgs, kind: str, *, resolve: bool, default_master: st
 
     ``default_master`` is used when the config has no ``master`` (before the default
     route's interface); ``link`` holds the kind-specific
-    :class:`~pycni.host._sublink.SubLink` fields.
+    :class:`~pycni.host.SubLink` fields.
     """
     master, mtu, in_container = master_fields(args)
     master = master or default_master
     if resolve:
         master = resolve_master(args, kind, master, in_container, mtu)
-    return LinkConf(link=_sublink.SubLink(kind=kind, parent=master, mtu=mtu, **link),
+    return LinkConf(link=host.SubLink(kind=kind, parent=master, mtu=mtu, **link),
                     in_container=in_container, ipam_type=ipam_type(args), prev=prev,
                     announce=announce)

@@ -44,7 +44,6 @@ from ...spec import (
 )
 from .._fields import ifname_field, int_field, mtu_field
 from ._common import (
-    Rollback,
     apply_dns,
     check_container,
     create_container_veth,
@@ -200,7 +199,7 @@ def _gateways(result: Result, conf: BridgeConfig) -> dict[int, list[IPInterface]
 
 def _setup_host_port(peer: str, bridge: str, conf: BridgeConfig, vlan: int) -> None:
     """The host end of a new veth: up, no RAs, on the bridge with its port flags and VLANs."""
-    host.links.set_up(peer)
+    host.set_link_up(peer)
     host.sysctl_try_set(f"net/ipv6/conf/{peer}/accept_ra", "0")
     host.attach_port(peer, bridge, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
     if vlan or conf.vlan_trunk:
@@ -220,7 +219,7 @@ def _delete_unused_vlan_gateway(conf: BridgeConfig, name: str, gw_port: str,
     host.delete_link(name)
 
 
-def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback,
+def _ensure_vlan_interface(conf: BridgeConfig, rollback: host.Undo,
                            own_port: str) -> host.LinkInfo:
     """The ``<bridge>.<vlan>`` veth whose peer is an access port: the VLAN's gateway."""
     name = f"{conf.bridge}.{conf.vlan}"
@@ -235,7 +234,7 @@ def _ensure_vlan_interface(conf: BridgeConfig, rollback: Rollback,
     rollback.push(f"delete vlan gateway {name}", _delete_unused_vlan_gateway, conf, name,
                   veth.peer_name, own_port)
     _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
-    host.links.set_up(name)
+    host.set_link_up(name)
     return host.require_link(name)
 
 
@@ -261,7 +260,7 @@ class Bridge(Plugin):
         conf = BridgeConfig.load(args)
         return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
-    def _add(self, args: CmdArgs, conf: BridgeConfig, rollback: Rollback) -> Result:
+    def _add(self, args: CmdArgs, conf: BridgeConfig, rollback: host.Undo) -> Result:
         br = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
                                 vlan_filtering=bool(conf.vlan or conf.vlan_trunk))
         with enter_netns(args.netns) as ns:
@@ -279,7 +278,7 @@ class Bridge(Plugin):
             if conf.layer3:
                 self._add_l3(args, conf, result, ns, rollback)
             elif not conf.disable_container_interface:
-                ns.call(host.links.set_up, args.ifname)
+                ns.call(host.set_link_up, args.ifname)
         if conf.disable_container_interface:
             peer = host.require_link(veth.peer_name)
         else:
@@ -291,7 +290,7 @@ class Bridge(Plugin):
         return result
 
     def _add_l3(self, args: CmdArgs, conf: BridgeConfig, result: Result, ns: host.NetNS,
-                rollback: Rollback) -> None:
+                rollback: host.Undo) -> None:
         ipam = ipam_add(args, conf.ipam_type)
         rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args, conf.ipam_type)
         result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
@@ -362,7 +361,7 @@ class Bridge(Plugin):
             link = host.link_info(intf.name)
             if link is None or link.kind != "veth":
                 continue
-            if (link.index, link.peer_index, link.master) != (cont.peer_index, cont.index,
+            if (link.index, link.link_index, link.master) != (cont.link_index, cont.index,
                                                               br.index):
                 continue
             if intf.mac and intf.mac != link.mac:

@@ -11,7 +11,7 @@ Needs the kernel's dummy module.
 
 from __future__ import annotations
 
-from ...host import _sublink
+from ... import host
 from ...skel import CmdArgs
 from ...spec import KernelError
 from ._common import ipam_type
@@ -25,10 +25,10 @@ class Dummy(SubLinkPlugin):
     kind = "dummy"
 
     def load(self, args: CmdArgs, *, resolve: bool) -> LinkConf:  # noqa: ARG002 - no master
-        return LinkConf(link=_sublink.SubLink(kind="dummy"), ipam_type=ipam_type(args))
+        return LinkConf(link=host.SubLink(kind="dummy"), ipam_type=ipam_type(args))
 
     def check_details(self, conf: LinkConf,  # noqa: ARG002 - nothing to compare
-                      details: _sublink.SubLinkDetails) -> None:
+                      details: host.LinkInfo) -> None:
         if not details.up:
             raise KernelError("CHECK: the container's dummy interface is down")
 

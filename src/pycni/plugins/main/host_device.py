@@ -30,14 +30,12 @@ from typing import Any
 
 from ... import host
 from ...host import NetNSNotFound
-from ...host import _hostdev as hostdev
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, Interface, InvalidNetworkConfig, IOFailure, Result, bool_field
 from ...store import RecordStore
 from .._fields import ifname_field, str_field, valid_attachments
 from ._common import (
-    Rollback,
     apply_dns,
     check_container,
     gc_attachments,
@@ -89,7 +87,7 @@ class HostDeviceConfig:
             raise InvalidNetworkConfig(f'invalid "hwaddr" {conf.hwaddr!r}: expected a MAC '
                                        "address like 0a:58:0a:00:00:05")
         if conf.kernelpath:
-            hostdev.check_kernelpath(conf.kernelpath)
+            host.check_kernelpath(conf.kernelpath)
         if conf.pci and "/" in conf.pci:
             raise InvalidNetworkConfig(f'invalid "pciBusID" {conf.pci!r}')
         if bool_field(raw, "useInterfaceNetwork"):
@@ -119,15 +117,15 @@ class HostDeviceConfig:
                    data_dir=data_dir if isinstance(data_dir, str) and data_dir
                    else DEFAULT_DATA_DIR)
 
-    def selector(self) -> hostdev.Selector:
+    def selector(self) -> host.Selector:
         """Which device to take; ``deviceID`` decides between PCI and auxiliary device."""
         pci, aux = self.pci, ""
         if self.device_id:
-            if hostdev.device_id_kind(self.device_id) == "pci":
+            if host.device_id_kind(self.device_id) == "pci":
                 pci = self.device_id
             else:
                 pci, aux = "", self.device_id
-        return hostdev.Selector(device=self.device, hwaddr=self.hwaddr,
+        return host.Selector(device=self.device, hwaddr=self.hwaddr,
                                 kernelpath=self.kernelpath, pci=pci, aux=aux)
 
     def dpdk(self, *, strict: bool) -> bool:
@@ -140,7 +138,7 @@ class HostDeviceConfig:
             sel = self.selector()
             if not sel.pci or sel.device or sel.hwaddr or sel.kernelpath:
                 return False
-            return hostdev.is_dpdk_bound(sel.pci)
+            return host.is_dpdk_bound(sel.pci)
         except CNIError:
             if strict:
                 raise
@@ -151,7 +149,7 @@ def _store(conf: HostDeviceConfig) -> RecordStore:
     return RecordStore(conf.data_dir)
 
 
-def _record(args: CmdArgs, dev: hostdev.HostLink) -> dict[str, Any]:
+def _record(args: CmdArgs, dev: host.LinkInfo) -> dict[str, Any]:
     """What DEL needs to put ``dev`` back as it was (and GC to match the attachment)."""
     return {"network": args.conf.name, "containerID": args.container_id,
             "ifname": args.ifname, "device": dev.name, "mtu": dev.mtu, "up": dev.up,
@@ -169,12 +167,12 @@ def _return_device(args: CmdArgs, conf: HostDeviceConfig,
     if args.netns:
         try:
             with enter_netns(args.netns) as ns:
-                name = hostdev.move_out(ns, args.ifname)
+                name = host.move_out(ns, args.ifname)
         except NetNSNotFound:
             name = None
     saved = RecordStore.load(path) or known
     if name is not None and saved and saved.get("device") == name:
-        hostdev.restore_state(name, mtu=int(saved.get("mtu") or 0), up=bool(saved.get("up")),
+        host.restore_state(name, mtu=int(saved.get("mtu") or 0), up=bool(saved.get("up")),
                               alias=str(saved.get("alias") or ""))
     RecordStore.remove(path)
     return name
@@ -192,12 +190,12 @@ class HostDevice(Plugin):
             return Result()
         return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
-    def _add(self, args: CmdArgs, conf: HostDeviceConfig, rollback: Rollback) -> Result:
+    def _add(self, args: CmdArgs, conf: HostDeviceConfig, rollback: host.Undo) -> Result:
         sel = conf.selector()
         with enter_netns(args.netns) as ns:
-            dev = hostdev.find_device(sel)
+            dev = host.find_device(sel)
             # move_in undoes itself when it fails; from here on the device is ours to return.
-            moved = hostdev.move_in(dev, ns, args.ifname)
+            moved = host.move_in(dev, ns, args.ifname)
             record = _record(args, dev)
             rollback.push(f"return {dev.name!r} to the host", _return_device, args, conf,
                           record)

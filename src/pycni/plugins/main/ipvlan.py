@@ -14,7 +14,7 @@ MTU), ``linkInContainer``, ``ipam``, ``dns``. Chained after another plugin witho
 
 from __future__ import annotations
 
-from ...host import _sublink
+from ... import host
 from ...skel import CmdArgs
 from ...spec import InvalidNetworkConfig, KernelError
 from .._fields import str_field
@@ -23,7 +23,7 @@ from ._linkplugin import LinkConf, SubLinkPlugin, load_parented
 
 def _mode(args: CmdArgs) -> str:
     mode = str_field(args.conf.raw, "mode") or "l2"
-    if mode not in _sublink.IPVLAN_MODES:
+    if mode not in host.IPVLAN_MODES:
         raise InvalidNetworkConfig(f"unknown ipvlan mode: {mode!r} (expected l2, l3 or l3s)")
     return mode
 
@@ -50,7 +50,7 @@ class IPVlan(SubLinkPlugin):
                              default_master=_chained_master(args) if resolve else "",
                              prev=args.conf.prev_result, announce=True)
 
-    def check_details(self, conf: LinkConf, details: _sublink.SubLinkDetails) -> None:
+    def check_details(self, conf: LinkConf, details: host.LinkInfo) -> None:
         if details.mode != conf.link.mode:
             raise KernelError(f"CHECK: container ipvlan mode {details.mode or 'unknown'} does "
                               f"not match expected value: {conf.link.mode}")

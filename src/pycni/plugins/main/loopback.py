@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import ipaddress
 
-from ...host import NetNSNotFound, links
+from ... import host
+from ...host import NetNSNotFound
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, IPConfig, Result, UnknownContainer
 
 
 def _up_and_addresses(ifname: str) -> list[str]:
-    links.set_up(ifname)
-    return [a for a in links.addresses(ifname) if ipaddress.ip_interface(a).ip.is_loopback]
+    host.set_link_up(ifname)
+    found = sorted(host.list_addresses(ifname), key=lambda a: a.address.version)
+    return [str(a.address) for a in found if a.address.ip.is_loopback]
 
 
 class Loopback(Plugin):
@@ -47,14 +49,14 @@ class Loopback(Plugin):
             return
         try:
             with enter_netns(args.netns) as ns:
-                ns.call(links.set_down, args.ifname, missing_ok=True)
+                ns.call(host.set_link_down, args.ifname, missing_ok=True)
         except NetNSNotFound:
             return
 
     def check(self, args: CmdArgs) -> None:
         with enter_netns(args.netns) as ns:
-            up = ns.call(links.is_up, args.ifname)
-        if not up:
+            link = ns.call(host.link_info, args.ifname)
+        if link is None or not link.up:
             raise UnknownContainer(f"loopback interface {args.ifname!r} is down")
 
 

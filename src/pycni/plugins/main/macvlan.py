@@ -17,7 +17,7 @@ kernel's ``arp_notify``/``ndisc_notify`` are on for the link.
 
 from __future__ import annotations
 
-from ...host import _sublink
+from ... import host
 from ...skel import CmdArgs
 from ...spec import InvalidNetworkConfig, KernelError
 from .._fields import UINT32_MAX, int_field, str_field
@@ -27,9 +27,9 @@ from ._linkplugin import LinkConf, SubLinkPlugin, load_parented
 
 def _mode(args: CmdArgs) -> str:
     mode = str_field(args.conf.raw, "mode") or "bridge"
-    if mode not in _sublink.MACVLAN_MODES:
+    if mode not in host.MACVLAN_MODES:
         raise InvalidNetworkConfig(f"unknown macvlan mode: {mode!r} (expected one of "
-                                   f"{', '.join(_sublink.MACVLAN_MODES)})")
+                                   f"{', '.join(host.MACVLAN_MODES)})")
     return mode
 
 
@@ -55,7 +55,7 @@ class Macvlan(SubLinkPlugin):
                              mode=_mode(args), mac=_mac(args) if resolve else "",
                              bcqueuelen=bcqueuelen)
 
-    def check_details(self, conf: LinkConf, details: _sublink.SubLinkDetails) -> None:
+    def check_details(self, conf: LinkConf, details: host.LinkInfo) -> None:
         if details.mode != conf.link.mode:
             raise KernelError(f"CHECK: container macvlan mode {details.mode} does not match "
                               f"expected value: {conf.link.mode}")

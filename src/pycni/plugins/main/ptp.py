@@ -27,7 +27,6 @@ from ...skel import CmdArgs, Plugin
 from ...spec import Interface, InvalidNetworkConfig, KernelError, Result, bool_field
 from .._fields import mtu_field
 from ._common import (
-    Rollback,
     apply_dns,
     check_container,
     create_container_veth,
@@ -102,14 +101,14 @@ class PTP(Plugin):
         conf = PTPConfig.load(args)
         return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
-    def _add(self, args: CmdArgs, conf: PTPConfig, rollback: Rollback) -> Result:
+    def _add(self, args: CmdArgs, conf: PTPConfig, rollback: host.Undo) -> Result:
         result = ipam_add(args, conf.ipam_type)
         rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args, conf.ipam_type)
         for family in sorted({ip.family for ip in result.ips}):
             host.enable_forwarding(family)
         with enter_netns(args.netns) as ns:
             veth = create_container_veth(args, ns, rollback, mtu=conf.mtu)
-            host.links.set_up(veth.peer_name)
+            host.set_link_up(veth.peer_name)
             host.sysctl_try_set(f"net/ipv6/conf/{veth.peer_name}/accept_ra", "0")
             peer = host.require_link(veth.peer_name)
             result.interfaces = [

@@ -21,13 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ... import host
-from ...host import _tap as tap
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, Result, bool_field
 from .._fields import UINT32_MAX, ifname_field, int_field, mtu_field, str_field
 from ._common import (
-    Rollback,
     apply_dns,
     check_container,
     delete_container_link,
@@ -84,13 +82,13 @@ class TapConfig:
 def _create(conf: TapConfig, ifname: str) -> host.LinkInfo:
     """In the container: the tap, its MTU/MAC/bridge, up."""
     if conf.selinux_context:
-        tap.create_tap_labelled(ifname, conf.selinux_context, multi_queue=conf.multi_queue,
+        host.create_tap_labelled(ifname, conf.selinux_context, multi_queue=conf.multi_queue,
                                 owner=conf.owner, group=conf.group)
     else:
-        tap.create_tap(ifname, multi_queue=conf.multi_queue, owner=conf.owner,
+        host.create_tap(ifname, multi_queue=conf.multi_queue, owner=conf.owner,
                        group=conf.group)
     try:
-        tap.configure_tap(ifname, mtu=conf.mtu, mac=conf.mac, bridge=conf.bridge)
+        host.configure_tap(ifname, mtu=conf.mtu, mac=conf.mac, bridge=conf.bridge)
         return host.require_link(ifname)
     except BaseException:
         host.delete_link(ifname)
@@ -112,7 +110,7 @@ class Tap(Plugin):
         conf = TapConfig.load(args)
         return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
-    def _add(self, args: CmdArgs, conf: TapConfig, rollback: Rollback) -> Result:
+    def _add(self, args: CmdArgs, conf: TapConfig, rollback: host.Undo) -> Result:
         with enter_netns(args.netns) as ns:
             link = ns.call(_create, conf, args.ifname)
             rollback.push(f"delete {args.ifname} in {args.netns}", host.run_in_netns,

@@ -12,7 +12,7 @@ Keys: ``master`` (required), ``vlanId`` (0-4094), ``mtu`` (0..the master's MTU),
 
 from __future__ import annotations
 
-from ...host import _sublink
+from ... import host
 from ...skel import CmdArgs
 from ...spec import InvalidNetworkConfig, KernelError
 from ._linkplugin import LinkConf, SubLinkPlugin, load_parented
@@ -38,7 +38,7 @@ class Vlan(SubLinkPlugin):
                                        "interface name to create the VLAN for")
         return load_parented(args, "vlan", resolve=resolve, vlan_id=_vlan_id(args))
 
-    def check_details(self, conf: LinkConf, details: _sublink.SubLinkDetails) -> None:
+    def check_details(self, conf: LinkConf, details: host.LinkInfo) -> None:
         if details.vlan_id != conf.link.vlan_id:
             raise KernelError(f"CHECK: container vlan has VLAN ID {details.vlan_id}, config "
                               f"says {conf.link.vlan_id}")

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ... import host
-from ...host import NetNSNotFound, _sublink
+from ...host import NetNSNotFound
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
 from .._fields import check_ifname, require_prev_result
-from ._common import Rollback, run_with_rollback
+from ._common import run_with_rollback
 
 
 @dataclass(frozen=True)
@@ -55,42 +55,42 @@ class VRFConfig:
         return cls(vrfname=name, table=table)
 
 
-def _attach(conf: VRFConfig, ifname: str, rollback: Rollback, netns: str) -> None:
+def _attach(conf: VRFConfig, ifname: str, rollback: host.Undo, netns: str) -> None:
     """In the container: find or create the VRF, then enslave ``ifname`` to it."""
-    vrf = _sublink.find_vrf(conf.vrfname)
+    vrf = host.find_vrf(conf.vrfname)
     if vrf is not None and conf.table and vrf.table != conf.table:
         raise KernelError(f"VRF {conf.vrfname} already exists with a different routing "
                           f"table {vrf.table} (config wants {conf.table})")
     if vrf is None:
-        vrf = _sublink.create_vrf(conf.vrfname, conf.table)
+        vrf = host.create_vrf(conf.vrfname, conf.table)
         rollback.push(f"delete VRF {conf.vrfname}", host.run_in_netns, netns,
                       host.delete_link, conf.vrfname)
-    _sublink.enslave_to_vrf(ifname, vrf)
+    host.enslave_to_vrf(ifname, vrf)
     rollback.push(f"release {ifname} from VRF {conf.vrfname}", host.run_in_netns, netns,
-                  _sublink.release_from_vrf, ifname)
+                  host.release_from_vrf, ifname)
 
 
 def _detach(conf: VRFConfig, ifname: str) -> None:
     """In the container: release ``ifname``; delete the VRF once it has no members."""
     try:
-        vrf = _sublink.find_vrf(conf.vrfname)
+        vrf = host.find_vrf(conf.vrfname)
     except KernelError:
         return  # something else took the name: not ours to touch
     if vrf is None:
         return
-    _sublink.release_from_vrf(ifname)
-    if not _sublink.vrf_members(vrf):
+    host.release_from_vrf(ifname)
+    if not host.vrf_members(vrf):
         host.delete_link(vrf.name)
 
 
 def _check(conf: VRFConfig, ifname: str) -> None:
-    vrf = _sublink.find_vrf(conf.vrfname)
+    vrf = host.find_vrf(conf.vrfname)
     if vrf is None:
         raise KernelError(f"CHECK: VRF {conf.vrfname} not found")
     if conf.table and vrf.table != conf.table:
         raise KernelError(f"CHECK: VRF {conf.vrfname} has table {vrf.table}, config says "
                           f"{conf.table}")
-    if ifname not in _sublink.vrf_members(vrf):
+    if ifname not in host.vrf_members(vrf):
         raise KernelError(f"CHECK: failed to find {ifname} associated to vrf {conf.vrfname}")
 
 
@@ -105,7 +105,7 @@ class VRF(Plugin):
         conf = VRFConfig.load(args)
         result = require_prev_result(args, "vrf: missing prevResult from earlier plugin")
 
-        def attach(rollback: Rollback) -> Result:
+        def attach(rollback: host.Undo) -> Result:
             with enter_netns(args.netns) as ns:
                 ns.call(_attach, conf, args.ifname, rollback, args.netns)
             return result

@@ -22,10 +22,30 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...host import _tc as tc
+from ...host import (
+    MAX_BURST_BYTES,
+    RATE64_MAX,
+    Shaping,
+    Undo,
+    buffer_ticks,
+    clear_root_qdisc,
+    create_ifb,
+    delete_link,
+    has_ingress_redirect,
+    htb_burst_bytes,
+    link_by_index,
+    link_info,
+    list_links,
+    queue_limit,
+    require_link,
+    root_qdisc,
+    set_alias,
+    shape_egress,
+    shape_ingress,
+)
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
-from ...spec import CNIError, Interface, InvalidNetworkConfig, KernelError, Result
+from ...spec import Interface, InvalidNetworkConfig, KernelError, Result
 from ...store import fit_name
 from .._fields import int_field, require_prev_result, str_list, valid_attachments
 
@@ -37,9 +57,9 @@ ALIAS_PREFIX = "pycni-bandwidth:"
 ALIAS_MAX = 255
 #: Rates in bits per second: one byte per second up to what TCA_TBF_RATE64 holds.
 _MIN_RATE_BITS = 8
-_MAX_RATE_BITS = 8 * tc.RATE64_MAX + 7
+_MAX_RATE_BITS = 8 * RATE64_MAX + 7
 #: Bursts in bits: the reference refuses 4 GiB and more (burst/8 >= 2**32-1).
-_MAX_BURST_BITS = 8 * tc.MAX_BURST_BYTES + 7
+_MAX_BURST_BITS = 8 * MAX_BURST_BYTES + 7
 
 _KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst", "unshapedSubnets",
          "shapedSubnets")
@@ -49,8 +69,8 @@ _KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst", "unshapedSu
 class BandwidthConfig:
     """The limits in effect for one call."""
 
-    ingress: tc.Shaping | None
-    egress: tc.Shaping | None
+    ingress: Shaping | None
+    egress: Shaping | None
     unshaped_subnets: tuple[str, ...] = ()
     shaped_subnets: tuple[str, ...] = ()
 
@@ -88,7 +108,7 @@ class BandwidthConfig:
                 raise InvalidNetworkConfig(
                     f'invalid "{what}{name}Rate": expected bits per second between '
                     f"{_MIN_RATE_BITS} and {_MAX_RATE_BITS} (what tc can hold), got {rate}")
-            directions.append(tc.Shaping(rate, burst, unshaped, shaped) if rate else None)
+            directions.append(Shaping(rate, burst, unshaped, shaped) if rate else None)
         return cls(directions[0], directions[1], unshaped, shaped)
 
     def validate_subnets(self) -> None:
@@ -121,12 +141,14 @@ def host_interface(args: CmdArgs, result: Result) -> str:
     if not result.interfaces:
         raise InvalidNetworkConfig("no interfaces provided in prevResult")
     with enter_netns(args.netns) as ns:
-        peer = ns.call(tc.veth_peer_index, args.ifname)
+        cont = ns.call(link_info, args.ifname)
+    peer = cont.link_index if cont is not None else None
     if not peer:
         raise KernelError(f"container interface {args.ifname!r} has no veth peer")
-    name = tc.link_name(peer)
-    if name is None:
+    found = link_by_index(peer)
+    if found is None:
         raise KernelError(f"veth peer with index {peer} is not in the host namespace")
+    name = found.name
     if not any(i.name == name and not i.sandbox for i in result.interfaces):
         raise InvalidNetworkConfig(f"no veth peer of container interface {args.ifname!r} "
                                    f"found in prevResult (host side is {name!r})")
@@ -148,25 +170,23 @@ class Bandwidth(Plugin):
         prev = require_prev_result(args, "must be called as chained plugin")
         host = host_interface(args, prev)
         ifb = ifb_name(args.conf.name, args.container_id)
-        try:
+        with Undo() as undo:
+            undo.push(f"remove the qdiscs of {host}", clear_root_qdisc, host)
             if conf.ingress is not None:
-                tc.shape_ingress(host, conf.ingress)
+                shape_ingress(host, conf.ingress)
             if conf.egress is not None:
-                mtu, qlen = tc.link_mtu_txqlen(host)
-                mac = tc.create_ifb(ifb, mtu, qlen)
-                tc.set_alias(ifb, ifb_alias(args.conf.name, args.container_id))
+                veth = require_link(host)
+                undo.push(f"delete ifb {ifb}", delete_link, ifb)
+                mac = create_ifb(ifb, veth.mtu, veth.txqlen)
+                set_alias(ifb, ifb_alias(args.conf.name, args.container_id))
                 prev.interfaces.append(Interface(name=ifb, mac=mac))
-                tc.shape_egress(host, ifb, conf.egress)
-        except CNIError:
-            tc.delete_link(ifb)
-            tc.clear_root_qdisc(host)
-            raise
+                shape_egress(host, ifb, conf.egress)
         return prev
 
     def delete(self, args: CmdArgs) -> None:
         # The ifb is named from the network and container alone; the limits, which only
         # ADD needs to be consistent, are not read (a DEL that fails on them never ends).
-        tc.delete_link(ifb_name(args.conf.name, args.container_id))
+        delete_link(ifb_name(args.conf.name, args.container_id))
 
     def check(self, args: CmdArgs) -> None:
         conf = BandwidthConfig.load(args)
@@ -178,23 +198,23 @@ class Bandwidth(Plugin):
             checks.append((host, conf.ingress))
         if conf.egress is not None:
             ifb = ifb_name(args.conf.name, args.container_id)
-            if not tc.has_ingress_redirect(host, ifb):
+            if not has_ingress_redirect(host, ifb):
                 raise KernelError(f"{host!r} does not redirect its ingress to ifb {ifb!r}")
             checks.append((ifb, conf.egress))
         for ifname, shaping in checks:
-            found = tc.root_qdisc(ifname)
+            found = root_qdisc(ifname)
             want_kind = "htb" if shaping.uses_subnets else "tbf"
             if found is None or found.kind != want_kind:
                 raise KernelError(f"{ifname!r} has root qdisc {found.kind if found else None!r},"
                                   f" expected {want_kind}")
             rate, burst = shaping.rate_bytes, shaping.burst_bytes
             if shaping.uses_subnets:
-                burst = tc.htb_burst_bytes(rate, burst)
-            buffer = tc.buffer_ticks(rate, burst)
+                burst = htb_burst_bytes(rate, burst)
+            buffer = buffer_ticks(rate, burst)
             if (found.rate_bytes, found.buffer) != (rate, buffer):
                 raise KernelError(f"{ifname!r} shapes to {found.rate_bytes} B/s bucket "
                                   f"{found.buffer}, config wants {rate} B/s bucket {buffer}")
-            limit = tc.queue_limit(rate, burst)
+            limit = queue_limit(rate, burst)
             if found.kind == "tbf" and found.limit != limit:
                 raise KernelError(f"{ifname!r} queues {found.limit} bytes, config wants "
                                   f"{limit}")
@@ -204,9 +224,9 @@ class Bandwidth(Plugin):
         # network's prefix survives the hashing (fit_name keeps the first 128 bytes).
         valid = {ifb_name(args.conf.name, cid) for cid, _ in valid_attachments(args.conf.raw)}
         prefix = f"{ALIAS_PREFIX}{args.conf.name}/"
-        for name in tc.links_by_alias_prefix(prefix):
-            if name not in valid:
-                tc.delete_link(name)
+        for link in list_links():
+            if link.alias.startswith(prefix) and link.name not in valid:
+                delete_link(link.name)
 
 
 main = Bandwidth.main

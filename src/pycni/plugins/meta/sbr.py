@@ -15,8 +15,17 @@ the vrf module, which this kernel lacks, so pycni does not implement it (docs/co
 
 from __future__ import annotations
 
-from ...host import NetNSNotFound
-from ...host import _rules as rules
+from ...host import (
+    NetNSNotFound,
+    SourceRoute,
+    Undo,
+    link_info,
+    list_addresses,
+    list_rules,
+    remove_source_rules,
+    routes_in_table,
+    setup_source_routing,
+)
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
@@ -31,7 +40,7 @@ def _table(args: CmdArgs) -> int | None:
     return table
 
 
-def source_routes(args: CmdArgs, result: Result) -> list[rules.SourceRoute]:
+def source_routes(args: CmdArgs, result: Result) -> list[SourceRoute]:
     """prevResult's addresses on CNI_IFNAME (an address naming no interface counts too)."""
     if not result.ips:
         raise InvalidNetworkConfig(f"no IP addresses supplied on interface: {args.ifname}")
@@ -41,8 +50,15 @@ def source_routes(args: CmdArgs, result: Result) -> list[rules.SourceRoute]:
         if (idx is not None and 0 <= idx < len(result.interfaces)
                 and result.interfaces[idx].name != args.ifname):
             continue
-        out.append(rules.SourceRoute(ipc.address, ipc.gateway))
+        out.append(SourceRoute(ipc.address, ipc.gateway))
     return out
+
+
+def _addresses(ifname: str) -> list[str]:
+    """The bare addresses on ``ifname`` (none if it is gone)."""
+    if link_info(ifname) is None:
+        return []
+    return [str(a.address.ip) for a in list_addresses(ifname)]
 
 
 class Sbr(Plugin):
@@ -54,12 +70,10 @@ class Sbr(Plugin):
         table = _table(args)
         prev = require_prev_result(args, "this plugin must be called as chained plugin")
         routes = source_routes(args, prev)
-        with enter_netns(args.netns) as ns:
-            try:
-                ns.call(rules.setup_source_routing, args.ifname, routes, table)
-            except KernelError:
-                ns.call(rules.remove_source_rules, [str(r.address.ip) for r in routes], table)
-                raise
+        with enter_netns(args.netns) as ns, Undo() as undo:
+            undo.push(f"remove the source rules of {args.ifname}", ns.call, remove_source_rules,
+                      [str(r.address.ip) for r in routes], table)
+            ns.call(setup_source_routing, args.ifname, routes, table)
         return prev
 
     def delete(self, args: CmdArgs) -> None:
@@ -73,8 +87,8 @@ class Sbr(Plugin):
         known = [str(ipc.address.ip) for ipc in prev.ips] if prev is not None else []
         try:
             with enter_netns(args.netns) as ns:
-                sources = known + ns.call(rules.link_addresses, args.ifname)
-                ns.call(rules.remove_source_rules, sources, table)
+                sources = known + ns.call(_addresses, args.ifname)
+                ns.call(remove_source_rules, sources, table)
         except NetNSNotFound:
             return
 
@@ -83,7 +97,7 @@ class Sbr(Plugin):
         prev = require_prev_result(args, "this plugin must be called as chained plugin")
         wanted = source_routes(args, prev)
         with enter_netns(args.netns) as ns:
-            found = ns.call(rules.list_rules)
+            found = ns.call(list_rules)
             for entry in wanted:
                 ip = str(entry.address.ip)
                 match = [r for r in found if r.src == ip
@@ -92,7 +106,7 @@ class Sbr(Plugin):
                 if not match:
                     raise KernelError(f"no rule 'from {ip} lookup "
                                       f"{table if table is not None else '<table>'}' found")
-                if not ns.call(rules.routes_in_table, match[0].table):
+                if not ns.call(routes_in_table, match[0].table):
                     raise KernelError(f"routing table {match[0].table} for {ip} is empty")
 
 

@@ -23,8 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...host import NetNSNotFound
-from ...host import _linkattrs as la
+from ...host import (
+    LinkInfo,
+    NetNSNotFound,
+    Undo,
+    require_link,
+    send_gratuitous_arp,
+    set_link_attrs,
+    sysctl_get,
+    sysctl_set,
+)
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, KernelError, Result
@@ -113,7 +121,7 @@ class TuningConfig:
 
     def sysctl_paths(self, ifname: str) -> dict[str, str]:
         """/proc path -> value for every key, with IFNAME substituted (see :func:`sysctl_key`)."""
-        return {la.sysctl_path("/".join(sysctl_key(k, ifname))): v
+        return {f"/proc/sys/{'/'.join(sysctl_key(k, ifname))}": v
                 for k, v in self.sysctl.items()}
 
     def check_allowlist(self, ifname: str) -> None:
@@ -171,7 +179,7 @@ def _teardown_store(args: CmdArgs) -> RecordStore:
                        else DEFAULT_DATA_DIR)
 
 
-def _save_backup(conf: TuningConfig, args: CmdArgs, current: la.LinkAttrs) -> None:
+def _save_backup(conf: TuningConfig, args: CmdArgs, current: LinkInfo) -> None:
     # "network" is ours (the reference keeps only the attributes): GC uses it so one
     # network's GC never drops another network's backups.
     saved: dict[str, Any] = {"network": args.conf.name}
@@ -193,15 +201,14 @@ def _save_backup(conf: TuningConfig, args: CmdArgs, current: la.LinkAttrs) -> No
 
 def _apply_in_netns(conf: TuningConfig, args: CmdArgs, result: Result) -> None:
     for path, value in conf.sysctl_paths(args.ifname).items():
-        la.write_sysctl(path, value)
+        sysctl_set(path.removeprefix("/proc/sys/"), value)
     if not conf.changes_link:
         return
-    _save_backup(conf, args, la.get_attrs(args.ifname))
-    la.set_attrs(args.ifname, mac=conf.mac, promisc=True if conf.promisc else None,
-                 mtu=conf.mtu, allmulti=conf.allmulti, txqlen=conf.txqlen)
+    _save_backup(conf, args, require_link(args.ifname))
+    set_link_attrs(args.ifname, mac=conf.mac, promisc=True if conf.promisc else None,
+                   mtu=conf.mtu, allmulti=conf.allmulti, txqlen=conf.txqlen)
     if conf.mac is not None:
-        for ipc in result.ips:
-            la.send_gratuitous_arp(args.ifname, str(ipc.address.ip))
+        send_gratuitous_arp(args.ifname, [ipc.address.ip for ipc in result.ips])
 
 
 def _restore_in_netns(path: Path, ifname: str) -> None:
@@ -209,13 +216,13 @@ def _restore_in_netns(path: Path, ifname: str) -> None:
     if saved is None:
         return
     try:
-        current = la.get_attrs(ifname)
+        current = require_link(ifname)
     except KernelError:
         current = None
     if current is not None and set(saved) - {"network"}:
-        la.set_attrs(ifname, mtu=saved.get("mtu"), mac=saved.get("mac"),
-                     promisc=saved.get("promisc"), allmulti=saved.get("allmulti"),
-                     txqlen=saved.get("txQLen"))
+        set_link_attrs(ifname, mtu=saved.get("mtu"), mac=saved.get("mac"),
+                       promisc=saved.get("promisc"), allmulti=saved.get("allmulti"),
+                       txqlen=saved.get("txQLen"))
     RecordStore.remove(path)
 
 
@@ -229,15 +236,13 @@ class Tuning(Plugin):
         prev = require_prev_result(args, "required prevResult missing")
         conf.sysctl_paths(args.ifname)  # rejects malformed and non-net keys before any change
         conf.check_allowlist(args.ifname)
-        with enter_netns(args.netns) as ns:
-            try:
-                ns.call(_apply_in_netns, conf, args, prev)
-            except Exception:
-                # Undo what part of the link change happened, from the backup just written.
-                if conf.changes_link:
-                    ns.call(_restore_in_netns, _store(conf).path(args.container_id, args.ifname),
-                            args.ifname)
-                raise
+        with enter_netns(args.netns) as ns, Undo() as undo:
+            if conf.changes_link:
+                # Whatever part of the link change happened, from the backup ADD writes first.
+                undo.push(f"restore the attributes of {args.ifname}", ns.call,
+                          _restore_in_netns, _store(conf).path(args.container_id, args.ifname),
+                          args.ifname)
+            ns.call(_apply_in_netns, conf, args, prev)
         if conf.mac is not None:
             for iface in prev.interfaces:
                 if iface.name == args.ifname:
@@ -259,11 +264,11 @@ class Tuning(Plugin):
         require_prev_result(args, "required prevResult missing")
         with enter_netns(args.netns) as ns:
             for path, want in conf.sysctl_paths(args.ifname).items():
-                have = ns.call(la.read_sysctl, path)
+                have = ns.call(sysctl_get, path.removeprefix("/proc/sys/"))
                 if have != want:
                     raise KernelError(f"tuning configured value of {path} is {want}, current "
                                       f"value is {have}")
-            attrs = ns.call(la.get_attrs, args.ifname)
+            attrs = ns.call(require_link, args.ifname)
         wanted: dict[str, tuple[object, object]] = {
             "MAC address": (conf.mac, attrs.mac), "MTU": (conf.mtu, attrs.mtu),
             "promiscuous mode": (conf.promisc, attrs.promisc),

@@ -11,7 +11,7 @@ Every function acts on the calling thread's network namespace (the plugin's host
 
 from __future__ import annotations
 
-from ..._conntrack import delete_by_dst_port
+from .._conntrack import delete_by_dst_port
 from ._base import (
     PROTOCOLS,
     IPInterface,

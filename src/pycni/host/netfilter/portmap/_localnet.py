@@ -15,7 +15,7 @@ import socket
 import struct
 
 from ....spec import KernelError
-from ..._conntrack import NetlinkSocket, nlattr, nlattrs
+from ..._netlink import NetlinkSocket, nlattr, nlattrs
 from ..._sysctl import sysctl_set
 
 RTM_GETROUTE = 26

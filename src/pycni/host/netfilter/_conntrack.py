@@ -5,33 +5,25 @@ entry (and its "no NAT" decision) for as long as packets keep coming, so the new
 never sees it. The portmap plugin deletes such entries after writing its rules, like the
 reference plugin does.
 
-This speaks netlink directly (a dump filtered by the kernel, then one delete per entry)
-instead of through pyroute2: importing pyroute2's conntrack module costs about 250 ms,
-which is most of a plugin call. The socket is made per call in the calling thread, so
-inside ``NetNS.call`` it acts on that namespace.
+This speaks netlink directly through :mod:`._netlink` (a dump filtered by the kernel, then
+one delete per entry) instead of through pyroute2: importing pyroute2's conntrack module
+costs about 250 ms, which is most of a plugin call. The socket is made per call in the
+calling thread, so inside ``NetNS.call`` it acts on that namespace.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
-from collections.abc import Iterator
 
-from ..spec import KernelError
+from ...spec import KernelError
+from .._netlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP, NetlinkSocket, nlattr, nlattrs
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_DELETE = 2
-
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLA_F_NESTED = 0x8000
 
 CTA_TUPLE_ORIG = 1
 CTA_ZONE = 18
@@ -47,25 +39,7 @@ CTA_FILTER_FLAG_PROTO_DST_PORT = 1 << 5
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
-
-
-def nlattr(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
-
-
-def nlattrs(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
-    """(type without flags, payload, the whole attribute) for each attribute in ``data``."""
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            return
-        yield kind & 0x3FFF, data[offset + 4:offset + length], data[offset:offset + length]
-        offset += (length + 3) & ~3
 
 
 def _orig_proto(tuple_payload: bytes) -> tuple[int | None, int | None]:
@@ -80,51 +54,6 @@ def _orig_proto(tuple_payload: bytes) -> tuple[int | None, int | None]:
             elif pkind == CTA_PROTO_DST_PORT and len(pvalue) >= 2:
                 port = struct.unpack("!H", pvalue[:2])[0]
     return proto, port
-
-
-class NetlinkSocket:
-    """A raw netlink socket: one request at a time, replies until DONE or the ACK.
-
-    Small on purpose (a few messages per plugin call); errors come back as OSError.
-    """
-
-    def __init__(self, protocol: int) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
-        self.sock.bind((0, 0))
-        self.seq = 0
-
-    def close(self) -> None:
-        """Close the socket."""
-        self.sock.close()
-
-    def request(self, msg_type: int, flags: int, payload: bytes) -> list[bytes]:
-        """Send one message; return the payloads of the replies (dump parts or the answer)."""
-        self.seq += 1
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, NLM_F_REQUEST | flags,
-                                self.seq, 0)
-        self.sock.send(header + payload)
-        replies: list[bytes] = []
-        while True:
-            data = self.sock.recv(1 << 17)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
-                    return replies
-                message = data[offset + _NLMSGHDR.size:offset + length]
-                offset += (length + 3) & ~3
-                if seq != self.seq:
-                    continue
-                if kind == NLMSG_DONE:
-                    return replies
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", message)[0]
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return replies  # the ACK
-                replies.append(message)
-                if not flags & NLM_F_DUMP and not flags & NLM_F_ACK:
-                    return replies  # a plain request has exactly one answer
 
 
 def _ct_request(sock: NetlinkSocket, cmd: int, flags: int, family: int, body: bytes) -> list[bytes]:
@@ -183,4 +112,4 @@ def delete_by_dst_port(family: int, protocol: str, port: int) -> int:
     return deleted
 
 
-__all__ = ["PROTOCOLS", "NetlinkSocket", "delete_by_dst_port", "nlattr", "nlattrs"]
+__all__ = ["PROTOCOLS", "delete_by_dst_port"]
