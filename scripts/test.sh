@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy src
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest -q "$@"

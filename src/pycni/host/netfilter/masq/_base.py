@@ -14,11 +14,11 @@ plugins and by pycni are found and removed by either:
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
+from .._names import hash_with_prefix
 from .._xtables import stored_comment
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -30,13 +30,6 @@ CHAIN_PREFIX = "CNI-"
 
 #: v4 and v6 multicast: pods may talk multicast on their own link, never masqueraded.
 MULTICAST = {4: ipaddress.ip_network("224.0.0.0/4"), 6: ipaddress.ip_network("ff00::/8")}
-
-
-def hash_with_prefix(length: int, prefix: str, to_hash: str) -> str:
-    """``prefix`` followed by sha512 hex digits of ``to_hash``, exactly ``length`` long."""
-    if len(prefix) >= length or length > 128:
-        raise ValueError(f"cannot make a {length}-character name with prefix {prefix!r}")
-    return (prefix + hashlib.sha512(to_hash.encode()).hexdigest())[:length]
 
 
 def chain_name(network: str, container_id: str) -> str:

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 from ....spec import KernelError
 from .. import _nft
-from ._base import MULTICAST, IPInterface, hash_with_prefix
+from .._names import hash_with_prefix
+from ._base import MULTICAST, IPInterface
 
 TABLE = "cni_plugins_masquerade"
 CHAIN = "masq_checks"

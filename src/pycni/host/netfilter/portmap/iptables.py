@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ....spec import KernelError
+from .._names import hash_with_prefix
 from .._xtables import (
     COMMENT_MAX,
     TOOLS,
@@ -40,7 +41,6 @@ from .._xtables import (
 )
 from .._xtables import option as _option
 from .._xtables import rule_line as _line
-from ..masq._base import hash_with_prefix
 from ._base import Owner, PortMapSpec
 from ._conditions import iptables_conditions
 
