@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from pycni.testing import GO_PLUGIN_DIR, leftovers, temp_netns
+from pycni.testing import (
+    GO_PLUGIN_DIR,
+    EtcdServer,
+    leftovers,
+    temp_netns,
+    unique_name,
+)
 
 # No per-example deadline: the suite shares two cores with kernel work, and a slow example is
 # not a bug. On CI the examples are derived from each test's name, so a run is reproducible;
@@ -28,7 +34,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs root (network namespaces)")
     for item in items:
-        if "netns" in item.keywords or "integration" in item.keywords:
+        # etcd and kube-apiserver run as any user on loopback: a cluster test needs root
+        # only when it also makes namespaces (and then it carries the netns marker).
+        if "netns" in item.keywords or (
+            "integration" in item.keywords and "cluster" not in item.keywords
+        ):
             item.add_marker(skip)
 
 
@@ -72,3 +82,22 @@ def go_plugins() -> str:
     if not (Path(GO_PLUGIN_DIR) / "bridge").exists():
         pytest.skip("containernetworking-plugins is not installed (/usr/lib/cni)")
     return GO_PLUGIN_DIR
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    """One real etcd for the session (loopback, private data dir); tests share it.
+
+    Keep each test's keys under its own ``etcd_prefix``; a test that restarts or kills etcd
+    starts its own ``EtcdServer`` instead.
+    """
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture
+def etcd_prefix(etcd_server: EtcdServer) -> Iterator[str]:
+    """A key prefix no other test uses (``/pyt.../``); its keys are removed afterwards."""
+    prefix = f"/{unique_name('etcd')}/"
+    yield prefix
+    etcd_server.delete_prefix(prefix)
