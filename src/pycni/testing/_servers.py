@@ -373,7 +373,11 @@ class KubeAPIServer(_Server):
         #: ``https://127.0.0.1:PORT``
         self.url = f"https://{_LOOPBACK}:{self.port}"
         self.pki_dir = self.dir / "pki"
-        make_test_pki(self.pki_dir)
+        try:
+            make_test_pki(self.pki_dir)
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         #: The cluster CA's certificate (PEM file): verifies the server, signs nothing else.
         self.ca_file = str(self.pki_dir / "ca.crt")
         self.token_file = self.dir / "tokens.csv"
