@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what pycni needs on a Debian machine (run as root): kernel tools, the Go reference
-# plugins (our test oracle), and a virtualenv in .venv with pycni and its test tools.
+# plugins (our test oracle), etcd and a kube-apiserver built from Debian's source package (the
+# cluster tests' real datastores), and a virtualenv in .venv with pycni and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   iproute2 util-linux nftables iptables conntrack iputils-ping tcpdump iperf3
   dnsmasq-base busybox-static containernetworking-plugins python3-venv python3-pip
-  podman runc
+  podman runc etcd-server etcd-client
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -29,3 +30,7 @@ if ! .venv/bin/python -c 'import sys' >/dev/null 2>&1; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# kube-apiserver/kubectl v1.20.2 for the cluster tests, cached outside the checkout
+# (${PYCNI_CACHE:-/var/cache/pycni}); a no-op once built, about 4 minutes the first time.
+bash scripts/build-kubernetes.sh

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from pycni.testing import GO_PLUGIN_DIR, leftovers, temp_netns
+from pycni.testing import (
+    GO_PLUGIN_DIR,
+    EtcdServer,
+    KubeAPIServer,
+    leftovers,
+    temp_netns,
+    unique_name,
+)
 
 # No per-example deadline: the suite shares two cores with kernel work, and a slow example is
 # not a bug. On CI the examples are derived from each test's name, so a run is reproducible;
@@ -28,7 +35,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs root (network namespaces)")
     for item in items:
-        if "netns" in item.keywords or "integration" in item.keywords:
+        # etcd and kube-apiserver run as any user on loopback: a cluster test needs root
+        # only when it also makes namespaces (and then it carries the netns marker).
+        if "netns" in item.keywords or (
+            "integration" in item.keywords and "cluster" not in item.keywords
+        ):
             item.add_marker(skip)
 
 
@@ -72,3 +83,45 @@ def go_plugins() -> str:
     if not (Path(GO_PLUGIN_DIR) / "bridge").exists():
         pytest.skip("containernetworking-plugins is not installed (/usr/lib/cni)")
     return GO_PLUGIN_DIR
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    """One real etcd for the session (loopback, private data dir); tests share it.
+
+    Keep each test's keys under its own ``etcd_prefix``; a test that restarts or kills etcd
+    starts its own ``EtcdServer`` instead.
+    """
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture
+def etcd_prefix(etcd_server: EtcdServer) -> Iterator[str]:
+    """A key prefix no other test uses (``/pyt.../``); its keys are removed afterwards."""
+    prefix = f"/{unique_name('etcd')}/"
+    yield prefix
+    etcd_server.delete_prefix(prefix)
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver() -> Iterator[KubeAPIServer]:
+    """A real kube-apiserver v1.20.2 for the session, on its own etcd; tests share it.
+
+    Builds the server first if the cache lacks it (``scripts/build-kubernetes.sh``). Name
+    cluster-scoped objects (Nodes, CRDs' objects) with ``unique_name`` and delete them; a test
+    that restarts the server or rotates tokens starts its own ``KubeAPIServer``.
+    """
+    with EtcdServer() as etcd, KubeAPIServer(etcd.url) as server:
+        yield server
+
+
+@pytest.fixture
+def kube_namespace(kube_apiserver: KubeAPIServer) -> Iterator[str]:
+    """A fresh namespace on ``kube_apiserver`` (deleted afterwards; without a
+    controller-manager it stays Terminating, which no other test sees)."""
+    name = unique_name("ns")
+    kube_apiserver.request("POST", "/api/v1/namespaces",
+                           {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    kube_apiserver.request("DELETE", f"/api/v1/namespaces/{name}")

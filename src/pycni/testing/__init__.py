@@ -1,4 +1,5 @@
-"""Public test helpers: sandbox namespaces, running plugins in them, leak checks.
+"""Public test helpers: sandbox namespaces, running plugins in them, leak checks, and real
+datastores (etcd, kube-apiserver) on loopback for cluster tests.
 
 Every kernel object a test makes carries :data:`PREFIX`. Plugins under test never run in the
 machine's own namespace: a test makes a "host" namespace (where the bridge, the host veth ends
@@ -21,6 +22,19 @@ from typing import Any, TypeVar
 
 from ..host import create_netns, list_netns, netns_path, remove_netns, run_in_netns
 from ..invoke import REGISTRY, run_in_process
+from ._servers import (
+    ETCD_BINARY,
+    KUBERNETES_VERSION,
+    APIStatusError,
+    EtcdServer,
+    KubeAPIServer,
+    ServerError,
+    free_port,
+    kube_apiserver_binary,
+    kubectl_binary,
+    kubernetes_cache_dir,
+    make_test_pki,
+)
 
 T = TypeVar("T")
 
@@ -203,15 +217,26 @@ def leftovers(*, mine: bool = False) -> list[str]:
 
 
 __all__ = [
+    "ETCD_BINARY",
     "GO_PLUGIN_DIR",
+    "KUBERNETES_VERSION",
     "PREFIX",
+    "APIStatusError",
+    "EtcdServer",
+    "KubeAPIServer",
     "PluginCall",
+    "ServerError",
     "call_plugin",
     "cni_env",
     "exec_plugin_in",
+    "free_port",
     "ip_json",
     "issued_here",
+    "kube_apiserver_binary",
+    "kubectl_binary",
+    "kubernetes_cache_dir",
     "leftovers",
+    "make_test_pki",
     "netns_path",
     "ns_run",
     "temp_netns",
