@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import pathlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -284,3 +285,153 @@ def test_etcd_dual_stack_gets_one_subnet_per_family(
     v4, v6 = store.acquire_subnets()
     assert (v4.version, v4.prefixlen) == (4, 24)
     assert (v6.version, v6.prefixlen) == (6, 64)
+
+
+# -- kubernetes --------------------------------------------------------------------------------
+
+
+def _node(name: str, *cidrs: str, peer: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if peer is not None:
+        meta["annotations"] = {"pycni.io/peer": peer}
+    spec: dict[str, Any] = {}
+    if cidrs:
+        spec = {"podCIDR": cidrs[0], "podCIDRs": list(cidrs)}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": meta, "spec": spec}
+
+
+def _apply_rbac(kube: Any) -> None:
+    """deploy/kubernetes/rbac.yaml, applied to the real server."""
+    import yaml
+    paths = {"ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+             "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+             "ServiceAccount": "/api/v1/namespaces/kube-system/serviceaccounts"}
+    rbac = pathlib.Path(__file__).parents[2] / "deploy" / "kubernetes" / "rbac.yaml"
+    for doc in yaml.safe_load_all(rbac.read_text()):
+        kube.request("POST", paths[doc["kind"]], doc)
+
+
+@pytest.fixture
+def kube() -> Iterator[Any]:
+    """A private API server (these tests restart it and rotate tokens), RBAC applied."""
+    from pycni.testing import KubeAPIServer
+    with EtcdServer() as etcd, KubeAPIServer(etcd.url) as server:
+        _apply_rbac(server)
+        server.test_etcd = etcd
+        yield server
+
+
+def _in_cluster(kube: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+    """Service-account files for the agent's identity (bound by rbac.yaml); returns the token
+    and the directory."""
+    token = kube.add_token("system:serviceaccount:kube-system:pycni",
+                           ["system:serviceaccounts"])
+    kube.restart()
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text(token)
+    (sa / "ca.crt").write_bytes(pathlib.Path(kube.ca_file).read_bytes())
+    host, port = kube.url.removeprefix("https://").rsplit(":", 1)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    return token, sa
+
+
+def test_kubernetes_nodes_seen_published_and_followed_across_restart(
+        kube: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pycni.cluster import KubernetesDatastore
+    old_token, sa = _in_cluster(kube, tmp_path, monkeypatch)
+    # kube-apiserver 1.20 keeps a second podCIDRs entry only with the IPv6DualStack gate;
+    # dual-stack subnets are covered by the etcd test.
+    kube.request("POST", "/api/v1/nodes", _node("me", "10.50.1.0/24"))
+    kube.request("POST", "/api/v1/nodes", _node("a", "10.50.2.0/24",
+                                                 peer=json.dumps({**VXLAN, "underlay": "a"})))
+    me = KubernetesDatastore("me", service_account_dir=str(sa), watch_timeout=5)
+    try:
+        _follow_across_restart(kube, me, sa, old_token)
+    finally:
+        me.close()
+
+
+def _follow_across_restart(kube: Any, me: Any, sa: Any, old_token: str) -> None:
+    assert me.acquire_subnets() == (ipaddress.ip_network("10.50.1.0/24"),)
+    me.publish(VXLAN)
+    annotations = kube.request("GET", "/api/v1/nodes/me")["metadata"]["annotations"]
+    assert json.loads(annotations["pycni.io/peer"]) == VXLAN
+
+    follower = Follower(me)
+    try:
+        first = follower.until(lambda u: "a" in u.peers, "node a")
+        assert "me" not in first.peers
+        assert first.peers["a"].peer["underlay"] == "a"
+        # Added, updated, deleted.
+        kube.request("POST", "/api/v1/nodes", _node("b", "10.50.3.0/24",
+                                                     peer=json.dumps(VXLAN)))
+        follower.until(lambda u: "b" in u.peers, "node b added")
+        kube.request("PATCH", "/api/v1/nodes/a", {"metadata": {"annotations": {
+            "pycni.io/peer": json.dumps({**VXLAN, "underlay": "a2"})}}},
+            content_type="application/merge-patch+json")
+        follower.until(lambda u: "a" in u.peers and u.peers["a"].peer["underlay"] == "a2",
+                       "node a updated")
+        kube.request("DELETE", "/api/v1/nodes/b")
+        follower.until(lambda u: "b" not in u.peers, "node b deleted")
+
+        # The token rotates (the old one stops working) while the API server restarts, and
+        # nodes change meanwhile: the watch resumes or relists (410) and sees all of it.
+        new_token = kube.add_token("system:serviceaccount:kube-system:pycni",
+                                   ["system:serviceaccounts"])
+        kube.remove_token(old_token)
+        kube.restart()
+        (sa / "token").write_text(new_token)
+        kube.request("DELETE", "/api/v1/nodes/a")
+        kube.request("POST", "/api/v1/nodes", _node("c", "10.50.4.0/24",
+                                                     peer=json.dumps(VXLAN)))
+        after = follower.until(lambda u: set(u.peers) == {"c"}, "c only, after the restart")
+        assert after.peers["c"].subnets == (ipaddress.ip_network("10.50.4.0/24"),)
+        me.publish({**VXLAN, "underlay": "rotated"})
+        annotations = kube.request("GET", "/api/v1/nodes/me")["metadata"]["annotations"]
+        assert json.loads(annotations["pycni.io/peer"])["underlay"] == "rotated"
+    finally:
+        follower.close()
+
+
+def test_kubernetes_bad_nodes_are_named_and_skipped(
+        kube: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pycni.cluster import KubernetesDatastore
+    kube.request("POST", "/api/v1/nodes", _node("nocidr"))
+    kube.request("POST", "/api/v1/nodes", _node("good", "10.51.1.0/24", peer=json.dumps(VXLAN)))
+    kube.request("POST", "/api/v1/nodes", _node("garbled", "10.51.2.0/24", peer="{oops"))
+    kube.request("POST", "/api/v1/nodes", _node("orphan", peer=json.dumps(VXLAN)))
+    store = KubernetesDatastore("nocidr", kubeconfig=kube.kubeconfig)
+    with pytest.raises(InvalidNetworkConfig, match=r"node 'nocidr' has no \"spec\.podCIDR\""):
+        store.acquire_subnets()
+    first = next(store.watch())
+    store.close()
+    assert set(first.peers) == {"good"}
+    assert "node 'garbled'" in first.skipped["garbled"]
+    assert "pycni.io/peer" in first.skipped["garbled"]
+    assert "spec.podCIDR" in first.skipped["orphan"]
+
+
+def test_kubernetes_watch_relists_on_410(kube: Any) -> None:
+    from pycni.cluster import KubernetesDatastore
+    kube.request("POST", "/api/v1/nodes", _node("a", "10.52.1.0/24", peer=json.dumps(VXLAN)))
+    store = KubernetesDatastore("me", kubeconfig=kube.kubeconfig)
+    watch = store.watch()
+    try:
+        assert set(next(watch).peers) == {"a"}
+        # Between the list and the watch: a leaves, b joins, etcd's history is compacted
+        # and the API server restarts, so the list's resourceVersion is gone (410).
+        kube.request("DELETE", "/api/v1/nodes/a")
+        kube.request("POST", "/api/v1/nodes", _node("b", "10.52.3.0/24", peer=json.dumps(VXLAN)))
+        etcd = kube.test_etcd
+        revision = int(etcd.request("/v3/kv/range", {"key": "Lw=="})["header"]["revision"])
+        etcd.request("/v3/kv/compaction", {"revision": revision, "physical": True})
+        kube.restart()
+        relisted = next(watch)
+        assert relisted.resync
+        assert set(relisted.peers) == {"b"}
+        assert relisted.changed == {"a", "b"}
+    finally:
+        store.close()
+        watch.close()
