@@ -12,6 +12,7 @@ from hypothesis import settings
 from pycni.testing import (
     GO_PLUGIN_DIR,
     EtcdServer,
+    KubeAPIServer,
     leftovers,
     temp_netns,
     unique_name,
@@ -101,3 +102,26 @@ def etcd_prefix(etcd_server: EtcdServer) -> Iterator[str]:
     prefix = f"/{unique_name('etcd')}/"
     yield prefix
     etcd_server.delete_prefix(prefix)
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver() -> Iterator[KubeAPIServer]:
+    """A real kube-apiserver v1.20.2 for the session, on its own etcd; tests share it.
+
+    Builds the server first if the cache lacks it (``scripts/build-kubernetes.sh``). Name
+    cluster-scoped objects (Nodes, CRDs' objects) with ``unique_name`` and delete them; a test
+    that restarts the server or rotates tokens starts its own ``KubeAPIServer``.
+    """
+    with EtcdServer() as etcd, KubeAPIServer(etcd.url) as server:
+        yield server
+
+
+@pytest.fixture
+def kube_namespace(kube_apiserver: KubeAPIServer) -> Iterator[str]:
+    """A fresh namespace on ``kube_apiserver`` (deleted afterwards; without a
+    controller-manager it stays Terminating, which no other test sees)."""
+    name = unique_name("ns")
+    kube_apiserver.request("POST", "/api/v1/namespaces",
+                           {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    kube_apiserver.request("DELETE", f"/api/v1/namespaces/{name}")

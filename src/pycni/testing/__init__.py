@@ -26,8 +26,13 @@ from ._servers import (
     KUBERNETES_VERSION,
     APIStatusError,
     EtcdServer,
+    KubeAPIServer,
     ServerError,
     free_port,
+    kube_apiserver_binary,
+    kubectl_binary,
+    kubernetes_cache_dir,
+    make_test_pki,
 )
 
 T = TypeVar("T")
@@ -189,6 +194,7 @@ __all__ = [
     "PREFIX",
     "APIStatusError",
     "EtcdServer",
+    "KubeAPIServer",
     "PluginCall",
     "ServerError",
     "call_plugin",
@@ -197,7 +203,11 @@ __all__ = [
     "free_port",
     "ip_json",
     "issued_here",
+    "kube_apiserver_binary",
+    "kubectl_binary",
+    "kubernetes_cache_dir",
     "leftovers",
+    "make_test_pki",
     "netns_path",
     "ns_run",
     "temp_netns",

@@ -18,15 +18,17 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -240,6 +242,9 @@ class EtcdServer(_Server):
             "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", f"pycni-test={self.peer_url}",
             "--initial-cluster-state", "new", "--log-level", "warn", "--logger", "zap",
+            # A lone member still waits one election timeout (1 s by default) before it leads
+            # and serves; with no peers there is no election to lose by being quick.
+            "--heartbeat-interval", "20", "--election-timeout", "200",
         ]
 
     def _ready(self) -> bool:
@@ -288,3 +293,266 @@ def _prefix_end(prefix: bytes) -> bytes:
             return bytes(end)
         end.pop()
     return b"\0"
+
+
+_OPENSSL_CONF = """\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = {cn}
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign, digitalSignature
+subjectKeyIdentifier = hash
+[serving]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+subjectAltName = IP:127.0.0.1, IP:10.96.0.1, DNS:localhost, DNS:kubernetes, \
+DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+"""
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise ServerError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
+
+
+def make_test_pki(directory: Path) -> None:
+    """Write a throwaway PKI for one API server into ``directory``.
+
+    ``ca.crt``/``ca.key`` (the cluster CA), ``apiserver.crt``/``apiserver.key`` (serving,
+    for 127.0.0.1 and the in-cluster names), ``sa.key``/``sa.pub`` (service-account token
+    signing). EC P-256 keys: quick to make, and Go and Python's ssl accept them.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.cnf").write_text(_OPENSSL_CONF.format(cn="pycni-test-ca"))
+    (directory / "apiserver.cnf").write_text(_OPENSSL_CONF.format(cn="kube-apiserver"))
+    for key in ("ca.key", "apiserver.key", "sa.key"):
+        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-out", key, cwd=directory)
+    _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
+    _openssl("req", "-x509", "-new", "-config", "ca.cnf", "-extensions", "ca", "-key", "ca.key",
+             "-days", "3650", "-out", "ca.crt", cwd=directory)
+    _openssl("req", "-new", "-config", "apiserver.cnf", "-key", "apiserver.key",
+             "-out", "apiserver.csr", cwd=directory)
+    _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "3650", "-extfile", "apiserver.cnf",
+             "-extensions", "serving", "-out", "apiserver.crt", cwd=directory)
+
+
+class KubeAPIServer(_Server):
+    """kube-apiserver v1.20.2 on a free loopback port, storing into the etcd at ``etcd_url``.
+
+    HTTPS only (``url``, verified with ``ca_file``); authentication by static tokens: ``token``
+    belongs to an admin in ``system:masters``, ``kubeconfig`` is a file that uses it. There is
+    no controller-manager and no kubelet: create what a test needs directly (Nodes with
+    ``spec.podCIDR``, Pods with ``spec.nodeName``) and patch ``/status`` where a kubelet would.
+
+    Tokens: the static token file is read only when the server starts, so :meth:`add_token`
+    and :meth:`remove_token` rewrite the file and take effect at the next :meth:`restart`
+    (that restart is how a test rotates a credential). Several servers may share one etcd if
+    each has its own ``etcd_prefix``.
+    """
+
+    _name = "kube-apiserver"
+
+    def __init__(self, etcd_url: str, *, etcd_prefix: str = "/registry",
+                 binary: str | None = None, ready_timeout: float = 90.0) -> None:
+        binary = binary or kube_apiserver_binary()
+        super().__init__(ready_timeout)
+        self.binary = binary
+        self.etcd_url = etcd_url
+        self.etcd_prefix = etcd_prefix
+        self.port = free_port()
+        #: ``https://127.0.0.1:PORT``
+        self.url = f"https://{_LOOPBACK}:{self.port}"
+        self.pki_dir = self.dir / "pki"
+        try:
+            make_test_pki(self.pki_dir)
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        #: The cluster CA's certificate (PEM file): verifies the server, signs nothing else.
+        self.ca_file = str(self.pki_dir / "ca.crt")
+        self.token_file = self.dir / "tokens.csv"
+        self._tokens: dict[str, tuple[str, tuple[str, ...]]] = {}
+        #: An admin's bearer token (user ``pycni-admin``, group ``system:masters``).
+        self.token = self.add_token("pycni-admin", ["system:masters"])
+        #: A kubeconfig file (JSON, which is YAML) with ``url``, ``ca_file`` and ``token``.
+        self.kubeconfig = str(self.write_kubeconfig(self.dir / "admin.kubeconfig", self.token))
+        self._ssl = ssl.create_default_context(cafile=self.ca_file)
+
+    def _argv(self) -> list[str]:
+        pki = self.pki_dir
+        return [
+            self.binary,
+            "--bind-address", _LOOPBACK, "--secure-port", str(self.port),
+            # 1.20 still serves plain HTTP on 8080 unless told not to
+            "--insecure-port", "0",
+            "--advertise-address", _LOOPBACK,
+            # no Endpoints for the "kubernetes" Service: several test servers share a host
+            "--endpoint-reconciler-type", "none",
+            "--etcd-servers", self.etcd_url, "--etcd-prefix", self.etcd_prefix,
+            "--tls-cert-file", str(pki / "apiserver.crt"),
+            "--tls-private-key-file", str(pki / "apiserver.key"),
+            "--client-ca-file", str(pki / "ca.crt"),
+            "--token-auth-file", str(self.token_file),
+            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file", str(pki / "sa.pub"),
+            "--service-account-signing-key-file", str(pki / "sa.key"),
+            "--authorization-mode", "RBAC",
+            "--service-cluster-ip-range", "10.96.0.0/12",
+            "--allow-privileged=true",
+            # it would reject Pods until a controller-manager made the default ServiceAccount
+            "--disable-admission-plugins", "ServiceAccount",
+            "--cert-dir", str(pki),
+            "--profiling=false",
+        ]
+
+    def _ready(self) -> bool:
+        status, _ = self._raw("GET", "/readyz", None, token=self.token,
+                              content_type="application/json", timeout=2.0)
+        return status == 200
+
+    # -- credentials ------------------------------------------------------------------------
+
+    def add_token(self, user: str, groups: Iterable[str] = (), *,
+                  token: str | None = None) -> str:
+        """Accept a bearer token for ``user`` in ``groups``; returns it.
+
+        The server reads its token file at start: the token works after the next
+        :meth:`restart` (or the first :meth:`start`).
+        """
+        token = token or secrets.token_hex(16)
+        self._tokens[token] = (user, tuple(groups))
+        self._write_tokens()
+        return token
+
+    def remove_token(self, token: str) -> None:
+        """Stop accepting ``token`` (after the next :meth:`restart`)."""
+        self._tokens.pop(token, None)
+        self._write_tokens()
+
+    def _write_tokens(self) -> None:
+        # token,user,uid,"group1,group2" (the static token file's CSV format)
+        lines = [f'{tok},{user},{user},"{",".join(groups)}"'
+                 for tok, (user, groups) in self._tokens.items()]
+        tmp = self.token_file.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(self.token_file)
+
+    def write_kubeconfig(self, path: str | os.PathLike[str], token: str, *,
+                         token_file: bool = False) -> Path:
+        """Write a kubeconfig for this server authenticating with ``token``; returns its path.
+
+        With ``token_file`` the token goes in a file beside it (``tokenFile``), as a rotated
+        credential is delivered: rewrite that file to rotate without touching the kubeconfig.
+        """
+        path = Path(path)
+        user: dict[str, str] = {"token": token}
+        if token_file:
+            token_path = path.with_name(path.name + ".token")
+            token_path.write_text(token)
+            user = {"tokenFile": str(token_path)}
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "pycni-test",
+            "clusters": [{"name": "pycni-test",
+                          "cluster": {"server": self.url, "certificate-authority": self.ca_file}}],
+            "users": [{"name": "pycni-test", "user": user}],
+            "contexts": [{"name": "pycni-test",
+                          "context": {"cluster": "pycni-test", "user": "pycni-test"}}],
+        }
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        return path
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _raw(self, method: str, path: str, body: bytes | None, *, token: str | None,
+             content_type: str, timeout: float) -> tuple[int, bytes]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(f"{self.url}{path}", data=body, method=method,
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                content_type: str | None = None, timeout: float = 30.0) -> Any:
+        """One API call as the admin (or with ``token``); the parsed JSON reply.
+
+        ``PATCH`` bodies default to a JSON merge patch. Raises :class:`APIStatusError` (with
+        ``.status`` and the ``Status`` body) for a non-2xx answer.
+        """
+        if content_type is None:
+            content_type = ("application/merge-patch+json" if method.upper() == "PATCH"
+                            else "application/json")
+        data = None if body is None else json.dumps(body).encode()
+        status, raw = self._raw(method.upper(), path, data, token=token or self.token,
+                                content_type=content_type, timeout=timeout)
+        try:
+            parsed: Any = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        if not 200 <= status < 300:
+            raise APIStatusError(method.upper(), path, status, parsed)
+        return parsed
+
+    def watch(self, path: str, *, resource_version: str | None = None,
+              timeout_seconds: int = 30, token: str | None = None) -> Iterator[dict[str, Any]]:
+        """Watch events (``{"type": "ADDED", "object": {...}}``) on a collection ``path``.
+
+        The server ends the watch after ``timeout_seconds``; closing the generator ends it
+        earlier.
+        """
+        query = f"watch=1&timeoutSeconds={timeout_seconds}&allowWatchBookmarks=false"
+        if resource_version is not None:
+            query += f"&resourceVersion={resource_version}"
+        sep = "&" if "?" in path else "?"
+        req = urllib.request.Request(
+            f"{self.url}{path}{sep}{query}",
+            headers={"Accept": "application/json",
+                     "Authorization": f"Bearer {token or self.token}"})
+        try:
+            resp = urllib.request.urlopen(req, timeout=timeout_seconds + 10, context=self._ssl)
+        except urllib.error.HTTPError as exc:
+            raise APIStatusError("WATCH", path, exc.code, exc.read()[:2000]) from exc
+        with resp:
+            for line in resp:
+                if line.strip():
+                    yield json.loads(line)
+
+    def create_crd(self, crd: Mapping[str, Any], timeout: float = 30.0) -> None:
+        """Create a CustomResourceDefinition (if absent) and wait until its resource is served.
+
+        A new CRD answers 404 for a moment after it is accepted; tests that create objects of
+        the new kind right away would be flaky without this wait.
+        """
+        try:
+            self.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        except APIStatusError as exc:
+            if exc.status != 409:
+                raise
+        spec = crd["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+        path = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.request("GET", path)
+            except APIStatusError as exc:
+                if exc.status != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+            else:
+                return
