@@ -29,7 +29,7 @@ if ! .venv/bin/python -c 'import sys' >/dev/null 2>&1; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,cluster]'
 
 # kube-apiserver/kubectl v1.20.2 for the cluster tests, cached outside the checkout
 # (${PYCNI_CACHE:-/var/cache/pycni}); a no-op once built, about 4 minutes the first time.
