@@ -33,7 +33,7 @@ def runner(tmp_path: Path) -> str:
     # The venv's interpreter path, not its realpath: the base interpreter does not see the
     # venv's packages (MACHINE.md), and pycni is installed only there.
     path.write_text(f"#!{sys.executable}\n# pycni-plugin: host-local\n"
-                    "from pycni.plugins import plugin_main\n\nplugin_main('host-local')\n")
+                    "from pycni.invoke import plugin_main\n\nplugin_main('host-local')\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
 

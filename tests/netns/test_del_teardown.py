@@ -67,7 +67,7 @@ def _pycni_executable(tmp_path: Path, plugin: str) -> str:
     path = tmp_path / "bin" / plugin
     path.parent.mkdir(exist_ok=True)
     path.write_text(f"#!{sys.executable}\n# pycni-plugin: {plugin}\n"
-                    f"from pycni.plugins import plugin_main\n\nplugin_main('{plugin}')\n")
+                    f"from pycni.invoke import plugin_main\n\nplugin_main('{plugin}')\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
 

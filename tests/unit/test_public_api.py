@@ -71,3 +71,23 @@ def test_spec_and_skel_contracts_are_present() -> None:
     for name in ("CmdArgs", "Plugin", "run_plugin", "run_plugin_bytes", "invoke",
                  "delegate_add", "delegate_del", "delegate_check", "parse_cni_args"):
         assert name in skel.__all__
+
+
+def test_old_installed_executables_still_import_plugin_main() -> None:
+    # `pycni install` before the shim wrote executables that run
+    # `from pycni.plugins import plugin_main; plugin_main("<type>")`.
+    from pycni import invoke, plugins
+
+    assert plugins.plugin_main is invoke.plugin_main
+
+
+@pytest.mark.parametrize("package", ["host", "host.netfilter", "invoke", "runtime"])
+def test_lazy_packages_list_their_names_once(package: str) -> None:
+    # The TYPE_CHECKING imports are the one list: __all__ is exactly those names.
+    from pathlib import Path
+
+    from pycni._lazy import type_checking_imports
+
+    module = importlib.import_module(f"pycni.{package}")
+    names = type_checking_imports(Path(module.__file__ or "").read_text(encoding="utf-8"))
+    assert sorted(module.__all__) == sorted(names)

@@ -58,6 +58,8 @@ DataDir = Annotated[str | None, typer.Option(
     "--data-dir", help="host-local dataDir of the built-in network.")]
 Bridge = Annotated[str | None, typer.Option("--bridge", help="Bridge of the built-in network.")]
 Subnet = Annotated[str | None, typer.Option("--subnet", help="Subnet of the built-in network.")]
+NetName = Annotated[str | None, typer.Option("--net", help="Network name (default: the "
+                                           "directory's default, else pycni's own).")]
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CNI_PATH = "/opt/cni/bin"
@@ -351,8 +353,7 @@ def _run_in(netns: str, argv: list[str]) -> int:
 def run_cmd(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments.")],
     *,
-    net: Annotated[str | None, typer.Option("--net", help="Network name (default: the "
-                                            "directory's default, else pycni's own).")] = None,
+    net: NetName = None,
     netns_name: Annotated[str | None, typer.Option(
         "--netns-name", help="Name of the namespace to create (default: pycni-<random>).")
     ] = None,
@@ -398,8 +399,7 @@ def run_cmd(
 @app.command("demo")
 def demo_cmd(
     *,
-    net: Annotated[str | None, typer.Option("--net", help="Network name (default: the "
-                                            "directory's default, else pycni's own).")] = None,
+    net: NetName = None,
     count: Annotated[int, typer.Option("--count", min=1, help="Pings to send.")] = 3,
     conf_dir: ConfDir = DEFAULT_CONF_DIR,
     cni_path: CniPath = DEFAULT_CNI_PATH,

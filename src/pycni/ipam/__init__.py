@@ -18,6 +18,7 @@ from ._range import (
     check_disjoint,
     ip_name,
     parse_address,
+    parse_interface,
     parse_range_sets,
 )
 from ._resolv import parse_resolv_conf
@@ -51,6 +52,7 @@ __all__ = [
     "exhausted",
     "ip_name",
     "parse_address",
+    "parse_interface",
     "parse_range_sets",
     "parse_resolv_conf",
     "parse_routes",

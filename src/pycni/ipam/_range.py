@@ -20,7 +20,7 @@ from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..spec import InvalidNetworkConfig, IPAddress
+from ..spec import InvalidNetworkConfig, IPAddress, IPInterface
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -136,14 +136,19 @@ class Range:
         return f"{self.start}-{self.end}"
 
 
-def _parse_subnet(value: Any, field: str) -> IPNetwork:
+def parse_interface(value: Any, field: str, *, expected: str) -> IPInterface:
+    """``ip/len`` (host bits kept) from config field ``field``; InvalidNetworkConfig names it
+    and says what was ``expected`` (``"a CIDR such as 10.1.0.0/24"``)."""
     if not isinstance(value, str) or "/" not in value:
-        raise InvalidNetworkConfig(f'invalid "{field}": expected a CIDR such as 10.1.0.0/24, '
-                                   f"got {value!r}")
+        raise InvalidNetworkConfig(f'invalid "{field}": expected {expected}, got {value!r}')
     try:
-        iface = ipaddress.ip_interface(value)
+        return ipaddress.ip_interface(value)
     except ValueError as exc:
         raise InvalidNetworkConfig(f'invalid "{field}" {value!r}: {exc}') from exc
+
+
+def _parse_subnet(value: Any, field: str) -> IPNetwork:
+    iface = parse_interface(value, field, expected="a CIDR such as 10.1.0.0/24")
     if isinstance(iface, ipaddress.IPv6Interface) and iface.ip.ipv4_mapped is not None:
         raise InvalidNetworkConfig(f'invalid "{field}" {value!r}: an IPv4-mapped IPv6 subnet; '
                                    "write the IPv4 subnet instead")

@@ -1,9 +1,11 @@
 """Every pycni plugin, one module per CNI type (``main/``, ``ipam/``, ``meta/``).
 
-The registry of types lives in :mod:`pycni.invoke` (plain data, modules imported only when
-a type is used); its names are re-exported here for callers that know them from this package.
+The registry of types and the runners live in :mod:`pycni.invoke`. ``plugin_main`` is
+re-exported here only because executables written by ``pycni install`` before the shim
+existed run ``from pycni.plugins import plugin_main; plugin_main("<type>")``; they keep
+working until they are reinstalled.
 """
 
-from ..invoke import REGISTRY, load_plugin, plugin_main
+from ..invoke import plugin_main
 
-__all__ = ["REGISTRY", "load_plugin", "plugin_main"]
+__all__ = ["plugin_main"]

@@ -1,10 +1,15 @@
 """The runtime side of CNI: config discovery, plugin chains, the result cache, pods.
 
-Names are imported from their submodule on first use (see :mod:`pycni._lazy`).
+The public names are listed once, as the imports under ``if TYPE_CHECKING:`` below: type
+checkers read them there, and :func:`pycni._lazy.lazy_init` imports each from its submodule
+on first use.
 """
+# mypy: implicit-reexport
+# ruff: noqa: F401
 
-from .._lazy import lazy_package
+from .._lazy import lazy_init
 
+# A plain constant rather than typing's: importing typing costs a plugin start ~10 ms.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._cache import CACHE_KIND, DEFAULT_CACHE_DIR, CachedAttachment, ResultCache, go_json
@@ -38,75 +43,4 @@ if TYPE_CHECKING:
         loopback_network,
     )
 
-#: Public name -> the submodule that defines it.
-_LAZY = {
-    "CACHE_KIND": "_cache",
-    "CNIConfig": "_cni",
-    "CachedAttachment": "_cache",
-    "DEFAULT_BRIDGE": "_default",
-    "DEFAULT_CACHE_DIR": "_cache",
-    "DEFAULT_CNI_PATH": "_pod",
-    "DEFAULT_CONF_DIR": "_discovery",
-    "DEFAULT_DATA_DIR": "_default",
-    "DEFAULT_IFNAME": "_pod",
-    "DEFAULT_NETWORK_NAME": "_default",
-    "DEFAULT_SUBNET": "_default",
-    "DefaultExec": "_cni",
-    "Discovery": "_discovery",
-    "LOOPBACK_NETWORK_NAME": "_pod",
-    "LoadedNetwork": "_discovery",
-    "NetworkNotFound": "_discovery",
-    "PluginExec": "_cni",
-    "PluginInfo": "_cni",
-    "PodNetworks": "_pod",
-    "PodSetup": "_pod",
-    "PodStatus": "_pod",
-    "ResultCache": "_cache",
-    "RuntimeConf": "_cni",
-    "SkippedFile": "_discovery",
-    "builtin_conflist": "_default",
-    "builtin_network": "_default",
-    "default_network": "_discovery",
-    "discover": "_discovery",
-    "go_json": "_cache",
-    "load_file": "_discovery",
-    "load_network": "_discovery",
-    "loopback_network": "_pod",
-}
-
-__all__ = [
-    "CACHE_KIND",
-    "DEFAULT_BRIDGE",
-    "DEFAULT_CACHE_DIR",
-    "DEFAULT_CNI_PATH",
-    "DEFAULT_CONF_DIR",
-    "DEFAULT_DATA_DIR",
-    "DEFAULT_IFNAME",
-    "DEFAULT_NETWORK_NAME",
-    "DEFAULT_SUBNET",
-    "LOOPBACK_NETWORK_NAME",
-    "CNIConfig",
-    "CachedAttachment",
-    "DefaultExec",
-    "Discovery",
-    "LoadedNetwork",
-    "NetworkNotFound",
-    "PluginExec",
-    "PluginInfo",
-    "PodNetworks",
-    "PodSetup",
-    "PodStatus",
-    "ResultCache",
-    "RuntimeConf",
-    "SkippedFile",
-    "builtin_conflist",
-    "builtin_network",
-    "default_network",
-    "discover",
-    "go_json",
-    "load_file",
-    "load_network",
-    "loopback_network",
-]
-
-__getattr__, __dir__ = lazy_package(__name__, _LAZY, __all__)
+__getattr__, __dir__, __all__ = lazy_init(__name__, __file__)

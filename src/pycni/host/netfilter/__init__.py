@@ -9,13 +9,15 @@
   filter) are each a Protocol with an ``iptables`` and an ``nftables`` implementation and a
   ``BACKENDS`` registry; the bridge's MAC spoof check is nftables only.
 
-Names are imported from their submodule on first use, as in :mod:`pycni.host`.
+The public names are listed once, as the imports under ``if TYPE_CHECKING:`` below, and
+imported from their submodule on first use, as in :mod:`pycni.host`.
 """
+# mypy: implicit-reexport
+# ruff: noqa: F401
 
-from __future__ import annotations
+from ..._lazy import lazy_init
 
-from ..._lazy import lazy_package
-
+# A plain constant rather than typing's: importing typing costs a plugin start ~10 ms.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import firewall, masq, portmap
@@ -23,26 +25,4 @@ if TYPE_CHECKING:
     from ._nft import NftError, nft_json
     from ._spoofcheck import setup_spoofcheck, spoofcheck_present, teardown_spoofcheck
 
-#: Public name -> the submodule that defines it (the three subpackages load by their name).
-_LAZY = {
-    "NftError": "_nft",
-    "netfilter_backend": "_backend",
-    "nft_json": "_nft",
-    "setup_spoofcheck": "_spoofcheck",
-    "spoofcheck_present": "_spoofcheck",
-    "teardown_spoofcheck": "_spoofcheck",
-}
-
-__all__ = [
-    "NftError",
-    "firewall",
-    "masq",
-    "netfilter_backend",
-    "nft_json",
-    "portmap",
-    "setup_spoofcheck",
-    "spoofcheck_present",
-    "teardown_spoofcheck",
-]
-
-__getattr__, __dir__ = lazy_package(__name__, _LAZY, __all__)
+__getattr__, __dir__, __all__ = lazy_init(__name__, __file__)

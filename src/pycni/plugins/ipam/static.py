@@ -34,13 +34,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...ipam import IPAddress, parse_address, parse_routes
+from ...ipam import IPAddress, parse_address, parse_interface, parse_routes
 from ...skel import CmdArgs, Plugin
 from ...spec import (
     DNS,
     DecodingFailure,
     InvalidNetworkConfig,
     IPConfig,
+    IPInterface,
     NetworkConfig,
     Result,
     Route,
@@ -48,20 +49,13 @@ from ...spec import (
     parse_version,
 )
 
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-
 #: CNI_ARGS keys static reads (with IgnoreUnknown semantics for the others).
 CNI_ARGS_KEYS = ("IP", "GATEWAY")
 
 
 def _parse_cidr(value: Any, field: str) -> IPInterface:
-    if not isinstance(value, str) or "/" not in value:
-        raise InvalidNetworkConfig(f'invalid "{field}": expected an address with prefix length '
-                                   f"such as 10.1.0.5/24, got {value!r}")
-    try:
-        iface = ipaddress.ip_interface(value)
-    except ValueError as exc:
-        raise InvalidNetworkConfig(f'invalid "{field}" {value!r}: {exc}') from exc
+    iface = parse_interface(value, field,
+                            expected="an address with prefix length such as 10.1.0.5/24")
     if isinstance(iface, ipaddress.IPv6Interface) and iface.ip.ipv4_mapped is not None:
         return ipaddress.IPv4Interface(f"{iface.ip.ipv4_mapped}/{iface.network.prefixlen - 96}")
     return iface

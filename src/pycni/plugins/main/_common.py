@@ -177,17 +177,18 @@ def run_with_rollback(args: CmdArgs, add: Callable[[host.Undo], Result]) -> Resu
     return result
 
 
-def ipam_into(args: CmdArgs, plugin_type: str, result: Result, rollback: host.Undo) -> None:
-    """IPAM ADD for a plugin with one container interface (``result.interfaces[0]``).
+def ipam_into(args: CmdArgs, plugin_type: str, result: Result, rollback: host.Undo, *,
+              interface: int = 0) -> None:
+    """IPAM ADD: the addresses, routes and DNS go into ``result``, every address on
+    ``result.interfaces[interface]`` (the container's).
 
-    The lease is released by ``rollback`` if ADD fails later; the addresses, routes and DNS
-    go into ``result``, every address on interface 0.
+    The lease is released by ``rollback`` if ADD fails later.
     """
     ipam = ipam_add(args, plugin_type)
     rollback.push(f"release the {plugin_type} lease", ipam_del, args, plugin_type)
     result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
     for ipc in result.ips:
-        ipc.interface = 0
+        ipc.interface = interface
 
 
 def create_container_veth(args: CmdArgs, ns: host.NetNS, rollback: host.Undo, *, mtu: int,
@@ -212,6 +213,19 @@ def delete_container_link(args: CmdArgs) -> list[IPInterface] | None:
     except NetNSNotFound:
         return None
     return [ipaddress.ip_interface(a) for a in addrs] if addrs is not None else None
+
+
+def delete_link_and_lease(args: CmdArgs) -> list[IPInterface] | None:
+    """DEL of a plugin with one container link: remove it, then release the IPAM lease.
+
+    Only ``ipam.type`` is read, leniently: the plugin's own keys are ADD's business and
+    cannot block a teardown. Returns the link's addresses, or None if it was gone.
+    """
+    ipam = ipam_type(args, strict=False)
+    addrs = delete_container_link(args)
+    if ipam:
+        ipam_del(args, ipam)
+    return addrs
 
 
 def check_container(args: CmdArgs, ns: host.NetNS, result: Result,

@@ -33,11 +33,10 @@ from ...spec import (
 from .._fields import ifname_field, mtu_field
 from ._common import (
     apply_dns,
-    delete_container_link,
+    delete_link_and_lease,
     gc_attachments,
-    ipam_add,
     ipam_check,
-    ipam_del,
+    ipam_into,
     ipam_status,
     ipam_type,
     prev_result,
@@ -149,15 +148,12 @@ class SubLinkPlugin(Plugin):
             result = Result(interfaces=[Interface(name=args.ifname, mac=mac,
                                                   sandbox=args.netns)])
             if conf.ipam_type:
-                ipam = ipam_add(args, conf.ipam_type)
-                rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args,
-                              conf.ipam_type)
-                result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+                ipam_into(args, conf.ipam_type, result, rollback)
             elif conf.prev is not None and conf.prev.ips:
                 result.ips, result.routes, result.dns = (conf.prev.ips, conf.prev.routes,
                                                          conf.prev.dns)
-            for ipc in result.ips:
-                ipc.interface = 0
+                for ipc in result.ips:
+                    ipc.interface = 0
             if result.ips:
                 ns.call(host.configure_iface, args.ifname, result)
                 if conf.announce:
@@ -173,10 +169,7 @@ class SubLinkPlugin(Plugin):
     def delete(self, args: CmdArgs) -> None:
         # The link is CNI_IFNAME in the netns and the lease is IPAM's: the plugin's own keys
         # (master, mode, VLAN ID, MTU) are ADD's business and cannot block a teardown.
-        ipam = ipam_type(args, strict=False)
-        delete_container_link(args)
-        if ipam:
-            ipam_del(args, ipam)
+        delete_link_and_lease(args)
 
     def check(self, args: CmdArgs) -> None:
         conf = self.load(args, resolve=True)

@@ -47,11 +47,10 @@ from ._common import (
     apply_dns,
     check_container,
     create_container_veth,
-    delete_container_link,
+    delete_link_and_lease,
     gc_attachments,
-    ipam_add,
     ipam_check,
-    ipam_del,
+    ipam_into,
     ipam_status,
     ipam_type,
     masq_backend,
@@ -175,13 +174,11 @@ def _spoof_id(args: CmdArgs) -> str:
 def _gateways(result: Result, conf: BridgeConfig) -> dict[int, list[IPInterface]]:
     """Fill in gateways and the default routes; return the bridge's addresses per family.
 
-    Every IP belongs to the container interface (index 2). A missing gateway is the
-    subnet's first address when the bridge is the gateway.
+    A missing gateway is the subnet's first address when the bridge is the gateway.
     """
     gws: dict[int, list[IPInterface]] = {4: [], 6: []}
     has_default: dict[int, bool] = {4: False, 6: False}
     for ipc in result.ips:
-        ipc.interface = 2
         family = ipc.family
         if ipc.gateway is None and conf.is_gateway:
             ipc.gateway = ipc.address.network.network_address + 1
@@ -291,9 +288,8 @@ class Bridge(Plugin):
 
     def _add_l3(self, args: CmdArgs, conf: BridgeConfig, result: Result, ns: host.NetNS,
                 rollback: host.Undo) -> None:
-        ipam = ipam_add(args, conf.ipam_type)
-        rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args, conf.ipam_type)
-        result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+        # Every address belongs to the container interface (index 2).
+        ipam_into(args, conf.ipam_type, result, rollback, interface=2)
         gws = _gateways(result, conf)
         ns.call(_configure_container, args.ifname, result, conf.enable_dad)
         if conf.is_gateway:
@@ -319,13 +315,10 @@ class Bridge(Plugin):
     def delete(self, args: CmdArgs) -> None:
         # Only the keys that say what to remove are read, and leniently: ADD's rules
         # (hairpinMode with promiscMode, VLAN ranges, ...) cannot block a teardown.
-        ipam = ipam_type(args, strict=False)
-        addrs = delete_container_link(args)
-        if ipam:
-            ipam_del(args, ipam)
+        addrs = delete_link_and_lease(args)
         if teardown_flag(args, "macspoofchk"):
             host.teardown_spoofcheck(_spoof_id(args))
-        if ipam and teardown_flag(args, "ipMasq"):
+        if ipam_type(args, strict=False) and teardown_flag(args, "ipMasq"):
             # Rules are found by attachment identity, so a vanished netns (addrs None) still
             # gets its rules removed; the reference leaks them then (plugins#810).
             teardown_masq(args, teardown_masq_backend(args), addrs)

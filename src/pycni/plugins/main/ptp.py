@@ -30,11 +30,10 @@ from ._common import (
     apply_dns,
     check_container,
     create_container_veth,
-    delete_container_link,
+    delete_link_and_lease,
     gc_attachments,
-    ipam_add,
     ipam_check,
-    ipam_del,
+    ipam_into,
     ipam_status,
     ipam_type,
     masq_backend,
@@ -102,8 +101,9 @@ class PTP(Plugin):
         return run_with_rollback(args, lambda rollback: self._add(args, conf, rollback))
 
     def _add(self, args: CmdArgs, conf: PTPConfig, rollback: host.Undo) -> Result:
-        result = ipam_add(args, conf.ipam_type)
-        rollback.push(f"release the {conf.ipam_type} lease", ipam_del, args, conf.ipam_type)
+        # Every address belongs to the container end of the veth (index 1).
+        result = Result()
+        ipam_into(args, conf.ipam_type, result, rollback, interface=1)
         for family in sorted({ip.family for ip in result.ips}):
             host.enable_forwarding(family)
         with enter_netns(args.netns) as ns:
@@ -115,8 +115,6 @@ class PTP(Plugin):
                 Interface(name=peer.name, mac=peer.mac),
                 Interface(name=args.ifname, mac=veth.mac, sandbox=args.netns),
             ]
-            for ipc in result.ips:
-                ipc.interface = 1
             ns.call(_configure_container, args.ifname, result)
         _configure_host_veth(veth.peer_name, result)
         if conf.ip_masq:
@@ -126,10 +124,7 @@ class PTP(Plugin):
 
     def delete(self, args: CmdArgs) -> None:
         # ADD's rules (ptp needs an IPAM type) do not apply: without one there is no lease.
-        ipam = ipam_type(args, strict=False)
-        addrs = delete_container_link(args)
-        if ipam:
-            ipam_del(args, ipam)
+        addrs = delete_link_and_lease(args)
         if teardown_flag(args, "ipMasq"):
             # Found by attachment identity: no netns, no problem (the reference leaks them).
             teardown_masq(args, teardown_masq_backend(args), addrs)

@@ -28,10 +28,9 @@ from .._fields import UINT32_MAX, ifname_field, int_field, mtu_field, str_field
 from ._common import (
     apply_dns,
     check_container,
-    delete_container_link,
+    delete_link_and_lease,
     gc_attachments,
     ipam_check,
-    ipam_del,
     ipam_into,
     ipam_status,
     ipam_type,
@@ -125,10 +124,7 @@ class Tap(Plugin):
 
     def delete(self, args: CmdArgs) -> None:
         # MAC, owner and MTU rules are ADD's: the tap and the lease are found without them.
-        ipam = ipam_type(args, strict=False)
-        delete_container_link(args)
-        if ipam:
-            ipam_del(args, ipam)
+        delete_link_and_lease(args)
 
     def check(self, args: CmdArgs) -> None:
         conf = TapConfig.load(args)
