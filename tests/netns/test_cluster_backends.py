@@ -145,12 +145,15 @@ def _options(kind: str) -> dict[str, Any]:
 def test_pods_reach_each_other_across_nodes(cluster: list[Node], kind: str) -> None:
     for node in cluster:
         node.setup(_options(kind))
+    assert not _ping(cluster[0], cluster[1])  # nothing routes between the nodes yet
     for node in cluster:
         report = node.reconcile(_peers(cluster, node))
         assert not report.errors, report
         assert not report.skipped, report
         assert report.changes > 0
     assert _all_ping(cluster) == []
+    if kind == "vxlan":
+        _check_vxlan_device(cluster[0])
     # A second reconcile finds everything right: nothing changes, in the report or kernel.
     before = [n.state() for n in cluster]
     for node in cluster:
@@ -160,3 +163,144 @@ def test_pods_reach_each_other_across_nodes(cluster: list[Node], kind: str) -> N
         node.setup(node.options)
         assert node.reconcile(_peers(cluster, node)).changes == 0
     assert [n.state() for n in cluster] == before
+
+
+def _check_vxlan_device(node: Node) -> None:
+    """flannel's layout: VNI 1, port 8472, learning off, MTU underlay - 50, VTEP address."""
+    assert node.backend is not None
+    dev = node.options["device"]
+    (link,) = json.loads(ns_run(node.ns, "ip", "-d", "-j", "addr", "show", "dev", dev,
+                                check=True).stdout)
+    info = link["linkinfo"]["info_data"]
+    assert (info["id"], info["port"], info["learning"], info["local"]) == (
+        1, 8472, False, str(node.underlay_address))
+    assert link["mtu"] == 1450
+    assert link["address"] == node.peer["vtepMAC"]
+    assert [(a["local"], a["prefixlen"]) for a in link["addr_info"]
+            if a["family"] == "inet"] == [("10.244.1.0", 32)]
+    routes = ns_run(node.ns, "ip", "route", "show", "dev", dev, check=True).stdout
+    assert "10.244.2.0/24 via 10.244.2.0 proto 112 onlink" in routes
+    neigh = ns_run(node.ns, "ip", "neigh", "show", "dev", dev, check=True).stdout
+    assert "10.244.2.0 lladdr" in neigh
+    assert "PERMANENT" in neigh
+    fdb = ns_run(node.ns, "bridge", "fdb", "show", "dev", dev, check=True).stdout
+    assert "dst 192.168.77.12 self permanent" in fdb
+
+
+def _up(cluster: list[Node], kind: str) -> None:
+    for node in cluster:
+        node.setup(_options(kind))
+    for node in cluster:
+        report = node.reconcile(_peers(cluster, node))
+        assert not report.errors, report
+        assert not report.skipped, report
+
+
+def _mentions(node: Node, *needles: str) -> list[str]:
+    """The routes/neighbour/FDB entries of ``node`` that mention any of ``needles``."""
+    return [entry for entries in node.state().values() for entry in entries
+            if any(f'"{n}' in entry for n in needles)]
+
+
+@pytest.mark.parametrize("kind", ["vxlan", "host-gw"])
+def test_a_node_that_leaves_is_removed_and_one_that_comes_back_is_fixed(
+        cluster: list[Node], kind: str) -> None:
+    _up(cluster, kind)
+    one, two, three = cluster
+    gone = (str(three.subnet.network_address), str(three.underlay_address))
+    assert _mentions(one, *gone)
+    # node-3 leaves: the others drop its route, neighbour and FDB entries (flannel#2554).
+    for node in (one, two):
+        report = node.reconcile(_peers([one, two], node))
+        assert report.removed, report
+        assert not report.added, report
+        assert not _mentions(node, *gone)
+    assert _all_ping([one, two]) == []
+    # node-3 comes back with another underlay address (kind#2941).
+    _ip(three.ns, "addr", "flush", "dev", three.underlay)
+    three.underlay_address = SEGMENT.network_address + 23
+    _ip(three.ns, "addr", "add", f"{three.underlay_address}/24", "dev", three.underlay)
+    three.setup(three.options)
+    for node in cluster:
+        report = node.reconcile(_peers(cluster, node))
+        assert not report.errors, report
+    assert _all_ping(cluster) == []
+    assert not _mentions(one, "192.168.77.13")
+    # ... and it comes back at the old address again: entries are replaced, not duplicated.
+    _ip(three.ns, "addr", "flush", "dev", three.underlay)
+    three.underlay_address = SEGMENT.network_address + 13
+    _ip(three.ns, "addr", "add", f"{three.underlay_address}/24", "dev", three.underlay)
+    three.setup(three.options)
+    for node in cluster:
+        node.reconcile(_peers(cluster, node))
+    report = one.reconcile(_peers(cluster, one))
+    assert report.changes == 0, report
+    assert not _mentions(one, "192.168.77.23")
+    assert _all_ping(cluster) == []
+
+
+@pytest.mark.parametrize("kind", ["vxlan", "host-gw"])
+def test_teardown_leaves_only_what_the_backend_did_not_make(
+        cluster: list[Node], kind: str) -> None:
+    one = cluster[0]
+    # Someone else's routes: a static one via the segment and one of a routing daemon.
+    _ip(one.ns, "route", "add", "10.50.0.0/24", "via", "192.168.77.1")
+    _ip(one.ns, "route", "add", "10.51.0.0/24", "via", "192.168.77.1", "proto", "bird")
+    _up(cluster, kind)
+    foreign = _mentions(one, "10.50.0.0", "10.51.0.0")
+    assert len(foreign) == 2
+    before = one.state()
+    one.reconcile({})  # every peer left: only the backend's entries go
+    assert _mentions(one, "10.50.0.0", "10.51.0.0") == foreign
+    assert not _mentions(one, "10.244.2.0", "10.244.3.0")
+    for node in cluster:
+        assert node.backend is not None
+        node.call(node.backend.teardown)
+        assert not ns_run(node.ns, "ip", "route", "show", "proto", "112").stdout.strip()
+        links = [link.name for link in node.call(host.list_links)]
+        assert not [name for name in links if name.startswith("pytvx")]
+    assert _mentions(one, "10.50.0.0", "10.51.0.0") == foreign
+    assert before != one.state()
+    assert not _ping(cluster[0], cluster[1])
+
+
+@pytest.mark.parametrize("kind", ["vxlan", "host-gw"])
+def test_bad_peer_data_is_skipped_and_named(cluster: list[Node], kind: str) -> None:
+    _up(cluster, kind)
+    one = cluster[0]
+    peers = _peers(cluster, one)
+    good = dict(cluster[1].peer)
+    bad = {
+        "other-backend": NodeRecord("other-backend", (ipaddress.ip_network("10.244.9.0/24"),),
+                                    {**good, "backend": "udp"}),
+        "bad-underlay": NodeRecord("bad-underlay", (ipaddress.ip_network("10.244.10.0/24"),),
+                                   {**good, "underlay": "not-an-ip"}),
+        "v6-underlay": NodeRecord("v6-underlay", (ipaddress.ip_network("10.244.11.0/24"),),
+                                  {**good, "underlay": "fd00::1"}),
+        "overlap": NodeRecord("overlap", (ipaddress.ip_network("10.244.1.128/25"),), good),
+    }
+    if kind == "vxlan":
+        bad["bad-mac"] = NodeRecord("bad-mac", (ipaddress.ip_network("10.244.12.0/24"),),
+                                    {**good, "vtepMAC": "zz:00:00:00:00:01"})
+        bad["other-vni"] = NodeRecord("other-vni", (ipaddress.ip_network("10.244.13.0/24"),),
+                                      {**good, "vni": 7})
+    report = one.reconcile({**peers, **bad})
+    assert set(report.skipped) == set(bad), report
+    assert "udp" in report.skipped["other-backend"]
+    assert "not-an-ip" in report.skipped["bad-underlay"]
+    assert "10.244.1.0/24" in report.skipped["overlap"]
+    assert report.changes == 0, report  # the good peers were right already
+    assert not _mentions(one, "10.244.9.", "10.244.10.", "10.244.11.", "10.244.12.")
+    assert _all_ping(cluster) == []
+
+
+def test_host_gw_names_a_peer_that_is_not_on_link(cluster: list[Node]) -> None:
+    _up(cluster, "host-gw")
+    one = cluster[0]
+    far = NodeRecord("far-away", (ipaddress.ip_network("10.244.20.0/24"),),
+                     {"backend": "host-gw", "underlay": "10.9.9.9"})
+    report = one.reconcile({**_peers(cluster, one), "far-away": far})
+    assert set(report.errors) == {"far-away"}, report
+    assert "10.9.9.9 is not on-link" in report.errors["far-away"]
+    assert report.changes == 0, report
+    assert _all_ping(cluster) == []
