@@ -304,3 +304,24 @@ def test_host_gw_names_a_peer_that_is_not_on_link(cluster: list[Node]) -> None:
     assert "10.9.9.9 is not on-link" in report.errors["far-away"]
     assert report.changes == 0, report
     assert _all_ping(cluster) == []
+
+
+def test_vxlan_dual_stack_subnets_share_one_device(host_ns: str) -> None:
+    underlay, vx = unique_name("u"), unique_name("vx")
+    _ip(host_ns, "link", "add", underlay, "type", "veth", "peer", "name", unique_name("p"))
+    _ip(host_ns, "addr", "add", "192.168.5.1/24", "dev", underlay)
+    _ip(host_ns, "link", "set", underlay, "up")
+    nets = [ipaddress.ip_network(n) for n in ("10.1.1.0/24", "fd00:1:1::/64",
+                                              "10.1.2.0/24", "fd00:1:2::/64")]
+    backend = load_backend({"type": "vxlan", "device": vx})
+    local = LocalNode("n1", (nets[0], nets[1]), ipaddress.ip_address("192.168.5.1"), underlay)
+    peer = host.run_in_netns(host_ns, backend.setup, local)
+    peers = {"n2": NodeRecord("n2", (nets[2], nets[3]),
+                              {**peer, "underlay": "192.168.5.2", "vtepMAC": "0e:00:00:00:00:02"})}
+    first = host.run_in_netns(host_ns, backend.reconcile, peers)
+    assert "route fd00:1:2::/64 via fd00:1:2:: dev " + vx + " onlink" in first.added
+    assert f"neighbour fd00:1:2:: lladdr 0e:00:00:00:00:02 dev {vx}" in first.added
+    # The kernel keeps IPv6 routes with metric 1024: still "right" the second time.
+    assert host.run_in_netns(host_ns, backend.reconcile, peers).changes == 0
+    addrs = ns_run(host_ns, "ip", "-6", "addr", "show", "dev", vx, "scope", "global").stdout
+    assert "fd00:1:1::/128" in addrs

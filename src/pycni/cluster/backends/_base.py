@@ -187,7 +187,7 @@ def sync_routes(wanted: list[WantedRoute], owned: Callable[[RouteInfo], bool],
     ``remove``, delete the routes ``owned`` selects that are not wanted (any more).
 
     A route is right when the main table has it exactly (gateway, device, onlink, pycni's
-    protocol, metric 0); otherwise ``ip route replace`` swaps it in one step.
+    protocol, default metric); otherwise ``ip route replace`` swaps it in one step.
     """
     actual = [r for family in (4, 6) for r in host.list_routes(family)]
     indexes: dict[str, int | None] = {}
@@ -195,7 +195,9 @@ def sync_routes(wanted: list[WantedRoute], owned: Callable[[RouteInfo], bool],
         if want.ifname not in indexes:
             info = host.link_info(want.ifname)
             indexes[want.ifname] = info.index if info is not None else None
-        same_dst = [r for r in actual if r.dst == want.dst and r.priority == 0]
+        # The kernel stores a metric-0 IPv6 route with metric 1024 (IP6_RT_PRIO_USER).
+        metric = 0 if want.dst.version == 4 else 1024
+        same_dst = [r for r in actual if r.dst == want.dst and r.priority == metric]
         if any(r.gateway == want.gateway and r.oif == indexes[want.ifname]
                and r.onlink == want.onlink and r.protocol == host.RTPROT_PYCNI
                for r in same_dst):
