@@ -23,10 +23,38 @@ if TYPE_CHECKING:
         run_located,
     )
     from ._serial import KeyedSerial
+    from ._trace import (
+        DEFAULT_TRACE_FILE,
+        MAX_RECORD,
+        REDACTED,
+        append_to_file,
+        assign_chains,
+        call_record,
+        encode_record,
+        read_trace_file,
+        read_trace_lines,
+        redact,
+        set_trace_sink,
+        trace_chain,
+        trace_file,
+    )
 
 #: Public name -> the submodule that defines it.
 _LAZY = {
     "DEFAULT_TIMEOUT": "_exec",
+    "DEFAULT_TRACE_FILE": "_trace",
+    "MAX_RECORD": "_trace",
+    "REDACTED": "_trace",
+    "encode_record": "_trace",
+    "append_to_file": "_trace",
+    "assign_chains": "_trace",
+    "call_record": "_trace",
+    "read_trace_file": "_trace",
+    "read_trace_lines": "_trace",
+    "redact": "_trace",
+    "set_trace_sink": "_trace",
+    "trace_chain": "_trace",
+    "trace_file": "_trace",
     "IN_PROCESS_PREFIX": "_locate",
     "KeyedSerial": "_serial",
     "PYCNI_MARKER": "_locate",
@@ -45,20 +73,33 @@ _LAZY = {
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TRACE_FILE",
     "IN_PROCESS_PREFIX",
+    "MAX_RECORD",
     "PYCNI_MARKER",
+    "REDACTED",
     "REGISTRY",
     "KeyedSerial",
+    "append_to_file",
+    "assign_chains",
+    "call_record",
     "delegate",
     "delegate_add",
+    "encode_record",
     "exec_plugin",
     "find_plugin",
     "is_pycni_executable",
     "load_plugin",
     "locate_plugin",
     "plugin_main",
+    "read_trace_file",
+    "read_trace_lines",
+    "redact",
     "run_in_process",
     "run_located",
+    "set_trace_sink",
+    "trace_chain",
+    "trace_file",
 ]
 
 __getattr__, __dir__ = lazy_package(__name__, _LAZY, __all__)

@@ -20,12 +20,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import firewall, masq, portmap
     from ._backend import netfilter_backend
+    from ._listing import RuleLine, rules_mentioning
     from ._nft import NftError, nft_json
     from ._spoofcheck import setup_spoofcheck, spoofcheck_present, teardown_spoofcheck
 
 #: Public name -> the submodule that defines it (the three subpackages load by their name).
 _LAZY = {
     "NftError": "_nft",
+    "RuleLine": "_listing",
+    "rules_mentioning": "_listing",
     "netfilter_backend": "_backend",
     "nft_json": "_nft",
     "setup_spoofcheck": "_spoofcheck",
@@ -35,11 +38,13 @@ _LAZY = {
 
 __all__ = [
     "NftError",
+    "RuleLine",
     "firewall",
     "masq",
     "netfilter_backend",
     "nft_json",
     "portmap",
+    "rules_mentioning",
     "setup_spoofcheck",
     "spoofcheck_present",
     "teardown_spoofcheck",
