@@ -93,6 +93,8 @@ class AgentConfig:
     max_pending: int = 256
     #: Calls kept in the trace ring (``/trace``).
     trace_size: int = DEFAULT_RING
+    #: The result cache ``/topology`` reads the node's attachments from.
+    cache_dir: str = "/var/lib/cni"
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,8 @@ class Agent:
         def topology(query: str) -> tuple[bytes, str]:
             from ._topology import topology_page
 
-            return topology_page(query)
+            # Reads the kernel of the agent's own namespace: the node its plugins act on.
+            return topology_page(query, self.config.cache_dir)
 
         return {"/trace": trace, "/topology": topology}
 

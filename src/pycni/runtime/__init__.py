@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         load_file,
         load_network,
     )
+    from ._inspect import AttachmentReport, InspectReport, Item, inspect_target
     from ._pod import (
         DEFAULT_CNI_PATH,
         DEFAULT_IFNAME,
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
 
 #: Public name -> the submodule that defines it.
 _LAZY = {
+    "AttachmentReport": "_inspect",
+    "InspectReport": "_inspect",
+    "Item": "_inspect",
+    "inspect_target": "_inspect",
     "CACHE_KIND": "_cache",
     "CNIConfig": "_cni",
     "CachedAttachment": "_cache",
@@ -85,10 +90,13 @@ __all__ = [
     "DEFAULT_NETWORK_NAME",
     "DEFAULT_SUBNET",
     "LOOPBACK_NETWORK_NAME",
+    "AttachmentReport",
     "CNIConfig",
     "CachedAttachment",
     "DefaultExec",
     "Discovery",
+    "InspectReport",
+    "Item",
     "LoadedNetwork",
     "NetworkNotFound",
     "PluginExec",
@@ -104,6 +112,7 @@ __all__ = [
     "default_network",
     "discover",
     "go_json",
+    "inspect_target",
     "load_file",
     "load_network",
     "loopback_network",
