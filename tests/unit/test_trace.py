@@ -31,7 +31,7 @@ def _config(**extra: object) -> bytes:
         "apiKey": "k", **extra}).encode()
 
 
-def _record(cmd: str = "ADD", plugin: str = "bridge", ts: float = 1000.0, status: int = 0,
+def _record(cmd: str = "ADD", *, plugin: str = "bridge", ts: float = 1000.0, status: int = 0,
             out: bytes = b'{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.2/24"}]}',
             stdin: bytes | None = None, container: str = "c1") -> dict[str, object]:
     env = {"CNI_COMMAND": cmd, "CNI_CONTAINERID": container, "CNI_NETNS": "/run/netns/x",

@@ -81,7 +81,9 @@ def node_topology(cache_dir: str = DEFAULT_CACHE_DIR) -> Topology:
             result = Result.from_json(att.result) if att.result else Result()
         except CNIError:
             result = Result()
-        host_link = next((i.name for i in result.interfaces if not i.sandbox), None)
+        # The host end of the pod's link: the result also lists the bridge without sandbox.
+        host_link = next((i.name for i in result.interfaces
+                          if not i.sandbox and i.name not in bridges), None)
         sandbox = [n for n, i in enumerate(result.interfaces) if i.sandbox]
         addrs = [str(ip.address) for ip in result.ips
                  if ip.interface is None or ip.interface in sandbox]
@@ -99,7 +101,7 @@ def _q(text: str) -> str:
 
 def to_dot(topo: Topology) -> str:
     """The DOT source of the picture (every name and label quoted and escaped)."""
-    lines = ["digraph node {", '  graph [rankdir=LR, fontname="sans-serif"];',
+    lines = ["digraph topology {", '  graph [rankdir=LR, fontname="sans-serif"];',
              '  node [fontname="sans-serif", fontsize=10];', '  edge [fontsize=9];']
     for bridge, addrs in sorted(topo.bridges.items()):
         lines.append(f"  {_q('br:' + bridge)} [shape=box, style=filled, fillcolor=lightblue, "
