@@ -9,6 +9,8 @@ Metrics (all prefixed ``pycni_agent_``, labels ``plugin`` and ``command``)::
     ipam_pool_size{network,range}        addresses a host-local range set can hand out
     ipam_pool_allocated{network,range}   addresses reserved in it (read at scrape time)
 
+README.md ("Agent metrics") says what each tells.
+
 The pool gauges cover every host-local network the agent has seen a call for (as the IPAM of
 a main plugin or directly); they are computed from the store when scraped. A config the agent
 saw before is not parsed again: the plugin already parsed it for the call itself.
