@@ -56,6 +56,18 @@ def _no_leftovers() -> Iterator[None]:
         assert not leaked, f"test objects left behind: {leaked}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _trace_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Standalone plugin calls trace to the session's tmp dir, not the node's /run/pycni."""
+    saved = os.environ.get("PYCNI_TRACE")
+    os.environ["PYCNI_TRACE"] = str(tmp_path_factory.mktemp("trace") / "trace.jsonl")
+    yield
+    if saved is None:
+        os.environ.pop("PYCNI_TRACE", None)
+    else:
+        os.environ["PYCNI_TRACE"] = saved
+
+
 @pytest.fixture
 def host_ns() -> Iterator[str]:
     """A fresh namespace that plays the node's (host's) role for a plugin under test."""

@@ -205,7 +205,15 @@ def run_standalone(plugin_type: str, paths: "Sequence[str]", stdin: bytes | None
     from pycni.invoke import REGISTRY, plugin_main, run_in_process
 
     if stdin is None:
-        plugin_main(plugin_type)
+        # A VERSION probe, or stdin that cannot be read, runs as the plain executable (the
+        # plugin reports the read error itself); any other call goes through
+        # run_in_process, which traces it.
+        if posix.environ.get(b"CNI_COMMAND") == b"VERSION":
+            plugin_main(plugin_type)
+        try:
+            stdin = _read_fd(0)
+        except OSError:
+            plugin_main(plugin_type)
     if plugin_type not in REGISTRY:
         raise SystemExit(f"pycni has no plugin of type {plugin_type!r}")
     # stdin was already read for the agent: feed the same bytes.

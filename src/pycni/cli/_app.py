@@ -487,6 +487,7 @@ def agent_cmd(
         "undone before the agent exits.")] = 8.0,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")]
     = "info",
+    cache_dir: CacheDir = DEFAULT_CACHE_DIR,
 ) -> None:
     """Run the node agent: serve the plugin executables' calls in one warm process."""
     from ..daemon import AgentConfig, AgentError, configure_logging, parse_address, run_agent
@@ -500,7 +501,7 @@ def agent_cmd(
         _fail(exc)
     configure_logging(level)
     config = AgentConfig(socket_path=socket_path, metrics_address=address, workers=workers,
-                         grace=grace, rollback=rollback)
+                         grace=grace, rollback=rollback, cache_dir=cache_dir)
     try:
         status = run_agent(config)
     except AgentError as exc:
@@ -522,6 +523,11 @@ def version_cmd(as_json: JsonOut = False) -> None:
                                "supportedVersions": list(SUPPORTED_VERSIONS)}))
     else:
         typer.echo(f"pycni {ours}\nCNI spec: {', '.join(SUPPORTED_VERSIONS)}")
+
+
+from ._observe import register as _register_observe  # noqa: E402 - needs app and options
+
+_register_observe(app)
 
 
 def main() -> None:

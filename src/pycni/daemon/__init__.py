@@ -22,6 +22,8 @@ from ._install import (
 from ._log import JSONFormatter
 from ._log import configure as configure_logging
 from ._metrics import Metrics, parse_address
+from ._topology import GraphError, Topology, node_topology, render_html, render_svg, to_dot
+from ._trace import TraceRing
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -32,17 +34,24 @@ __all__ = [
     "AgentConfig",
     "AgentError",
     "Call",
+    "GraphError",
     "InstallError",
     "JSONFormatter",
     "Metrics",
+    "Topology",
+    "TraceRing",
     "configure_logging",
     "import_paths",
     "install_plugins",
     "install_unit",
     "interpreter",
+    "node_topology",
     "parse_address",
     "pycni_executable",
+    "render_html",
+    "render_svg",
     "run_agent",
     "shim_script",
+    "to_dot",
     "unit_text",
 ]

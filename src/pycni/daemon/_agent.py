@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..invoke import REGISTRY, KeyedSerial, load_plugin, run_in_process
+from ..invoke import REGISTRY, KeyedSerial, load_plugin, run_in_process, set_trace_sink
 from ..shim import (
     ACK,
     DEFAULT_SOCKET,
@@ -61,7 +61,8 @@ from ..shim import (
 from ..spec import DecodingFailure, decode_json_object
 from ._intake import Intake, Limits, PeerRefusedError, RequestError, send_nowait
 from ._log import CallLog
-from ._metrics import Metrics, StatusServer
+from ._metrics import Metrics, Page, StatusServer
+from ._trace import DEFAULT_RING, TraceRing
 
 log = logging.getLogger("pycni.agent")
 
@@ -90,6 +91,10 @@ class AgentConfig:
     read_timeout: float = 5.0
     #: Connections whose request is still being read; past it the oldest is dropped.
     max_pending: int = 256
+    #: Calls kept in the trace ring (``/trace``).
+    trace_size: int = DEFAULT_RING
+    #: The result cache ``/topology`` reads the node's attachments from.
+    cache_dir: str = "/var/lib/cni"
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,8 @@ class Agent:
         self.metrics = Metrics()
         self._serial = KeyedSerial()
         self._calls = CallLog()
+        self.trace = TraceRing(config.trace_size)
+        self._previous_sink: Callable[[dict[str, object]], None] | None = None
         self._listener: socket.socket | None = None
         self._socket_ino = 0
         self._netns = b""
@@ -199,10 +206,11 @@ class Agent:
         self._netns = netns_identity()
         self._listener = self._listen(self.config.socket_path)
         logging.getLogger().addHandler(self._calls)
+        self._previous_sink = set_trace_sink(self.trace.append)
         if self.config.metrics_address is not None:
             try:
                 self._http = StatusServer(self.config.metrics_address, self.metrics,
-                                          self.healthy, self.ready)
+                                          self.healthy, self.ready, self._pages())
             except OSError as exc:
                 self._close_listener()
                 raise AgentError(f"cannot serve metrics on {self.config.metrics_address}: "
@@ -218,6 +226,20 @@ class Agent:
             "socket": self.config.socket_path, "workers": self.config.workers,
             "metrics": self.http_address}})
         sd_notify("READY=1")
+
+    def _pages(self) -> dict[str, Page]:
+        """The HTTP endpoint's pages beside /metrics: the trace ring and the topology."""
+
+        def trace(query: str) -> tuple[bytes, str]:
+            return self.trace.answer(query), "application/json"
+
+        def topology(query: str) -> tuple[bytes, str]:
+            from ._topology import topology_page
+
+            # Reads the kernel of the agent's own namespace: the node its plugins act on.
+            return topology_page(query, self.config.cache_dir)
+
+        return {"/trace": trace, "/topology": topology}
 
     @property
     def http_address(self) -> str | None:
@@ -265,6 +287,7 @@ class Agent:
         if self._http is not None:
             self._http.stop()
         logging.getLogger().removeHandler(self._calls)
+        set_trace_sink(self._previous_sink)
         log.info("stopped", extra={"fields": {"drained": drained, "cut_off": cut,
                                                "abandoned": left}})
         return drained
@@ -405,7 +428,8 @@ class Agent:
         start = time.perf_counter()
         try:
             with self._calls.capture() as lines:
-                status, out = run_in_process(call.plugin_type, call.env, call.stdin)
+                status, out = run_in_process(call.plugin_type, call.env, call.stdin,
+                                             source="agent")
                 rolled_back = call.command == "ADD" and self._cut_off.is_set()
                 if rolled_back:
                     details = self._roll_back(call, status, out)

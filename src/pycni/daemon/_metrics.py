@@ -9,6 +9,8 @@ Metrics (all prefixed ``pycni_agent_``, labels ``plugin`` and ``command``)::
     ipam_pool_size{network,range}        addresses a host-local range set can hand out
     ipam_pool_allocated{network,range}   addresses reserved in it (read at scrape time)
 
+README.md ("Agent metrics") says what each tells.
+
 The pool gauges cover every host-local network the agent has seen a call for (as the IPAM of
 a main plugin or directly); they are computed from the store when scraped. A config the agent
 saw before is not parsed again: the plugin already parsed it for the call itself.
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,6 +34,8 @@ from prometheus_client.registry import Collector
 
 from ..spec import CNIError, DecodingFailure, NetworkConfig, decode_json
 from ._intake import Intake, Limits, RequestError, send_nowait
+
+log = logging.getLogger("pycni.agent")
 
 #: Commands get their own label value; anything else a caller sends is "other".
 COMMANDS = frozenset({"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"})
@@ -161,6 +166,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+#: A page the status server serves: query string -> (body, content type). ValueError: 400.
+Page = Callable[[str], tuple[bytes, str]]
+
 #: The request head a scrape sends is a few hundred bytes.
 _MAX_HEAD = 8192
 #: Seconds a client has to send its request head, and to take the reply.
@@ -169,7 +177,8 @@ _HTTP_TIMEOUT = 5.0
 _HTTP_WORKERS = 2
 _HTTP_QUEUE = 32
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+            431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
 def _head_size(data: bytearray) -> int | None:
@@ -192,8 +201,11 @@ class StatusServer:
     """
 
     def __init__(self, address: tuple[str, int], metrics: Metrics,
-                 healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
+                 healthy: Callable[[], bool], ready: Callable[[], bool],
+                 pages: Mapping[str, Page] | None = None) -> None:
+        """``pages``: more paths to serve, each a function of the query string."""
         self.metrics = metrics
+        self.pages = dict(pages or {})
         self.healthy = healthy
         self.ready = ready
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -261,7 +273,21 @@ class StatusServer:
             ok = self.healthy() if path == "/healthz" else self.ready()
             return _response(200 if ok else 503, b"ok\n" if ok else b"not ready\n",
                              head_only=head_only)
-        return _response(404, b"not found\n", head_only=head_only)
+        return self._page(path, target, head_only=head_only)
+
+    def _page(self, path: str, target: str, *, head_only: bool) -> bytes:
+        page = self.pages.get(path)
+        if page is None:
+            return _response(404, b"not found\n", head_only=head_only)
+        query = target.split("?", 1)[1] if "?" in target else ""
+        try:
+            body, ctype = page(query)
+        except ValueError as exc:
+            return _response(400, f"{exc}\n".encode(), head_only=head_only)
+        except Exception as exc:  # a page that fails answers 500, it does not hang
+            log.warning("page %s failed: %s", path, exc)
+            return _response(500, f"{path} failed: {exc}\n".encode(), head_only=head_only)
+        return _response(200, body, ctype, head_only=head_only)
 
 
 def parse_address(value: str) -> tuple[str, int]:

@@ -45,7 +45,14 @@ if TYPE_CHECKING:
         restore_state,
     )
     from ._iface import check_iface_ips, check_routes, configure_iface
-    from ._inspect import netns_links
+    from ._inspect import (
+        NamespaceState,
+        QdiscEntry,
+        RouteEntry,
+        RuleEntry,
+        namespace_state,
+        netns_links,
+    )
     from ._netns import (
         NetNS,
         NetNSNotFound,

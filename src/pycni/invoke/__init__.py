@@ -27,5 +27,20 @@ if TYPE_CHECKING:
         run_located,
     )
     from ._serial import KeyedSerial
+    from ._trace import (
+        DEFAULT_TRACE_FILE,
+        MAX_RECORD,
+        REDACTED,
+        append_to_file,
+        assign_chains,
+        call_record,
+        encode_record,
+        read_trace_file,
+        read_trace_lines,
+        redact,
+        set_trace_sink,
+        trace_chain,
+        trace_file,
+    )
 
 __getattr__, __dir__, __all__ = lazy_init(__name__, __file__)

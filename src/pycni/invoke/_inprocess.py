@@ -67,16 +67,22 @@ def plugin_main(type_name: str) -> "NoReturn":
     raise SystemExit(0)  # not reached: Plugin.main exits
 
 
-def run_in_process(plugin_type: str, environ: "Mapping[str, str]", stdin: bytes
-                   ) -> "tuple[int, bytes]":
+def run_in_process(plugin_type: str, environ: "Mapping[str, str]", stdin: bytes, *,
+                   source: str = "", chain: str = "") -> "tuple[int, bytes]":
     """Run one call of ``plugin_type`` here: (exit status, stdout), as the executable would.
 
-    ``environ`` carries the CNI_* variables. PluginNotFound if pycni has no such type.
+    ``environ`` carries the CNI_* variables. PluginNotFound if pycni has no such type. The
+    call is traced (:mod:`pycni.invoke._trace`) with ``source`` and ``chain`` when given.
     """
     cls = load_plugin(plugin_type)
     if cls is None:
         from ..spec import PluginNotFound
 
         raise PluginNotFound(f"pycni has no plugin of type {plugin_type!r}")
-    result: tuple[int, bytes] = _resolve(RUNNER)(cls(), environ, stdin)
-    return result
+    from ._trace import traced
+
+    def run() -> "tuple[int, bytes]":
+        result: tuple[int, bytes] = _resolve(RUNNER)(cls(), environ, stdin)
+        return result
+
+    return traced(run, plugin_type, environ, stdin, source=source, chain=chain)

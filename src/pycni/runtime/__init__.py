@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         load_file,
         load_network,
     )
+    from ._inspect import AttachmentReport, InspectReport, Item, inspect_target
     from ._pod import (
         DEFAULT_CNI_PATH,
         DEFAULT_IFNAME,

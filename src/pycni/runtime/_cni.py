@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..invoke import DEFAULT_TIMEOUT, locate_plugin, run_located
+from ..invoke import DEFAULT_TIMEOUT, locate_plugin, run_located, trace_chain
 from ..skel import validate_container_id, validate_ifname
 from ..spec import (
     CURRENT_VERSION,
@@ -155,8 +157,21 @@ class CNIConfig:
         log.debug("%s %s (%s)", command, plugin_type, exe)
         return self.exec.run(exe, self._env(command, rt), stdin, self.timeout)
 
+    @staticmethod
+    def _chain(command: str, net: NetworkConfigList, rt: RuntimeConf | None) -> trace_chain:
+        """Traces of the plugins this chain runs in-process carry one chain id."""
+        cid = rt.container_id if rt else ""
+        ifname = rt.ifname if rt else ""
+        return trace_chain(f"{cid}/{net.name}/{ifname}/{command}@{time.time():.3f}"
+                           f"#{os.getpid()}")
+
     def _run_chain(self, command: str, net: NetworkConfigList, rt: RuntimeConf | None,
                    order: Iterable[int], **config: Any) -> None:
+        with self._chain(command, net, rt):
+            self._run_plugins(command, net, rt, order, **config)
+
+    def _run_plugins(self, command: str, net: NetworkConfigList, rt: RuntimeConf | None,
+                     order: Iterable[int], **config: Any) -> None:
         for index in order:
             plugin = net.plugins[index]
             try:
@@ -181,14 +196,15 @@ class CNIConfig:
         """
         self._validate_attachment(net, rt)
         result: Result | None = None
-        for index, plugin in enumerate(net.plugins):
-            stdin = net.plugin_stdin(index, prev_result=result,
-                                     capability_args=rt.capability_args)
-            try:
-                out = self._invoke("ADD", str(plugin["type"]), stdin, rt)
-                result = _parse_result(out, net.cni_version)
-            except CNIError as exc:
-                raise _rewrap(exc, f"plugin {_describe(plugin)} failed (add)") from exc
+        with self._chain("ADD", net, rt):
+            for index, plugin in enumerate(net.plugins):
+                stdin = net.plugin_stdin(index, prev_result=result,
+                                         capability_args=rt.capability_args)
+                try:
+                    out = self._invoke("ADD", str(plugin["type"]), stdin, rt)
+                    result = _parse_result(out, net.cni_version)
+                except CNIError as exc:
+                    raise _rewrap(exc, f"plugin {_describe(plugin)} failed (add)") from exc
         if result is None:  # parse() guarantees at least one plugin
             raise InvalidNetworkConfig(f'network "{net.name}" has no plugins')
         self.cache.write(CachedAttachment(
@@ -232,12 +248,13 @@ class CNIConfig:
         # Unlike libcni, one failing plugin does not stop the others: each still releases
         # what it holds (leases, rules), and the cache entry stays for the retry.
         errors: list[CNIError] = []
-        for index in reversed(range(len(net.plugins))):
-            try:
-                self._run_chain("DEL", net, rt, [index], prev_result=cached,
-                                capability_args=rt.capability_args)
-            except CNIError as exc:
-                errors.append(exc)
+        with self._chain("DEL", net, rt):
+            for index in reversed(range(len(net.plugins))):
+                try:
+                    self._run_plugins("DEL", net, rt, [index], prev_result=cached,
+                                      capability_args=rt.capability_args)
+                except CNIError as exc:
+                    errors.append(exc)
         if errors:
             raise _joined(errors)
         self.cache.delete(net.name, rt.container_id, rt.ifname)

@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import firewall, masq, portmap
     from ._backend import netfilter_backend
+    from ._listing import RuleLine, rules_mentioning
     from ._nft import NftError, nft_json
     from ._spoofcheck import setup_spoofcheck, spoofcheck_present, teardown_spoofcheck
 
