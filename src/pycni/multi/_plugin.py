@@ -37,6 +37,7 @@ from ..spec import (
     InternalError,
     InvalidNetworkConfig,
     NetworkConfigList,
+    PluginNotFound,
     Result,
     valid_attachments,
 )
@@ -344,8 +345,8 @@ class Multus(Plugin):
         try:
             self._delete_record(ctx, record, ctx.args.netns)
         except CNIError as undo:
-            log.warning("pod %s: undoing the failed ADD also failed (kept in the record for "
-                      "DEL): %s", ctx.pod_key, undo)
+            log.warning("pod %s: undoing the failed ADD also failed (kept in the record "
+                        "for DEL): %s", ctx.pod_key, undo)
 
     @staticmethod
     def _move_default_route(ctx: _Context, plan: list[Attachment]) -> None:
@@ -422,8 +423,12 @@ class Multus(Plugin):
                 ctx.cni.delete_network_list(att.network_config(),
                                             self._runtime_conf(ctx, att, netns))
             except CNIError as exc:
+                if att.state != ADDED and isinstance(exc, PluginNotFound):
+                    # Its ADD never completed and its plugin does not exist: that plugin
+                    # never ran, so it holds nothing (the others' DELs ran all the same).
+                    continue
                 log.warning("pod %s: DEL of %s (%s) failed: %s", ctx.pod_key, att.network,
-                          att.interface, exc)
+                            att.interface, exc)
                 errors.append(exc)
                 remaining.insert(0, att)
         if remaining:
