@@ -181,3 +181,26 @@ def test_device_ids_from_the_kubelet_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InvalidNetworkConfig, match="allocated none"):
         devices.take("r/x", "n")
     assert DeviceAllocator("u2", str(path)).take("r/x", "n") == "d3"
+
+
+def test_cli_gen_config(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pycni.cli import app
+
+    (tmp_path / "10-pods.conf").write_text(json.dumps({
+        "cniVersion": "0.4.0", "name": "pods", "type": "ptp",
+        "ipam": {"type": "host-local", "subnet": "10.9.0.0/24"}}))
+    runner = CliRunner()
+    out = runner.invoke(app, ["multus", "gen-config", "--conf-dir", str(tmp_path),
+                              "--kubeconfig", "/k", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["delegates"][0]["name"] == "pods"
+    assert not (tmp_path / "00-multus.conf").exists()
+    out = runner.invoke(app, ["multus", "gen-config", "--conf-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    written = json.loads((tmp_path / "00-multus.conf").read_text())
+    assert (written["type"], written["cniVersion"]) == ("multus", "0.4.0")
+    out = runner.invoke(app, ["multus", "gen-config", "--conf-dir", str(tmp_path / "none")])
+    assert out.exit_code == 1
+    assert "no network configuration" in out.output
