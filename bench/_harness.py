@@ -46,11 +46,12 @@ def plugin_dirs() -> Iterator[dict[str, str]]:
 
 
 def run_plugin(host_ns: str, bin_dir: str, plugin: str, command: str, conf: dict[str, Any],
-               *, container_id: str, netns: str, ifname: str = "eth0") -> tuple[float, bytes]:
+               *, container_id: str, netns: str, ifname: str = "eth0", args: str = ""
+               ) -> tuple[float, bytes]:
     """Run one call; return (seconds of wall time, stdout); raise on failure."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update(cni_env(command, container_id=container_id, netns=netns, ifname=ifname,
-                       path=bin_dir))
+                       path=bin_dir, args=args))
     data = json.dumps(conf).encode()
     argv = ["nsenter", f"--net={host_ns}", "--", str(Path(bin_dir) / plugin)]
     start = time.perf_counter()

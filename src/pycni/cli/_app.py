@@ -318,6 +318,61 @@ def dhcp_daemon_cmd(
         _fail(exc)
 
 
+# -- multus ----------------------------------------------------------------------------------
+
+multus_app = typer.Typer(help="The Multus-compatible meta plugin (multi-network pods).",
+                         no_args_is_help=True)
+app.add_typer(multus_app, name="multus")
+
+
+@multus_app.command("gen-config")
+def multus_gen_config_cmd(
+    *,
+    conf_dir: ConfDir = DEFAULT_CONF_DIR,
+    kubeconfig: Annotated[str, typer.Option(
+        "--kubeconfig", help="Kubeconfig the plugin reads pods and NADs with.")] = "",
+    cni_version: Annotated[str, typer.Option(
+        "--cni-version", help="cniVersion of the generated config (default: the "
+        "delegate's).")] = "",
+    namespace_isolation: Annotated[bool, typer.Option(
+        "--namespace-isolation", help="Pods may use only NADs of their own namespace "
+        "(and the global ones).")] = False,
+    global_namespaces: Annotated[str, typer.Option(
+        "--global-namespaces", help="Comma-separated namespaces whose NADs any pod may "
+        "use.")] = "",
+    readiness_indicator_file: Annotated[str, typer.Option(
+        "--readiness-indicator-file", help="ADD waits until this file exists.")] = "",
+    log_level: Annotated[str, typer.Option(
+        "--log-level", help="debug, verbose, error or panic.")] = "",
+    log_file: Annotated[str, typer.Option("--log-file", help="Log here.")] = "",
+    bin_dir: Annotated[str, typer.Option(
+        "--bin-dir", help="Where the delegates' plugins are (default: CNI_PATH).")] = "",
+    master_file: Annotated[str, typer.Option(
+        "--master-cni-file", help="Delegate to this file instead of the first one.")] = "",
+    output: Annotated[str, typer.Option(
+        "--output", help="File name written in the config directory.")] = "00-multus.conf",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the config instead of writing it.")] = False,
+) -> None:
+    """Write the meta plugin's config from the first network in the config directory (as
+    Multus's --multus-conf-file=auto)."""
+    from ..multi import gen_config, write_config
+
+    try:
+        conf = gen_config(conf_dir, kubeconfig=kubeconfig, cni_version=cni_version,
+                          namespace_isolation=namespace_isolation,
+                          global_namespaces=global_namespaces,
+                          readiness_indicator_file=readiness_indicator_file,
+                          log_level=log_level, log_file=log_file, bin_dir=bin_dir,
+                          master_file=master_file)
+        if dry_run:
+            typer.echo(json.dumps(conf, indent=2))
+            return
+        typer.echo(write_config(conf_dir, conf, output))
+    except CNIError as exc:
+        _fail(exc)
+
+
 # -- run / demo ----------------------------------------------------------------------------
 
 def _pods(conf_dir: str, cni_path: str, cache_dir: str, *, data_dir: str | None,

@@ -18,20 +18,17 @@ The client is lightkube (typed models, sync client, list/watch with resourceVers
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx2 as httpx
-from lightkube import ApiError, Client, ConfigError, KubeConfig
-from lightkube.config.models import Cluster, User
+from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Node, NodeStatus
 
+from ..kube import SERVICE_ACCOUNT_DIR, KubeCredentials
 from ..spec import InvalidNetworkConfig
 from ._base import (
     Backoff,
@@ -46,7 +43,6 @@ from ._base import (
     validate_peer,
 )
 
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_ANNOTATION_PREFIX = "pycni.io"
 #: Seconds the API server keeps a quiet watch open before it ends it (lightkube then reopens
 #: it from the last resourceVersion).
@@ -92,15 +88,11 @@ class KubernetesDatastore:
                  annotation_prefix: str = DEFAULT_ANNOTATION_PREFIX,
                  watch_timeout: int = WATCH_SERVER_TIMEOUT) -> None:
         self._node = node
-        self._kubeconfig = kubeconfig
-        self._sa_dir = Path(service_account_dir)
+        self._credentials = KubeCredentials(kubeconfig,
+                                            service_account_dir=service_account_dir)
         self.annotation = f"{annotation_prefix}/peer"
         self._watch_timeout = watch_timeout
         self._stop = StopFlag()
-        self._lock = threading.Lock()
-        self._client: Client | None = None
-        self._signature: tuple[Any, ...] | None = None
-        self._clients: list[Client] = []
 
     @classmethod
     def from_config(cls, node: str, config: Mapping[str, Any]) -> KubernetesDatastore:
@@ -123,66 +115,13 @@ class KubernetesDatastore:
 
     # -- credentials ------------------------------------------------------------------------
 
-    def _credential_files(self) -> list[Path]:
-        if self._kubeconfig:
-            return [Path(self._kubeconfig)]
-        return [self._sa_dir / "token", self._sa_dir / "ca.crt"]
-
-    def _current_signature(self) -> tuple[Any, ...]:
-        signature: list[tuple[Any, ...]] = []
-        for path in self._credential_files():
-            try:
-                st = path.stat()
-            except OSError:
-                signature.append((str(path), None))
-            else:
-                signature.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(signature)
-
-    def _load_config(self) -> KubeConfig:
-        if self._kubeconfig:
-            try:
-                return KubeConfig.from_file(self._kubeconfig)
-            except (ConfigError, OSError, ValueError) as exc:
-                raise InvalidNetworkConfig(
-                    f'invalid "kubeconfig": cannot load {self._kubeconfig}', str(exc)) from exc
-        host = os.environ.get("KUBERNETES_SERVICE_HOST")
-        port = os.environ.get("KUBERNETES_SERVICE_PORT")
-        token = self._sa_dir / "token"
-        if not host or not port or not token.is_file():
-            raise InvalidNetworkConfig(
-                'no "kubeconfig" and no in-cluster credentials: expected '
-                f"{token} and KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT, found "
-                f"token file {'present' if token.is_file() else 'missing'}, host {host!r}, "
-                f"port {port!r}")
-        if ":" in host:
-            host = f"[{host}]"
-        # token_file only (no inline token): lightkube then reads the file per client and
-        # again on every 401, as client-go does for projected service-account tokens.
-        return KubeConfig.from_one(
-            cluster=Cluster(server=f"https://{host}:{port}",
-                            certificate_auth=str(self._sa_dir / "ca.crt")),
-            user=User(token_file=str(token)))
-
     def client(self, *, refresh: bool = False) -> Client:
         """The API client, rebuilt when the credential files changed (or ``refresh``)."""
-        signature = self._current_signature()
-        with self._lock:
-            if self._client is None or refresh or signature != self._signature:
-                self._client = Client(config=self._load_config(), trust_env=False,
-                                      field_manager="pycni")
-                self._clients.append(self._client)
-                self._signature = signature
-            return self._client
+        return self._credentials.client(refresh=refresh)
 
     def _request(self, call: Any) -> Any:
         """Run ``call(client)``; after a 401 rebuild the client from disk once and retry."""
-        try:
-            return call(self.client())
-        except ApiError as exc:
-            if exc.status.code != 401:
-                raise
-        return call(self.client(refresh=True))
+        return self._credentials.request(call)
 
     # -- the Datastore protocol --------------------------------------------------------------
 
@@ -232,11 +171,7 @@ class KubernetesDatastore:
     def close(self) -> None:
         """End any running watch and close the HTTP clients."""
         self._stop.set()
-        with self._lock:
-            clients, self._clients, self._client = self._clients, [], None
-        for client in clients:
-            with contextlib.suppress(Exception):
-                client.close()
+        self._credentials.close()
 
     def watch(self) -> Iterator[PeerUpdate]:
         """List every Node, then watch from the list's resourceVersion; relist on 410."""

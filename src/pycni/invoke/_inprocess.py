@@ -33,6 +33,8 @@ REGISTRY: "dict[str, str]" = {
     "vlan": "pycni.plugins.main.vlan:Vlan",
     "dummy": "pycni.plugins.main.dummy:Dummy",
     "vrf": "pycni.plugins.main.vrf:VRF",
+    # the meta plugin for multi-network pods (it runs whole conflists as delegates)
+    "multus": "pycni.multi._plugin:Multus",
 }
 
 

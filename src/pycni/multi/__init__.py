@@ -1,0 +1,67 @@
+"""Multi-network pods: the Multus-compatible ``multus`` meta plugin.
+
+NetworkAttachmentDefinitions (NADs) name networks; a pod asks for them in the
+``k8s.v1.cni.cncf.io/networks`` annotation; the meta plugin runs each network's delegate
+conflist beside the cluster network, records what it attached (:class:`PodRecord`, the base
+for hot-plug and live switching), and writes the pod's ``k8s.v1.cni.cncf.io/network-status``.
+It sits above :mod:`pycni.runtime` (whose chain logic runs the delegates) and reads the API
+server through :mod:`pycni.kube`.
+"""
+
+from ._config import MultusConfig
+from ._devices import KUBELET_CHECKPOINT, DeviceAllocator
+from ._genconfig import DEFAULT_OUTPUT, gen_config, write_config
+from ._kube import (
+    NAD_GROUP,
+    NAD_KIND,
+    NAD_PLURAL,
+    NAD_VERSION,
+    ClusterSource,
+    KubeSource,
+    NadInfo,
+    PodInfo,
+    PodNotFound,
+)
+from ._plugin import Multus
+from ._record import Attachment, PodRecord, PodRecords
+from ._selection import (
+    DEFAULT_NETWORK_ANNOTATION,
+    NETWORK_STATUS_ANNOTATION,
+    NETWORKS_ANNOTATION,
+    RESOURCE_NAME_ANNOTATION,
+    NetworkSelection,
+    parse_default_network,
+    parse_networks,
+)
+from ._status import network_status, status_entry
+
+__all__ = [
+    "DEFAULT_NETWORK_ANNOTATION",
+    "DEFAULT_OUTPUT",
+    "KUBELET_CHECKPOINT",
+    "NAD_GROUP",
+    "NAD_KIND",
+    "NAD_PLURAL",
+    "NAD_VERSION",
+    "NETWORKS_ANNOTATION",
+    "NETWORK_STATUS_ANNOTATION",
+    "RESOURCE_NAME_ANNOTATION",
+    "Attachment",
+    "ClusterSource",
+    "DeviceAllocator",
+    "KubeSource",
+    "Multus",
+    "MultusConfig",
+    "NadInfo",
+    "NetworkSelection",
+    "PodInfo",
+    "PodNotFound",
+    "PodRecord",
+    "PodRecords",
+    "gen_config",
+    "network_status",
+    "parse_default_network",
+    "parse_networks",
+    "status_entry",
+    "write_config",
+]
