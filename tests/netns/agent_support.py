@@ -56,8 +56,11 @@ class AgentProcess:
     count = 0
 
     def __init__(self, host_ns: str, socket_path: Path, *, grace: float = 60,
-                 workers: int = 32, hold_dir: Path | None = None) -> None:
-        """``hold_dir``: the agent's bridge ADDs can be held (:class:`HeldBridge`)."""
+                 workers: int = 32, hold_dir: Path | None = None,
+                 metrics: str = "off", cache_dir: Path | None = None) -> None:
+        """``hold_dir``: the agent's bridge ADDs can be held (:class:`HeldBridge`);
+        ``metrics``: its ``--metrics-address`` (``127.0.0.1:0``: any port, see
+        :attr:`metrics_address`); ``cache_dir``: the result cache its ``/topology`` reads."""
         AgentProcess.count += 1
         self.socket_path = socket_path
         self.log_path = socket_path.parent.parent / f"agent-{AgentProcess.count}.log"
@@ -72,8 +75,9 @@ class AgentProcess:
                                                  env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(
             ["nsenter", f"--net={host_ns}", "--", sys.executable, *entry, "agent",
-             "--socket", str(socket_path), "--metrics-address", "off", "--grace", str(grace),
-             "--rollback", "120", "--workers", str(workers), "--log-level", "info"],
+             "--socket", str(socket_path), "--metrics-address", metrics, "--grace", str(grace),
+             "--rollback", "120", "--workers", str(workers), "--log-level", "info",
+             *(["--cache-dir", str(cache_dir)] if cache_dir is not None else [])],
             stdout=subprocess.DEVNULL, stderr=self._log, env=env)
         if not wait_for(lambda: self.listening() or self.proc.poll() is not None, timeout=120):
             self.stop()
@@ -85,6 +89,13 @@ class AgentProcess:
     def listening(self) -> bool:
         """The log says the socket is up."""
         return any(r.get("msg") == "listening" for r in self.records())
+
+    @property
+    def metrics_address(self) -> str:
+        """``HOST:PORT`` of the agent's HTTP endpoint (in its namespace), as it logged it."""
+        address = next(r.get("metrics") for r in self.records() if r.get("msg") == "listening")
+        assert isinstance(address, str), address
+        return address
 
     def records(self) -> list[dict[str, Any]]:
         """The agent's log records so far."""
