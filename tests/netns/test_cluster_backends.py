@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -325,3 +329,41 @@ def test_vxlan_dual_stack_subnets_share_one_device(host_ns: str) -> None:
     assert host.run_in_netns(host_ns, backend.reconcile, peers).changes == 0
     addrs = ns_run(host_ns, "ip", "-6", "addr", "show", "dev", vx, "scope", "global").stdout
     assert "fd00:1:1::/128" in addrs
+
+
+def _graph(node: Node, output: Path) -> str:
+    """``pycni graph --output OUTPUT`` run inside ``node``'s namespace; the file's text."""
+    out = subprocess.run(
+        ["nsenter", f"--net={node.ns}", "--", sys.executable, "-m", "pycni.cli", "graph",
+         "--output", str(output), "--cache-dir", str(output.parent / "cache")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    return output.read_text()
+
+
+def _edges(svg: str) -> set[str]:
+    """The ``tail->head`` titles of the picture's edges (Graphviz writes one per edge)."""
+    root = ElementTree.fromstring(svg)
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    return {g.findtext("svg:title", "", ns) for g in root.iter("{http://www.w3.org/2000/svg}g")
+            if g.get("class") == "edge"}
+
+
+@pytest.mark.skipif(not shutil.which("dot"), reason="needs graphviz (scripts/setup.sh)")
+def test_graph_shows_the_vxlan_device_and_its_peers(cluster: list[Node],
+                                                    tmp_path: Path) -> None:
+    _up(cluster, "vxlan")
+    one, two, three = cluster
+    dev = one.options["device"]
+    svg = _graph(one, tmp_path / "node-1.svg")
+    assert {f"vx:{dev}->peer:{n.underlay_address}" for n in (two, three)} == {
+        e for e in _edges(svg) if e.startswith("vx:")}
+    assert f"peer {two.underlay_address}" in svg
+    assert f"peer {one.underlay_address}" not in svg  # a node is not its own peer
+    page = _graph(one, tmp_path / "node-1.html")
+    assert dev in page
+    assert f"peer {three.underlay_address}" in page
+    # Node 3 leaves: the next picture no longer shows it.
+    one.reconcile({two.name: two.record()})
+    assert {e for e in _edges(_graph(one, tmp_path / "after.svg")) if e.startswith("vx:")} == {
+        f"vx:{dev}->peer:{two.underlay_address}"}

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from pycni.daemon import Metrics, TraceRing
 from pycni.daemon._metrics import StatusServer
@@ -16,7 +20,9 @@ from pycni.invoke import (
     assign_chains,
     call_record,
     read_trace_file,
+    run_in_process,
 )
+from pycni.testing import wait_for
 
 SECRETS = ("s3cr3t-token-value", "hunter2", "AbCdEfBearerValue", "kubetokenxyz", "argsecret")
 
@@ -172,3 +178,97 @@ def test_agent_endpoint_serves_the_ring() -> None:
         assert [json.loads(line)["source"] for line in out.stdout.splitlines()] == ["agent"]
     finally:
         server.stop()
+
+
+def test_cli_skips_records_of_the_wrong_shape(tmp_path: Path) -> None:
+    """JSON objects that look like records but carry the wrong types (a hand-edited or
+    foreign file) are named and skipped; the good records are still shown."""
+    path = tmp_path / "trace.jsonl"
+    good = json.dumps(_record())
+    bad = ['{"ts":1,"ms":"abc"}', '{"ts":1,"depth":"x"}', '{"ts":1,"result":[1]}',
+           '{"ts":1,"error":"boom","status":1}', '{"ts":1e300}', '{"ts":1,"plugin":[]}']
+    path.write_bytes("\n".join([good, *bad]).encode() + b"\n\xff\xfe garbage\n" +
+                     good[:50].encode())
+    for fmt in ([], ["--json"]):
+        out = _cli("trace", "--file", str(path), "--agent", "off", *fmt)
+        assert out.returncode == 0, out.stderr
+        assert "Traceback" not in out.stderr + out.stdout
+        problems = out.stderr.splitlines()
+        assert problems[:5] == [f"pycni: {path} line {n} is not a trace record"
+                                for n in range(2, 7)]
+        assert problems[5:] == ["pycni: 3 more unreadable lines"]
+        assert "bridge" in out.stdout
+    js = _cli("trace", "--file", str(path), "--agent", "off", "--json")
+    assert [json.loads(line)["plugin"] for line in js.stdout.splitlines()] == ["bridge"]
+
+
+class _Lines:
+    """A process's stdout lines, read on a thread (a test waits for them with a deadline)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        stream = proc.stdout
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(stream.readline,
+                                                                              "")), daemon=True)
+        self._thread.start()
+
+    def records(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in list(self.lines) if line.strip()]
+
+
+def _follow(path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pycni.cli", "trace", "--follow", "--json",
+                             "--file", str(path), "--agent", "off", "--interval", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.terminate()
+    _out, err = proc.communicate(timeout=30)
+    return err
+
+
+def test_follow_shows_a_call_made_after_it_started(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("PYCNI_TRACE", str(path))
+    proc = _follow(path)
+    try:
+        out = _Lines(proc)
+        env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "pytfollow", "CNI_NETNS": "/nonexistent",
+               "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent"}
+        conf = {"cniVersion": "1.0.0", "name": "pytfollow", "type": "bridge",
+                "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
+                         "subnet": "10.1.2.0/24", "token": SECRETS[0]}}
+        status, _ = run_in_process("host-local", env, json.dumps(conf).encode())
+        assert status == 0
+        assert wait_for(lambda: any(r["container"] == "pytfollow" for r in out.records()),
+                        timeout=60), out.lines
+        (rec,) = out.records()
+        assert (rec["plugin"], rec["command"], rec["status"]) == ("host-local", "ADD", 0)
+        _assert_no_secret(json.dumps(out.lines))
+    finally:
+        assert "Traceback" not in _stop(proc)
+
+
+def test_follow_loses_no_call_made_while_it_starts(tmp_path: Path) -> None:
+    """Calls appended while ``--follow`` reads and prints what was there are shown once."""
+    path = tmp_path / "trace.jsonl"
+    rec = _record()
+    with path.open("w") as fh:
+        for i in range(3000):
+            fh.write(json.dumps({**rec, "container": f"old{i}", "ts": 1000.0 + i}) + "\n")
+    proc = _follow(path)
+    try:
+        out = _Lines(proc)
+        for i in range(300):
+            append_to_file({**rec, "container": f"new{i}", "ts": 5000.0 + i}, str(path),
+                           64 << 20)
+            time.sleep(0.002)
+        assert wait_for(lambda: any(r["container"] == "new299" for r in out.records()),
+                        timeout=60)
+        new = [r["container"] for r in out.records() if str(r["container"]).startswith("new")]
+        assert new == [f"new{i}" for i in range(300)]
+    finally:
+        _stop(proc)

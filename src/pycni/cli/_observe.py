@@ -38,10 +38,13 @@ def _agent_records(agent: str, since: int) -> tuple[list[dict[str, Any]], int, s
             body = json.loads(resp.read())
     except (OSError, ValueError, urllib.error.URLError) as exc:
         return [], since, f"agent at {base} not reachable ({exc})"
+    from ..invoke import is_trace_record
+
     records = body.get("records") if isinstance(body, dict) else None
-    if not isinstance(records, list):
+    following = body.get("next", since) if isinstance(body, dict) else since
+    if not isinstance(records, list) or not isinstance(following, int):
         return [], since, f"agent at {base} sent no trace records"
-    return [r for r in records if isinstance(r, dict)], int(body.get("next", since)), None
+    return [r for r in records if is_trace_record(r)], following, None
 
 
 def _keep(rec: dict[str, Any], container: str | None, network: str | None,
@@ -70,7 +73,9 @@ def _print_records(records: list[dict[str, Any]], as_json: bool, header: bool) -
             outcome = f"[red]error {err.get('code')}: {err.get('msg')}[/red]"
         else:
             res = rec.get("result") or {}
-            ips = [ip.get("address") for ip in res.get("ips", []) if isinstance(ip, dict)]
+            found = res.get("ips")
+            ips = [ip.get("address") for ip in found if isinstance(ip, dict)] \
+                if isinstance(found, list) else []
             outcome = "ok" + (f" {', '.join(map(str, ips))}" if ips else "")
         pos = rec.get("position")
         table.add_row(
@@ -103,6 +108,10 @@ def trace_cmd(
     """Show recent plugin calls (the agent's and standalone ones), grouped into chains."""
     from ..invoke import assign_chains, read_trace_file
 
+    # Where following starts is taken before reading: a call appended while the existing
+    # ones are read and printed is shown by the first poll (and never lost). One appended
+    # between this and the read is in both; the first poll skips what was shown.
+    offset = _file_size(trace_file)
     records, problems = read_trace_file(trace_file)
     from_agent, since, note = _agent_records(agent, 0)
     for msg in [*problems[:5], *([note] if note else [])]:
@@ -114,11 +123,14 @@ def trace_cmd(
     _print_records(shown, as_json, header=True)
     if not follow:
         return
-    offset = _file_size(trace_file)
+    seen = {_identity(r) for r in records}
     try:
         while True:
             time.sleep(interval)
             fresh, offset = _file_tail(trace_file, offset)
+            if seen:
+                fresh = [r for r in fresh if _identity(r) not in seen]
+                seen = set()
             more, since, _ = _agent_records(agent, since)
             new = [r for r in assign_chains([*fresh, *more])
                    if _keep(r, container, network, plugin, errors)]
@@ -126,6 +138,12 @@ def trace_cmd(
                 _print_records(new, as_json, header=False)
     except KeyboardInterrupt:
         return
+
+
+def _identity(rec: dict[str, Any]) -> tuple[Any, ...]:
+    # Start time, process and call: two records of one file never share all three.
+    return (rec.get("ts"), rec.get("pid"), rec.get("container"), rec.get("plugin"),
+            rec.get("command"), rec.get("depth"))
 
 
 def _file_size(path: str) -> int:

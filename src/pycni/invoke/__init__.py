@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         assign_chains,
         call_record,
         encode_record,
+        is_trace_record,
         read_trace_file,
         read_trace_lines,
         redact,

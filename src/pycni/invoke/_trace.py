@@ -265,11 +265,37 @@ def read_trace_lines(lines: "Iterable[bytes]", origin: str
             tail = "" if raw.endswith(b"\n") else " (truncated: no line end)"
             problems.append(f"{origin} line {number} is not a JSON record{tail}")
             continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("ts"), int | float):
+        if not is_trace_record(obj):
             problems.append(f"{origin} line {number} is not a trace record")
             continue
         records.append(obj)
     return records, problems
+
+
+#: Keys whose values, when present, must be text.
+_TEXT_KEYS = ("source", "command", "container", "netns", "ifname", "args", "plugin",
+              "network", "chain")
+#: Latest wall time a record may carry (year 5138): past it ``time.localtime`` overflows.
+_MAX_TS = 1e11
+
+
+def is_trace_record(obj: object) -> bool:
+    """``obj`` has the shape of a record (a hand-edited or foreign line may not): the
+    readers and ``pycni trace`` rely on these types, so a record that lacks them is
+    skipped and named rather than failing the whole listing."""
+    if not isinstance(obj, dict):
+        return False
+    ts, ms = obj.get("ts"), obj.get("ms", 0)
+    if (isinstance(ts, bool) or not isinstance(ts, int | float) or not 0 <= ts < _MAX_TS
+            or isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms < _MAX_TS):
+        return False
+    depth, status = obj.get("depth", 0), obj.get("status", 0)
+    if (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0
+            or isinstance(status, bool) or not isinstance(status, int)):
+        return False
+    if not all(isinstance(obj.get(key, ""), str) for key in _TEXT_KEYS):
+        return False
+    return all(obj.get(key) is None or isinstance(obj[key], dict) for key in ("result", "error"))
 
 
 def read_trace_file(path: str) -> "tuple[list[dict[str, Any]], list[str]]":
