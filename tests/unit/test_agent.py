@@ -410,3 +410,24 @@ def test_agent_command_rejects_a_bad_metrics_address(tmp_path: Path) -> None:
                                    "--metrics-address", "nowhere"])
     assert out.exit_code == 1
     assert "HOST:PORT" in out.stderr
+
+
+@pytest.mark.parametrize("setting", ["off", "file"])
+def test_pycni_trace_off_turns_the_agents_ring_off(tmp_path: Path, sock_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   setting: str) -> None:
+    from pycni.invoke import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, "pytgate", f"{__name__}:Gate")
+    monkeypatch.setenv("PYCNI_TRACE", "off" if setting == "off" else str(tmp_path / "t.jsonl"))
+    a = Agent(AgentConfig(socket_path=str(sock_path), metrics_address=("127.0.0.1", 0)))
+    a.start()
+    try:
+        assert call(shim(tmp_path, "pytgate", sock_path), "CHECK", "pytc").returncode == 0
+        with urllib.request.urlopen(f"http://{a.http_address}/trace",  # noqa: S310 - our URL
+                                    timeout=10) as resp:
+            records = json.loads(resp.read())["records"]
+    finally:
+        a.shutdown(grace=10)
+    assert [r["plugin"] for r in records] == ([] if setting == "off" else ["pytgate"])
+    assert not (tmp_path / "t.jsonl").exists()  # the agent's calls go to its ring only

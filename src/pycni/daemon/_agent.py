@@ -44,7 +44,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..invoke import REGISTRY, KeyedSerial, load_plugin, run_in_process, set_trace_sink
+from ..invoke import (
+    REGISTRY,
+    KeyedSerial,
+    load_plugin,
+    run_in_process,
+    set_trace_sink,
+    trace_file,
+)
 from ..shim import (
     ACK,
     DEFAULT_SOCKET,
@@ -179,6 +186,7 @@ class Agent:
         self._calls = CallLog()
         self.trace = TraceRing(config.trace_size)
         self._previous_sink: Callable[[dict[str, object]], None] | None = None
+        self._tracing = False
         self._listener: socket.socket | None = None
         self._socket_ino = 0
         self._netns = b""
@@ -206,7 +214,10 @@ class Agent:
         self._netns = netns_identity()
         self._listener = self._listen(self.config.socket_path)
         logging.getLogger().addHandler(self._calls)
-        self._previous_sink = set_trace_sink(self.trace.append)
+        # PYCNI_TRACE=off turns tracing off here too: no record is made, /trace stays empty.
+        self._tracing = trace_file() is not None
+        if self._tracing:
+            self._previous_sink = set_trace_sink(self.trace.append)
         if self.config.metrics_address is not None:
             try:
                 self._http = StatusServer(self.config.metrics_address, self.metrics,
@@ -287,7 +298,8 @@ class Agent:
         if self._http is not None:
             self._http.stop()
         logging.getLogger().removeHandler(self._calls)
-        set_trace_sink(self._previous_sink)
+        if self._tracing:
+            set_trace_sink(self._previous_sink)
         log.info("stopped", extra={"fields": {"drained": drained, "cut_off": cut,
                                                "abandoned": left}})
         return drained
