@@ -20,7 +20,7 @@ import pytest
 from agent_support import AgentProcess, install_shims
 
 from pycni.host import run_in_netns
-from pycni.invoke import assign_chains
+from pycni.invoke import REDACTED, assign_chains
 from pycni.runtime import CNIConfig, RuntimeConf
 from pycni.spec import NetworkConfigList
 from pycni.testing import ns_run, unique_name
@@ -28,7 +28,7 @@ from pycni.testing import ns_run, unique_name
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 CHROMIUM = "/usr/bin/chromium"
-SECRET = "pyt-agent-secret-token"
+SECRET = "pyt-agent-secret-token"  # noqa: S105 - must never reach a record
 
 
 def _conflist(tmp_path: Path, bridge: str) -> NetworkConfigList:
@@ -98,7 +98,7 @@ def test_agent_serves_the_trace_and_the_topology(host_ns: str, netns: str, netns
         assert top[2]["result"]["ips"][0]["address"] == "10.126.0.2/24"
         ipam = next(r for r in records if r["container"] == cid and r["depth"] == 1)
         assert ipam["plugin"] == "host-local"
-        assert ipam["config"]["ipam"]["kubeconfig"]["token"] == "<redacted>"
+        assert ipam["config"]["ipam"]["kubeconfig"] == {"token": REDACTED}
         # The same calls through the CLI, which asks the agent.
         out = subprocess.run(
             ["nsenter", f"--net={host_ns}", "--", sys.executable, "-m", "pycni.cli", "trace",

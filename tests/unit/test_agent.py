@@ -424,7 +424,7 @@ def test_pycni_trace_off_turns_the_agents_ring_off(tmp_path: Path, sock_path: Pa
     a.start()
     try:
         assert call(shim(tmp_path, "pytgate", sock_path), "CHECK", "pytc").returncode == 0
-        with urllib.request.urlopen(f"http://{a.http_address}/trace",  # noqa: S310 - our URL
+        with urllib.request.urlopen(f"http://{a.http_address}/trace",
                                     timeout=10) as resp:
             records = json.loads(resp.read())["records"]
     finally:

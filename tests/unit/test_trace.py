@@ -272,3 +272,18 @@ def test_follow_loses_no_call_made_while_it_starts(tmp_path: Path) -> None:
         assert new == [f"new{i}" for i in range(300)]
     finally:
         _stop(proc)
+
+
+def test_a_secret_key_spelt_with_json_escapes_is_redacted() -> None:
+    """Configs without a secret-looking word skip the redaction walk; a key spelt with
+    ``\\u`` escapes (``"\\u0074oken"`` is ``token``) must not slip past that shortcut."""
+    stdin = (b'{"cniVersion":"1.0.0","name":"pytnet","type":"bridge",'
+             b'"k":{"\\u0074oken":"' + SECRETS[0].encode() + b'"},'
+             b'"h":"\\u0042earer ' + SECRETS[2].encode() + b'"}')
+    rec = _record(stdin=stdin, out=b'{"cniVersion":"1.0.0","\\u0074oken":"hunter2"}')
+    _assert_no_secret(json.dumps(rec))
+    assert rec["config"]["k"] == {"token": REDACTED}  # type: ignore[index]
+    assert rec["result"] == {"cniVersion": "1.0.0", "token": REDACTED}
+    plain = _record(stdin=b'{"cniVersion":"1.0.0","name":"pytnet","type":"bridge","x":"y"}')
+    assert plain["config"] == {"cniVersion": "1.0.0", "name": "pytnet", "type": "bridge",
+                               "x": "y"}
