@@ -487,9 +487,24 @@ def agent_cmd(
         "undone before the agent exits.")] = 8.0,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")]
     = "info",
+    cluster_config: Annotated[str | None, typer.Option(
+        "--cluster-config", help="JSON cluster config: also bring this node into the "
+        "cluster (subnets, backend, masquerade, the node's CNI config).")] = None,
+    cluster_status: Annotated[str | None, typer.Option(
+        "--cluster-status", help="Write the cluster controller's status (JSON) here.")] = None,
+    remove_config_on_exit: Annotated[bool, typer.Option(
+        "--remove-config-on-exit", help="On SIGTERM, leave the cluster for good: remove the "
+        "node's CNI config, masquerade and backend objects and give up the subnet.")] = False,
 ) -> None:
     """Run the node agent: serve the plugin executables' calls in one warm process."""
-    from ..daemon import AgentConfig, AgentError, configure_logging, parse_address, run_agent
+    from ..daemon import (
+        AgentConfig,
+        AgentError,
+        ClusterRunner,
+        configure_logging,
+        parse_address,
+        run_agent,
+    )
 
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
@@ -498,14 +513,58 @@ def agent_cmd(
         address = None if metrics_address == "off" else parse_address(metrics_address)
     except ValueError as exc:
         _fail(exc)
+    runner = None
+    if cluster_config is not None:
+        try:
+            runner = ClusterRunner(_controller(cluster_config, cluster_status))
+        except CNIError as exc:
+            _fail(exc)
     configure_logging(level)
     config = AgentConfig(socket_path=socket_path, metrics_address=address, workers=workers,
                          grace=grace, rollback=rollback)
     try:
-        status = run_agent(config)
+        status = run_agent(config, runner, release_on_exit=remove_config_on_exit)
     except AgentError as exc:
         _fail(exc)
     raise typer.Exit(status)
+
+
+def _controller(path: str, status_file: str | None = None) -> Any:
+    from ..cluster import ClusterConfig, NodeController
+    from ..cluster.backends import BACKENDS
+
+    return NodeController(ClusterConfig.load(path, backends=BACKENDS), status_file=status_file)
+
+
+cluster_app = typer.Typer(help="The node's membership in a pycni cluster.",
+                          no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("check")
+def cluster_check_cmd(
+    cluster_config: Annotated[str, typer.Option("--cluster-config",
+                                                help="The agent's cluster config.")],
+) -> None:
+    """Check a cluster config (and build its datastore and backend) without changing anything."""
+    try:
+        _controller(cluster_config)
+    except CNIError as exc:
+        _fail(exc)
+    typer.echo("ok")
+
+
+@cluster_app.command("uninstall")
+def cluster_uninstall_cmd(
+    cluster_config: Annotated[str, typer.Option("--cluster-config",
+                                                help="The agent's cluster config.")],
+) -> None:
+    """Remove what the agent set up on this node: the CNI config (first), the masquerade
+    table and the backend's objects. Stop the agent before."""
+    try:
+        _controller(cluster_config).release()
+    except CNIError as exc:
+        _fail(exc)
 
 
 @app.command("version")

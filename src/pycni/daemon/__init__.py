@@ -5,6 +5,7 @@ installed plugin executables run. ``pycni install`` writes both halves
 (:func:`install_plugins` and :func:`install_unit`).
 """
 
+from ._cluster import ClusterCollector, ClusterRunner
 from ._agent import PER_CONTAINER, Agent, AgentConfig, AgentError, Call, run_agent
 from ._install import (
     DEFAULT_METRICS,
@@ -32,6 +33,8 @@ __all__ = [
     "AgentConfig",
     "AgentError",
     "Call",
+    "ClusterCollector",
+    "ClusterRunner",
     "InstallError",
     "JSONFormatter",
     "Metrics",
