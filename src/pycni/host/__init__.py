@@ -57,13 +57,32 @@ if TYPE_CHECKING:
         remove_netns,
         run_in_netns,
     )
+    from ._overlay import (
+        VXLAN_OVERHEAD,
+        FdbEntry,
+        Neighbour,
+        delete_fdb,
+        delete_neighbour,
+        ensure_addresses,
+        ensure_vxlan,
+        list_fdb,
+        list_neighbours,
+        replace_fdb,
+        replace_neighbour,
+        vxlan_differences,
+    )
     from ._route import (
         RT_SCOPE_HOST,
         RT_SCOPE_LINK,
         RT_SCOPE_UNIVERSE,
+        RTPROT_PYCNI,
+        RouteInfo,
         add_route,
+        connected_device,
         default_route_interface,
         del_route,
+        list_routes,
+        replace_route,
     )
     from ._rules import (
         SourceRoute,

@@ -12,11 +12,19 @@ from .links import _require, kernel_op, name_of, rtnl
 
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
+#: The rtm_protocol of routes the cluster backends make. Not one of the numbers
+#: /etc/iproute2/rt_protos gives to routing daemons (bird 12, zebra 11, bgp 186...), so a
+#: backend can list and delete exactly its own routes, and ``ip route show proto 112`` shows
+#: them to an operator.
+RTPROT_PYCNI = 112
+
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RT_SCOPE_HOST = 254
 #: In a delete request "nowhere" matches a route of any scope.
 RT_SCOPE_NOWHERE = 255
+#: rtm_flags bit of a route whose gateway is on-link by decree (``ip route ... onlink``).
+RTNH_F_ONLINK = 4
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -32,6 +40,10 @@ class RouteInfo:
     table: int
     priority: int
     prefsrc: IPAddress | None
+    #: RTM_NEWROUTE's rtm_protocol: who made the route (kernel 2, boot 3, pycni 112...).
+    protocol: int = 0
+    #: RTNH_F_ONLINK: the gateway is taken as directly reachable through ``oif``.
+    onlink: bool = False
 
 
 def _family(net: Network | IPInterface) -> int:
@@ -120,8 +132,43 @@ def list_routes(family: int, *, table: int = RT_TABLE_MAIN) -> list[RouteInfo]:
             table=int(msg_table),
             priority=int(msg.get("RTA_PRIORITY") or 0),
             prefsrc=ipaddress.ip_address(src) if src else None,
+            protocol=int(msg["proto"]),
+            onlink=bool(int(msg["flags"]) & RTNH_F_ONLINK),
         ))
     return out
+
+
+def replace_route(dst: Network, *, ifname: str, gateway: IPAddress | None = None,
+                  onlink: bool = False, protocol: int = RTPROT_BOOT) -> None:
+    """``ip route replace <dst> [via <gateway>] dev <ifname> [onlink] proto <protocol>``.
+
+    The kernel swaps a route with the same destination (and metric) in one step, so
+    traffic to ``dst`` never finds no route while it is being corrected.
+    """
+    with rtnl() as ipr:
+        idx = _require(ipr, ifname)
+        kwargs = _match(dst, idx, gateway, proto=protocol)
+        if onlink:
+            kwargs["flags"] = RTNH_F_ONLINK
+        onl = " onlink" if onlink else ""
+        with kernel_op(f"failed to set route {_describe(dst, gateway, ifname)}{onl}"):
+            ipr.route("replace", **kwargs)
+
+
+def connected_device(address: IPAddress) -> str | None:
+    """The link whose directly connected subnet (a main-table route without a gateway,
+    not one of the cluster backends') holds ``address``, longest prefix first; or None."""
+    best: RouteInfo | None = None
+    for route in list_routes(address.version):
+        if route.gateway is not None or route.oif is None or route.protocol == RTPROT_PYCNI \
+                or address not in route.dst:
+            continue
+        if best is None or route.dst.prefixlen > best.dst.prefixlen:
+            best = route
+    if best is None or best.oif is None:
+        return None
+    with rtnl() as ipr:
+        return name_of(ipr, best.oif)
 
 
 def default_route_interface() -> str | None:
