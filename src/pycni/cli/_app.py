@@ -567,6 +567,104 @@ def cluster_uninstall_cmd(
         _fail(exc)
 
 
+# -- lab ----------------------------------------------------------------------------------
+
+lab_app = typer.Typer(help="A multi-node pycni cluster on this machine, in network "
+                      "namespaces (nothing in the machine's own namespace).",
+                      no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+LabDir = Annotated[str, typer.Option("--dir", envvar="PYCNI_LAB_DIR",
+                                     help="Where the lab keeps its state.")]
+
+
+@lab_app.command("up")
+def lab_up_cmd(
+    *,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=200, help="Nodes.")] = 3,
+    pods_per_node: Annotated[int, typer.Option("--pods-per-node", min=0, max=200,
+                                               help="Pods per node.")] = 2,
+    datastore: Annotated[str, typer.Option("--datastore",
+                                           help="etcd or kubernetes.")] = "etcd",
+    backend: Annotated[str, typer.Option("--backend", help="vxlan or host-gw.")] = "vxlan",
+    prefix: Annotated[str, typer.Option("--prefix", help="Prefix of every namespace name.")]
+    = "pycnilab",
+    directory: LabDir = "/run/pycni-lab",
+) -> None:
+    """Start a datastore, N nodes each with its own agent, and K pods per node."""
+    from ..testing import Lab, LabError, LabOptions
+
+    options = LabOptions(nodes=nodes, pods_per_node=pods_per_node, datastore=datastore,
+                         backend=backend, prefix=prefix, directory=directory)
+    try:
+        lab = Lab.up(options, echo=typer.echo)
+    except (LabError, CNIError, OSError) as exc:
+        _fail(exc)
+    _print_lab(lab.summary(), None)
+
+
+@lab_app.command("status")
+def lab_status_cmd(
+    *,
+    as_json: JsonOut = False,
+    ping: Annotated[bool, typer.Option("--ping/--no-ping",
+                                       help="Ping every pod from every pod.")] = True,
+    directory: LabDir = "/run/pycni-lab",
+) -> None:
+    """Show the lab's nodes, subnets, peers, pods and pod-to-pod reachability."""
+    from ..testing import Lab
+
+    lab = Lab(directory)
+    if not lab.exists:
+        _fail(ValueError(f"no lab in {directory} (start one with 'pycni lab up')"))
+    summary = lab.summary()
+    reach = lab.reachability() if ping else None
+    if as_json:
+        if reach is not None:
+            summary["reachability"] = reach
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    _print_lab(summary, reach)
+
+
+def _print_lab(summary: dict[str, Any], reach: dict[str, dict[str, bool]] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    nodes = Table(title=f"nodes (datastore {summary['datastore']}, backend "
+                        f"{summary['backend']})")
+    for column in ("node", "underlay", "subnets", "state", "peers", "pods"):
+        nodes.add_column(column)
+    for node in summary["nodes"]:
+        pods = [p["name"] for p in summary["pods"] if p["node"] == node["name"]]
+        nodes.add_row(node["name"], node["underlay"], ", ".join(node["subnets"]),
+                      node["phase"], str(len(node["peers"])), str(len(pods)))
+    console.print(nodes)
+    pods_table = Table(title="pods")
+    for column in ("pod", "node", "ips", *(["reaches"] if reach is not None else [])):
+        pods_table.add_column(column)
+    for pod in summary["pods"]:
+        row = [pod["name"], pod["node"], ", ".join(pod["ips"])]
+        if reach is not None:
+            answers = reach.get(pod["name"], {})
+            row.append(f"{sum(answers.values())}/{len(answers)}")
+        pods_table.add_row(*row)
+    console.print(pods_table)
+
+
+@lab_app.command("down")
+def lab_down_cmd(directory: LabDir = "/run/pycni-lab") -> None:
+    """Stop the agents and the datastore and remove every namespace the lab made."""
+    from ..testing import Lab
+
+    lab = Lab(directory)
+    if not lab.exists:
+        typer.echo(f"no lab in {directory}")
+        return
+    for item in lab.down():
+        typer.echo(f"removed {item}")
+
+
 @app.command("version")
 def version_cmd(as_json: JsonOut = False) -> None:
     """Show pycni's version and the CNI spec versions it speaks."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from typing import Any
 
 from ..spec import CNIError, InvalidNetworkConfig, IOFailure, NetworkConfigList
@@ -87,7 +86,7 @@ def write_conflist(config: ClusterConfig, data: bytes) -> bool:
 def remove_conflist(config: ClusterConfig) -> bool:
     """Remove the node's conflist; True if it was there."""
     try:
-        os.unlink(config.conf_path)
+        config.conf_path.unlink()
     except FileNotFoundError:
         return False
     except OSError as exc:

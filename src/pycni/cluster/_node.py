@@ -68,22 +68,21 @@ class NodeStatus:
         return asdict(self)
 
 
-def make_backend(config: ClusterConfig) -> Any:
+def make_backend(config: ClusterConfig) -> _backends.Backend:
     """The backend ``config`` names, built from its options (errors name the field)."""
-    return _backends.BACKENDS[config.backend_type].from_config(
-        {"type": config.backend_type, **config.backend_options})
+    return _backends.load_backend({"type": config.backend_type, **config.backend_options})
 
 
 class NodeController:
     """Brings the node into the cluster and keeps it there; see the module docstring."""
 
     def __init__(self, config: ClusterConfig, *, datastore: Datastore | None = None,
-                 backend: Any = None, status_file: str | None = None) -> None:
+                 backend: _backends.Backend | None = None, status_file: str | None = None) -> None:
         from . import load_datastore
 
         self.config = config
         self.datastore: Datastore = datastore or load_datastore(config.datastore)
-        self.backend: Any = backend or make_backend(config)
+        self.backend: _backends.Backend = backend or make_backend(config)
         self.status = NodeStatus(node=config.node_name, backend=config.backend_type)
         self._status_file = status_file
         self._stop = threading.Event()
@@ -157,7 +156,7 @@ class NodeController:
         self.datastore.publish(peer)
         if self.config.ip_masq and cidrs:
             ensure_masquerade(cidrs)
-        data = render_conflist(self.config, subnets, self._mtu())
+        data = render_conflist(self.config, subnets, self._mtu(local))
         if write_conflist(self.config, data):
             log.info("wrote the node's CNI config", extra={"fields": {
                 "path": str(self.config.conf_path),
@@ -190,9 +189,15 @@ class NodeController:
             f'invalid "underlayInterface": {ifname!r} has no global address for the other '
             "nodes to reach this one at")
 
-    def _mtu(self) -> int:
-        mtu = getattr(self.backend, "mtu", None)
-        return int(mtu) if mtu else 1500
+    def _mtu(self, local: _backends.LocalNode) -> int:
+        # The pods' MTU is the one of the link their traffic leaves the node by: the
+        # overlay device when the backend has one (underlay MTU - 50 for VXLAN), else the
+        # underlay link.
+        for name in (getattr(self.backend, "device", None), local.underlay_device):
+            info = host.link_info(name) if name else None
+            if info is not None and info.mtu:
+                return int(info.mtu)
+        return 1500
 
     # -- following -----------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ installed plugin executables run. ``pycni install`` writes both halves
 (:func:`install_plugins` and :func:`install_unit`).
 """
 
-from ._cluster import ClusterCollector, ClusterRunner
 from ._agent import PER_CONTAINER, Agent, AgentConfig, AgentError, Call, run_agent
+from ._cluster import ClusterCollector, ClusterRunner
 from ._install import (
     DEFAULT_METRICS,
     DEFAULT_UNIT_DIR,
