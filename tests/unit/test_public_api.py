@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 PACKAGES = ["store", "spec", "invoke", "skel", "host", "host.netfilter", "testing", "plugins",
-            "runtime", "ipam", "daemon", "multi", "cli"]
+            "runtime", "ipam", "daemon", "multi", "cli", "cluster", "cluster.backends"]
 
 
 def _all_of(package: str) -> list[str]:

@@ -492,6 +492,9 @@ def agent_cmd(
         "cluster (subnets, backend, masquerade, the node's CNI config).")] = None,
     cluster_status: Annotated[str | None, typer.Option(
         "--cluster-status", help="Write the cluster controller's status (JSON) here.")] = None,
+    node_name: Annotated[str | None, typer.Option(
+        "--node-name", envvar="PYCNI_NODE_NAME",
+        help="This node's name (overrides the cluster config's nodeName).")] = None,
     remove_config_on_exit: Annotated[bool, typer.Option(
         "--remove-config-on-exit", help="On SIGTERM, leave the cluster for good: remove the "
         "node's CNI config, masquerade and backend objects and give up the subnet.")] = False,
@@ -516,7 +519,7 @@ def agent_cmd(
     runner = None
     if cluster_config is not None:
         try:
-            runner = ClusterRunner(_controller(cluster_config, cluster_status))
+            runner = ClusterRunner(_controller(cluster_config, cluster_status, node_name))
         except CNIError as exc:
             _fail(exc)
     configure_logging(level)
@@ -529,11 +532,13 @@ def agent_cmd(
     raise typer.Exit(status)
 
 
-def _controller(path: str, status_file: str | None = None) -> Any:
+def _controller(path: str, status_file: str | None = None, node_name: str | None = None
+                ) -> Any:
     from ..cluster import ClusterConfig, NodeController
     from ..cluster.backends import BACKENDS
 
-    return NodeController(ClusterConfig.load(path, backends=BACKENDS), status_file=status_file)
+    config = ClusterConfig.load(path, backends=BACKENDS, node_name=node_name)
+    return NodeController(config, status_file=status_file)
 
 
 cluster_app = typer.Typer(help="The node's membership in a pycni cluster.",

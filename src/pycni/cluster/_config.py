@@ -149,8 +149,10 @@ class ClusterConfig:
                    cni_template=template, raw=dict(data))
 
     @classmethod
-    def load(cls, path: str, *, backends: Mapping[str, Any]) -> ClusterConfig:
-        """Read and parse the file at ``path``."""
+    def load(cls, path: str, *, backends: Mapping[str, Any],
+             node_name: str | None = None) -> ClusterConfig:
+        """Read and parse the file at ``path``; ``node_name`` replaces its ``nodeName``
+        (one config for every node, the name from the downward API)."""
         try:
             text = Path(path).read_text()
         except OSError as exc:
@@ -161,6 +163,8 @@ class ClusterConfig:
         except ValueError as exc:
             raise InvalidNetworkConfig(f"the cluster config {path} is not JSON",
                                        str(exc)) from exc
+        if node_name is not None and isinstance(data, dict):
+            data["nodeName"] = node_name
         return cls.parse(data, backends=backends)
 
     def check_subnets(self, subnets: tuple[Subnet, ...]) -> None:

@@ -108,6 +108,8 @@ class Lab:
         self.state: dict[str, Any] = {}
         #: The agents this process started (so their exit status is collected).
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        #: The servers this process started, by name.
+        self._servers: dict[str, EtcdServer | KubeAPIServer] = {}
         state_file = self.dir / "state.json"
         if state_file.exists():
             self.state = json.loads(state_file.read_text())
@@ -155,7 +157,11 @@ class Lab:
                            f"run 'pycni lab down' first")
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         lab = cls(str(directory))
-        lab.state = {"prefix": options.prefix, "datastore": options.datastore,
+        # unix socket paths have 108 bytes: the agents' sockets live in a short directory
+        run_dir = Path("/run") / f"{options.prefix}.lab"
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        lab.state = {"prefix": options.prefix, "runDir": str(run_dir),
+                     "datastore": options.datastore,
                      "backend": options.backend, "clusterCIDR": CLUSTER_CIDR,
                      "namespaces": [], "nodes": [], "pods": [], "servers": {}}
         lab._save()
@@ -205,8 +211,9 @@ class Lab:
         name = f"{options.prefix}-n{index}"
         path = self._netns(name)
         node_dir = self.dir / name
-        for sub in ("", "net.d", "bin", "cache", "ipam", "run"):
+        for sub in ("", "net.d", "bin", "cache", "ipam"):
             (node_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        (Path(self.state["runDir"]) / f"n{index}").mkdir(mode=0o700)
         port = f"n{index}"
         fd = open_netns(underlay)
         try:
@@ -225,15 +232,16 @@ class Lab:
             set_link_up("eth0")
 
         run_in_netns(path, configure)
+        socket_path = str(Path(self.state["runDir"]) / f"n{index}" / "agent.sock")
         self.nodes.append({"name": name, "netns": name, "underlay": address,
-                           "dir": str(node_dir), "pid": None})
+                           "dir": str(node_dir), "socket": socket_path, "pid": None})
         self._save()
-        socket_path = str(node_dir / "run" / "agent.sock")
         _run([*pycni_argv(), "install", "--bin-dir", str(node_dir / "bin"),
               "--socket", socket_path], what=f"installing the plugins of {name}")
 
     def _start_datastore(self, options: LabOptions, underlay: str) -> None:
         etcd = EtcdServer(host=SERVER_ADDRESS)
+        self._servers["etcd"] = etcd
         self.state["servers"]["etcd"] = {"dir": str(etcd.dir), "url": etcd.url, "pid": None}
         self._save()
         run_in_netns(underlay, etcd.start)
@@ -245,6 +253,7 @@ class Lab:
             run_in_netns(underlay, etcd.put, "/pycni/network/config", json.dumps(config))
             return
         api = KubeAPIServer(etcd.url, host=SERVER_ADDRESS)
+        self._servers["apiserver"] = api
         self.state["servers"]["apiserver"] = {"dir": str(api.dir), "url": api.url,
                                               "kubeconfig": api.kubeconfig, "pid": None,
                                               "token": api.token, "ca": api.ca_file}
@@ -281,8 +290,9 @@ class Lab:
 
     def agent_argv(self, name: str, *extra: str) -> list[str]:
         """The command line of a node's agent."""
-        node_dir = Path(self.node(name)["dir"])
-        return [*pycni_argv(), "agent", "--socket", str(node_dir / "run" / "agent.sock"),
+        node = self.node(name)
+        node_dir = Path(node["dir"])
+        return [*pycni_argv(), "agent", "--socket", node["socket"],
                 "--metrics-address", "127.0.0.1:9655",
                 "--cluster-config", str(node_dir / "cluster.json"),
                 "--cluster-status", str(node_dir / "status.json"), *extra]
@@ -393,7 +403,7 @@ class Lab:
 
     def reachability(self) -> dict[str, dict[str, bool]]:
         """For each pod, whether each other pod answers a ping."""
-        return {p["name"]: {q["name"]: self.ping(p["name"], q["ips"][0])
+        return {p["name"]: {q["name"]: self.ping(p["name"], q["ips"][0], count=3)
                             for q in self.pods if q is not p and q["ips"]}
                 for p in self.pods}
 
@@ -432,7 +442,9 @@ class Lab:
             server = self.state.get("servers", {}).get(name)
             if server is None:
                 continue
-            if server.get("pid"):
+            if name in self._servers:
+                self._servers.pop(name).stop()
+            elif server.get("pid"):
                 with contextlib.suppress(OSError):
                     _stop_pid(server["pid"], signal.SIGTERM, 15.0, None)
             shutil.rmtree(server["dir"], ignore_errors=True)
@@ -440,6 +452,8 @@ class Lab:
         for name in reversed(self.state.get("namespaces", [])):
             remove_netns(name)
             removed.append(f"netns {name}")
+        if self.state.get("runDir"):
+            shutil.rmtree(self.state["runDir"], ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.state = {}
         return removed
