@@ -7,7 +7,8 @@ import importlib
 import pytest
 
 PACKAGES = ["store", "spec", "invoke", "skel", "host", "host.netfilter", "testing", "plugins",
-            "runtime", "ipam", "kube", "daemon", "multi", "cli"]
+            "runtime", "ipam", "kube", "daemon", "multi", "cli", "cluster",
+            "cluster.backends"]
 
 
 def _all_of(package: str) -> list[str]:

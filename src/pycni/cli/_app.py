@@ -543,9 +543,27 @@ def agent_cmd(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")]
     = "info",
     cache_dir: CacheDir = DEFAULT_CACHE_DIR,
+    cluster_config: Annotated[str | None, typer.Option(
+        "--cluster-config", help="JSON cluster config: also bring this node into the "
+        "cluster (subnets, backend, masquerade, the node's CNI config).")] = None,
+    cluster_status: Annotated[str | None, typer.Option(
+        "--cluster-status", help="Write the cluster controller's status (JSON) here.")] = None,
+    node_name: Annotated[str | None, typer.Option(
+        "--node-name", envvar="PYCNI_NODE_NAME",
+        help="This node's name (overrides the cluster config's nodeName).")] = None,
+    remove_config_on_exit: Annotated[bool, typer.Option(
+        "--remove-config-on-exit", help="On SIGTERM, leave the cluster for good: remove the "
+        "node's CNI config, masquerade and backend objects and give up the subnet.")] = False,
 ) -> None:
     """Run the node agent: serve the plugin executables' calls in one warm process."""
-    from ..daemon import AgentConfig, AgentError, configure_logging, parse_address, run_agent
+    from ..daemon import (
+        AgentConfig,
+        AgentError,
+        ClusterRunner,
+        configure_logging,
+        parse_address,
+        run_agent,
+    )
 
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
@@ -554,14 +572,158 @@ def agent_cmd(
         address = None if metrics_address == "off" else parse_address(metrics_address)
     except ValueError as exc:
         _fail(exc)
+    runner = None
+    if cluster_config is not None:
+        try:
+            runner = ClusterRunner(_controller(cluster_config, cluster_status, node_name))
+        except CNIError as exc:
+            _fail(exc)
     configure_logging(level)
     config = AgentConfig(socket_path=socket_path, metrics_address=address, workers=workers,
                          grace=grace, rollback=rollback, cache_dir=cache_dir)
     try:
-        status = run_agent(config)
+        status = run_agent(config, runner, release_on_exit=remove_config_on_exit)
     except AgentError as exc:
         _fail(exc)
     raise typer.Exit(status)
+
+
+def _controller(path: str, status_file: str | None = None, node_name: str | None = None
+                ) -> Any:
+    from ..cluster import ClusterConfig, NodeController
+    from ..cluster.backends import BACKENDS
+
+    config = ClusterConfig.load(path, backends=BACKENDS, node_name=node_name)
+    return NodeController(config, status_file=status_file)
+
+
+cluster_app = typer.Typer(help="The node's membership in a pycni cluster.",
+                          no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("check")
+def cluster_check_cmd(
+    cluster_config: Annotated[str, typer.Option("--cluster-config",
+                                                help="The agent's cluster config.")],
+) -> None:
+    """Check a cluster config (and build its datastore and backend) without changing anything."""
+    try:
+        _controller(cluster_config)
+    except CNIError as exc:
+        _fail(exc)
+    typer.echo("ok")
+
+
+@cluster_app.command("uninstall")
+def cluster_uninstall_cmd(
+    cluster_config: Annotated[str, typer.Option("--cluster-config",
+                                                help="The agent's cluster config.")],
+) -> None:
+    """Remove what the agent set up on this node: the CNI config (first), the masquerade
+    table and the backend's objects. Stop the agent before."""
+    try:
+        _controller(cluster_config).release()
+    except CNIError as exc:
+        _fail(exc)
+
+
+# -- lab ----------------------------------------------------------------------------------
+
+lab_app = typer.Typer(help="A multi-node pycni cluster on this machine, in network "
+                      "namespaces (nothing in the machine's own namespace).",
+                      no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+LabDir = Annotated[str, typer.Option("--dir", envvar="PYCNI_LAB_DIR",
+                                     help="Where the lab keeps its state.")]
+
+
+@lab_app.command("up")
+def lab_up_cmd(
+    *,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=200, help="Nodes.")] = 3,
+    pods_per_node: Annotated[int, typer.Option("--pods-per-node", min=0, max=200,
+                                               help="Pods per node.")] = 2,
+    datastore: Annotated[str, typer.Option("--datastore",
+                                           help="etcd or kubernetes.")] = "etcd",
+    backend: Annotated[str, typer.Option("--backend", help="vxlan or host-gw.")] = "vxlan",
+    prefix: Annotated[str, typer.Option("--prefix", help="Prefix of every namespace name.")]
+    = "pycnilab",
+    directory: LabDir = "/run/pycni-lab",
+) -> None:
+    """Start a datastore, N nodes each with its own agent, and K pods per node."""
+    from ..testing import Lab, LabError, LabOptions
+
+    options = LabOptions(nodes=nodes, pods_per_node=pods_per_node, datastore=datastore,
+                         backend=backend, prefix=prefix, directory=directory)
+    try:
+        lab = Lab.up(options, echo=typer.echo)
+    except (LabError, CNIError, OSError) as exc:
+        _fail(exc)
+    _print_lab(lab.summary(), None)
+
+
+@lab_app.command("status")
+def lab_status_cmd(
+    *,
+    as_json: JsonOut = False,
+    ping: Annotated[bool, typer.Option("--ping/--no-ping",
+                                       help="Ping every pod from every pod.")] = True,
+    directory: LabDir = "/run/pycni-lab",
+) -> None:
+    """Show the lab's nodes, subnets, peers, pods and pod-to-pod reachability."""
+    from ..testing import Lab
+
+    lab = Lab(directory)
+    if not lab.exists:
+        _fail(ValueError(f"no lab in {directory} (start one with 'pycni lab up')"))
+    summary = lab.summary()
+    reach = lab.reachability() if ping else None
+    if as_json:
+        if reach is not None:
+            summary["reachability"] = reach
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    _print_lab(summary, reach)
+
+
+def _print_lab(summary: dict[str, Any], reach: dict[str, dict[str, bool]] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    nodes = Table(title=f"nodes (datastore {summary['datastore']}, backend "
+                        f"{summary['backend']})")
+    for column in ("node", "underlay", "subnets", "state", "peers", "pods"):
+        nodes.add_column(column)
+    for node in summary["nodes"]:
+        pods = [p["name"] for p in summary["pods"] if p["node"] == node["name"]]
+        nodes.add_row(node["name"], node["underlay"], ", ".join(node["subnets"]),
+                      node["phase"], str(len(node["peers"])), str(len(pods)))
+    console.print(nodes)
+    pods_table = Table(title="pods")
+    for column in ("pod", "node", "ips", *(["reaches"] if reach is not None else [])):
+        pods_table.add_column(column)
+    for pod in summary["pods"]:
+        row = [pod["name"], pod["node"], ", ".join(pod["ips"])]
+        if reach is not None:
+            answers = reach.get(pod["name"], {})
+            row.append(f"{sum(answers.values())}/{len(answers)}")
+        pods_table.add_row(*row)
+    console.print(pods_table)
+
+
+@lab_app.command("down")
+def lab_down_cmd(directory: LabDir = "/run/pycni-lab") -> None:
+    """Stop the agents and the datastore and remove every namespace the lab made."""
+    from ..testing import Lab
+
+    lab = Lab(directory)
+    if not lab.exists:
+        typer.echo(f"no lab in {directory}")
+        return
+    for item in lab.down():
+        typer.echo(f"removed {item}")
 
 
 @app.command("version")

@@ -30,6 +30,11 @@ from ._base import (
     Subnet,
     SubnetLostError,
 )
+from ._cniconf import remove_conflist, render_conflist, write_conflist
+from ._config import CLUSTER_KEYS, ClusterConfig
+from ._masq import TABLE as MASQUERADE_TABLE
+from ._masq import ensure_masquerade, masquerade_present, remove_masquerade
+from ._node import NodeController, NodeStatus, make_backend
 from .etcd import EtcdDatastore, NetworkConfig
 from .kubernetes import KubernetesDatastore
 
@@ -73,17 +78,29 @@ def load_datastore(config: Mapping[str, Any]) -> Datastore:
 
 
 __all__ = [
+    "CLUSTER_KEYS",
     "COMMON_OPTIONS",
     "DATASTORES",
+    "MASQUERADE_TABLE",
+    "ClusterConfig",
     "Datastore",
     "DatastoreError",
     "EtcdDatastore",
     "KubernetesDatastore",
     "NetworkConfig",
+    "NodeController",
     "NodeRecord",
+    "NodeStatus",
     "PeerData",
     "PeerUpdate",
     "Subnet",
     "SubnetLostError",
+    "ensure_masquerade",
     "load_datastore",
+    "make_backend",
+    "masquerade_present",
+    "remove_conflist",
+    "remove_masquerade",
+    "render_conflist",
+    "write_conflist",
 ]

@@ -6,6 +6,7 @@ installed plugin executables run. ``pycni install`` writes both halves
 """
 
 from ._agent import PER_CONTAINER, Agent, AgentConfig, AgentError, Call, run_agent
+from ._cluster import ClusterCollector, ClusterRunner
 from ._install import (
     DEFAULT_METRICS,
     DEFAULT_UNIT_DIR,
@@ -34,6 +35,8 @@ __all__ = [
     "AgentConfig",
     "AgentError",
     "Call",
+    "ClusterCollector",
+    "ClusterRunner",
     "GraphError",
     "InstallError",
     "JSONFormatter",

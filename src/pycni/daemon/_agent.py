@@ -66,6 +66,7 @@ from ..shim import (
     try_again_error,
 )
 from ..spec import DecodingFailure, decode_json_object
+from ._cluster import ClusterCollector, ClusterRunner
 from ._intake import Intake, Limits, PeerRefusedError, RequestError, send_nowait
 from ._log import CallLog
 from ._metrics import Metrics, Page, StatusServer
@@ -179,9 +180,13 @@ def sd_notify(state: str) -> None:
 class Agent:
     """The CNI request server. ``start()``, then ``shutdown()`` (or :func:`run_agent`)."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, cluster: ClusterRunner | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
+        #: The cluster controller's runner (``--cluster-config``), or None.
+        self.cluster = cluster
+        if cluster is not None:
+            self.metrics.registry.register(ClusterCollector(cluster.controller))
         self._serial = KeyedSerial()
         self._calls = CallLog()
         self.trace = TraceRing(config.trace_size)
@@ -236,6 +241,8 @@ class Agent:
         log.info("listening", extra={"fields": {
             "socket": self.config.socket_path, "workers": self.config.workers,
             "metrics": self.http_address}})
+        if self.cluster is not None:
+            self.cluster.start()
         sd_notify("READY=1")
 
     def _pages(self) -> dict[str, Page]:
@@ -261,12 +268,16 @@ class Agent:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def healthy(self) -> bool:
-        """The accept loop is alive (or the agent is draining after a stop)."""
-        return self._stopping.is_set() or (self._intake is not None and self._intake.alive())
+        """The accept loop (and the cluster controller) is alive, or the agent is draining."""
+        if self._stopping.is_set():
+            return True
+        return (self._intake is not None and self._intake.alive()
+                and (self.cluster is None or self.cluster.alive()))
 
     def ready(self) -> bool:
-        """Calls are being accepted."""
-        return not self._stopping.is_set() and self.healthy()
+        """Calls are being accepted (and, in cluster mode, the node's CNI config is written)."""
+        return (not self._stopping.is_set() and self.healthy()
+                and (self.cluster is None or self.cluster.controller.ready))
 
     @property
     def unfinished(self) -> int:
@@ -507,14 +518,19 @@ def _answers(path: str) -> bool:
     return True
 
 
-def run_agent(config: AgentConfig) -> int:
+def run_agent(config: AgentConfig, cluster: ClusterRunner | None = None, *,
+              release_on_exit: bool = False) -> int:
     """Serve until SIGTERM or SIGINT, then stop gracefully; the process exit status.
+
+    With ``cluster``, its controller runs beside the server; on exit it stops, and with
+    ``release_on_exit`` the node's CNI config, masquerade and backend objects are removed
+    and its claim given up (an uninstall); otherwise all of it stays for the next start.
 
     0 when every call finished within the grace period; 1 when calls were cut off (and
     rolled back). A call still running after the rollback period is abandoned: the process
     exits at once, and that call's shim reports "try again later".
     """
-    agent = Agent(config)
+    agent = Agent(config, cluster)
     agent.start()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
@@ -525,6 +541,8 @@ def run_agent(config: AgentConfig) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     drained = agent.shutdown()
+    if cluster is not None:
+        cluster.stop(release=release_on_exit)
     if not agent.unfinished:
         return 0 if drained else 1
     logging.shutdown()

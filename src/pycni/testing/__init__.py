@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from ..host import create_netns, list_netns, netns_path, remove_netns, run_in_netns
 from ..invoke import REGISTRY, run_in_process
+from ._lab import Lab, LabError, LabOptions
 from ._servers import (
     ETCD_BINARY,
     KUBERNETES_VERSION,
@@ -224,6 +225,9 @@ __all__ = [
     "APIStatusError",
     "EtcdServer",
     "KubeAPIServer",
+    "Lab",
+    "LabError",
+    "LabOptions",
     "PluginCall",
     "ServerError",
     "call_plugin",

@@ -222,18 +222,21 @@ class EtcdServer(_Server):
 
     _name = "etcd"
 
-    def __init__(self, *, binary: str = ETCD_BINARY, ready_timeout: float = 30.0) -> None:
+    def __init__(self, *, binary: str = ETCD_BINARY, ready_timeout: float = 30.0,
+                 host: str = _LOOPBACK) -> None:
         if not os.access(binary, os.X_OK):
             raise ServerError(f"{binary} is missing: run scripts/setup.sh (Debian package "
                               f"etcd-server)")
         super().__init__(ready_timeout)
         self.binary = binary
         self.data_dir = self.dir / "data"
+        # ``host`` other than loopback: an address of the namespace the server is started
+        # in (``pycni lab`` runs it on the lab's underlay); ports are picked on loopback here.
         self.client_port = free_port()
         self.peer_port = free_port()
         #: The client URL, e.g. ``http://127.0.0.1:40123``.
-        self.url = f"http://{_LOOPBACK}:{self.client_port}"
-        self.peer_url = f"http://{_LOOPBACK}:{self.peer_port}"
+        self.url = f"http://{host}:{self.client_port}"
+        self.peer_url = f"http://{host}:{self.peer_port}"
 
     def _argv(self) -> list[str]:
         return [
@@ -311,7 +314,7 @@ keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid, issuer
-subjectAltName = IP:127.0.0.1, IP:10.96.0.1, DNS:localhost, DNS:kubernetes, \
+subjectAltName = IP:127.0.0.1, IP:10.96.0.1, {extra_san}DNS:localhost, DNS:kubernetes, \
 DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
 """
 
@@ -323,7 +326,7 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ServerError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
-def make_test_pki(directory: Path) -> None:
+def make_test_pki(directory: Path, *, ips: Iterable[str] = ()) -> None:
     """Write a throwaway PKI for one API server into ``directory``.
 
     ``ca.crt``/``ca.key`` (the cluster CA), ``apiserver.crt``/``apiserver.key`` (serving,
@@ -331,8 +334,10 @@ def make_test_pki(directory: Path) -> None:
     signing). EC P-256 keys: quick to make, and Go and Python's ssl accept them.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca.cnf").write_text(_OPENSSL_CONF.format(cn="pycni-test-ca"))
-    (directory / "apiserver.cnf").write_text(_OPENSSL_CONF.format(cn="kube-apiserver"))
+    extra = "".join(f"IP:{ip}, " for ip in ips)
+    (directory / "ca.cnf").write_text(_OPENSSL_CONF.format(cn="pycni-test-ca", extra_san=extra))
+    (directory / "apiserver.cnf").write_text(_OPENSSL_CONF.format(cn="kube-apiserver",
+                                                                  extra_san=extra))
     for key in ("ca.key", "apiserver.key", "sa.key"):
         _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
                  "-out", key, cwd=directory)
@@ -363,7 +368,8 @@ class KubeAPIServer(_Server):
     _name = "kube-apiserver"
 
     def __init__(self, etcd_url: str, *, etcd_prefix: str = "/registry",
-                 binary: str | None = None, ready_timeout: float = 90.0) -> None:
+                 binary: str | None = None, ready_timeout: float = 90.0,
+                 host: str = _LOOPBACK) -> None:
         binary = binary or kube_apiserver_binary()
         super().__init__(ready_timeout)
         self.binary = binary
@@ -371,10 +377,11 @@ class KubeAPIServer(_Server):
         self.etcd_prefix = etcd_prefix
         self.port = free_port()
         #: ``https://127.0.0.1:PORT``
-        self.url = f"https://{_LOOPBACK}:{self.port}"
+        self.host = host
+        self.url = f"https://{host}:{self.port}"
         self.pki_dir = self.dir / "pki"
         try:
-            make_test_pki(self.pki_dir)
+            make_test_pki(self.pki_dir, ips=[host] if host != _LOOPBACK else [])
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
@@ -392,10 +399,10 @@ class KubeAPIServer(_Server):
         pki = self.pki_dir
         return [
             self.binary,
-            "--bind-address", _LOOPBACK, "--secure-port", str(self.port),
+            "--bind-address", self.host, "--secure-port", str(self.port),
             # 1.20 still serves plain HTTP on 8080 unless told not to
             "--insecure-port", "0",
-            "--advertise-address", _LOOPBACK,
+            "--advertise-address", self.host,
             # no Endpoints for the "kubernetes" Service: several test servers share a host
             "--endpoint-reconciler-type", "none",
             "--etcd-servers", self.etcd_url, "--etcd-prefix", self.etcd_prefix,
