@@ -543,6 +543,15 @@ def agent_cmd(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")]
     = "info",
     cache_dir: CacheDir = DEFAULT_CACHE_DIR,
+    node_name: Annotated[str, typer.Option(
+        "--node-name", envvar="NODE_NAME", help="This node: enables hot-plug of the pods "
+        "on it (their networks annotation) and the multus plugin's watch cache.")] = "",
+    kubeconfig: Annotated[str | None, typer.Option(
+        "--kubeconfig", help="For hot-plug (default: the multus configuration's, else "
+        "in-cluster credentials).")] = None,
+    multus_config: Annotated[str, typer.Option(
+        "--multus-config", help="The multus configuration (cniDir holds the pod records).")]
+    = "/etc/cni/net.d/00-multus.conf",
 ) -> None:
     """Run the node agent: serve the plugin executables' calls in one warm process."""
     from ..daemon import AgentConfig, AgentError, configure_logging, parse_address, run_agent
@@ -556,7 +565,9 @@ def agent_cmd(
         _fail(exc)
     configure_logging(level)
     config = AgentConfig(socket_path=socket_path, metrics_address=address, workers=workers,
-                         grace=grace, rollback=rollback, cache_dir=cache_dir)
+                         grace=grace, rollback=rollback, cache_dir=cache_dir,
+                         node_name=node_name, kubeconfig=kubeconfig,
+                         multus_config=multus_config)
     try:
         status = run_agent(config)
     except AgentError as exc:

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..invoke import REGISTRY, KeyedSerial, load_plugin, run_in_process, set_trace_sink
 from ..shim import (
@@ -95,6 +96,12 @@ class AgentConfig:
     trace_size: int = DEFAULT_RING
     #: The result cache ``/topology`` reads the node's attachments from.
     cache_dir: str = "/var/lib/cni"
+    #: Hot-plug and the multus watch cache (:class:`pycni.multi.HotPlug`): this node's name
+    #: ("" disables them), the multus configuration (its cniDir holds the pod records) and
+    #: the kubeconfig (None: the multus configuration's, else in-cluster credentials).
+    node_name: str = ""
+    multus_config: str = "/etc/cni/net.d/00-multus.conf"
+    kubeconfig: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,7 @@ class Agent:
         self._cut_off = threading.Event()  # the grace period is over
         self._open = 0  # accepted connections not finished
         self._idle = threading.Condition()
+        self.hotplug: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -204,6 +212,8 @@ class Agent:
             except Exception as exc:  # a broken plugin must not stop the others
                 log.warning("cannot load plugin %s: %s", plugin_type, exc)
         self._netns = netns_identity()
+        if self.config.node_name:
+            self._start_hotplug()
         self._listener = self._listen(self.config.socket_path)
         logging.getLogger().addHandler(self._calls)
         self._previous_sink = set_trace_sink(self.trace.append)
@@ -226,6 +236,22 @@ class Agent:
             "socket": self.config.socket_path, "workers": self.config.workers,
             "metrics": self.http_address}})
         sd_notify("READY=1")
+
+    def _start_hotplug(self) -> None:
+        from ..multi import HotPlug, MultusConfig, use_watch_cache
+        from ..spec import CNIError
+
+        path = self.config.multus_config
+        try:
+            conf = MultusConfig.parse(decode_json_object(Path(path).read_bytes(), path))
+        except (OSError, CNIError) as exc:
+            raise AgentError(f"hot-plug needs the multus configuration {path}: {exc}") from exc
+        kubeconfig = self.config.kubeconfig or conf.kubeconfig or None
+        self.hotplug = HotPlug(conf, self.config.node_name, kubeconfig=kubeconfig)
+        self.hotplug.start()
+        use_watch_cache(self.hotplug)
+        log.info("hot-plug", extra={"fields": {"node": self.config.node_name,
+                                               "records": conf.cni_dir}})
 
     def _pages(self) -> dict[str, Page]:
         """The HTTP endpoint's pages beside /metrics: the trace ring and the topology."""
@@ -284,6 +310,11 @@ class Agent:
             self._wait_idle(rollback)
         left = self.unfinished
         self._pool.shutdown(wait=not left)
+        if self.hotplug is not None:
+            from ..multi import use_watch_cache
+
+            use_watch_cache(None)
+            self.hotplug.stop()
         if self._http is not None:
             self._http.stop()
         logging.getLogger().removeHandler(self._calls)

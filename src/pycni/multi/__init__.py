@@ -18,6 +18,7 @@ from ._attach import (
 from ._config import MultusConfig
 from ._devices import KUBELET_CHECKPOINT, DeviceAllocator
 from ._genconfig import DEFAULT_OUTPUT, gen_config, write_config
+from ._hotplug import HotPlug, WatchCache, use_watch_cache
 from ._kube import (
     NAD_GROUP,
     NAD_KIND,
@@ -57,6 +58,7 @@ __all__ = [
     "ClusterSource",
     "DefaultNetworkRemoval",
     "DeviceAllocator",
+    "HotPlug",
     "KubeSource",
     "Multus",
     "MultusConfig",
@@ -67,6 +69,7 @@ __all__ = [
     "PodRecord",
     "PodRecords",
     "RecordGoneError",
+    "WatchCache",
     "add_attachment",
     "gen_config",
     "network_status",
@@ -75,5 +78,6 @@ __all__ = [
     "parse_networks",
     "remove_attachment",
     "status_entry",
+    "use_watch_cache",
     "write_config",
 ]
