@@ -21,6 +21,11 @@ log = logging.getLogger("pycni.kube")
 
 #: Seconds the API server keeps a quiet watch open (lightkube then reopens it).
 WATCH_SERVER_TIMEOUT = 30
+#: Seconds a read may block: a quiet watch is reopened (from its resourceVersion) this
+#: often, which is also how soon ``stop()`` ends it. Closing the client under a thread
+#: blocked in a read would be quicker, but that thread's TLS object would go on reading
+#: the closed fd's number, which the next socket the process opens reuses.
+READ_TIMEOUT = 5.0
 #: Seconds between attempts after a failure.
 RETRY = 1.0
 
@@ -43,11 +48,11 @@ class Informer:
     """A list+watch cache of ``resource`` (a lightkube resource class); see the module
     docstring. ``start()`` then ``get``/``items``; ``stop()``."""
 
-    def __init__(self, credentials: KubeCredentials, resource: Any, *,
+    def __init__(self, kubeconfig: str | None, resource: Any, *,
                  fields: dict[str, str] | None = None,
                  on_change: Callable[[str, Any], None] | None = None,
                  name: str = "informer") -> None:
-        self.credentials = credentials
+        self.credentials = KubeCredentials(kubeconfig, timeout=READ_TIMEOUT)
         self.resource = resource
         self.fields = fields
         self.on_change = on_change
@@ -67,9 +72,8 @@ class Informer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop dispatching; closing the clients ends a watch blocked in a read."""
+        """Stop dispatching; the thread ends (and closes its client) within READ_TIMEOUT."""
         self._stop.set()
-        self.credentials.close()
 
     def get(self, namespace: str, name: str) -> Any | None:
         """The cached object, None if the cache does not hold it."""
@@ -105,6 +109,22 @@ class Informer:
         return str(version)
 
     def _run(self) -> None:
+        try:
+            self._watch_loop()
+        finally:
+            self.credentials.close()
+
+    def _on_error(self, exc: Exception, count: int) -> Any:  # noqa: ARG002 - lightkube's API
+        import httpx2 as httpx
+        from lightkube.types import OnErrorAction, OnErrorResult
+
+        if self._stop.is_set():
+            return OnErrorResult(OnErrorAction.STOP)
+        if isinstance(exc, httpx.ReadTimeout):
+            return OnErrorResult(OnErrorAction.RETRY)  # quiet: reopen from the last version
+        return OnErrorResult(OnErrorAction.RAISE)
+
+    def _watch_loop(self) -> None:
         from lightkube import ApiError
 
         version: str | None = None
@@ -115,7 +135,7 @@ class Informer:
 
                 def watch(client: Any, since: str = version) -> Any:
                     return client.watch(self.resource, namespace="*", fields=self.fields,
-                                        resource_version=since,
+                                        resource_version=since, on_error=self._on_error,
                                         server_timeout=WATCH_SERVER_TIMEOUT)
 
                 for kind, obj in self.credentials.request(watch):

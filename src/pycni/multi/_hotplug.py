@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..host import run_in_netns
-from ..kube import Informer, KubeCredentials
+from ..kube import Informer
 from ..spec import CNIError, InvalidNetworkConfig
 from ._attach import add_attachment, remove_attachment
 from ._config import MultusConfig
@@ -131,11 +131,10 @@ class HotPlug:
         self.records = PodRecords(conf.cni_dir)
         self.plugin = Multus()
         nad_class = create_namespaced_resource(NAD_GROUP, NAD_VERSION, NAD_KIND, NAD_PLURAL)
-        self.pods = Informer(KubeCredentials(kubeconfig, field_manager="pycni-agent"), Pod,
+        self.pods = Informer(kubeconfig, Pod,
                              fields={"spec.nodeName": node_name}, on_change=self._on_pod,
                              name="pod-watch")
-        self.nads = Informer(KubeCredentials(kubeconfig, field_manager="pycni-agent"),
-                             nad_class, name="nad-watch")
+        self.nads = Informer(kubeconfig, nad_class, name="nad-watch")
         self.cache = WatchCache(self.pods, self.nads, self.source)
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
         self._pending: set[tuple[str, str]] = set()
