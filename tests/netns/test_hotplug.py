@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,6 @@ from test_multus import (  # the same node, NADs and API seam as the meta plugin
     ptp_conf,
     read_status,
 )
-from test_multus import (
-    node as _node_fixture,  # noqa: F401 - the fixture "node"
-)
 
 from pycni.host import run_in_netns
 from pycni.multi import (
@@ -38,11 +36,19 @@ from pycni.multi import (
     add_attachment,
     remove_attachment,
 )
-from pycni.testing import unique_name
+from pycni.testing import KubeAPIServer, unique_name
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
 DEADLINE = 30.0
+
+
+@pytest.fixture
+def node(host_ns: str, tmp_path: Path, kube_apiserver: KubeAPIServer) -> Node:
+    """test_multus's node, with its own bridge and subnet."""
+    (tmp_path / "bin").mkdir()  # empty: every delegate is a pycni type, run in-process
+    (tmp_path / "net.d").mkdir()
+    return Node(host_ns, tmp_path, kube_apiserver, unique_name("br"), "10.239.0.0/24", {})
 
 
 def wait_for(what: str, check: Callable[[], bool]) -> None:
