@@ -35,6 +35,7 @@ from pycni.multi import (
     RecordGoneError,
     add_attachment,
     remove_attachment,
+    use_watch_cache,
 )
 from pycni.testing import KubeAPIServer, unique_name
 
@@ -241,4 +242,33 @@ def test_add_attachment_api(node: Node, netns: str, kube_namespace: str) -> None
     assert side_leases(node) == []
     source.close()
     node.call("DEL", pod, netns, cid).ok()
+    _assert_nothing_left(node, netns)
+
+
+def test_multus_in_the_agent_reads_the_watch_cache(node: Node, netns: str, kube_namespace: str,
+                                                   agent: Callable[[], HotPlug]) -> None:
+    make_nad(node.api, kube_namespace, "side", ptp_conf(node, "side"))
+    pod = make_pod(node.api, kube_namespace, {NETWORKS_ANNOTATION: "side"})
+    hot = agent()
+    name = pod["metadata"]["name"]
+    wait_for("the pod and the NAD in the caches",
+             lambda: hot.pods.get(kube_namespace, name) is not None
+             and hot.nads.get(kube_namespace, "side") is not None)
+    use_watch_cache(hot)
+    try:
+        cid = unique_name("cid")
+        node.call("ADD", pod, netns, cid).ok()
+        assert has_side(netns)
+        assert hot.cache.hits >= 2
+        assert hot.cache.misses == 0
+        # a pod the cache does not hold (another node's): one GET
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": unique_name("pod")},
+                "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "pause"}]}}
+        other = node.api.request("POST", f"/api/v1/namespaces/{kube_namespace}/pods", body)
+        found = hot.cache.pod(kube_namespace, other["metadata"]["name"])
+        assert found.uid == other["metadata"]["uid"]
+        assert hot.cache.misses == 1
+        node.call("DEL", pod, netns, cid).ok()
+    finally:
+        use_watch_cache(None)
     _assert_nothing_left(node, netns)
