@@ -212,9 +212,13 @@ class Agent:
             except Exception as exc:  # a broken plugin must not stop the others
                 log.warning("cannot load plugin %s: %s", plugin_type, exc)
         self._netns = netns_identity()
-        if self.config.node_name:
-            self._start_hotplug()
         self._listener = self._listen(self.config.socket_path)
+        if self.config.node_name:
+            try:
+                self._start_hotplug()
+            except AgentError:
+                self._close_listener()
+                raise
         logging.getLogger().addHandler(self._calls)
         self._previous_sink = set_trace_sink(self.trace.append)
         if self.config.metrics_address is not None:
