@@ -550,7 +550,15 @@ def agent_cmd(
         "--cluster-status", help="Write the cluster controller's status (JSON) here.")] = None,
     node_name: Annotated[str | None, typer.Option(
         "--node-name", envvar="PYCNI_NODE_NAME",
-        help="This node's name (overrides the cluster config's nodeName).")] = None,
+        help="This node's name: overrides the cluster config's nodeName; with "
+        "--multus-config, hot-plug follows the pods on this node.")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(
+        "--kubeconfig", help="For hot-plug (default: the multus configuration's, else "
+        "in-cluster credentials).")] = None,
+    multus_config: Annotated[str, typer.Option(
+        "--multus-config", help="The multus configuration (e.g. /etc/cni/net.d/00-multus.conf; "
+        "its cniDir holds the pod records): with --node-name, enables hot-plug of the pods' "
+        "networks annotation and the multus plugin's watch cache.")] = "",
     remove_config_on_exit: Annotated[bool, typer.Option(
         "--remove-config-on-exit", help="On SIGTERM, leave the cluster for good: remove the "
         "node's CNI config, masquerade and backend objects and give up the subnet.")] = False,
@@ -580,7 +588,9 @@ def agent_cmd(
             _fail(exc)
     configure_logging(level)
     config = AgentConfig(socket_path=socket_path, metrics_address=address, workers=workers,
-                         grace=grace, rollback=rollback, cache_dir=cache_dir)
+                         grace=grace, rollback=rollback, cache_dir=cache_dir,
+                         node_name=node_name or "", kubeconfig=kubeconfig,
+                         multus_config=multus_config)
     try:
         status = run_agent(config, runner, release_on_exit=remove_config_on_exit)
     except AgentError as exc:

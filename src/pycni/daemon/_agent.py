@@ -43,6 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..invoke import (
     REGISTRY,
@@ -103,6 +104,12 @@ class AgentConfig:
     trace_size: int = DEFAULT_RING
     #: The result cache ``/topology`` reads the node's attachments from.
     cache_dir: str = "/var/lib/cni"
+    #: Hot-plug and the multus watch cache (:class:`pycni.multi.HotPlug`), on when both this
+    #: node's name and the multus configuration (its cniDir holds the pod records) are given;
+    #: the kubeconfig (None: the multus configuration's, else in-cluster credentials).
+    node_name: str = ""
+    multus_config: str = ""
+    kubeconfig: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,7 @@ class Agent:
         self._cut_off = threading.Event()  # the grace period is over
         self._open = 0  # accepted connections not finished
         self._idle = threading.Condition()
+        self.hotplug: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -218,6 +226,12 @@ class Agent:
                 log.warning("cannot load plugin %s: %s", plugin_type, exc)
         self._netns = netns_identity()
         self._listener = self._listen(self.config.socket_path)
+        if self.config.node_name and self.config.multus_config:
+            try:
+                self._start_hotplug()
+            except AgentError:
+                self._close_listener()
+                raise
         logging.getLogger().addHandler(self._calls)
         # PYCNI_TRACE=off turns tracing off here too: no record is made, /trace stays empty.
         self._tracing = trace_file() is not None
@@ -244,6 +258,22 @@ class Agent:
         if self.cluster is not None:
             self.cluster.start()
         sd_notify("READY=1")
+
+    def _start_hotplug(self) -> None:
+        from ..multi import HotPlug, MultusConfig, use_watch_cache
+        from ..spec import CNIError
+
+        path = self.config.multus_config
+        try:
+            conf = MultusConfig.parse(decode_json_object(Path(path).read_bytes(), path))
+        except (OSError, CNIError) as exc:
+            raise AgentError(f"hot-plug needs the multus configuration {path}: {exc}") from exc
+        kubeconfig = self.config.kubeconfig or conf.kubeconfig or None
+        self.hotplug = HotPlug(conf, self.config.node_name, kubeconfig=kubeconfig)
+        self.hotplug.start()
+        use_watch_cache(self.hotplug)
+        log.info("hot-plug", extra={"fields": {"node": self.config.node_name,
+                                               "records": conf.cni_dir}})
 
     def _pages(self) -> dict[str, Page]:
         """The HTTP endpoint's pages beside /metrics: the trace ring and the topology."""
@@ -306,6 +336,11 @@ class Agent:
             self._wait_idle(rollback)
         left = self.unfinished
         self._pool.shutdown(wait=not left)
+        if self.hotplug is not None:
+            from ..multi import use_watch_cache
+
+            use_watch_cache(None)
+            self.hotplug.stop()
         if self._http is not None:
             self._http.stop()
         logging.getLogger().removeHandler(self._calls)

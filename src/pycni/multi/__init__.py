@@ -8,9 +8,17 @@ It sits above :mod:`pycni.runtime` (whose chain logic runs the delegates) and re
 server through :mod:`pycni.kube`.
 """
 
+from ._attach import (
+    DefaultNetworkRemoval,
+    RecordGoneError,
+    add_attachment,
+    next_interface,
+    remove_attachment,
+)
 from ._config import MultusConfig
 from ._devices import KUBELET_CHECKPOINT, DeviceAllocator
 from ._genconfig import DEFAULT_OUTPUT, gen_config, write_config
+from ._hotplug import HotPlug, WatchCache, use_watch_cache
 from ._kube import (
     NAD_GROUP,
     NAD_KIND,
@@ -48,7 +56,9 @@ __all__ = [
     "RESOURCE_NAME_ANNOTATION",
     "Attachment",
     "ClusterSource",
+    "DefaultNetworkRemoval",
     "DeviceAllocator",
+    "HotPlug",
     "KubeSource",
     "Multus",
     "MultusConfig",
@@ -58,10 +68,16 @@ __all__ = [
     "PodNotFound",
     "PodRecord",
     "PodRecords",
+    "RecordGoneError",
+    "WatchCache",
+    "add_attachment",
     "gen_config",
     "network_status",
+    "next_interface",
     "parse_default_network",
     "parse_networks",
+    "remove_attachment",
     "status_entry",
+    "use_watch_cache",
     "write_config",
 ]
