@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..runtime import CNIConfig
-from ..spec import CNIError, InvalidNetworkConfig
+from ..spec import InvalidNetworkConfig, UnknownContainer
 from ._config import DEFAULT_BIN_DIR, MultusConfig
 from ._devices import DeviceAllocator
 from ._kube import ClusterSource, PodInfo
@@ -33,11 +33,8 @@ class DefaultNetworkRemoval(InvalidNetworkConfig):
     """Hot-plug was asked to remove a pod's cluster network (its default attachment)."""
 
 
-class RecordGoneError(CNIError):
+class RecordGoneError(UnknownContainer):
     """The pod sandbox has no record (any more): it was deleted, or never added by pycni."""
-
-    def __init__(self, msg: str, details: str = "") -> None:
-        super().__init__(msg, details, code=3)
 
 
 def _context(conf: MultusConfig, record: PodRecord, source: ClusterSource | None,
