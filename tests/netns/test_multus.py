@@ -147,8 +147,14 @@ class Node:
                       if not f.name.startswith(("last_reserved_ip", "lock")))
 
     def records(self) -> list[str]:
+        """Record files (the lock files beside them left out; they go with the record)."""
         pods = self.cni_dir / "pods"
-        return sorted(p.name for p in pods.iterdir()) if pods.exists() else []
+        return sorted(p.name for p in pods.iterdir() if p.suffix != ".lock") if (
+            pods.exists()) else []
+
+    def lock_files(self) -> list[str]:
+        pods = self.cni_dir / "pods"
+        return sorted(p.name for p in pods.glob("*.lock")) if pods.exists() else []
 
 
 def links(netns: str) -> dict[str, dict[str, Any]]:
@@ -274,6 +280,7 @@ def _assert_nothing_left(node: Node, netns: str) -> None:
     assert set(links(netns)) == {"lo"}
     assert node.leases() == []
     assert node.records() == []
+    assert node.lock_files() == []
 
 
 @pytest.mark.parametrize(("case", "match"), [

@@ -8,6 +8,13 @@ It sits above :mod:`pycni.runtime` (whose chain logic runs the delegates) and re
 server through :mod:`pycni.kube`.
 """
 
+from ._attach import (
+    DefaultNetworkRemoval,
+    RecordGoneError,
+    add_attachment,
+    next_interface,
+    remove_attachment,
+)
 from ._config import MultusConfig
 from ._devices import KUBELET_CHECKPOINT, DeviceAllocator
 from ._genconfig import DEFAULT_OUTPUT, gen_config, write_config
@@ -48,6 +55,7 @@ __all__ = [
     "RESOURCE_NAME_ANNOTATION",
     "Attachment",
     "ClusterSource",
+    "DefaultNetworkRemoval",
     "DeviceAllocator",
     "KubeSource",
     "Multus",
@@ -58,10 +66,14 @@ __all__ = [
     "PodNotFound",
     "PodRecord",
     "PodRecords",
+    "RecordGoneError",
+    "add_attachment",
     "gen_config",
     "network_status",
+    "next_interface",
     "parse_default_network",
     "parse_networks",
+    "remove_attachment",
     "status_entry",
     "write_config",
 ]

@@ -73,8 +73,12 @@ class _PreferInProcess(DefaultExec):
 
 @dataclass
 class _Context:
+    """One operation on one pod sandbox: a CNI call, or hot-plug on a live pod's record."""
+
     conf: MultusConfig
-    args: CmdArgs
+    container_id: str
+    netns: str
+    ifname: str
     cni_args: list[tuple[str, str]]
     pod_namespace: str
     pod_name: str
@@ -105,7 +109,8 @@ class Multus(Plugin):
         path = [p for p in conf.bin_dir.split(":") if p] if conf.bin_dir else list(args.path)
         source = self.source_factory(conf.kubeconfig) if conf.kubeconfig else None
         return _Context(
-            conf=conf, args=args, cni_args=pairs,
+            conf=conf, container_id=args.container_id, netns=args.netns, ifname=args.ifname,
+            cni_args=pairs,
             pod_namespace=values.get("K8S_POD_NAMESPACE", ""),
             pod_name=values.get("K8S_POD_NAME", ""),
             pod_uid=values.get("K8S_POD_UID", ""),
@@ -216,7 +221,7 @@ class Multus(Plugin):
                 f"{', '.join(sorted({*ctx.conf.global_namespaces, ctx.conf.multus_namespace}))}")
 
     def _plan(self, ctx: _Context) -> tuple[list[Attachment], PodInfo | None]:
-        conf, args = ctx.conf, ctx.args
+        conf = ctx.conf
         pod: PodInfo | None = None
         if ctx.source is not None and ctx.pod_name:
             pod = ctx.source.pod(ctx.pod_namespace, ctx.pod_name)
@@ -225,7 +230,7 @@ class Multus(Plugin):
                                f"runtime asked for {ctx.pod_uid}: it was replaced", code=11)
         system = ctx.pod_namespace in conf.system_namespaces
         cluster_name, cluster = self._cluster_network(ctx, None if system else pod)
-        plan = [Attachment(network=cluster_name, interface=args.ifname, default=True,
+        plan = [Attachment(network=cluster_name, interface=ctx.ifname, default=True,
                            config=_config_json(cluster), cni_args=list(ctx.cni_args),
                            capability_args=dict(conf.runtime_config))]
         extra: list[tuple[NetworkSelection | None, NetworkConfigList, NadInfo | None]] = []
@@ -304,49 +309,65 @@ class Multus(Plugin):
     def _add(self, ctx: _Context) -> Result:
         self._wait_ready(ctx.conf)
         plan, pod = self._plan(ctx)
-        record = PodRecord(ctx.args.container_id, ctx.args.netns, ctx.args.ifname,
+        record = PodRecord(ctx.container_id, ctx.netns, ctx.ifname,
                            {"namespace": ctx.pod_namespace, "name": ctx.pod_name,
                             "uid": pod.uid if pod else ctx.pod_uid}, plan)
+        with ctx.records.lock(ctx.container_id, ctx.ifname):
+            results = self._attach(ctx, record, plan, pod)
+        cluster_result = next((r for att, r in zip(plan, results, strict=True) if att.default),
+                              None)
+        if cluster_result is None:  # the plan always starts with the cluster network
+            raise InternalError("the cluster network was not added")
+        return cluster_result.convert(ctx.conf.cni_version) if (
+            cluster_result.cni_version != ctx.conf.cni_version) else cluster_result
+
+    def _attach(self, ctx: _Context, record: PodRecord, new: list[Attachment],
+                pod: PodInfo | None) -> list[Result]:
+        """Add ``new`` (already in ``record``) to the pod: record them as ``adding``, run
+        their delegates in order, move the default route, record the results and write
+        network-status; their results. On failure the ones this call added are deleted
+        again (the record keeps any whose DEL failed) and the error is raised. The caller
+        holds the lock."""
         ctx.records.save(record)
-        cluster_result: Result | None = None
+        results: list[Result] = []
         try:
-            for att in plan:
+            for att in new:
                 net = att.network_config()
                 log.info("pod %s: adding %s on %s", ctx.pod_key, att.network, att.interface)
                 try:
                     result = ctx.cni.add_network_list(net, self._runtime_conf(ctx, att,
-                                                                              ctx.args.netns))
+                                                                              ctx.netns))
                 except CNIError as exc:
                     raise type(exc)(f"pod {ctx.pod_key}: network {att.network} "
                                     f"({att.interface}): {exc.msg}", exc.details,
                                     code=exc.code) from exc
                 att.result = result.to_json()
                 att.state = ADDED
-                if att.default:
-                    cluster_result = result
-            self._move_default_route(ctx, plan)
+                results.append(result)
+            self._move_default_route(ctx, record.attachments)
             ctx.records.save(record)
-            if ctx.source is not None and pod is not None:
-                ctx.source.set_network_status(pod, network_status(plan))
+            self._write_status(ctx, record, pod)
         except CNIError:
-            self._undo(ctx, record)
+            self._undo(ctx, record, new)
             raise
-        if cluster_result is None:  # the plan always starts with the cluster network
-            raise InternalError("the cluster network was not added")
-        return cluster_result.convert(ctx.conf.cni_version) if (
-            cluster_result.cni_version != ctx.conf.cni_version) else cluster_result
+        return results
+
+    @staticmethod
+    def _write_status(ctx: _Context, record: PodRecord, pod: PodInfo | None) -> None:
+        if ctx.source is not None and pod is not None:
+            ctx.source.set_network_status(
+                pod, network_status([a for a in record.attachments if a.state == ADDED]))
 
     @staticmethod
     def _runtime_conf(ctx: _Context, att: Attachment, netns: str) -> RuntimeConf:
-        return RuntimeConf(ctx.args.container_id, netns, att.interface, list(att.cni_args),
+        return RuntimeConf(ctx.container_id, netns, att.interface, list(att.cni_args),
                            dict(att.capability_args))
 
-    def _undo(self, ctx: _Context, record: PodRecord) -> None:
-        try:
-            self._delete_record(ctx, record, ctx.args.netns)
-        except CNIError as undo:
+    def _undo(self, ctx: _Context, record: PodRecord, added: list[Attachment]) -> None:
+        errors = self._detach(ctx, record, added, ctx.netns)
+        if errors:
             log.warning("pod %s: undoing the failed ADD also failed (kept in the record "
-                        "for DEL): %s", ctx.pod_key, undo)
+                        "for DEL): %s", ctx.pod_key, errors[0])
 
     @staticmethod
     def _move_default_route(ctx: _Context, plan: list[Attachment]) -> None:
@@ -371,7 +392,7 @@ class Multus(Plugin):
                     add_route(anywhere, ifname=att.interface, gateway=gateway, exist_ok=True)
 
         try:
-            run_in_netns(ctx.args.netns, move)
+            run_in_netns(ctx.netns, move)
         except CNIError as exc:
             raise type(exc)(f"pod {ctx.pod_key}: cannot set the requested default route: "
                             f"{exc.msg}", exc.details, code=exc.code) from exc
@@ -381,13 +402,14 @@ class Multus(Plugin):
         ctx = self._context(args)
         with self._logging(ctx.conf):
             try:
-                record = ctx.records.load(args.container_id, args.ifname)
                 # A namespace that is gone is not passed on: plugins clean up without one.
                 netns = args.netns if args.netns and Path(args.netns).exists() else ""
-                if record is None:
-                    self._delete_without_record(ctx, netns)
-                    return
-                self._delete_record(ctx, record, netns)
+                with ctx.records.lock(args.container_id, args.ifname):
+                    record = ctx.records.load(args.container_id, args.ifname)
+                    if record is None:
+                        self._delete_without_record(ctx, netns)
+                        return
+                    self._delete_record(ctx, record, netns)
             finally:
                 if isinstance(ctx.source, KubeSource):
                     ctx.source.close()
@@ -410,35 +432,43 @@ class Multus(Plugin):
                          "to delete", ctx.pod_key)
         if net is not None:
             ctx.cni.delete_network_list(net, RuntimeConf(
-                ctx.args.container_id, netns, ctx.args.ifname, list(ctx.cni_args),
+                ctx.container_id, netns, ctx.ifname, list(ctx.cni_args),
                 dict(conf.runtime_config)))
 
     def _delete_record(self, ctx: _Context, record: PodRecord, netns: str) -> None:
-        """DEL each attachment in reverse, through every one even when some fail; the record
-        keeps exactly those whose DEL failed (and goes when none is left)."""
-        errors: list[CNIError] = []
-        remaining: list[Attachment] = []
-        for att in reversed(record.attachments):
-            try:
-                ctx.cni.delete_network_list(att.network_config(),
-                                            self._runtime_conf(ctx, att, netns))
-            except CNIError as exc:
-                if att.state != ADDED and isinstance(exc, PluginNotFound):
-                    # Its ADD never completed and its plugin does not exist: that plugin
-                    # never ran, so it holds nothing (the others' DELs ran all the same).
-                    continue
-                log.warning("pod %s: DEL of %s (%s) failed: %s", ctx.pod_key, att.network,
-                            att.interface, exc)
-                errors.append(exc)
-                remaining.insert(0, att)
-        if remaining:
-            record.attachments = remaining
-            ctx.records.save(record)
+        """DEL every attachment of the record; one error naming all that failed."""
+        errors = self._detach(ctx, record, list(record.attachments), netns)
+        if errors:
             first = errors[0]
             raise type(first)(f"pod {ctx.pod_key}: {len(errors)} of the pod's networks could "
                               f"not be deleted (kept for the next DEL): {first.msg}",
                               "; ".join(str(e) for e in errors), code=first.code)
-        ctx.records.remove(record.container_id, record.ifname)
+
+    def _detach(self, ctx: _Context, record: PodRecord, which: list[Attachment],
+                netns: str) -> list[CNIError]:
+        """DEL the attachments ``which`` of ``record`` in reverse, through every one even
+        when some fail. Each leaves the record when its DEL succeeded; the record is saved
+        (or removed when nothing is left). The errors of those that stay. The caller holds
+        the record's lock."""
+        errors: list[CNIError] = []
+        for att in reversed(which):
+            try:
+                ctx.cni.delete_network_list(att.network_config(),
+                                            self._runtime_conf(ctx, att, netns))
+            except CNIError as exc:
+                if not (att.state != ADDED and isinstance(exc, PluginNotFound)):
+                    log.warning("pod %s: DEL of %s (%s) failed: %s", ctx.pod_key,
+                                att.network, att.interface, exc)
+                    errors.append(exc)
+                    continue
+                # Its ADD never completed and its plugin does not exist: that plugin
+                # never ran, so it holds nothing (the others' DELs ran all the same).
+            record.attachments = [a for a in record.attachments if a is not att]
+        if record.attachments:
+            ctx.records.save(record)
+        else:
+            ctx.records.remove(record.container_id, record.ifname)
+        return list(reversed(errors))
 
     def check(self, args: CmdArgs) -> None:
         """CHECK every recorded attachment."""
@@ -488,7 +518,10 @@ class Multus(Plugin):
                 continue
             netns = record.netns if record.netns and Path(record.netns).exists() else ""
             try:
-                self._delete_record(ctx, record, netns)
+                with ctx.records.lock(record.container_id, record.ifname):
+                    fresh = ctx.records.load(record.container_id, record.ifname)
+                    if fresh is not None:
+                        self._delete_record(ctx, fresh, netns)
             except CNIError as exc:
                 errors.append(exc)
         by_network: dict[str, list[GCAttachment]] = {}

@@ -22,11 +22,21 @@ An attachment enters the record (``adding``) *before* its delegates run, so a cr
 middle of an ADD leaves something for DEL to undo; it leaves the record only when its DEL
 succeeded, and the file goes when no attachment is left (Multus#355, #1087, #152). DEL
 needs nothing else: not the API server, not the NAD, not the config directory.
+
+Every change to a record happens under its lock (:meth:`PodRecords.lock`): ``flock`` on
+``<containerID>_<ifname>.lock`` beside it, so the runtime's ADD/DEL, hot-plug in the agent
+and ``pycni migrate`` never interleave on one pod, whichever process runs them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..spec import IOFailure, NetworkConfigList
@@ -104,11 +114,85 @@ class PodRecord:
             raise ValueError(f"not a pod attachment record: {exc}") from exc
 
 
+class _Held:
+    """One lock file as this process holds it: threads queue on ``rlock``; the first
+    (outermost) holder takes the flock, which other processes see."""
+
+    def __init__(self) -> None:
+        self.rlock = threading.RLock()
+        self.depth = 0
+        self.fd = -1
+        self.users = 0
+
+
+_HELD: dict[str, _Held] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _flock(path: Path) -> int:
+    """An fd holding an exclusive flock on ``path`` as it is now on disk.
+
+    The last holder unlinks the file when the record is gone; a waiter that opened the old
+    file then holds a lock nobody else can see, so it checks the inode and tries again.
+    """
+    while True:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = path.stat().st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)
+
+
 class PodRecords:
     """The records in ``<cniDir>/pods``."""
 
     def __init__(self, cni_dir: str) -> None:
         self.store = RecordStore(f"{cni_dir}/pods")
+
+    @contextlib.contextmanager
+    def lock(self, container_id: str, ifname: str) -> Iterator[None]:
+        """Hold the pod record's lock (re-entrant within a thread; see the module
+        docstring). Load the record after taking it: another holder may have changed it.
+        When the outermost holder leaves and the record is gone, the lock file goes too."""
+        record = self.store.path(container_id, ifname)
+        path = record.with_suffix(".lock")
+        key = str(path)
+        with _HELD_GUARD:
+            held = _HELD.setdefault(key, _Held())
+            held.users += 1
+        try:
+            with held.rlock:
+                if held.depth == 0:
+                    try:
+                        held.fd = _flock(path)
+                    except OSError as exc:
+                        raise IOFailure(f"cannot lock the attachment record {path}",
+                                        exc.strerror or str(exc)) from exc
+                held.depth += 1
+                try:
+                    yield
+                finally:
+                    held.depth -= 1
+                    if held.depth == 0:
+                        if not record.exists():
+                            RecordStore.remove(path)
+                            self.store.prune()
+                        os.close(held.fd)
+                        held.fd = -1
+        finally:
+            with _HELD_GUARD:
+                held.users -= 1
+                if held.users == 0:
+                    del _HELD[key]
 
     def load(self, container_id: str, ifname: str) -> PodRecord | None:
         """The pod's record, None if there is none; IOFailure if it is unreadable."""
@@ -135,6 +219,12 @@ class PodRecords:
         """Drop the record (all its attachments are gone)."""
         RecordStore.remove(self.store.path(container_id, ifname))
         self.store.prune()
+
+    def find(self, namespace: str, name: str, uid: str = "") -> list[PodRecord]:
+        """The records of one pod (of that UID, when given): usually one, its sandbox."""
+        return [r for r in self.all()
+                if r.pod.get("namespace") == namespace and r.pod.get("name") == name
+                and (not uid or not r.pod.get("uid") or r.pod.get("uid") == uid)]
 
     def all(self) -> list[PodRecord]:
         """Every readable record (GC walks them)."""
