@@ -40,6 +40,8 @@ class IfaceSnapshot:
     #: Addresses whose subnet route the plugin removed (ptp does): re-added without one.
     no_prefix_route: list[IPInterface] = field(default_factory=list)
     routes: list[RouteInfo] = field(default_factory=list)
+    #: The kernel's own (prefix) routes through it: put back only when undoing a switch.
+    kernel_routes: list[RouteInfo] = field(default_factory=list)
 
 
 def _routes_via(ipr: object, idx: int) -> list[RouteInfo]:
@@ -80,7 +82,8 @@ def snapshot_iface(ifname: str) -> IfaceSnapshot:
     mine = [r for r in routes if r.protocol != RTPROT_KERNEL
             and not (r.dst.version == 6 and (r.dst.is_link_local or r.dst.is_multicast))]
     return IfaceSnapshot(ifname, str(link.get("IFLA_ADDRESS") or ""), addresses, no_prefix,
-                         mine)
+                         mine, [r for r in routes if r.protocol == RTPROT_KERNEL
+                                and r.table == RT_TABLE_MAIN and r.dst.version == 4])
 
 
 def rename_link(old: str, new: str) -> None:

@@ -29,6 +29,7 @@ from ._kube import (
     PodInfo,
     PodNotFound,
 )
+from ._migrate import Migration, MigrationFailed, SwitchReport, select_records
 from ._plugin import Multus
 from ._record import Attachment, PodRecord, PodRecords
 from ._selection import (
@@ -58,6 +59,8 @@ __all__ = [
     "DefaultNetworkRemoval",
     "DeviceAllocator",
     "KubeSource",
+    "Migration",
+    "MigrationFailed",
     "Multus",
     "MultusConfig",
     "NadInfo",
@@ -67,6 +70,7 @@ __all__ = [
     "PodRecord",
     "PodRecords",
     "RecordGoneError",
+    "SwitchReport",
     "add_attachment",
     "gen_config",
     "network_status",
@@ -74,6 +78,7 @@ __all__ = [
     "parse_default_network",
     "parse_networks",
     "remove_attachment",
+    "select_records",
     "status_entry",
     "write_config",
 ]

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from ..host import create_netns, list_netns, netns_path, remove_netns, run_in_netns
 from ..invoke import REGISTRY, run_in_process
+from ._traffic import LiveTraffic, PingStats, TrafficReport
 from ._servers import (
     ETCD_BINARY,
     KUBERNETES_VERSION,
@@ -224,8 +225,11 @@ __all__ = [
     "APIStatusError",
     "EtcdServer",
     "KubeAPIServer",
+    "LiveTraffic",
+    "PingStats",
     "PluginCall",
     "ServerError",
+    "TrafficReport",
     "call_plugin",
     "cni_env",
     "exec_plugin_in",
