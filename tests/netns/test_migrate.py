@@ -9,7 +9,6 @@ deleted through the multus plugin again.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +222,7 @@ def test_switch_from_go_reference_plugins_to_pycni(
         pytest.skip("the Go reference plugins are not installed")
     # the Go plugins under their own names, so that pycni's run in-process beside them
     for name in ("bridge", "host-local"):
-        os.symlink(Path(GO_PLUGIN_DIR, name), node.tmp / "bin" / f"go{name}")
+        (node.tmp / "bin" / f"go{name}").symlink_to(Path(GO_PLUGIN_DIR, name))
     go_cluster = {"cniVersion": "1.0.0", "name": "gonet", "plugins": [
         {"type": "gobridge", "bridge": node.bridge, "isGateway": True,
          "ipam": {"type": "gohost-local", "subnet": SUBNET, "routes": [{"dst": "0.0.0.0/0"}],

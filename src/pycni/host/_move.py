@@ -47,7 +47,7 @@ class IfaceSnapshot:
 def _routes_via(ipr: object, idx: int) -> list[RouteInfo]:
     out: list[RouteInfo] = []
     for af in (socket.AF_INET, socket.AF_INET6):
-        zero = "0.0.0.0" if af == socket.AF_INET else "::"
+        zero = str(ipaddress.ip_address(0)) if af == socket.AF_INET else "::"
         with kernel_op("failed to list routes"):
             msgs = ipr.get_routes(family=af)  # type: ignore[attr-defined]
         for msg in msgs:
@@ -99,11 +99,12 @@ def rename_link(old: str, new: str) -> None:
         idx = _require(ipr, old)
         try:
             ipr.link("set", index=idx, ifname=new)
-            return
         except NetlinkError as exc:
             if exc.code != errno.EBUSY:
                 raise KernelError(f"failed to rename link {old!r} to {new!r}: "
                                   f"{exc}") from exc
+        else:
+            return
     saved = snapshot_iface(old)
     with rtnl() as ipr, kernel_op(f"failed to rename link {old!r} to {new!r}"):
         ipr.link("set", index=idx, state="down")
@@ -113,21 +114,29 @@ def rename_link(old: str, new: str) -> None:
 
 
 def move_link(ifname: str, netns: str, new_name: str) -> None:
-    """Move ``ifname`` (taken down, renamed ``new_name`` first) into the namespace at path
-    ``netns``. The kernel drops its addresses and routes on the way."""
+    """Move ``ifname`` (taken down) into the namespace at path ``netns`` as ``new_name``.
+    The kernel drops its addresses and routes on the way. It is renamed on the side where
+    ``new_name`` is free (before the move, else after it)."""
+    import os
+
+    from ._netns import run_in_netns
+
     with rtnl() as ipr:
         idx = _require(ipr, ifname)
+        rename_first = index_of(ipr, new_name) is None
         with kernel_op(f"failed to prepare {ifname!r} for the move"):
             ipr.link("set", index=idx, state="down")
-            ipr.link("set", index=idx, ifname=new_name)
+            if rename_first:
+                ipr.link("set", index=idx, ifname=new_name)
+        name = new_name if rename_first else ifname
         fd = open_netns(netns)
         try:
-            with kernel_op(f"failed to move {new_name!r} into {netns}"):
+            with kernel_op(f"failed to move {name!r} into {netns}"):
                 ipr.link("set", index=idx, net_ns_fd=fd)
         finally:
-            import os
-
             os.close(fd)
+    if not rename_first:
+        run_in_netns(netns, rename_link, ifname, new_name)
 
 
 def add_addresses(ifname: str, addresses: list[IPInterface], *,
@@ -191,7 +200,9 @@ def take_over_routes(ifname: str, routes: list[RouteInfo]) -> None:
             if route.onlink:
                 kwargs["flags"] = RTNH_F_ONLINK
             via = f" via {route.gateway}" if route.gateway else ""
-            with kernel_op(f"failed to move route {route.dst}{via} to {ifname!r}"):
+            # EEXIST: that very route is there already (a link that came up made it).
+            with kernel_op(f"failed to move route {route.dst}{via} to {ifname!r}",
+                           ok=(errno.EEXIST,)):
                 ipr.route("replace", **kwargs)
 
 
@@ -199,14 +210,14 @@ def host_routes_to(address: IPAddress) -> list[tuple[str, RouteInfo]]:
     """Main-table routes to exactly ``address`` (/32 or /128), with their device names."""
     from .links import name_of
 
-    out = []
+    out: list[tuple[str, RouteInfo]] = []
     with rtnl() as ipr:
         for link in ipr.get_links():
             idx = int(link["index"])
-            for route in _routes_via(ipr, idx):
-                if route.table == RT_TABLE_MAIN and route.dst.prefixlen == route.dst.max_prefixlen \
-                        and route.dst.network_address == address:
-                    out.append((name_of(ipr, idx) or "", route))
+            out.extend((name_of(ipr, idx) or "", route) for route in _routes_via(ipr, idx)
+                       if route.table == RT_TABLE_MAIN
+                       and route.dst.prefixlen == route.dst.max_prefixlen
+                       and route.dst.network_address == address)
     return out
 
 

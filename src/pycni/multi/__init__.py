@@ -29,7 +29,14 @@ from ._kube import (
     PodInfo,
     PodNotFound,
 )
-from ._migrate import Migration, MigrationFailed, SwitchReport, select_records
+from ._migrate import (
+    Migration,
+    MigrationFailed,
+    SwitchReport,
+    migrate,
+    select_records,
+    set_cluster_network,
+)
 from ._plugin import Multus
 from ._record import Attachment, PodRecord, PodRecords
 from ._selection import (
@@ -73,12 +80,14 @@ __all__ = [
     "SwitchReport",
     "add_attachment",
     "gen_config",
+    "migrate",
     "network_status",
     "next_interface",
     "parse_default_network",
     "parse_networks",
     "remove_attachment",
     "select_records",
+    "set_cluster_network",
     "status_entry",
     "write_config",
 ]

@@ -30,7 +30,6 @@ Services and the kubelet keep the old one until the pod is recreated).
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import logging
 from collections.abc import Callable, Sequence
@@ -77,7 +76,7 @@ RUNTIME_CACHE_DIR = "/var/lib/cni"
 STAGING_PREFIX = "pycni-mig-"
 
 
-class MigrationFailed(CNIError):
+class MigrationFailed(CNIError):  # noqa: N818 - the CNIError tree's naming
     """The switch of one pod failed; the pod was left as it was."""
 
 
@@ -285,7 +284,7 @@ class Migration:
         report.addresses = [str(a) for a in got]
         report.proxies = proxies
 
-    def _switch_over(self, undo: Undo, podns: str, ifname: str, tmp: str, snap: Any,
+    def _switch_over(self, undo: Undo, podns: str, ifname: str, tmp: str, snap: Any,  # noqa: PLR0917
                      old_snap: Any, held: list[tuple[str, Any]], old_result: Result,
                      new_result: Result, got: list[IPInterface]) -> list[dict[str, str]]:
         """Step 3 of the module docstring; the undo steps pushed on ``undo``."""
@@ -326,7 +325,8 @@ class Migration:
                        new: Attachment) -> None:
         """The delegates' cache entry says the pod's netns; the runtime's cached result of
         the pod (libcni's ``<cacheDir>/results``) carries the new interface."""
-        assert new.result is not None
+        if new.result is None:
+            return
         delegates = ResultCache(f"{self.conf.cni_dir}/results")
         entry = delegates.read(net.name, record.container_id, new.interface)
         if entry is not None:
@@ -396,3 +396,63 @@ def select_records(conf: MultusConfig, *, pod: str = "", namespace: str = "",
         return out
     return records
 
+
+
+def set_cluster_network(path: str, network: str) -> None:
+    """Make ``network`` the cluster network of new pods: rewrite the multus config at
+    ``path`` atomically (``clusterNetwork``; an inline ``delegates`` list of one goes)."""
+    import json
+
+    from ..spec import decode_json_object
+    from ..store import atomic_write
+
+    try:
+        raw = decode_json_object(Path(path).read_bytes(), f"multus config {path}")
+    except OSError as exc:
+        raise InvalidNetworkConfig(f"cannot read the multus config {path}: "
+                                   f"{exc.strerror}") from exc
+    delegates = raw.get("delegates") or []
+    if isinstance(delegates, list) and len(delegates) > 1 and not raw.get("clusterNetwork"):
+        raise InvalidNetworkConfig(
+            f'{path}: "delegates" lists {len(delegates)} networks; with "clusterNetwork" set '
+            "only the first would be replaced and the others dropped: edit it by hand")
+    if isinstance(delegates, list) and len(delegates) <= 1:
+        raw.pop("delegates", None)
+    raw["clusterNetwork"] = network
+    MultusConfig.parse(raw)  # what is written must load
+    atomic_write(path, (json.dumps(raw, indent=2) + "\n").encode(), mode=0o644)
+
+
+def migrate(conf_path: str, network: str, *, pod: str = "", namespace: str = "",
+            node: str = "", renumber: bool = False, kubeconfig: str = "",
+            runtime_cache_dir: str = RUNTIME_CACHE_DIR,
+            source: ClusterSource | None = None) -> list[SwitchReport]:
+    """``pycni migrate``: switch the selected pods of this node to ``network`` one by one;
+    with ``node``, new pods get it too (the multus config's ``clusterNetwork``)."""
+    from ..spec import decode_json_object
+
+    try:
+        raw = decode_json_object(Path(conf_path).read_bytes(), f"multus config {conf_path}")
+    except OSError as exc:
+        raise InvalidNetworkConfig(f"cannot read the multus config {conf_path}: "
+                                   f"{exc.strerror}") from exc
+    if kubeconfig:
+        raw["kubeconfig"] = kubeconfig
+    conf = MultusConfig.parse(raw)
+    from ._kube import KubeSource
+
+    owned = source is None and bool(conf.kubeconfig)
+    if owned:
+        source = KubeSource(conf.kubeconfig)
+    try:
+        migration = Migration(conf, source=source, runtime_cache_dir=runtime_cache_dir,
+                              renumber=renumber)
+        reports = [migration.switch(record, network) for record in
+                   select_records(conf, pod=pod, namespace=namespace, node=node,
+                                  source=source)]
+        if node and all(r.status != "failed" for r in reports):
+            set_cluster_network(conf_path, network)
+        return reports
+    finally:
+        if owned and isinstance(source, KubeSource):
+            source.close()

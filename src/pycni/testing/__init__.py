@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from ..host import create_netns, list_netns, netns_path, remove_netns, run_in_netns
 from ..invoke import REGISTRY, run_in_process
-from ._traffic import LiveTraffic, PingStats, TrafficReport
 from ._servers import (
     ETCD_BINARY,
     KUBERNETES_VERSION,
@@ -36,6 +35,7 @@ from ._servers import (
     kubernetes_cache_dir,
     make_test_pki,
 )
+from ._traffic import LiveTraffic, PingStats, TrafficReport
 
 T = TypeVar("T")
 

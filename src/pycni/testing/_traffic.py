@@ -125,13 +125,11 @@ class LiveTraffic:
         self._server = subprocess.Popen(
             _ns(self.target_netns, sys.executable, "-c", _SERVER, str(self.port)),
             stdout=subprocess.PIPE, text=True)
-        assert self._server.stdout is not None
-        self._server.stdout.readline()
+        self._ready(self._server)
         self._client = subprocess.Popen(
             _ns(self.tcp_from, sys.executable, "-c", _CLIENT, self.target, str(self.port),
                 str(self.interval), str(self.stop_file)), stdout=subprocess.PIPE, text=True)
-        assert self._client.stdout is not None
-        self._client.stdout.readline()
+        self._ready(self._client)
         for source in self.ping_from:
             proc = subprocess.Popen(
                 _ns(source, "ping", "-n", "-i", str(self.interval), "-W", "1", self.target),
@@ -139,6 +137,11 @@ class LiveTraffic:
             self._pings.append((source, proc))
         self._procs = [self._server, self._client, *(p for _, p in self._pings)]
         time.sleep(0.3)  # a steady state before the change
+
+    @staticmethod
+    def _ready(proc: subprocess.Popen[str]) -> None:
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the traffic helper did not start")
 
     def stop(self, settle: float = 1.0) -> TrafficReport:
         """Let the traffic run ``settle`` seconds more, stop it and report."""
@@ -164,8 +167,10 @@ class LiveTraffic:
             out, _ = self._client.communicate(timeout=15)
             last = (out.strip().splitlines() or ["{}"])[-1]
             data = json.loads(last) if last.startswith("{") else {"error": out[-200:]}
-            report.tcp_sent, report.tcp_echoed = data.get("sent", 0), data.get("echoed", 0)
-            report.tcp_error, report.tcp_slowest = data.get("error", ""), data.get("slowest", 0)
+            report.tcp_sent = int(data.get("sent", 0))
+            report.tcp_echoed = int(data.get("echoed", 0))
+            report.tcp_error = str(data.get("error", ""))
+            report.tcp_slowest = float(data.get("slowest", 0))
         self.close()
         return report
 
