@@ -158,12 +158,20 @@ def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
     assert f"{address} dev {node.bridge} proxy" in proxies(node)
     assert staging_left() == []
     assert migrate(node, moved, "ptpnet").status == "already"
+    # and back to the bridge: the node stops answering for it there
+    (node.conf_dir / "podnet.conflist").write_text(json.dumps(node.conf()["delegates"][0]))
+    back = migrate(node, moved, "podnet")
+    assert back.status == "switched", back.error
+    assert addresses(links(netns)["eth0"]) == [address]
+    assert proxies(node) == ""
+    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert f"podnet/{address}" in node.leases()
+    assert f"ptpnet/{address}" not in node.leases()
 
     # the kubelet's DEL through multus removes the new network: nothing leaks
     node.call("DEL", moved, netns, cid).ok()
     assert set(links(netns)) == {"lo"}
     assert node.leases() == [f"podnet/{addresses(links(netns2)['eth0'])[0]}"]
-    assert address not in proxies(node)
     node.call("DEL", stays, netns2, cid2).ok()
     assert node.leases() == []
     assert node.records() == []

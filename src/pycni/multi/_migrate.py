@@ -232,7 +232,12 @@ class Migration:
             undo.push(f"DEL {key} in the staging netns", ctx.cni.delete_network_list,
                       new_net, rt)
             log.info("pod %s: adding %s beside %s", ctx.pod_key, key, old.network)
-            result = ctx.cni.add_network_list(new_net, rt)
+            try:
+                result = ctx.cni.add_network_list(new_net, rt)
+            except CNIError as exc:
+                raise type(exc)(f"pod {ctx.pod_key}: network {key} cannot take "
+                                f"{', '.join(map(str, addresses))}: {exc.msg}",
+                                exc.details, code=exc.code) from exc
             got = _sandbox_addresses(result, ifname)
             if not self.renumber and {a.ip for a in got} != {a.ip for a in addresses}:
                 raise MigrationFailed(
@@ -263,8 +268,11 @@ class Migration:
         index = record.attachments.index(old)
         record.attachments.insert(index, new)
         old.default = False
-        record.proxies = [p for p in record.proxies
-                          if p["address"] not in {str(a.ip) for a in got}] + proxies
+        moved = {str(a.ip) for a in got}
+        for back in [p for p in record.proxies if p["address"] in moved]:
+            # Back on (or off) the segment it was proxied on: the node stops answering.
+            delete_proxy_neighbour(back["device"], ipaddress.ip_address(back["address"]))
+        record.proxies = [p for p in record.proxies if p["address"] not in moved] + proxies
         ctx.records.save(record)
         errors = self.plugin._detach(ctx, record, [old], podns)
         if errors:
@@ -300,6 +308,19 @@ class Migration:
             undo.push(f"give the routes back to {ifname}", run_in_netns, podns,
                       take_over_routes, ifname, old_snap.routes + old_snap.kernel_routes)
             pod.call(take_over_routes, tmp, snap.routes)
+            # The pod's new MAC, told to the segment it joins (its peers, a bridge's FDB).
+            pod.call(send_gratuitous_arp, tmp, [a.ip for a in got])
+            # The old network's host routes to the address (ptp's /32) would keep sending
+            # the pod's traffic to the interface it is leaving.
+            old_host = {i.name for i in old_result.interfaces if not i.sandbox} - new_host
+            for a in got:
+                for dev, route in host_routes_to(a.ip):
+                    if dev in old_host:
+                        del_route(route.dst, ifname=dev, gateway=route.gateway,
+                                  missing_ok=True)
+                        undo.push(f"give back the route to {route.dst} via {dev}", add_route,
+                                  route.dst, ifname=dev, gateway=route.gateway,
+                                  scope=route.scope, src=route.prefsrc, exist_ok=True)
             for dev, route in held:
                 add_route(route.dst, ifname=dev, gateway=route.gateway, scope=route.scope,
                           src=route.prefsrc, exist_ok=True)
