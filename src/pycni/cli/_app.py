@@ -373,6 +373,51 @@ def multus_gen_config_cmd(
         _fail(exc)
 
 
+@app.command("migrate")
+def migrate_cmd(
+    *,
+    to: Annotated[str, typer.Option("--to", help="The new default network: a NAD "
+                                    "(namespace/name) or a network in confDir.")],
+    pod: Annotated[str, typer.Option("--pod", help="One pod: namespace/name.")] = "",
+    namespace: Annotated[str, typer.Option("--namespace", help="Every pod of a "
+                                           "namespace on this node.")] = "",
+    node: Annotated[str, typer.Option("--node", help="Every pod on this node (NODE), and "
+                                      "the default for new pods.")] = "",
+    kubeconfig: Annotated[str, typer.Option("--kubeconfig", help="Instead of the multus "
+                                            "config's.")] = "",
+    multus_config: Annotated[str, typer.Option(
+        "--multus-config", help="The meta plugin's config.")] = "/etc/cni/net.d/00-multus.conf",
+    renumber: Annotated[bool, typer.Option(
+        "--renumber", help="Degraded: take a new address from the new network (the pod's "
+        "IP changes; Services keep the old one until the pod is recreated).")] = False,
+    cache_dir: Annotated[str, typer.Option(
+        "--cache-dir", help="The runtime's libcni cache (its cached result of each pod is "
+        "updated).")] = DEFAULT_CACHE_DIR,
+    as_json: JsonOut = False,
+) -> None:
+    """Switch running pods' default network without restarting them, keeping their address."""
+    from ..multi import migrate
+
+    if sum(bool(x) for x in (pod, namespace, node)) != 1:
+        _fail(ValueError("give exactly one of --pod, --namespace, --node"))
+    try:
+        reports = migrate(multus_config, to, pod=pod, namespace=namespace, node=node,
+                          renumber=renumber, kubeconfig=kubeconfig, runtime_cache_dir=cache_dir)
+    except CNIError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        for r in reports:
+            line = f"{r.pod}: {r.from_network} -> {r.to_network}: {r.status}"
+            typer.echo(line + (f" ({', '.join(r.addresses)})" if r.addresses else "")
+                       + (f": {r.error}" if r.error else ""))
+    if not reports:
+        typer.echo("pycni: no recorded pod matches", err=True)
+    if any(r.status == "failed" for r in reports):
+        raise typer.Exit(1)
+
+
 # -- run / demo ----------------------------------------------------------------------------
 
 def _pods(conf_dir: str, cni_path: str, cache_dir: str, *, data_dir: str | None,

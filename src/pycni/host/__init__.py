@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ._arp import announce_addresses, send_gratuitous_arp
     from ._bridge import (
         attach_port,
+        bridge_ports,
         bridge_problem,
         ensure_bridge,
         set_port_vlans,
@@ -52,6 +53,18 @@ if TYPE_CHECKING:
         RuleEntry,
         namespace_state,
         netns_links,
+    )
+    from ._move import (
+        IfaceSnapshot,
+        add_addresses,
+        add_proxy_neighbour,
+        delete_proxy_neighbour,
+        host_routes_to,
+        move_link,
+        remove_addresses,
+        rename_link,
+        snapshot_iface,
+        take_over_routes,
     )
     from ._netns import (
         NetNS,

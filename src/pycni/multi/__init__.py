@@ -30,6 +30,14 @@ from ._kube import (
     PodInfo,
     PodNotFound,
 )
+from ._migrate import (
+    Migration,
+    MigrationFailed,
+    SwitchReport,
+    migrate,
+    select_records,
+    set_cluster_network,
+)
 from ._plugin import Multus
 from ._record import Attachment, PodRecord, PodRecords
 from ._selection import (
@@ -60,6 +68,8 @@ __all__ = [
     "DeviceAllocator",
     "HotPlug",
     "KubeSource",
+    "Migration",
+    "MigrationFailed",
     "Multus",
     "MultusConfig",
     "NadInfo",
@@ -69,14 +79,18 @@ __all__ = [
     "PodRecord",
     "PodRecords",
     "RecordGoneError",
+    "SwitchReport",
     "WatchCache",
     "add_attachment",
     "gen_config",
+    "migrate",
     "network_status",
     "next_interface",
     "parse_default_network",
     "parse_networks",
     "remove_attachment",
+    "select_records",
+    "set_cluster_network",
     "status_entry",
     "use_watch_cache",
     "write_config",

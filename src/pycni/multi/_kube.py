@@ -37,6 +37,8 @@ class PodInfo:
     name: str
     uid: str
     annotations: dict[str, str] = field(default_factory=dict)
+    #: ``spec.nodeName`` ("" when unknown).
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ class KubeSource:
             raise PodNotFound(f"pod {namespace}/{name} is not in the API server",
                               exc.status.message or "") from exc
         meta = obj.metadata
-        return PodInfo(namespace, name, meta.uid or "", dict(meta.annotations or {}))
+        node = (obj.spec.nodeName if obj.spec is not None else "") or ""
+        return PodInfo(namespace, name, meta.uid or "", dict(meta.annotations or {}), node)
 
     def nad(self, namespace: str, name: str) -> NadInfo | None:
         """See :class:`ClusterSource`."""

@@ -467,6 +467,7 @@ class Multus(Plugin):
         if record.attachments:
             ctx.records.save(record)
         else:
+            _release_proxies(record)
             ctx.records.remove(record.container_id, record.ifname)
         return list(reversed(errors))
 
@@ -537,6 +538,20 @@ class Multus(Plugin):
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+def _release_proxies(record: PodRecord) -> None:
+    """Remove the proxy ARP/NDP entries a live switch made for the pod (it is gone)."""
+    import ipaddress
+
+    from ..host import delete_proxy_neighbour
+
+    for proxy in record.proxies:
+        try:
+            delete_proxy_neighbour(proxy["device"], ipaddress.ip_address(proxy["address"]))
+        except CNIError as exc:
+            log.warning("cannot remove the proxy entry %s on %s: %s", proxy["address"],
+                        proxy["device"], exc)
 
 
 def _config_json(net: NetworkConfigList) -> dict[str, Any]:

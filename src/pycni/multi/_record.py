@@ -96,12 +96,18 @@ class PodRecord:
     ifname: str
     pod: dict[str, str] = field(default_factory=dict)
     attachments: list[Attachment] = field(default_factory=list)
+    #: Proxy ARP/NDP entries a live switch made for the pod's address on the segment it
+    #: left (``{"device": "cni0", "address": "10.1.0.5"}``); removed at its DEL.
+    proxies: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The file's object."""
-        return {"version": RECORD_VERSION, "containerID": self.container_id,
-                "netns": self.netns, "ifname": self.ifname, "pod": self.pod,
-                "attachments": [a.to_json() for a in self.attachments]}
+        out = {"version": RECORD_VERSION, "containerID": self.container_id,
+               "netns": self.netns, "ifname": self.ifname, "pod": self.pod,
+               "attachments": [a.to_json() for a in self.attachments]}
+        if self.proxies:
+            out["proxies"] = self.proxies
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> PodRecord:
@@ -109,7 +115,9 @@ class PodRecord:
         try:
             return cls(container_id=str(obj["containerID"]), netns=str(obj.get("netns", "")),
                        ifname=str(obj["ifname"]), pod=dict(obj.get("pod") or {}),
-                       attachments=[Attachment.from_json(a) for a in obj["attachments"]])
+                       attachments=[Attachment.from_json(a) for a in obj["attachments"]],
+                       proxies=[{"device": str(p["device"]), "address": str(p["address"])}
+                                for p in obj.get("proxies") or []])
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a pod attachment record: {exc}") from exc
 

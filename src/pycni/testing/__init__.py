@@ -36,6 +36,7 @@ from ._servers import (
     kubernetes_cache_dir,
     make_test_pki,
 )
+from ._traffic import LiveTraffic, PingStats, TrafficReport
 
 T = TypeVar("T")
 
@@ -228,8 +229,11 @@ __all__ = [
     "Lab",
     "LabError",
     "LabOptions",
+    "LiveTraffic",
+    "PingStats",
     "PluginCall",
     "ServerError",
+    "TrafficReport",
     "call_plugin",
     "cni_env",
     "exec_plugin_in",

@@ -1,0 +1,259 @@
+"""``pycni migrate``: a running pod's default network switched live, keeping its address.
+
+A real kube-apiserver holds the pods (network-status is read back); the node's host side is
+``host_ns``; pods are added through the multus plugin, switched with
+:class:`pycni.multi.Migration` run in ``host_ns`` (as the command runs on the node), and
+deleted through the multus plugin again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_multus import (
+    NAD_CRD,
+    Node,
+    RootNetnsSource,
+    addresses,
+    links,
+    make_pod,
+    read_status,
+)
+
+from pycni.host import list_netns, run_in_netns
+from pycni.multi import Migration, Multus, MultusConfig, PodRecords
+from pycni.testing import (
+    GO_PLUGIN_DIR,
+    KubeAPIServer,
+    LiveTraffic,
+    ip_json,
+    ns_run,
+    unique_name,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.cluster]
+
+SUBNET = "10.241.0.0/24"
+
+
+@pytest.fixture(autouse=True)
+def _api_from_the_root_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Multus, "source_factory", RootNetnsSource)
+
+
+@pytest.fixture
+def node(host_ns: str, tmp_path: Path, kube_apiserver: KubeAPIServer) -> Node:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "net.d").mkdir()
+    return Node(host_ns, tmp_path, kube_apiserver, unique_name("br"), SUBNET, {})
+
+
+def ptp_net(node: Node, name: str, subnet: str = SUBNET) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": name, "plugins": [
+        {"type": "ptp", "ipam": {"type": "host-local", "subnet": subnet,
+                                 "routes": [{"dst": "0.0.0.0/0"}],
+                                 "dataDir": str(node.ipam_dir)}}]}
+
+
+def make_nad(api: KubeAPIServer, namespace: str, name: str, config: dict[str, Any]) -> None:
+    api.create_crd(NAD_CRD)
+    api.request("POST", f"/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/"
+                        "network-attachment-definitions",
+                {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                 "metadata": {"name": name}, "spec": {"config": json.dumps(config)}})
+
+
+def migrate(node: Node, pod: dict[str, Any], network: str, *, conf: dict[str, Any] | None = None,
+            hook: Any = None) -> Any:
+    """Switch one pod, as ``pycni migrate --pod`` does on the node."""
+    config = MultusConfig.parse(conf or node.conf())
+    meta = pod["metadata"]
+    record = PodRecords(str(node.cni_dir)).find(meta["namespace"], meta["name"])[0]
+    source = RootNetnsSource(config.kubeconfig)
+    try:
+        migration = Migration(config, source=source, cni_path=[str(node.tmp / "bin")],
+                              runtime_cache_dir=str(node.tmp / "runtime-cache"))
+        migration.after_step = hook
+        return run_in_netns(node.host_ns, migration.switch, record, network)
+    finally:
+        source.close()
+
+
+def pod_state(netns: str) -> dict[str, Any]:
+    """What a pod sees of its network: links (name, MAC, addresses) and routes."""
+    present = links(netns)
+    return {"links": {name: (link["address"], addresses(link))
+                      for name, link in present.items() if name != "lo"},
+            "routes": sorted(json.dumps(r, sort_keys=True)
+                             for r in ip_json(netns, "route", "show"))}
+
+
+def proxies(node: Node) -> str:
+    return ns_run(node.host_ns, "ip", "neigh", "show", "proxy").stdout.strip()
+
+
+def staging_left() -> list[str]:
+    return [n for n in list_netns() if n.startswith("pycni-mig-")]
+
+
+def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
+        node: Node, netns: str, netns2: str, kube_namespace: str) -> None:
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    moved = make_pod(node.api, kube_namespace, {})
+    stays = make_pod(node.api, kube_namespace, {})
+    cid, cid2 = unique_name("cid"), unique_name("cid")
+    node.call("ADD", moved, netns, cid).ok()
+    node.call("ADD", stays, netns2, cid2).ok()
+    address = addresses(links(netns)["eth0"])[0]
+    old_mac = links(netns)["eth0"]["address"]
+    # the runtime's (libcni's) cached result of the pod's multus attachment
+    cache = node.tmp / "runtime-cache" / "results"
+    cache.mkdir(parents=True)
+    cache_file = cache / f"multus-cni-network-{cid}-eth0"
+    cache_file.write_text(json.dumps({
+        "kind": "cniCacheV1", "containerId": cid, "ifName": "eth0",
+        "networkName": "multus-cni-network", "config": "e30=", "netns": netns,
+        "result": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mac": old_mac,
+                                                          "sandbox": netns}],
+                   "ips": [{"address": f"{address}/24", "interface": 0}]}}))
+
+    with LiveTraffic(address, netns, ping_from=[netns2, node.host_ns], tcp_from=netns2,
+                     workdir=node.tmp) as traffic:
+        report = migrate(node, moved, "ptpnet")
+        figures = traffic.stop()
+    print(f"\nlive switch bridge -> ptp:\n{figures.summary()}")
+    assert report.status == "switched", report.error
+    assert figures.tcp_survived, figures.summary()
+    for ping in figures.pings:
+        assert ping.sent > 50
+        assert ping.lost <= 5, figures.summary()  # the goal is at most one at 10 ms
+
+    # the same address, on a ptp link now (a new MAC), under the same name
+    after = links(netns)
+    assert set(after) == {"lo", "eth0"}
+    assert addresses(after["eth0"]) == [address]
+    assert after["eth0"]["address"] != old_mac
+    routes = {(r["dst"], r.get("gateway")) for r in ip_json(netns, "route", "show")}
+    assert ("default", "10.241.0.1") in routes
+    assert ("10.241.0.0/24", "10.241.0.1") in routes  # ptp's: through the gateway
+    # the address moved between the stores: ptpnet holds it, the bridge's store does not
+    leases = node.leases()
+    assert f"ptpnet/{address}" in leases
+    assert f"podnet/{address}" not in leases
+    # network-status, the record and the runtime's cached result follow
+    status = read_status(node.api, moved)
+    assert [(s["name"], s["interface"], s["default"], s["ips"]) for s in status] == [
+        ("ptpnet", "eth0", True, [address])]
+    assert status[0]["mac"] == after["eth0"]["address"]
+    record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
+    assert [(a["network"], a["default"]) for a in record["attachments"]] == [("ptpnet", True)]
+    cached = json.loads(cache_file.read_text())
+    sandbox = [i for i in cached["result"]["interfaces"] if i.get("sandbox")]
+    assert [(i["name"], i["mac"], i["sandbox"]) for i in sandbox] == [
+        ("eth0", after["eth0"]["address"], netns)]
+    # the bridge's other pod reaches it through the node's proxy ARP
+    assert f"{address} dev {node.bridge} proxy" in proxies(node)
+    assert staging_left() == []
+    assert migrate(node, moved, "ptpnet").status == "already"
+    # and back to the bridge: the node stops answering for it there
+    (node.conf_dir / "podnet.conflist").write_text(json.dumps(node.conf()["delegates"][0]))
+    back = migrate(node, moved, "podnet")
+    assert back.status == "switched", back.error
+    assert addresses(links(netns)["eth0"]) == [address]
+    assert proxies(node) == ""
+    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert f"podnet/{address}" in node.leases()
+    assert f"ptpnet/{address}" not in node.leases()
+
+    # the kubelet's DEL through multus removes the new network: nothing leaks
+    node.call("DEL", moved, netns, cid).ok()
+    assert set(links(netns)) == {"lo"}
+    assert node.leases() == [f"podnet/{addresses(links(netns2)['eth0'])[0]}"]
+    node.call("DEL", stays, netns2, cid2).ok()
+    assert node.leases() == []
+    assert node.records() == []
+
+
+@pytest.mark.parametrize("failure", ["range", "delegate", "after-switch"])
+def test_failed_switch_leaves_the_pod_as_it_was(
+        node: Node, netns: str, netns2: str, kube_namespace: str, failure: str) -> None:
+    ns = kube_namespace
+    target = f"{ns}/newnet"
+    if failure == "range":  # the new network cannot take the address
+        make_nad(node.api, ns, "newnet", ptp_net(node, "newnet", "10.242.0.0/24"))
+    elif failure == "delegate":  # fails after its IPAM gave the address
+        script = node.tmp / "bin" / "pytfailadd"
+        script.write_text('#!/bin/sh\nif [ "$CNI_COMMAND" = ADD ]; then echo \'{"cniVersion":'
+                          ' "1.0.0", "code": 11, "msg": "refusing ADD"}\'; exit 1; fi\n')
+        script.chmod(0o755)
+        conf = ptp_net(node, "newnet")
+        conf["plugins"].append({"type": "pytfailadd"})
+        make_nad(node.api, ns, "newnet", conf)
+    else:
+        make_nad(node.api, ns, "newnet", ptp_net(node, "newnet"))
+    pod = make_pod(node.api, ns, {})
+    other = make_pod(node.api, ns, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid).ok()
+    node.call("ADD", other, netns2, unique_name("cid")).ok()
+    before, leases, status = pod_state(netns), node.leases(), read_status(node.api, pod)
+    record_file = node.cni_dir / "pods" / f"{cid}_eth0.json"
+    record = record_file.read_text()
+
+    def hook(step: str) -> None:
+        if failure == "after-switch" and step == "switched":
+            from pycni.spec import CNIError
+
+            raise CNIError("injected failure after the switch", code=11)
+
+    report = migrate(node, pod, target, hook=hook)
+    assert report.status == "failed"
+    print(f"\n{failure}: {report.error}")
+    assert pod_state(netns) == before
+    assert node.leases() == leases  # the old lease is held, the new store holds nothing
+    assert read_status(node.api, pod) == status
+    assert record_file.read_text() == record
+    assert proxies(node) == ""
+    assert staging_left() == []
+    address = addresses(links(netns)["eth0"])[0]
+    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    node.call("DEL", pod, netns, cid).ok()
+    assert set(links(netns)) == {"lo"}
+
+
+def test_switch_from_go_reference_plugins_to_pycni(
+        node: Node, netns: str, netns2: str, kube_namespace: str) -> None:
+    if not Path(GO_PLUGIN_DIR, "bridge").exists():
+        pytest.skip("the Go reference plugins are not installed")
+    # the Go plugins under their own names, so that pycni's run in-process beside them
+    for name in ("bridge", "host-local"):
+        (node.tmp / "bin" / f"go{name}").symlink_to(Path(GO_PLUGIN_DIR, name))
+    go_cluster = {"cniVersion": "1.0.0", "name": "gonet", "plugins": [
+        {"type": "gobridge", "bridge": node.bridge, "isGateway": True,
+         "ipam": {"type": "gohost-local", "subnet": SUBNET, "routes": [{"dst": "0.0.0.0/0"}],
+                  "dataDir": str(node.ipam_dir)}}]}
+    conf = {**node.conf(), "delegates": [go_cluster]}
+    make_nad(node.api, kube_namespace, "pyptp", ptp_net(node, "pyptp"))
+    moved, stays = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
+    cid, cid2 = unique_name("cid"), unique_name("cid")
+    node.call("ADD", moved, netns, cid, conf=conf).ok()
+    node.call("ADD", stays, netns2, cid2, conf=conf).ok()
+    address = addresses(links(netns)["eth0"])[0]
+    with LiveTraffic(address, netns, ping_from=[netns2], tcp_from=netns2,
+                     workdir=node.tmp) as traffic:
+        report = migrate(node, moved, f"{kube_namespace}/pyptp", conf=conf)
+        figures = traffic.stop()
+    print(f"\nlive switch Go bridge -> pycni ptp:\n{figures.summary()}")
+    assert report.status == "switched", report.error
+    assert figures.tcp_survived, figures.summary()
+    assert addresses(links(netns)["eth0"]) == [address]
+    assert f"pyptp/{address}" in node.leases()
+    assert f"gonet/{address}" not in node.leases()
+    node.call("DEL", moved, netns, cid, conf=conf).ok()
+    node.call("DEL", stays, netns2, cid2, conf=conf).ok()
+    assert set(links(netns)) == {"lo"}
+    assert node.leases() == []
+    assert node.records() == []
