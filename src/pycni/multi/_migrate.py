@@ -61,7 +61,14 @@ from ..host import (
     take_over_routes,
 )
 from ..runtime import ResultCache, RuntimeConf, discover
-from ..spec import CNIError, InvalidNetworkConfig, IPInterface, NetworkConfigList, Result
+from ..spec import (
+    CNIError,
+    InvalidNetworkConfig,
+    IPInterface,
+    KernelError,
+    NetworkConfigList,
+    Result,
+)
 from ._attach import _context, _load, _pod
 from ._config import MultusConfig
 from ._kube import ClusterSource
@@ -76,8 +83,9 @@ RUNTIME_CACHE_DIR = "/var/lib/cni"
 STAGING_PREFIX = "pycni-mig-"
 
 
-class MigrationFailed(CNIError):  # noqa: N818 - the CNIError tree's naming
-    """The switch of one pod failed; the pod was left as it was."""
+class MigrationFailed(KernelError):  # noqa: N818 - the CNIError tree's naming
+    """The switch of one pod failed; the pod was left as it was (code 100, as the node-side
+    operation failed: the spec's codes below 100 describe a plugin call's input)."""
 
 
 @dataclass
