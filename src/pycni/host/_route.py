@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: socket.py (and selectors) cost a start ~3 ms
 import errno
 import ipaddress
-import socket
 from dataclasses import dataclass
 
 from ..spec import IPAddress, IPInterface

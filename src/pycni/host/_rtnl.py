@@ -12,7 +12,7 @@ the same requests. Errors come back as OSError with the kernel's errno.
 
 from __future__ import annotations
 
-import socket
+import _socket as socket  # the C module: socket.py (and selectors) cost a start ~3 ms
 import struct
 
 from ._netlink import NLM_F_ACK, NLM_F_DUMP, NetlinkSocket, nlattr
