@@ -1,18 +1,29 @@
-"""The node agent's fast path against the Go plugins: a bridge + host-local + portmap chain.
+"""The node agent's fast path against the Go plugins, measured in the same run.
 
-Usage (as root): ``python3 bench/bench_agent.py [--rounds 20] [--pods 100] [--cycles 2000]``
-(``--cycles 10000`` for the long memory run; ``--skip-memory`` to leave it out).
+Usage (as root)::
 
-The chain (bridge with ipMasq, host-local, portmap with one TCP mapping) runs through
-pycni's runtime (:class:`pycni.runtime.CNIConfig`, the same code for every implementation)
-with three plugin directories: Go's /usr/lib/cni, pycni's shims with a ``pycni agent``
-serving them ("agent"), and the same shims without an agent ("standalone": each plugin runs
-in its shim). Each implementation gets its own host namespace, the agent runs inside it.
+    python3 bench/bench_agent.py --chain plain [--rounds 20] [--pods 100] [--cycles 2000]
+    python3 bench/bench_agent.py --chain portmap ...
 
-Printed: medians of a single ADD and DEL, the wall time of ``--pods`` pods set up (and torn
-down) at once, the agent's RSS when idle and its growth over ``--cycles`` ADD/DEL cycles.
-Targets (issue 6): agent ADD <= 1.0x Go, DEL <= 0.5x, standalone ADD <= 3x, burst <= 0.5x,
-idle RSS < 60 MB.
+``--chain plain`` is bridge + host-local with ipMasq off (what most pods use);
+``--chain portmap`` is bridge (ipMasq) + host-local + portmap with one TCP mapping.
+``--cycles 10000`` for the long memory run; ``--skip-memory``/``--skip-burst`` leave
+those out.
+
+The chain runs through pycni's runtime (:class:`pycni.runtime.CNIConfig`, the same code for
+every implementation) with three plugin directories: Go's /usr/lib/cni, pycni's shims with a
+``pycni agent`` serving them ("agent"), and the same shims without an agent ("standalone":
+each plugin runs in its shim). Each implementation gets its own host namespace, the agent
+runs inside it.
+
+Printed: for single pods, the rounds are interleaved (each round runs every implementation,
+in a rotating order) so machine noise hits all alike; the medians, the median of the
+per-round ratios to Go with their spread (25th-75th percentile), and the CPU time per call
+(the plugin processes', plus the agent's own for "agent"). Then the wall time of ``--pods``
+pods set up (and torn down) at once (``--burst-runs`` alternating runs: median ratio and
+range), and the agent's RSS when idle and its growth over ``--cycles`` ADD/DEL cycles.
+Targets (issue 12), plain: agent ADD <= 1.0x Go, DEL <= 0.8x, standalone ADD <= 3x,
+100 pods at once <= 0.8x; portmap: agent ADD <= 0.5x, DEL <= 0.3x; idle RSS < 60 MB.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -43,14 +55,16 @@ from pycni.testing import unique_name, wait_for
 IMPLS = ("go", "agent", "standalone")
 
 
-def chain(bridge: str, data_dir: str, subnet: str = "10.125.0.0/16") -> NetworkConfigList:
-    return NetworkConfigList.parse({
-        "cniVersion": "1.0.0", "name": "benchnet",
-        "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True,
-             "ipam": {"type": "host-local", "subnet": subnet, "dataDir": data_dir}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ]})
+def chain(bridge: str, data_dir: str, kind: str = "portmap",
+          subnet: str = "10.125.0.0/16") -> NetworkConfigList:
+    """``plain``: bridge + host-local, no masquerade; ``portmap``: + ipMasq and portmap."""
+    plugins: list[dict[str, Any]] = [
+        {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": kind != "plain",
+         "ipam": {"type": "host-local", "subnet": subnet, "dataDir": data_dir}}]
+    if kind != "plain":
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}})
+    return NetworkConfigList.parse({"cniVersion": "1.0.0", "name": "benchnet",
+                                    "plugins": plugins})
 
 
 def ports(i: int) -> dict[str, Any]:
@@ -89,10 +103,11 @@ def rss_mb(pid: int) -> float:
 class Bench:
     """One implementation's host namespace, runtime and plugin directory."""
 
-    def __init__(self, stack: ExitStack, impl: str, bin_dir: str, tmp: str) -> None:
+    def __init__(self, stack: ExitStack, impl: str, bin_dir: str, tmp: str,
+                 kind: str = "portmap") -> None:
         self.impl = impl
         self.host = stack.enter_context(temp_netns("h"))
-        self.net = chain(unique_name("br"), f"{tmp}/{impl}-ipam")
+        self.net = chain(unique_name("br"), f"{tmp}/{impl}-ipam", kind)
         self.cni = CNIConfig([bin_dir], f"{tmp}/{impl}-cache")
         self.agent: subprocess.Popen[bytes] | None = None
         self.idle_rss = 0.0
@@ -113,42 +128,97 @@ class Bench:
         run_in_netns(self.host, self.cni.delete_network_list, self.net, self.rt(i, netns))
         return time.perf_counter() - start
 
+    def cpu(self) -> float:
+        """Seconds of CPU so far of this process's children (plugins, shims) and the agent."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = 0.0
+        if self.agent is not None:
+            fields = Path(f"/proc/{self.agent.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return usage.ru_utime + usage.ru_stime + own
+
 
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
-def single(benches: dict[str, Bench], rounds: int) -> dict[str, dict[str, float]]:
-    """Median ADD and DEL per implementation (round 0, which creates the bridge, dropped)."""
-    out: dict[str, dict[str, float]] = {}
-    for impl, b in benches.items():
-        adds, dels = [], []
-        for i in range(rounds + 1):
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (linear interpolation)."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class Row:
+    """Per-implementation samples of one operation, and ratios to Go per round."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.cpu: dict[str, float] = {}
+        self.calls = 0
+
+    def median(self, impl: str) -> float:
+        return statistics.median(self.times[impl]) * 1000
+
+    def ratios(self, impl: str) -> list[float]:
+        return [a / g for a, g in zip(self.times[impl], self.times["go"], strict=True)]
+
+
+def single(benches: dict[str, Bench], rounds: int) -> dict[str, Row]:
+    """ADD then DEL of one pod, each round through every implementation in a rotating order
+    (round 0, which creates the bridges, is dropped)."""
+    rows = {"ADD": Row(), "DEL": Row()}
+    impls = list(benches)
+    for i in range(rounds + 1):
+        order = impls[i % len(impls):] + impls[:i % len(impls)]
+        for impl in order:
+            b = benches[impl]
             with temp_netns("c") as ns:
+                c0 = b.cpu()
                 t_add = b.add(i, ns)
+                c1 = b.cpu()
                 t_del = b.delete(i, ns)
+                c2 = b.cpu()
             if i:
-                adds.append(t_add)
-                dels.append(t_del)
-        out[impl] = {"ADD": median_ms(adds), "DEL": median_ms(dels)}
-    return out
+                for op, t, c in (("ADD", t_add, c1 - c0), ("DEL", t_del, c2 - c1)):
+                    rows[op].times.setdefault(impl, []).append(t)
+                    rows[op].cpu[impl] = rows[op].cpu.get(impl, 0.0) + c
+    for row in rows.values():
+        row.calls = rounds
+    return rows
 
 
-def burst(benches: dict[str, Bench], pods: int) -> dict[str, dict[str, float]]:
-    """Wall time of ``pods`` ADDs started at once, then of their DELs."""
-    out: dict[str, dict[str, float]] = {}
-    for impl, b in benches.items():
-        with ExitStack() as stack:
-            nss = [stack.enter_context(temp_netns("c")) for _ in range(pods)]
+def burst(benches: dict[str, Bench], pods: int, runs: int) -> dict[str, Row]:
+    """Wall time of ``pods`` ADDs started at once, then of their DELs; ``runs`` runs with the
+    implementations alternating."""
+    rows = {"ADD": Row(), "DEL": Row()}
+    impls = list(benches)
+    for run in range(runs):
+        order = impls if run % 2 == 0 else impls[::-1]
+        for impl in order:
+            b = benches[impl]
+            with ExitStack() as stack:
+                nss = [stack.enter_context(temp_netns("c")) for _ in range(pods)]
 
-            def timed(fn: Callable[[int, str], float], nss: list[str] = nss) -> float:
-                start = time.perf_counter()
-                with ThreadPoolExecutor(pods) as pool:
-                    list(pool.map(lambda i: fn(1000 + i, nss[i]), range(pods)))
-                return time.perf_counter() - start
+                def timed(fn: Callable[[int, str], float], nss: list[str] = nss) -> float:
+                    start = time.perf_counter()
+                    with ThreadPoolExecutor(pods) as pool:
+                        list(pool.map(lambda i: fn(1000 + i, nss[i]), range(pods)))
+                    return time.perf_counter() - start
 
-            out[impl] = {"ADD": timed(b.add) * 1000, "DEL": timed(b.delete) * 1000}
-    return out
+                c0 = b.cpu()
+                t_add = timed(b.add)
+                c1 = b.cpu()
+                t_del = timed(b.delete)
+                c2 = b.cpu()
+            for op, t, c in (("ADD", t_add, c1 - c0), ("DEL", t_del, c2 - c1)):
+                rows[op].times.setdefault(impl, []).append(t)
+                rows[op].cpu[impl] = rows[op].cpu.get(impl, 0.0) + c
+    for row in rows.values():
+        row.calls = runs * pods
+    return rows
 
 
 def memory(b: Bench, cycles: int, parallel: int = 8) -> tuple[float, float, float]:
@@ -172,14 +242,21 @@ def memory(b: Bench, cycles: int, parallel: int = 8) -> tuple[float, float, floa
     return idle, warm, rss_mb(pid)
 
 
-def table(title: str, rows: dict[str, dict[str, float]], targets: dict[str, str]) -> str:
-    lines = [title, f"{'operation':<12}{'go ms':>10}{'agent ms':>10}{'ratio':>8}"
-             f"{'alone ms':>10}{'ratio':>8}   target"]
-    for op in ("ADD", "DEL"):
-        go = rows["go"][op]
-        cells = "".join(f"{rows[i][op]:>10.1f}{rows[i][op] / go:>7.2f}x"
-                        for i in ("agent", "standalone") if i in rows)
-        lines.append(f"{op:<12}{go:>10.1f}{cells}   {targets.get(op, '')}")
+def table(title: str, rows: dict[str, Row], targets: dict[str, str]) -> str:
+    """Medians, the median per-round ratio to Go [25th-75th percentile], CPU ms per call."""
+    impls = [i for i in IMPLS if i in rows["ADD"].times]
+    head = f"{'':<5}{'go ms':>8}{'cpu':>6}"
+    for impl in impls[1:]:
+        head += f"{impl + ' ms':>14}{'cpu':>6}{'ratio [p25-p75]':>22}"
+    lines = [title, head + "   target"]
+    for op, row in rows.items():
+        cells = f"{op:<5}{row.median('go'):>8.1f}{row.cpu['go'] / row.calls * 1000:>6.1f}"
+        for impl in impls[1:]:
+            r = row.ratios(impl)
+            spread = f"{statistics.median(r):.2f}x [{pct(r, .25):.2f}-{pct(r, .75):.2f}]"
+            cells += (f"{row.median(impl):>14.1f}{row.cpu[impl] / row.calls * 1000:>6.1f}"
+                      f"{spread:>22}")
+        lines.append(f"{cells}   {targets.get(op, '')}")
     return "\n".join(lines)
 
 
@@ -191,6 +268,9 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=2000)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-burst", action="store_true")
+    parser.add_argument("--skip-standalone", action="store_true")
+    parser.add_argument("--burst-runs", type=int, default=3)
+    parser.add_argument("--chain", choices=("plain", "portmap"), default="plain")
     opts = parser.parse_args()
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pytbench"))
@@ -200,17 +280,22 @@ def main() -> None:
         alone = f"{tmp}/bin-alone"
         install_ours_with_socket(alone, f"{tmp}/none/agent.sock")
         dirs = {"go": GO_DIR, "agent": ours, "standalone": alone}
-        benches = {impl: Bench(stack, impl, dirs[impl], tmp) for impl in IMPLS}
-        print(f"chain: bridge (ipMasq) + host-local + portmap, cniVersion 1.0.0; "
-              f"pid {os.getpid()}", flush=True)
-        print(table(f"single pod, median of {opts.rounds}", single(benches, opts.rounds),
-                    {"ADD": "agent <= 1.0x, standalone <= 3x", "DEL": "agent <= 0.5x"}),
-              flush=True)
+        impls = [i for i in IMPLS if not (opts.skip_standalone and i == "standalone")]
+        benches = {impl: Bench(stack, impl, dirs[impl], tmp, opts.chain) for impl in impls}
+        plain = opts.chain == "plain"
+        name = "bridge + host-local" if plain else "bridge (ipMasq) + host-local + portmap"
+        print(f"chain: {name}, cniVersion 1.0.0; pid {os.getpid()}", flush=True)
+        targets = ({"ADD": "agent <= 1.0x, standalone <= 3x", "DEL": "agent <= 0.8x"} if plain
+                   else {"ADD": "agent <= 0.5x", "DEL": "agent <= 0.3x"})
+        print(table(f"single pod, {opts.rounds} interleaved rounds", single(benches, opts.rounds),
+                    targets), flush=True)
         if not opts.skip_burst:
-            rows = burst({k: v for k, v in benches.items() if k != "standalone"}, opts.pods)
-            print(table(f"{opts.pods} pods at once, wall time", rows,
-                        {"ADD": "agent <= 0.5x", "DEL": "agent <= 0.5x"}), flush=True)
-        if not opts.skip_memory:
+            rows = burst({k: v for k, v in benches.items() if k != "standalone"}, opts.pods,
+                         opts.burst_runs)
+            goal = "agent <= 0.8x" if plain else "agent <= 0.3x (iptables)"
+            print(table(f"{opts.pods} pods at once, wall time, {opts.burst_runs} runs", rows,
+                        {"ADD": goal, "DEL": goal}), flush=True)
+        if not opts.skip_memory and "agent" in benches:
             before, warm, after = memory(benches["agent"], opts.cycles)
             print(f"agent RSS: idle after start {benches['agent'].idle_rss:.1f} MB "
                   f"(target < 60), after the runs above {before:.1f} MB, after 100 more "

@@ -17,16 +17,15 @@ from pycni.host._netlink import NLA_F_NESTED, message, nlattr, nlattrs
 from pycni.host.links import _link_info
 
 
-def _decoded(index: int, flags: int, attrs: list[list[Any]]) -> Any:
-    """An RTM_NEWLINK message as the kernel would send it, decoded by pyroute2."""
+def _decoded(index: int, flags: int, attrs: list[list[Any]]) -> bytes:
+    """The body of an RTM_NEWLINK message as the kernel would send it, encoded by pyroute2
+    (an encoder independent of the reader's)."""
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
     msg = ifinfmsg()
     msg["index"], msg["flags"], msg["attrs"] = index, flags, attrs
     msg.encode()
-    out = ifinfmsg(msg.data)
-    out.decode()
-    return out
+    return bytes(msg.data[16:])  # without the nlmsghdr
 
 
 def _kind(kind: str, data: list[list[Any]]) -> list[Any]:

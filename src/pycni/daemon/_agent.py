@@ -571,7 +571,11 @@ def run_agent(config: AgentConfig, cluster: ClusterRunner | None = None, *,
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        stop.wait()
+        # Not one untimed wait: the kernel may deliver SIGTERM to any thread, and then the
+        # C handler only flags it for the main thread, which runs the Python handler when
+        # it next executes bytecode; a main thread asleep in a lock would never do so.
+        while not stop.wait(0.25):
+            pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

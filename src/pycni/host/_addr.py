@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: socket.py (and selectors) cost a start ~3 ms
 import errno
 import ipaddress
-import socket
 import time
 from dataclasses import dataclass
 
 from ..spec import IPInterface, KernelError
-from .links import _require, kernel_op, rtnl, set_mac
+from . import _rtnl as rt
+from ._rtnl import Rtnl
+from .links import _require, kernel_op, route_socket, set_mac
 
 IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
@@ -29,24 +31,34 @@ class AddrInfo:
         return bool(self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
 
 
+def _addresses(sock: Rtnl, index: int, family: int = 0) -> list[AddrInfo]:
+    af = {4: socket.AF_INET, 6: socket.AF_INET6}.get(family, 0)
+    out = []
+    for body in sock.addresses():
+        msg_family, prefixlen, msg_flags, scope, msg_index = rt.IFADDR.unpack_from(body)
+        if msg_index != index or (af and msg_family != af):
+            continue
+        attrs = rt.attrs(body, rt.IFADDR.size)
+        packed = attrs.get(rt.IFA_ADDRESS)
+        if packed is None:
+            continue
+        flags = attrs.get(rt.IFA_FLAGS)  # all 32 bits; the header has the low 8
+        out.append(AddrInfo(address=ipaddress.ip_interface((packed, prefixlen)), scope=scope,
+                            flags=rt.as_u32(flags) if flags is not None else msg_flags))
+    return out
+
+
 def list_addresses(ifname: str, family: int = 0) -> list[AddrInfo]:
     """Addresses on ``ifname``; ``family`` 4 or 6 restricts them (0: both)."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        kwargs: dict[str, int] = {"index": idx}
-        if family:
-            kwargs["family"] = socket.AF_INET if family == 4 else socket.AF_INET6
+    with route_socket() as sock:
+        idx = _require(sock, ifname)
         with kernel_op(f"failed to list addresses of {ifname!r}"):
-            msgs = ipr.get_addr(**kwargs)
-        out = []
-        for msg in msgs:
-            flags = msg.get("IFA_FLAGS")
-            out.append(AddrInfo(
-                address=ipaddress.ip_interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}"),
-                scope=int(msg["scope"]),
-                flags=int(flags if flags is not None else msg["flags"]),
-            ))
-        return out
+            return _addresses(sock, idx, family)
+    return []  # pragma: no cover - kernel_op raised
+
+
+def _af(address: IPInterface) -> int:
+    return socket.AF_INET if address.version == 4 else socket.AF_INET6
 
 
 def add_address(ifname: str, address: IPInterface, *, exist_ok: bool = False) -> None:
@@ -55,25 +67,24 @@ def add_address(ifname: str, address: IPInterface, *, exist_ok: bool = False) ->
     IPv4 addresses get the subnet's broadcast address, as ``ip addr add ... brd +`` and the
     Go netlink library give them.
     """
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        kwargs: dict[str, object] = {"index": idx, "address": str(address.ip),
-                                     "prefixlen": address.network.prefixlen}
-        if address.version == 4 and address.network.prefixlen < 31:
-            kwargs["broadcast"] = str(address.network.broadcast_address)
+    with route_socket() as sock:
+        idx = _require(sock, ifname)
+        prefixlen = address.network.prefixlen
+        broadcast = b""
+        if address.version == 4 and prefixlen < 31:
+            broadcast = address.network.broadcast_address.packed
         ok = (errno.EEXIST,) if exist_ok else ()
         with kernel_op(f"failed to add address {address} to {ifname!r}", ok=ok):
-            ipr.addr("add", **kwargs)
+            sock.add_address(idx, _af(address), address.ip.packed, prefixlen, broadcast)
 
 
 def del_address(ifname: str, address: IPInterface, *, missing_ok: bool = False) -> None:
     """Remove ``address`` from ``ifname``."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
+    with route_socket() as sock:
+        idx = _require(sock, ifname)
         ok = (errno.EADDRNOTAVAIL, errno.ENODEV) if missing_ok else ()
         with kernel_op(f"failed to remove address {address} from {ifname!r}", ok=ok):
-            ipr.addr("del", index=idx, address=str(address.ip),
-                     prefixlen=address.network.prefixlen)
+            sock.del_address(idx, _af(address), address.ip.packed, address.network.prefixlen)
 
 
 def ensure_gateway_address(ifname: str, gateway: IPInterface, *, force: bool,

@@ -5,20 +5,27 @@ from __future__ import annotations
 import errno
 
 from ..spec import KernelError
+from . import _rtnl as rt
+from ._netlink import nlattr
 from ._sysctl import sysctl_try_set
 from .links import (
+    IFF_UP,
     LinkInfo,
+    _link_info,
     _require,
     index_of,
     kernel_op,
     link_info,
     list_links,
+    route_socket,
     rtnl,
     set_promisc,
 )
 
 BRIDGE_VLAN_INFO_PVID = 0x2
 BRIDGE_VLAN_INFO_UNTAGGED = 0x4
+_BRPORT_MODE = 4
+_BRPORT_ISOLATED = 33
 
 
 def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
@@ -32,14 +39,15 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
     if existing is not None and existing.kind != "bridge":
         raise KernelError(f"{name!r} already exists but is a {existing.kind or 'non-bridge'} "
                           "link, expected a bridge")
-    with rtnl() as ipr:
-        if existing is None:
-            kwargs: dict[str, object] = {"ifname": name, "kind": "bridge"}
-            if mtu:
-                kwargs["mtu"] = mtu
-            with kernel_op(f"could not add bridge {name!r}", ok=(errno.EEXIST,)):
-                ipr.link("add", **kwargs)
-        if vlan_filtering:
+    if existing is None:
+        create = rt.ifinfo() + rt.string(rt.IFLA_IFNAME, name)
+        if mtu:
+            create += rt.u32(rt.IFLA_MTU, mtu)
+        with route_socket() as sock, \
+                kernel_op(f"could not add bridge {name!r}", ok=(errno.EEXIST,)):
+            sock.new_link(create + rt.linkinfo("bridge"))
+    if vlan_filtering:
+        with rtnl() as ipr:
             try:
                 _set_vlan_filtering(ipr, name)
             except KernelError:
@@ -52,11 +60,12 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
     if promisc:
         set_promisc(name, True)
     sysctl_try_set(f"net/ipv6/conf/{name}/accept_ra", "0")
-    with rtnl() as ipr:
-        idx = _require(ipr, name)
+    with route_socket() as sock:
+        idx = _require(sock, name)
         with kernel_op(f"failed to set bridge {name!r} up"):
-            ipr.link("set", index=idx, state="up")
-    info = link_info(name)
+            sock.set_link(idx, flags=IFF_UP, change=IFF_UP)
+        body = sock.get_link(index=idx)
+    info = None if body is None else _link_info(body)
     if info is None or info.kind != "bridge":
         raise KernelError(f"bridge {name!r} vanished while it was being set up")
     return info
@@ -81,14 +90,17 @@ def _set_vlan_filtering(ipr: object, name: str) -> None:
 def attach_port(port: str, bridge: str, *, hairpin: bool = False,
                 isolated: bool = False) -> None:
     """Enslave ``port`` to ``bridge`` and set its hairpin and isolation flags."""
-    with rtnl() as ipr:
-        pidx = _require(ipr, port)
-        bidx = _require(ipr, bridge)
+    with route_socket() as sock:
+        pidx = _require(sock, port)
+        bidx = _require(sock, bridge)
         with kernel_op(f"failed to connect {port!r} to bridge {bridge!r}"):
-            ipr.link("set", index=pidx, master=bidx)
+            sock.set_link(pidx, attributes=rt.u32(rt.IFLA_MASTER, bidx))
+        # The port's flags go to its master's driver as IFLA_INFO_SLAVE_DATA.
+        flags = nlattr(_BRPORT_MODE, bytes([int(hairpin)])) + \
+            nlattr(_BRPORT_ISOLATED, bytes([int(isolated)]))
         with kernel_op(f"failed to set hairpin={int(hairpin)} isolated={int(isolated)} "
                        f"on bridge port {port!r}"):
-            ipr.brport("set", index=pidx, mode=int(hairpin), isolated=int(isolated))
+            sock.set_link(pidx, attributes=rt.linkinfo("bridge_slave", slave_data=flags))
 
 
 def set_port_vlans(port: str, *, pvid: int = 0, trunk: tuple[int, ...] = (),
@@ -145,10 +157,9 @@ def vlan_users(bridge: str, vlan: int, *, exclude: frozenset[str] = frozenset())
 
 def bridge_problem(name: str) -> str | None:
     """Why ``name`` cannot serve as a bridge right now (None: it is one, or can be made)."""
-    with rtnl() as ipr:
-        if index_of(ipr, name) is None:
-            return None
     info = link_info(name)
+    if info is None:
+        return None
     if info is not None and info.kind != "bridge":
         return f"{name!r} exists but is a {info.kind or 'non-bridge'} link, not a bridge"
     return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 from ..spec import IPAddress, KernelError, Result
 from ._addr import add_address, list_addresses, settle_addresses
 from ._route import RT_TABLE_MAIN, RouteInfo, add_route, list_routes
-from ._rules import list_rules
 from ._sysctl import sysctl_get, sysctl_set
 from .links import set_link_up
 
@@ -66,6 +65,8 @@ def _routes_for(family: int, result: Result) -> list[RouteInfo]:
     """The routes of ``family`` that traffic of ``result``'s addresses can use: the main
     table's, and those of tables that a rule for one of the addresses selects (a chained
     sbr moves the interface's routes there)."""
+    from ._rules import list_rules  # CHECK only: ADD need not load the rule reader
+
     sources = {str(ipc.address.ip) for ipc in result.ips}
     tables = {RT_TABLE_MAIN} | {rule.table for rule in list_rules()
                                 if rule.src in sources and rule.src_len in (32, 128)}

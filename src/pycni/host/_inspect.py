@@ -3,23 +3,27 @@ routes, rules, qdiscs and vxlan FDB entries in one pass (``pycni inspect`` and `
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field, replace
 
+from . import _rtnl as rt
 from ._netns import run_in_netns
 from ._overlay import FdbEntry, list_fdb
-from .links import LinkInfo, _link_info, reuse_sockets, rtnl
+from .links import LinkInfo, _link_info, kernel_op, reuse_sockets, route_socket, rtnl
 
 
 def _links_here() -> list[LinkInfo]:
     # Two dumps (links, then every address) instead of one address request per link.
-    with rtnl() as ipr:
-        links = {int(msg["index"]): _link_info(msg) for msg in ipr.get_links()}
+    with route_socket() as sock, kernel_op("failed to list links and addresses"):
+        links = {info.index: info for info in map(_link_info, sock.links())}
         addresses: dict[int, list[str]] = {idx: [] for idx in links}
-        for msg in ipr.get_addr():
-            found = addresses.get(int(msg["index"]))
-            if found is not None:
-                found.append(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+        for body in sock.addresses():
+            _, prefixlen, _, _, index = rt.IFADDR.unpack_from(body)
+            found = addresses.get(index)
+            packed = rt.attrs(body, rt.IFADDR.size).get(rt.IFA_ADDRESS)
+            if found is not None and packed is not None:
+                found.append(f"{ipaddress.ip_address(packed)}/{prefixlen}")
     return [replace(links[idx], addresses=tuple(sorted(addresses[idx], key=lambda a: ":" in a)))
             for idx in sorted(links)]
 

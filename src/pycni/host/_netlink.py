@@ -9,8 +9,8 @@ thread's namespace.
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: socket.py (and selectors) cost a start ~3 ms
 import os
-import socket
 import struct
 from collections.abc import Iterator
 

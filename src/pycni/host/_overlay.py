@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..spec import IPAddress, IPInterface, KernelError
-from .links import LinkInfo, _link_info, _require, index_of, kernel_op, link_msg, rtnl
+from .links import LinkInfo, _require, index_of, kernel_op, link_by_index, link_info, rtnl
 
 #: Bytes VXLAN adds to each packet: outer IPv4 (20) or IPv6 (40) header, UDP (8), VXLAN (8)
 #: and the inner Ethernet header (14).
@@ -86,22 +86,21 @@ def ensure_vxlan(name: str, *, vni: int, port: int, local: IPAddress, underlay_d
     cannot be changed in place); a wrong MTU or MAC is set in place.
     """
     with rtnl() as ipr:
-        under = link_msg(ipr, underlay_device)
-        if under is None:
+        under_info = link_info(underlay_device)
+        if under_info is None:
             raise KernelError(f"underlay device {underlay_device!r} not found")
-        under_info = _link_info(under)
         if not mtu:
             mtu = under_info.mtu - VXLAN_OVERHEAD[local.version]
-        msg = link_msg(ipr, name)
-        if msg is not None:
-            problems = vxlan_differences(_link_info(msg), vni=vni, port=port, local=local,
+        found = link_info(name)
+        if found is not None:
+            problems = vxlan_differences(found, vni=vni, port=port, local=local,
                                          underlay_index=under_info.index)
             if problems:
                 with kernel_op(f"failed to delete link {name!r} ({'; '.join(problems)})",
                                ok=(errno.ENODEV,)):
-                    ipr.link("del", index=int(msg["index"]))
-                msg = None
-        if msg is None:
+                    ipr.link("del", index=found.index)
+                found = None
+        if found is None:
             req: dict[str, Any] = {
                 "ifname": name, "kind": "vxlan", "vxlan_id": vni, "vxlan_port": port,
                 "vxlan_link": under_info.index, "vxlan_learning": 0, "mtu": mtu,
@@ -111,10 +110,10 @@ def ensure_vxlan(name: str, *, vni: int, port: int, local: IPAddress, underlay_d
             with kernel_op(f"failed to create vxlan link {name!r} (VNI {vni}, port {port}, "
                            f"local {local} dev {underlay_device})"):
                 ipr.link("add", **req)
-            msg = link_msg(ipr, name)
-            if msg is None:
+            found = link_info(name)
+            if found is None:
                 raise KernelError(f"vxlan link {name!r} vanished after it was created")
-        info = _link_info(msg)
+        info = found
         changes: dict[str, Any] = {}
         if info.mtu != mtu:
             changes["mtu"] = mtu
@@ -125,7 +124,10 @@ def ensure_vxlan(name: str, *, vni: int, port: int, local: IPAddress, underlay_d
         if changes:
             with kernel_op(f"failed to set {', '.join(sorted(changes))} of {name!r}"):
                 ipr.link("set", index=info.index, **changes)
-            info = _link_info(ipr.link("get", index=info.index)[0])
+            refreshed = link_by_index(info.index)
+            if refreshed is None:
+                raise KernelError(f"vxlan link {name!r} vanished while it was set up")
+            info = refreshed
         return info
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: socket.py (and selectors) cost a start ~3 ms
 import errno
 import ipaddress
-import socket
 from dataclasses import dataclass
 
 from ..spec import IPAddress, IPInterface
-from .links import _require, kernel_op, name_of, rtnl
+from ._rtnl import route_metrics
+from .links import _require, kernel_op, name_of, route_socket, rtnl
 
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
@@ -55,16 +56,6 @@ def _describe(dst: Network, gateway: IPAddress | None, ifname: str) -> str:
     return f"{dst}{via} dev {ifname}"
 
 
-def _match(dst: Network, oif: int, gateway: IPAddress | None, **extra: int
-           ) -> dict[str, object]:
-    """The pyroute2 fields that name a route: destination, device, gateway."""
-    out: dict[str, object] = {"family": _family(dst), "dst": str(dst.network_address),
-                              "dst_len": dst.prefixlen, "oif": oif, **extra}
-    if gateway is not None:
-        out["gateway"] = str(gateway)
-    return out
-
-
 def add_route(
     dst: Network,
     *,
@@ -79,36 +70,29 @@ def add_route(
     exist_ok: bool = False,
 ) -> None:
     """Add a route through ``ifname``."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        # proto boot, as ``ip route add`` and the Go netlink library write (pyroute2 would
-        # say "static"): the routes look the same whichever implementation made them.
-        kwargs = _match(dst, idx, gateway, proto=RTPROT_BOOT)
-        if src is not None:
-            kwargs["prefsrc"] = str(src)
-        if scope is not None:
-            kwargs["scope"] = scope
-        if table is not None:
-            kwargs["table"] = table
-        if priority:
-            kwargs["priority"] = priority
-        metrics = {k: v for k, v in (("mtu", mtu), ("advmss", advmss)) if v}
-        if metrics:
-            kwargs["metrics"] = metrics
+    with route_socket() as sock:
+        idx = _require(sock, ifname)
         ok = (errno.EEXIST,) if exist_ok else ()
         with kernel_op(f"failed to add route {_describe(dst, gateway, ifname)}", ok=ok):
-            ipr.route("add", **kwargs)
+            # proto boot, as ``ip route add`` and the Go netlink library write: the routes
+            # look the same whichever implementation made them.
+            sock.route(True, _family(dst), dst.network_address.packed, dst.prefixlen, oif=idx,
+                       gateway=gateway.packed if gateway is not None else b"",
+                       prefsrc=src.packed if src is not None else b"",
+                       scope=scope or RT_SCOPE_UNIVERSE, table=table or 0, priority=priority,
+                       proto=RTPROT_BOOT, metrics=route_metrics(mtu, advmss))
 
 
 def del_route(dst: Network, *, ifname: str, gateway: IPAddress | None = None,
               missing_ok: bool = False) -> None:
     """Delete the route to ``dst`` through ``ifname`` (any scope)."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        kwargs = _match(dst, idx, gateway, scope=RT_SCOPE_NOWHERE)
+    with route_socket() as sock:
+        idx = _require(sock, ifname)
         ok = (errno.ESRCH,) if missing_ok else ()
         with kernel_op(f"failed to delete route {_describe(dst, gateway, ifname)}", ok=ok):
-            ipr.route("del", **kwargs)
+            sock.route(False, _family(dst), dst.network_address.packed, dst.prefixlen, oif=idx,
+                       gateway=gateway.packed if gateway is not None else b"",
+                       scope=RT_SCOPE_NOWHERE)
 
 
 def list_routes(family: int, *, table: int = RT_TABLE_MAIN) -> list[RouteInfo]:
@@ -135,6 +119,16 @@ def list_routes(family: int, *, table: int = RT_TABLE_MAIN) -> list[RouteInfo]:
             protocol=int(msg["proto"]),
             onlink=bool(int(msg["flags"]) & RTNH_F_ONLINK),
         ))
+    return out
+
+
+def _match(dst: Network, oif: int, gateway: IPAddress | None, **extra: int
+           ) -> dict[str, object]:
+    """The pyroute2 fields that name a route: destination, device, gateway."""
+    out: dict[str, object] = {"family": _family(dst), "dst": str(dst.network_address),
+                              "dst_len": dst.prefixlen, "oif": oif, **extra}
+    if gateway is not None:
+        out["gateway"] = str(gateway)
     return out
 
 

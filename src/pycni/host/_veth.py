@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..spec import KernelError
-from .links import index_of, kernel_op, rtnl
+from . import _rtnl as rt
+from ._netlink import nlattr
+from .links import _link_info, kernel_op, route_socket
 
 #: How often a random host-side name may collide before we give up (as the Go plugins do).
 NAME_ATTEMPTS = 10
@@ -24,7 +25,8 @@ NAME_ATTEMPTS = 10
 
 def random_veth_name() -> str:
     """``veth`` plus 8 hex digits, like the reference plugins (NetworkManager ignores these)."""
-    return f"veth{secrets.token_hex(4)}"
+    # secrets.token_hex is os.urandom too, but importing secrets costs a plugin start ~4 ms.
+    return f"veth{os.urandom(4).hex()}"
 
 
 @contextmanager
@@ -62,38 +64,39 @@ def create_veth(
     :func:`random_veth_name`, retried on a clash in the peer namespace. If ``ifname``
     already exists here the error says so.
     """
-    with rtnl() as ipr:
-        if index_of(ipr, ifname) is not None:
+    with route_socket() as sock:
+        if sock.index_of(ifname) is not None:
             raise KernelError(f"interface {ifname!r} already exists in the container namespace")
-        from pyroute2.netlink.exceptions import NetlinkError
-
         for _ in range(NAME_ATTEMPTS):
             peer = peer_name or random_veth_name()
-            peer_spec: dict[str, object] = {"ifname": peer, "net_ns_fd": peer_netns_fd,
-                                            "txqlen": 0}
-            kwargs: dict[str, object] = {"ifname": ifname, "kind": "veth", "txqlen": 0,
-                                         "peer": peer_spec}
+            # The peer's ifinfomsg and attributes, created straight in the peer namespace.
+            peer_attrs = (rt.ifinfo() + rt.string(rt.IFLA_IFNAME, peer)
+                          + rt.u32(rt.IFLA_NET_NS_FD, peer_netns_fd) + rt.u32(rt.IFLA_TXQLEN, 0))
+            own = rt.ifinfo() + rt.string(rt.IFLA_IFNAME, ifname) + rt.u32(rt.IFLA_TXQLEN, 0)
             if mtu:
-                kwargs["mtu"] = mtu
-                peer_spec["mtu"] = mtu
+                own += rt.u32(rt.IFLA_MTU, mtu)
+                peer_attrs += rt.u32(rt.IFLA_MTU, mtu)
             if mac:
-                kwargs["address"] = mac
+                own += nlattr(rt.IFLA_ADDRESS, rt.mac_bytes(mac))
+            own += rt.linkinfo("veth", nlattr(rt.VETH_INFO_PEER, peer_attrs))
             try:
-                ipr.link("add", **kwargs)
-            except NetlinkError as exc:
-                if exc.code == errno.EEXIST and index_of(ipr, ifname) is None:
+                sock.new_link(own)
+            except OSError as exc:
+                if exc.errno == errno.EEXIST and sock.index_of(ifname) is None:
                     if peer_name:
                         raise KernelError(
                             f"cannot create veth {ifname!r}: peer name {peer!r} already exists"
                         ) from exc
                     continue  # the random host-side name is taken: draw another
                 raise KernelError(
-                    f"failed to create veth pair {ifname!r}/{peer!r}: {os.strerror(exc.code)}"
+                    f"failed to create veth pair {ifname!r}/{peer!r}: {exc.strerror}"
                 ) from exc
             with kernel_op(f"failed to read new veth {ifname!r}"):
-                msg = ipr.link("get", ifname=ifname)[0]
-                return Veth(name=ifname, index=int(msg["index"]),
-                            mac=str(msg.get("IFLA_ADDRESS")), peer_name=peer)
+                body = sock.get_link(name=ifname)
+                if body is None:
+                    raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+                info = _link_info(body)
+                return Veth(name=ifname, index=info.index, mac=info.mac, peer_name=peer)
         raise KernelError(f"failed to find a free host-side veth name for {ifname!r} "
                           f"after {NAME_ATTEMPTS} attempts")
 
@@ -106,20 +109,24 @@ def delete_link_with_addresses(ifname: str) -> list[str] | None:
     """
     import ipaddress
 
-    with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
+    with route_socket() as sock:
+        idx = sock.index_of(ifname)
         if idx is None:
             return None
         with kernel_op(f"failed to list addresses of {ifname!r}"):
-            msgs = ipr.get_addr(index=idx)
+            msgs = sock.addresses()
         out = []
-        for msg in msgs:
-            addr = ipaddress.ip_interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+        for body in msgs:
+            _, prefixlen, _, _, index = rt.IFADDR.unpack_from(body)
+            packed = rt.attrs(body, rt.IFADDR.size).get(rt.IFA_ADDRESS)
+            if index != idx or packed is None:
+                continue
+            addr = ipaddress.ip_interface((packed, prefixlen))
             ip = addr.ip
             # Go's IP.IsGlobalUnicast: what a masquerade rule could have been made for.
             if not (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local
                     or str(ip) == "255.255.255.255"):
                 out.append(str(addr))
         with kernel_op(f"failed to delete link {ifname!r}", ok=(errno.ENODEV,)):
-            ipr.link("del", index=idx)
+            sock.del_link(idx)
         return out

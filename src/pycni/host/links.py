@@ -10,21 +10,28 @@ own. Errors come back as KernelError naming the object and the operation.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..spec import KernelError
+from . import _rtnl as rt
+from ._netlink import nlattr
+from ._rtnl import Rtnl
+
+T = TypeVar("T")
 
 
 class _Sockets(threading.local):
-    """Per thread: the reused IPRoute sockets by namespace, or None outside reuse_sockets."""
+    """Per thread: the reused sockets by (kind, namespace), or None outside reuse_sockets."""
 
-    by_netns: dict[tuple[int, int], Any] | None = None
+    by_netns: dict[tuple[str, int, int], Any] | None = None
 
 
 _sockets = _Sockets()
@@ -36,15 +43,16 @@ def _netns_key() -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _close_quietly(ipr: Any) -> None:
+def _close_quietly(sock: Any) -> None:
     # A socket that fails to close has nothing left to free.
     with suppress(Exception):
-        ipr.close()
+        sock.close()
 
 
 @contextmanager
 def reuse_sockets() -> Iterator[None]:
-    """Let :func:`rtnl` reuse one socket per namespace in this thread until the block ends.
+    """Let :func:`rtnl` and :func:`route_socket` reuse one socket per namespace in this
+    thread until the block ends.
 
     Nested blocks share the outermost one's sockets; they are closed when it ends, in this
     thread (pyroute2 cannot close a socket from another one). Keying by the namespace's
@@ -59,88 +67,100 @@ def reuse_sockets() -> Iterator[None]:
         yield
     finally:
         opened, _sockets.by_netns = _sockets.by_netns, None
-        for ipr in opened.values():
-            _close_quietly(ipr)
+        for sock in opened.values():
+            _close_quietly(sock)
 
 
 @contextmanager
-def rtnl() -> Iterator[Any]:
-    """A pyroute2 IPRoute socket in this thread's namespace (reused in reuse_sockets)."""
-    from pyroute2.iproute import IPRoute
-
+def _cached(kind: str, make: Callable[[], T]) -> Iterator[T]:
     cache = _sockets.by_netns
     if cache is None:
-        ipr = IPRoute()
+        own = make()
         try:
-            yield ipr
+            yield own
         finally:
-            ipr.close()
+            _close_quietly(own)
         return
-    key = _netns_key()
-    ipr = cache.get(key)
-    if ipr is None:
-        ipr = cache[key] = IPRoute()
+    key = (kind, *_netns_key())
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = make()
+    sock: T = found
     try:
-        yield ipr
+        yield sock
     except Exception:
         raise  # netlink errors leave the socket usable; replies are matched by sequence
     except BaseException:
         # Interrupted mid-request: a late reply could still be queued, so start afresh.
-        if cache.get(key) is ipr:
+        if cache.get(key) is sock:
             del cache[key]
-        _close_quietly(ipr)
+        _close_quietly(sock)
         raise
 
 
-def index_of(ipr: Any, ifname: str) -> int | None:
-    """The ifindex of ``ifname``, or None."""
-    found = ipr.link_lookup(ifname=ifname)
+def _iproute() -> Any:
+    from pyroute2.iproute import IPRoute
+
+    return IPRoute()
+
+
+@contextmanager
+def rtnl() -> Iterator[Any]:
+    """A pyroute2 IPRoute socket in this thread's namespace (reused in reuse_sockets).
+
+    For what :func:`route_socket` does not encode (tc, rules, VLAN filters, route dumps).
+    """
+    with _cached("pyroute2", _iproute) as ipr:
+        yield ipr
+
+
+@contextmanager
+def route_socket() -> Iterator[Rtnl]:
+    """A raw rtnetlink socket (:class:`~._rtnl.Rtnl`) in this thread's namespace (reused in
+    reuse_sockets): the common path's links, addresses and routes."""
+    with _cached("raw", Rtnl) as sock:
+        yield sock
+
+
+def index_of(sock: Any, ifname: str) -> int | None:
+    """The ifindex of ``ifname`` (through either kind of socket), or None."""
+    if isinstance(sock, Rtnl):
+        return sock.index_of(ifname)
+    found = sock.link_lookup(ifname=ifname)
     return int(found[0]) if found else None
 
 
-def link_msg(ipr: Any, ifname: str) -> Any | None:
-    """The kernel's RTM_NEWLINK message for ``ifname``, or None if there is no such link.
-
-    One request by name: looking the index up first and then reading the link by index
-    costs a second netlink round trip for the same answer.
-    """
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    try:
-        return ipr.link("get", ifname=ifname)[0]
-    except (NetlinkError, IndexError):
-        return None  # what link_lookup reports as "no such link", too
-
-
-def _require(ipr: Any, ifname: str) -> int:
-    idx = index_of(ipr, ifname)
+def _require(sock: Any, ifname: str) -> int:
+    idx = index_of(sock, ifname)
     if idx is None:
         raise KernelError(f"link {ifname!r} not found")
     return idx
 
 
+def _set(ifname: str, what: str, *, flags: int = 0, change: int = 0,
+         attributes: bytes = b"") -> None:
+    """One RTM_NEWLINK change of ``ifname``; ``what`` names it, ``{}`` standing for the link."""
+    with route_socket() as sock:
+        idx = _require(sock, ifname)
+        with kernel_op(what.format(repr(ifname))):
+            sock.set_link(idx, flags=flags, change=change, attributes=attributes)
+
+
 def set_link_up(ifname: str) -> None:
     """Set ``ifname`` administratively up."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        try:
-            ipr.link("set", index=idx, state="up")
-        except Exception as exc:
-            raise KernelError(f"failed to set link {ifname!r} up: {exc}") from exc
+    _set(ifname, "failed to set link {} up", flags=IFF_UP, change=IFF_UP)
 
 
 def set_link_down(ifname: str, *, missing_ok: bool = False) -> None:
     """Set ``ifname`` down; with ``missing_ok`` a missing link is not an error."""
-    with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
+    with route_socket() as sock:
+        idx = index_of(sock, ifname)
         if idx is None:
             if missing_ok:
                 return
             raise KernelError(f"link {ifname!r} not found")
-        try:
-            ipr.link("set", index=idx, state="down")
-        except Exception as exc:
-            raise KernelError(f"failed to set link {ifname!r} down: {exc}") from exc
+        with kernel_op(f"failed to set link {ifname!r} down"):
+            sock.set_link(idx, flags=0, change=IFF_UP)
 
 
 # --- richer link operations (bridge, ptp and friends) -------------------------------------
@@ -150,24 +170,33 @@ IFF_PROMISC = 0x100
 IFF_ALLMULTI = 0x200
 
 
+def _errno_of(exc: Exception) -> int | None:
+    """The errno an OSError or a pyroute2 NetlinkError carries; None for anything else."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    # pyroute2's error type, if pyroute2 was loaded at all (only then can it be raised).
+    exceptions = sys.modules.get("pyroute2.netlink.exceptions")
+    if exceptions is not None and isinstance(exc, exceptions.NetlinkError):
+        return int(exc.code)
+    return None
+
+
 @contextmanager
 def kernel_op(what: str, *, ok: tuple[int, ...] = ()) -> Iterator[None]:
     """Translate netlink/OS errors raised in the block into KernelError naming ``what``.
 
     Errors whose errno is in ``ok`` are swallowed (e.g. ``EEXIST`` for an idempotent add).
     """
-    from pyroute2.netlink.exceptions import NetlinkError
-
     try:
         yield
-    except NetlinkError as exc:
-        if exc.code in ok:
+    except Exception as exc:
+        code = _errno_of(exc)
+        if code is None:
+            raise
+        if code in ok:
             return
-        raise KernelError(f"{what}: {os.strerror(exc.code)}") from exc
-    except OSError as exc:
-        if exc.errno in ok:
-            return
-        raise KernelError(f"{what}: {exc.strerror or exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
+        raise KernelError(f"{what}: {reason or os.strerror(code)}") from exc
 
 
 @dataclass(frozen=True)
@@ -213,91 +242,130 @@ IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
 _IPVLAN_MODE_NAMES = {v: k for k, v in IPVLAN_MODES.items()}
 
 
-def _slots(msg: Any) -> dict[str, Any]:
-    """A message's attributes by name, still encoded.
+_OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+#: IFLA_MACVLAN_MODE values by the names configs use.
+_MACVLAN_MODE_NAMES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
+#: IFLA_BRPORT_* numbers of the bridge-port flags and numbers LinkInfo.port reports.
+_BRPORT_NAMES = {1: "state", 2: "priority", 3: "cost", 4: "mode", 5: "guard", 6: "protect",
+                 7: "fast_leave", 8: "learning", 9: "unicast_flood", 10: "proxyarp",
+                 11: "learning_sync", 12: "proxyarp_wifi", 15: "designated_port",
+                 16: "designated_cost", 17: "id", 18: "no", 19: "topology_change_ack",
+                 20: "config_pending", 25: "multicast_router", 27: "mcast_flood",
+                 28: "mcast_to_ucast", 29: "vlan_tunnel", 30: "bcast_flood",
+                 31: "group_fwd_mask", 32: "neigh_suppress", 33: "isolated",
+                 35: "mrp_ring_open", 36: "mrp_in_open", 39: "locked", 40: "mab"}
+#: The kind-specific IFLA_INFO_DATA attribute (type 1 in each) LinkInfo decodes.
+_INFO_DATA_FIELD = {"macvlan": "IFLA_MACVLAN_MODE", "macvtap": "IFLA_MACVLAN_MODE",
+                    "ipvlan": "IFLA_IPVLAN_MODE", "vlan": "IFLA_VLAN_ID",
+                    "vrf": "IFLA_VRF_TABLE"}
 
-    pyroute2's ``msg.get(name)`` walks the attribute list for every name; one pass here
-    and decoding only the attributes read makes reading a link about twice as fast.
-    """
-    return {slot.cell[0]: slot for slot in msg["attrs"]}
+
+#: IFLA_VXLAN_* attributes the overlay compares (what cannot change in place).
+_VXLAN_ID, _VXLAN_LINK, _VXLAN_LOCAL, _VXLAN_LEARNING, _VXLAN_PORT, _VXLAN_LOCAL6 = (
+    1, 3, 4, 7, 15, 17)
 
 
-def _value(slots: dict[str, Any], name: str) -> Any:
-    slot = slots.get(name)
-    return None if slot is None else slot.get_value()
+def _vxlan_data(found: dict[int, bytes]) -> dict[str, Any]:
+    """A vxlan link's identity, under the kernel's attribute names."""
+    out: dict[str, Any] = {}
+    if _VXLAN_ID in found:
+        out["IFLA_VXLAN_ID"] = rt.as_u32(found[_VXLAN_ID])
+    if _VXLAN_LINK in found:
+        out["IFLA_VXLAN_LINK"] = rt.as_u32(found[_VXLAN_LINK])
+    if _VXLAN_LEARNING in found:
+        out["IFLA_VXLAN_LEARNING"] = rt.as_u32(found[_VXLAN_LEARNING])
+    if _VXLAN_PORT in found:  # network byte order, unlike the others
+        out["IFLA_VXLAN_PORT"] = int.from_bytes(found[_VXLAN_PORT], "big")
+    for number, key in ((_VXLAN_LOCAL, "IFLA_VXLAN_LOCAL"), (_VXLAN_LOCAL6, "IFLA_VXLAN_LOCAL6")):
+        if number in found:
+            out[key] = str(ipaddress.ip_address(found[number]))
+    return out
 
 
-def _link_info(msg: Any) -> LinkInfo:
-    attrs = _slots(msg)
-    linkinfo = _value(attrs, "IFLA_LINKINFO")
+def _link_info(body: bytes) -> LinkInfo:
+    """A LinkInfo from an RTM_NEWLINK message body (ifinfomsg and its attributes)."""
+    _, _, index, flags, _ = rt.IFINFO.unpack_from(body)
+    attrs = rt.attrs(body, rt.IFINFO.size)
     kind = ""
     port: dict[str, int] = {}
     data: dict[str, Any] = {}
-    if linkinfo is not None:
-        kind = linkinfo.get("IFLA_INFO_KIND") or ""
-        info_data = linkinfo.get("IFLA_INFO_DATA")
-        if info_data is not None and not isinstance(info_data, (str, bytes)):
-            data = {k: v for k, v in info_data["attrs"] if k != "UNKNOWN"}
-        slave = linkinfo.get("IFLA_INFO_SLAVE_DATA")
-        if linkinfo.get("IFLA_INFO_SLAVE_KIND") == "bridge" and slave is not None:
-            for key, value in slave["attrs"]:
-                if isinstance(value, int):
-                    port[key.removeprefix("IFLA_BRPORT_").lower()] = value
-            port["hairpin"] = port.get("mode", 0)
     mode = ""
-    if kind == "macvlan":
-        mode = str(data.get("IFLA_MACVLAN_MODE", ""))
-    elif kind == "ipvlan":
-        mode = _IPVLAN_MODE_NAMES.get(int(data.get("IFLA_IPVLAN_MODE", -1)), "")
-    vlan_id = data.get("IFLA_VLAN_ID")
-    table = data.get("IFLA_VRF_TABLE")
-    flags = int(msg["flags"])
+    vlan_id = table = None
+    info = attrs.get(rt.IFLA_LINKINFO)
+    if info is not None:
+        nested = rt.attrs(info)
+        kind = rt.as_str(nested.get(rt.IFLA_INFO_KIND, b""))
+        field_name = _INFO_DATA_FIELD.get(kind)
+        info_data = nested.get(rt.IFLA_INFO_DATA)
+        if kind == "vxlan" and info_data is not None:
+            data = _vxlan_data(rt.attrs(info_data))
+        elif field_name is not None and info_data is not None:
+            raw = rt.attrs(info_data).get(1)
+            if raw is not None:
+                value = rt.as_u32(raw)
+                data[field_name] = value
+                if kind in ("macvlan", "macvtap"):
+                    mode = _MACVLAN_MODE_NAMES.get(value, str(value))
+                    data[field_name] = mode
+                elif kind == "ipvlan":
+                    mode = _IPVLAN_MODE_NAMES.get(value, "")
+                elif kind == "vlan":
+                    vlan_id = value
+                else:
+                    table = value
+        slave = nested.get(rt.IFLA_INFO_SLAVE_DATA)
+        if rt.as_str(nested.get(rt.IFLA_INFO_SLAVE_KIND, b"")) == "bridge" and slave:
+            for number, raw in rt.attrs(slave).items():
+                name = _BRPORT_NAMES.get(number)
+                if name is not None and len(raw) in (1, 2, 4, 8):
+                    port[name] = rt.as_u32(raw)
+            port["hairpin"] = port.get("mode", 0)
+    operstate = attrs.get(rt.IFLA_OPERSTATE)
+    master = attrs.get(rt.IFLA_MASTER)
+    link = attrs.get(rt.IFLA_LINK)
     return LinkInfo(
-        name=str(_value(attrs, "IFLA_IFNAME")),
-        index=int(msg["index"]),
+        name=rt.as_str(attrs.get(rt.IFLA_IFNAME, b"")),
+        index=index,
         kind=kind,
-        mac=str(_value(attrs, "IFLA_ADDRESS") or "").lower(),
-        mtu=int(_value(attrs, "IFLA_MTU") or 0),
-        txqlen=int(_value(attrs, "IFLA_TXQLEN") or 0),
+        mac=rt.as_mac(attrs.get(rt.IFLA_ADDRESS, b"")),
+        mtu=rt.as_u32(attrs.get(rt.IFLA_MTU, b"")),
+        txqlen=rt.as_u32(attrs.get(rt.IFLA_TXQLEN, b"")),
         up=bool(flags & IFF_UP),
         promisc=bool(flags & IFF_PROMISC),
         allmulti=bool(flags & IFF_ALLMULTI),
-        operstate=str(_value(attrs, "IFLA_OPERSTATE") or "UNKNOWN"),
-        master=_value(attrs, "IFLA_MASTER"),
-        link_index=_value(attrs, "IFLA_LINK"),
-        alias=str(_value(attrs, "IFLA_IFALIAS") or ""),
-        parent_bus=str(_value(attrs, "IFLA_PARENT_DEV_BUS_NAME") or ""),
-        parent_dev=str(_value(attrs, "IFLA_PARENT_DEV_NAME") or ""),
+        operstate=(_OPERSTATES[operstate[0]] if operstate and operstate[0] < len(_OPERSTATES)
+                   else "UNKNOWN"),
+        master=rt.as_u32(master) if master else None,
+        link_index=rt.as_u32(link) if link else None,
+        alias=rt.as_str(attrs.get(rt.IFLA_IFALIAS, b"")),
+        parent_bus=rt.as_str(attrs.get(rt.IFLA_PARENT_DEV_BUS_NAME, b"")),
+        parent_dev=rt.as_str(attrs.get(rt.IFLA_PARENT_DEV_NAME, b"")),
         port=port,
         mode=mode,
-        vlan_id=int(vlan_id) if vlan_id is not None else None,
-        table=int(table) if table is not None else None,
+        vlan_id=vlan_id,
+        table=table,
         data=data,
     )
 
 
 def link_info(ifname: str) -> LinkInfo | None:
     """The link ``ifname`` in this thread's namespace, or None if there is none."""
-    with rtnl() as ipr:
-        msg = link_msg(ipr, ifname)
-    return None if msg is None else _link_info(msg)
+    with route_socket() as sock, kernel_op(f"failed to read link {ifname!r}"):
+        body = sock.get_link(name=ifname)
+        return None if body is None else _link_info(body)
+    return None  # pragma: no cover - kernel_op raised
 
 
 def link_by_index(index: int) -> LinkInfo | None:
     """The link with ifindex ``index``, or None."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with rtnl() as ipr:
-        try:
-            return _link_info(ipr.link("get", index=index)[0])
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None
-            raise KernelError(f"failed to read link #{index}: {os.strerror(exc.code)}") from exc
+    with route_socket() as sock, kernel_op(f"failed to read link #{index}"):
+        body = sock.get_link(index=index)
+        return None if body is None else _link_info(body)
+    return None  # pragma: no cover - kernel_op raised
 
 
 def name_of(ipr: Any, index: int) -> str | None:
-    """The name of ifindex ``index`` on the socket ``ipr``, or None if there is none."""
+    """The name of ifindex ``index`` on the pyroute2 socket ``ipr``, or None if there is none."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:
@@ -317,30 +385,28 @@ def require_link(ifname: str, where: str = "") -> LinkInfo:
 
 def list_links() -> list[LinkInfo]:
     """Every link in this thread's namespace, by ifindex."""
-    with rtnl() as ipr, kernel_op("failed to list links"):
-        return sorted((_link_info(m) for m in ipr.get_links()), key=lambda i: i.index)
+    with route_socket() as sock, kernel_op("failed to list links"):
+        return sorted((_link_info(m) for m in sock.links()), key=lambda i: i.index)
     return []  # pragma: no cover
 
 
 def delete_link(ifname: str, *, missing_ok: bool = True) -> bool:
     """Delete ``ifname``; returns False if it was not there (an error unless ``missing_ok``)."""
-    with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
+    with route_socket() as sock:
+        idx = index_of(sock, ifname)
         if idx is None:
             if missing_ok:
                 return False
             raise KernelError(f"link {ifname!r} not found")
         with kernel_op(f"failed to delete link {ifname!r}", ok=(errno.ENODEV,)):
-            ipr.link("del", index=idx)
+            sock.del_link(idx)
         return True
 
 
 def set_promisc(ifname: str, on: bool) -> None:
     """Set or clear IFF_PROMISC on ``ifname``."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        with kernel_op(f"failed to set promiscuous mode on {ifname!r}"):
-            ipr.link("set", index=idx, flags=IFF_PROMISC if on else 0, change=IFF_PROMISC)
+    _set(ifname, "failed to set promiscuous mode on {}", flags=IFF_PROMISC if on else 0,
+         change=IFF_PROMISC)
 
 
 def set_mac(ifname: str, mac: str) -> None:
@@ -349,18 +415,15 @@ def set_mac(ifname: str, mac: str) -> None:
     Setting a bridge's MAC (even to its current value) pins it: otherwise the kernel gives
     the bridge the lowest MAC of its ports, and it changes as containers come and go.
     """
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        with kernel_op(f"failed to set MAC {mac} on {ifname!r}"):
-            ipr.link("set", index=idx, address=mac)
+    _set(ifname, f"failed to set MAC {mac} on {{}}",
+         attributes=nlattr(rt.IFLA_ADDRESS, rt.mac_bytes(mac)))
 
 
 def set_alias(ifname: str, alias: str) -> None:
     """Set ``ifname``'s ifalias (IFLA_IFALIAS; "" clears it)."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
-        with kernel_op(f"failed to set the alias of {ifname!r}"):
-            ipr.link("set", index=idx, ifalias=alias)
+    # An empty IFLA_IFALIAS removes the alias; a NUL-terminated one would be stored as is.
+    _set(ifname, "failed to set the alias of {}",
+         attributes=nlattr(rt.IFLA_IFALIAS, alias.encode()))
 
 
 def set_link_attrs(ifname: str, *, mac: str | None = None, mtu: int | None = None,
@@ -368,24 +431,23 @@ def set_link_attrs(ifname: str, *, mac: str | None = None, mtu: int | None = Non
                    txqlen: int | None = None) -> None:
     """Change the given attributes of ``ifname``, one request each; an error names the one
     that failed (the earlier ones stay changed)."""
-    with rtnl() as ipr:
-        idx = _require(ipr, ifname)
+    with route_socket() as sock:
+        idx = _require(sock, ifname)
         changes: list[tuple[str, dict[str, Any]]] = []
         if mac is not None:
-            changes.append(("MAC address", {"address": mac}))
+            changes.append(("MAC address",
+                            {"attributes": nlattr(rt.IFLA_ADDRESS, rt.mac_bytes(mac))}))
         if mtu is not None:
-            changes.append(("MTU", {"mtu": mtu}))
+            changes.append(("MTU", {"attributes": rt.u32(rt.IFLA_MTU, mtu)}))
         if txqlen is not None:
-            changes.append(("txQLen", {"txqlen": txqlen}))
+            changes.append(("txQLen", {"attributes": rt.u32(rt.IFLA_TXQLEN, txqlen)}))
         for name, flag, value in (("promiscuous mode", IFF_PROMISC, promisc),
                                   ("all-multicast mode", IFF_ALLMULTI, allmulti)):
             if value is not None:
                 changes.append((name, {"flags": flag if value else 0, "change": flag}))
         for name, kwargs in changes:
-            try:
-                ipr.link("set", index=idx, **kwargs)
-            except Exception as exc:
-                raise KernelError(f"failed to set {name} of {ifname!r}: {exc}") from exc
+            with kernel_op(f"failed to set {name} of {ifname!r}"):
+                sock.set_link(idx, **kwargs)
 
 
 def wait_oper_up(ifname: str, timeout: float = 2.6) -> LinkInfo:

@@ -17,7 +17,6 @@ from typing import Any
 from ... import host
 from ...host import NetNSNotFound
 from ...host import enter as enter_netns
-from ...host.netfilter import masq
 from ...skel import CmdArgs, delegate, delegate_add, delegate_check, delegate_del
 from ...spec import (
     CNIError,
@@ -118,6 +117,8 @@ def ipam_status(args: CmdArgs, plugin_type: str) -> None:
 
 def gc_attachments(args: CmdArgs, plugin_type: str, *, masquerade: bool) -> None:
     """GC: the IPAM plugin's GC, then masquerade rules of attachments no longer valid."""
+    from ...host.netfilter import masq  # only calls that masquerade load netfilter
+
     valid = valid_attachments(args.conf.raw)
     if plugin_type:
         delegate("GC", plugin_type, args.stdin, args)
@@ -144,6 +145,8 @@ def masq_backend(args: CmdArgs) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidNetworkConfig(f'invalid "ipMasqBackend": expected a string, got {value!r}')
     if value:
+        from ...host.netfilter import masq  # only calls that name a backend load netfilter
+
         masq.resolve_backend(value)
     return value or None
 
@@ -151,6 +154,8 @@ def masq_backend(args: CmdArgs) -> str | None:
 def setup_masq(args: CmdArgs, backend: str | None, ips: list[IPInterface],
                rollback: host.Undo) -> None:
     """Masquerade ``ips`` for this attachment; undone by ``rollback`` if ADD fails later."""
+    from ...host.netfilter import masq  # only calls that masquerade load netfilter
+
     chosen = masq.resolve_backend(backend)
     rollback.push(f"remove masquerade rules of {args.container_id}",
                   masq.teardown_ip_masq, chosen, args.conf.name, args.container_id,
@@ -160,6 +165,8 @@ def setup_masq(args: CmdArgs, backend: str | None, ips: list[IPInterface],
 
 def teardown_masq(args: CmdArgs, backend: str | None, ips: list[IPInterface] | None) -> None:
     """Remove this attachment's masquerade rules; works without knowing its addresses."""
+    from ...host.netfilter import masq  # only calls that masquerade load netfilter
+
     masq.teardown_ip_masq(masq.resolve_backend(backend), args.conf.name, args.container_id,
                           args.ifname, ips)
 
