@@ -95,8 +95,10 @@ def proxies(node: Node) -> str:
     return ns_run(node.host_ns, "ip", "neigh", "show", "proxy").stdout.strip()
 
 
-def staging_left() -> list[str]:
-    return [n for n in list_netns() if n.startswith("pycni-mig-")]
+def staging_left(*cids: str) -> list[str]:
+    """Staging namespaces of this test's pods still there (another run may have its own)."""
+    mine = {f"pycni-mig-{cid[:12]}" for cid in cids}
+    return [n for n in list_netns() if n in mine]
 
 
 def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
@@ -156,7 +158,7 @@ def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
         ("eth0", after["eth0"]["address"], netns)]
     # the bridge's other pod reaches it through the node's proxy ARP
     assert f"{address} dev {node.bridge} proxy" in proxies(node)
-    assert staging_left() == []
+    assert staging_left(cid) == []
     assert migrate(node, moved, "ptpnet").status == "already"
     # and back to the bridge: the node stops answering for it there
     (node.conf_dir / "podnet.conflist").write_text(json.dumps(node.conf()["delegates"][0]))
@@ -217,7 +219,7 @@ def test_failed_switch_leaves_the_pod_as_it_was(
     assert read_status(node.api, pod) == status
     assert record_file.read_text() == record
     assert proxies(node) == ""
-    assert staging_left() == []
+    assert staging_left(cid) == []
     address = addresses(links(netns)["eth0"])[0]
     assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
     node.call("DEL", pod, netns, cid).ok()
