@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -72,12 +72,14 @@ def ports(i: int) -> dict[str, Any]:
 
 
 @contextmanager
-def agent_in(host_ns: str, sock: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``pycni agent`` inside ``host_ns`` on ``sock``, until the block ends."""
+def agent_in(host_ns: str, sock: str, extra: Sequence[str] = (),
+             entry: Sequence[str] = ("-m", "pycni.cli")) -> Iterator[subprocess.Popen[bytes]]:
+    """``pycni agent`` inside ``host_ns`` on ``sock`` (with the options ``extra``; ``entry``:
+    how Python starts the CLI), until the block ends."""
     Path(sock).parent.mkdir(mode=0o700, exist_ok=True)
     proc = subprocess.Popen(
-        ["nsenter", f"--net={host_ns}", "--", sys.executable, "-m", "pycni.cli", "agent",
-         "--socket", sock, "--metrics-address", "off", "--log-level", "warning"],
+        ["nsenter", f"--net={host_ns}", "--", sys.executable, *entry, "agent",
+         "--socket", sock, "--metrics-address", "off", "--log-level", "warning", *extra],
         stdout=subprocess.DEVNULL, env={**os.environ, **AGENT_ENV})  # as the unit runs it
     try:
         if not wait_for(lambda: Path(sock).exists() or proc.poll() is not None, timeout=60):

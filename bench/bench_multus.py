@@ -1,12 +1,20 @@
 """ADD of a pod with the cluster network and 3 extra attachments: pycni's ``multus`` against
 the sum of the same delegates run one by one with the Go plugins.
 
-Usage (as root): ``.venv/bin/python bench/bench_multus.py [--rounds 10]``
+Usage (as root): ``.venv/bin/python bench/bench_multus.py [--rounds 10]
+[--mode agent|standalone] [--profile FILE]``
 
 A real kube-apiserver holds the pod and its three NADs; the meta plugin reads them and writes
 network-status each time (the Go column does no API work at all, as a lower bound for any
 meta plugin). The plugins run with a test "host" namespace as their host side; the API
 server's loopback port is forwarded into it, so the executable reaches it as on a node.
+
+``--mode agent`` (the default, as on a node): a ``pycni agent`` runs inside that host
+namespace (its threads stay there, so its plugins act on it), the shims point at its socket,
+and its watch cache is on (``--node-name`` + ``--multus-config``): pods and NADs come from
+the cache, the delegates run in-process. ``--mode standalone``: no agent, every executable
+runs its plugin itself. ``--profile FILE`` (agent mode): cProfile of every call the agent
+runs, written as pstats to FILE when the agent stops.
 Goal (issue 14): at most 0.5x the Go sum (Multus adds about 1.5x, multus#452).
 """
 
@@ -18,13 +26,41 @@ import json
 import socket
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _harness import Samples, plugin_dirs, report, run_plugin, temp_netns
+from _harness import GO_DIR, Samples, report, run_plugin, temp_netns
+from bench_agent import agent_in, install_ours_with_socket
 
 from pycni.host import run_in_netns
 from pycni.testing import EtcdServer, KubeAPIServer, ns_run, unique_name
+
+#: The agent's entry under --profile: every call it runs in-process is profiled (cProfile
+#: follows one thread, so each call gets its own profiler) and the sum is written at exit.
+_PROFILED_AGENT = """
+import atexit, cProfile, pstats, sys, threading
+from pycni.daemon import _agent
+out, lock, stats = sys.argv.pop(1), threading.Lock(), []
+inner = _agent.run_in_process
+def run_in_process(*args, **kwargs):
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(inner, *args, **kwargs)
+    finally:
+        with lock:
+            stats.append(prof)
+def dump():
+    if stats:
+        total = pstats.Stats(stats[0])
+        for prof in stats[1:]:
+            total.add(prof)
+        total.dump_stats(out)
+_agent.run_in_process = run_in_process
+atexit.register(dump)
+from pycni.cli import main
+main()
+"""
 
 NAD_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -87,14 +123,37 @@ def networks(data: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+@contextlib.contextmanager
+def pycni_side(host: str, data: str, multus: dict[str, Any], mode: str,
+               profile: str | None) -> Iterator[str]:
+    """pycni's plugin directory; in agent mode with an agent (watch cache on) in ``host``
+    serving it until the block ends."""
+    bin_dir, sock = f"{data}/bin", f"{data}/run/agent.sock"
+    if mode == "standalone":
+        sock = f"{data}/none/agent.sock"  # no agent there: the shims run their plugin
+    install_ours_with_socket(bin_dir, sock)
+    multus["binDir"] = bin_dir
+    if mode == "standalone":
+        yield bin_dir
+        return
+    conf = Path(data, "00-multus.conf")
+    conf.write_text(json.dumps(multus))
+    entry = ("-c", _PROFILED_AGENT, profile) if profile else ("-m", "pycni.cli")
+    with agent_in(host, sock, ["--node-name", "n", "--multus-config", str(conf)], entry):
+        yield bin_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--mode", choices=("agent", "standalone"), default="agent")
+    parser.add_argument("--profile", metavar="FILE")
     opts = parser.parse_args()
     rows = {"ADD pod + 3 networks": {"go": Samples(), "pycni": Samples()},
             "DEL pod + 3 networks": {"go": Samples(), "pycni": Samples()}}
-    with EtcdServer() as etcd, KubeAPIServer(etcd.url) as api, plugin_dirs() as dirs, \
-            temp_netns("h") as host, tempfile.TemporaryDirectory() as data:
+    with EtcdServer() as etcd, KubeAPIServer(etcd.url) as api, \
+            temp_netns("h") as host, tempfile.TemporaryDirectory() as data, \
+            contextlib.ExitStack() as stack:
         forward_into(host, api.port)
         api.create_crd(NAD_CRD)
         nets = networks(data)
@@ -106,8 +165,11 @@ def main() -> None:
                 "spec": {"config": json.dumps({"cniVersion": "1.0.0", **plugin})}})
         multus = {"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
                   "kubeconfig": api.kubeconfig, "cniDir": f"{data}/multus",
-                  "binDir": dirs["pycni"], "logToStderr": False,
+                  "logToStderr": False,
                   "delegates": [{"cniVersion": "1.0.0", "name": "podnet", **nets[0][1]}]}
+        dirs = {"go": GO_DIR,
+                "pycni": stack.enter_context(pycni_side(host, data, multus, opts.mode,
+                                                        opts.profile))}
         for i in range(opts.rounds + 1):
             pod = api.request("POST", "/api/v1/namespaces/default/pods", {
                 "apiVersion": "v1", "kind": "Pod",
@@ -142,8 +204,8 @@ def main() -> None:
             rows["ADD pod + 3 networks"]["go"].values.append(go_add)
             rows["DEL pod + 3 networks"]["go"].values.append(go_del)
         assert not list(Path(data, "multus", "pods").glob("*.json"))
-    print(report(f"multus: cluster network + 3 NADs, {opts.rounds} rounds, median wall time "
-                 "(go = sum of the delegates' calls)", rows))
+    print(report(f"multus ({opts.mode}): cluster network + 3 NADs, {opts.rounds} rounds, "
+                 "median wall time (go = sum of the delegates' calls)", rows))
 
 
 if __name__ == "__main__":

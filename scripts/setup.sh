@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   iproute2 util-linux nftables iptables conntrack iputils-ping tcpdump iperf3
   dnsmasq-base busybox-static containernetworking-plugins python3-venv python3-pip
-  podman runc etcd-server etcd-client graphviz chromium
+  podman runc containerd etcd-server etcd-client graphviz chromium
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
