@@ -142,7 +142,8 @@ class NodeController:
         self._withdraw_config()
         for what, undo in (("masquerade", remove_masquerade),
                            ("backend", self.backend.teardown),
-                           ("datastore claim", self.datastore.close)):
+                           ("datastore claim", self.datastore.leave),
+                           ("datastore connection", self.datastore.close)):
             try:
                 undo()
             except CNIError as exc:
