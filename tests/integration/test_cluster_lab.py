@@ -9,6 +9,7 @@ finalizer, also when the test fails.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -144,6 +145,28 @@ def test_node_that_leaves_is_removed_from_the_others(make_lab: MakeLab, datastor
                         timeout=LEAVE_WITHIN)
     # the others still reach each other
     assert lab.node_status(n1)["phase"] == "ready"
+
+
+def test_down_removes_everything_after_agents_were_killed(make_lab: MakeLab) -> None:
+    lab = make_lab(nodes=2, pods_per_node=1, datastore="etcd", backend="vxlan")
+    prefix = lab.state["prefix"]
+    pids = [n["pid"] for n in lab.nodes]
+    run_dir = Path(lab.state["runDir"])
+    etcd_dir = Path(lab.state["servers"]["etcd"]["dir"])
+    # a crash: the agents die without a chance to clean up (the lab still lists them)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    removed = lab.down()
+    assert len([r for r in removed if r.startswith("netns ")]) == 2 + 2 + 1  # nodes, pods, ul
+    assert not [p for p in Path("/run/netns").iterdir() if p.name.startswith(prefix)]
+    assert not run_dir.exists()
+    assert not etcd_dir.exists()
+    assert not lab.dir.exists()
+    for pid in pids:
+        assert wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists()
+                        or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
+                        timeout=10)
+    assert lab.down() == []  # a second down (the fixture's finalizer) finds nothing
 
 
 def _ping_counts(output: str) -> tuple[int, int]:
