@@ -6,7 +6,9 @@ Convergence: one real agent (a 1-node etcd + vxlan lab); N simulated nodes' reco
 written straight to etcd in one burst; measured is the time from the first write until the
 agent's kernel holds a route and an FDB entry for every one of them (polled every 20 ms), and
 the time until it removed them all again after their keys are deleted. Goal (issue 13): under
-1 s at 100 nodes.
+1 s at 100 nodes. Also printed: how long the writes themselves took, how many reconcile
+passes the agent made meanwhile (coalescing keeps this far below N), and the agent's
+resident memory (VmRSS) while it holds N peers.
 
 Throughput: iperf3 between a pod on node 1 and a pod on node 2 of a 2-node lab, for vxlan
 and host-gw, against two pods on the same node (plain routed veths through the node's
@@ -62,8 +64,18 @@ def _wait(ns: str, want: int, start: float, timeout: float = 60.0) -> float:
         time.sleep(0.02)
 
 
-def convergence(counts: list[int]) -> dict[int, tuple[float, float]]:
-    """{N: (seconds to add N peers, seconds to remove them)} on one real agent."""
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def convergence(counts: list[int]) -> dict[int, dict[str, float]]:
+    """{N: figures} on one real agent: seconds to add N peers ("added"), to write them
+    ("written"), to remove them ("removed"), reconcile passes while adding ("reconciles"),
+    the agent's RSS in KiB with N peers ("rss") and before any ("rss0")."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="pytbench") as tmp:
         lab = Lab.up(LabOptions(nodes=1, pods_per_node=0, prefix=unique_name("bnc"),
@@ -72,8 +84,11 @@ def convergence(counts: list[int]) -> dict[int, tuple[float, float]]:
             url = lab.state["servers"]["etcd"]["url"]
             underlay = netns_path(lab.state["underlay"]["netns"])
             ns = lab.nodes[0]["netns"]
+            pid = lab.nodes[0]["pid"]
+            rss0 = _rss_kib(pid)
             for n in counts:
                 subnets = list(ipaddress.ip_network("10.245.0.0/16").subnets(new_prefix=24))
+                reconciles = lab.node_status(lab.nodes[0]["name"]).get("reconciles", 0)
                 start = time.monotonic()
 
                 def put_all(n: int = n, subnets: list[Any] = subnets) -> None:
@@ -86,13 +101,18 @@ def convergence(counts: list[int]) -> dict[int, tuple[float, float]]:
                                                   "value": _b64(json.dumps(record))})
 
                 run_in_netns(underlay, put_all)
+                written = time.monotonic() - start
                 added = _wait(ns, n, start)
+                time.sleep(0.5)  # let the last pass write its status
+                passes = lab.node_status(lab.nodes[0]["name"]).get("reconciles", 0) - reconciles
+                rss = _rss_kib(pid)
                 start = time.monotonic()
                 run_in_netns(underlay, _etcd, url, "/v3/kv/deleterange",
                              {"key": _b64("/pycni/network/nodes/sim"),
                               "range_end": _b64("/pycni/network/nodes/sio")})
                 removed = _wait(ns, 0, start)
-                results[n] = (added, removed)
+                results[n] = {"added": added, "written": written, "removed": removed,
+                              "reconciles": passes, "rss": rss, "rss0": rss0}
         finally:
             lab.down()
     return results
@@ -140,9 +160,11 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(c) for c in args.peers.split(",")]
     print("convergence (one agent, N simulated nodes written to etcd at once)")
-    for n, (added, removed) in convergence(counts).items():
-        print(f"  N={n:4d}: all routes+FDB present after {added:.3f} s, "
-              f"all gone after {removed:.3f} s")
+    for n, f in convergence(counts).items():
+        print(f"  N={n:4d}: all routes+FDB present after {f['added']:.3f} s "
+              f"(writes took {f['written']:.3f} s, {f['reconciles']:.0f} reconcile passes), "
+              f"all gone after {f['removed']:.3f} s; agent RSS {f['rss'] / 1024:.1f} MiB "
+              f"({f['rss0'] / 1024:.1f} MiB with no peers)")
     if not args.no_iperf:
         figures = throughput(args.seconds)
         local = figures["local"]

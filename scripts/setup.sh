@@ -9,6 +9,7 @@ APT_PACKAGES=(
   iproute2 util-linux nftables iptables conntrack iputils-ping tcpdump iperf3
   dnsmasq-base busybox-static containernetworking-plugins python3-venv python3-pip
   podman runc containerd etcd-server etcd-client graphviz chromium
+  openssl  # the test API server's certificates (KubeAPIServer), also when kubernetes is cached
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

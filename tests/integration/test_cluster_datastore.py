@@ -187,6 +187,36 @@ def test_etcd_restarted_agent_gets_its_previous_subnet(
     assert third.acquire_subnets() == (subnet,)
 
 
+def test_etcd_leave_from_a_fresh_process_removes_only_its_own_keys_at_once(
+        etcd_server: EtcdServer, etcd_net: Callable[..., EtcdDatastore]) -> None:
+    a, c = etcd_net("a", ttl=600), etcd_net("c", ttl=600)
+    (a_subnet,) = a.acquire_subnets()
+    a.publish({"backend": "vxlan"})
+    (c_subnet,) = c.acquire_subnets()
+    c.publish({"backend": "vxlan"})
+    prefix = a._prefix
+    # a stale owners hint of a that names c's subnet must not make a delete c's claim
+    etcd_server.put(f"{prefix}/owners/a", json.dumps({"subnets": [str(a_subnet),
+                                                                  str(c_subnet)]}))
+    watcher = Follower(etcd_net("w", ttl=600))
+    try:
+        watcher.until(lambda u: {"a", "c"} <= set(u.peers), "a and c as peers")
+        # uninstall runs in a new process: no lease, just the node's name
+        etcd_net("a", ttl=600).leave()
+        update = watcher.until(lambda u: "a" not in u.peers, "a to leave", deadline=5)
+        assert "c" in update.peers
+    finally:
+        watcher.close()
+    keys = {k.decode() if isinstance(k, bytes) else k
+            for k in etcd_server.get_prefix(prefix + "/")}
+    assert not [k for k in keys if k.endswith(("/nodes/a", "/owners/a"))], keys
+    claims = etcd_server.get_prefix(f"{prefix}/subnets/")
+    assert sorted(v.decode() for v in claims.values()) == ["c"]
+    # a's subnet is free at once (long before the 600 s lease), c's is still c's
+    b = etcd_net("b", ttl=600, config={"Network": str(a_subnet), "SubnetLen": 24})
+    assert b.acquire_subnets() == (a_subnet,)
+
+
 def test_etcd_watch_sees_peers_and_resumes_after_etcd_restart(etcd_prefix: str) -> None:
     with EtcdServer() as server:
         prefix = etcd_prefix + "net"

@@ -9,6 +9,7 @@ finalizer, also when the test fails.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -80,8 +81,9 @@ def test_every_pod_reaches_every_other_pod(make_lab: MakeLab, datastore: str,
     assert "table ip pycni-cluster" in out
 
 
-def _peer_state(lab: Lab, node: str, subnet: str) -> dict[str, Any]:
-    """What ``node``'s kernel holds for the peer with ``subnet``: routes, neighbours, FDB."""
+def _peer_state(lab: Lab, node: str, subnet: str, mac: str | None = None) -> dict[str, Any]:
+    """What ``node``'s kernel holds for the peer with ``subnet`` (and VTEP ``mac``): routes,
+    neighbours, FDB entries (every remote one without ``mac``)."""
     ns = lab.node(node)["netns"]
     gateway = subnet.split("/", maxsplit=1)[0]
     routes = [r for r in ip_json(netns_path(ns), "route", "show") if r.get("dst") == subnet]
@@ -93,32 +95,78 @@ def _peer_state(lab: Lab, node: str, subnet: str) -> dict[str, Any]:
         out = run_in_netns(netns_path(ns), subprocess.run,
                            ["bridge", "-j", "fdb", "show", "dev", "pycni.1"],
                            capture_output=True, text=True, check=True).stdout
-        fdb = [f for f in json.loads(out or "[]") if f.get("mac") != "00:00:00:00:00:00"]
+        fdb = [f for f in json.loads(out or "[]") if f.get("mac") != "00:00:00:00:00:00"
+               and (mac is None or f.get("mac") == mac)]
     return {"routes": routes, "neigh": neigh, "fdb": fdb}
 
 
-@pytest.mark.parametrize(("datastore", "backend"), [("etcd", "vxlan"),
-                                                    ("kubernetes", "host-gw")])
+#: Seconds within which the other nodes must drop a node that left: far below the lab's
+#: lease TTL in these tests, so a removal never waits for a lease to expire.
+LEAVE_WITHIN = 10
+LONG_TTL = 600
+
+
+@pytest.mark.parametrize(("datastore", "backend", "how"), [
+    ("etcd", "vxlan", "uninstall"),
+    ("etcd", "vxlan", "remove-config-on-exit"),
+    ("kubernetes", "host-gw", "uninstall"),
+])
 def test_node_that_leaves_is_removed_from_the_others(make_lab: MakeLab, datastore: str,
-                                                     backend: str) -> None:
-    lab = make_lab(nodes=3, pods_per_node=0, datastore=datastore, backend=backend)
+                                                     backend: str, how: str) -> None:
+    lab = make_lab(nodes=3, pods_per_node=0, datastore=datastore, backend=backend,
+                   lease_ttl=LONG_TTL)
     n1, n2, n3 = (n["name"] for n in lab.nodes)
     subnet = lab.node_status(n3)["subnets"][0]
     before = _peer_state(lab, n1, subnet)
     assert before["routes"]
+    mac = None
     if backend == "vxlan":
         assert before["neigh"]
-        assert len(before["fdb"]) == 2
-    lab.leave(n3)
+        assert len(before["fdb"]) == 2  # n2's and n3's
+        mac = before["neigh"][0]["lladdr"]
+        assert len(_peer_state(lab, n1, subnet, mac)["fdb"]) == 1
+    if how == "uninstall":
+        # `pycni cluster uninstall` in a process of its own, after the agent stopped: it
+        # never held the agent's lease
+        lab.leave(n3)
+    else:
+        # the running agent leaves on SIGTERM
+        lab.stop_agent(n3)
+        lab.start_agent(n3, "--remove-config-on-exit")
+        lab.wait_ready(60)
+        lab.stop_agent(n3)
     # uninstalled: the CNI config first, then the masquerade table and the backend's objects
     assert not lab.conflist(n3).exists()
     assert "pycni.1" not in {link["ifname"] for link in ip_json(netns_path(n3), "link", "show")}
     for node in (n1, n2):
-        wait_for(lambda node=node: _peer_state(lab, node, subnet)
-                 == {"routes": [], "neigh": [], "fdb": []}, timeout=20)
-        wait_for(lambda node=node: n3 not in lab.node_status(node)["peers"], timeout=20)
+        assert wait_for(lambda node=node: _peer_state(lab, node, subnet, mac)
+                        == {"routes": [], "neigh": [], "fdb": []}, timeout=LEAVE_WITHIN)
+        assert wait_for(lambda node=node: n3 not in lab.node_status(node)["peers"],
+                        timeout=LEAVE_WITHIN)
     # the others still reach each other
     assert lab.node_status(n1)["phase"] == "ready"
+
+
+def test_down_removes_everything_after_agents_were_killed(make_lab: MakeLab) -> None:
+    lab = make_lab(nodes=2, pods_per_node=1, datastore="etcd", backend="vxlan")
+    prefix = lab.state["prefix"]
+    pids = [n["pid"] for n in lab.nodes]
+    run_dir = Path(lab.state["runDir"])
+    etcd_dir = Path(lab.state["servers"]["etcd"]["dir"])
+    # a crash: the agents die without a chance to clean up (the lab still lists them)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    removed = lab.down()
+    assert len([r for r in removed if r.startswith("netns ")]) == 2 + 2 + 1  # nodes, pods, ul
+    assert not [p for p in Path("/run/netns").iterdir() if p.name.startswith(prefix)]
+    assert not run_dir.exists()
+    assert not etcd_dir.exists()
+    assert not lab.dir.exists()
+    for pid in pids:
+        assert wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists()
+                        or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
+                        timeout=10)
+    assert lab.down() == []  # a second down (the fixture's finalizer) finds nothing
 
 
 def _ping_counts(output: str) -> tuple[int, int]:
@@ -150,8 +198,8 @@ def test_agent_restart_and_sigkill_under_ping_lose_nothing(make_lab: MakeLab) ->
         lab.wait_ready(60)
         # both agents reconciled again after their restart
         for node in (n1, n2):
-            wait_for(lambda node=node: lab.node_status(node).get("reconciles", 0) >= 2,
-                     timeout=20)
+            assert wait_for(lambda node=node: lab.node_status(node).get("reconciles", 0) >= 2,
+                            timeout=20)
     finally:
         ping.send_signal(signal.SIGINT)
         output, _ = ping.communicate(timeout=10)
@@ -206,9 +254,9 @@ def test_node_without_pod_cidr_gets_no_config_until_it_has_one(make_lab: MakeLab
     run_in_netns(underlay, kube, "POST", "/api/v1/nodes",
                  {"apiVersion": "v1", "kind": "Node", "metadata": {"name": n2},
                   "spec": {"podCIDR": "10.244.9.0/24", "podCIDRs": ["10.244.9.0/24"]}})
-    wait_for(lambda: lab.conflist(n2).exists(), timeout=30)
+    assert wait_for(lambda: lab.conflist(n2).exists(), timeout=30)
     assert lab.node_status(n2)["subnets"] == ["10.244.9.0/24"]
-    wait_for(lambda: n2 in lab.node_status(n1)["peers"], timeout=20)
+    assert wait_for(lambda: n2 in lab.node_status(n1)["peers"], timeout=20)
 
 
 def test_cluster_cidr_too_small_and_malformed_peer(make_lab: MakeLab) -> None:

@@ -75,7 +75,8 @@ class Datastore(Protocol):
 
     The agent calls :meth:`acquire_subnets` once, :meth:`publish` whenever its peer data
     changes, iterates :meth:`watch` on a thread of its own, calls :meth:`renew` every
-    :attr:`renew_interval` seconds, and :meth:`close` on a clean shutdown.
+    :attr:`renew_interval` seconds, :meth:`leave` when the node is uninstalled and
+    :meth:`close` on a clean shutdown.
     """
 
     #: The ``datastore`` name this implementation answers to.
@@ -121,6 +122,11 @@ class Datastore(Protocol):
 
         Raises SubnetLostError when the claim expired and someone else holds the subnet now.
         """
+        ...
+
+    def leave(self) -> None:
+        """The node leaves the cluster for good (uninstall): remove what the datastore holds
+        for it (its record and subnet claims) at once, from any process."""
         ...
 
     def close(self) -> None:

@@ -7,9 +7,10 @@
 2. set the backend up (a VXLAN device, forwarding) and publish its peer data,
 3. masquerade pod traffic that leaves the cluster CIDRs (pycni's own nftables table),
 4. write the node's CNI config: only now can a pod's traffic reach the other nodes,
-5. follow the datastore's watch and reconcile the backend on every update *and* on a
-   timer (level-driven: a route someone deleted comes back), renew the claim every
-   ``renew_interval``; when the claim is lost, remove the CNI config and start over.
+5. follow the datastore's watch and reconcile the backend after every burst of updates
+   (coalesced: one pass over the latest full peer set) *and* on a timer (level-driven: a
+   route someone deleted comes back), renew the claim every ``renew_interval``;
+   when the claim is lost, remove the CNI config and start over.
 
 Restarting the agent touches no live pod: set-up is idempotent, the CNI config is rewritten
 only when its bytes change, and nothing is reconciled before the watch delivered the first
@@ -45,6 +46,12 @@ RETRY_FIRST = 0.2
 RETRY_CAP = 10.0
 #: Pause before renewing again after a failed renewal.
 RENEW_RETRY = 1.0
+#: After a watch update, the controller waits until the watch has been quiet this long (at
+#: most COALESCE_MAX) before it reconciles: a burst of N updates (N nodes joining at once)
+#: then costs one reconcile pass over the latest full peer set instead of up to N passes,
+#: each of which reads the kernel's routes, neighbours and FDB again.
+COALESCE_QUIET = 0.02
+COALESCE_MAX = 0.25
 
 
 @dataclass
@@ -135,7 +142,8 @@ class NodeController:
         self._withdraw_config()
         for what, undo in (("masquerade", remove_masquerade),
                            ("backend", self.backend.teardown),
-                           ("datastore claim", self.datastore.close)):
+                           ("datastore claim", self.datastore.leave),
+                           ("datastore connection", self.datastore.close)):
             try:
                 undo()
             except CNIError as exc:
@@ -234,8 +242,10 @@ class NodeController:
             now = time.monotonic()
             timeout = interval if next_renew is None else max(0.0, min(interval,
                                                                        next_renew - now))
-            self._wake.wait(timeout)
+            woken = self._wake.wait(timeout)
             self._wake.clear()
+            if woken:
+                self._settle()
             if self._stop.is_set():
                 return
             if next_renew is not None and time.monotonic() >= next_renew:
@@ -244,6 +254,16 @@ class NodeController:
                 update = self._latest
             if update is not None:
                 self._reconcile(update.peers, update.skipped)
+
+    def _settle(self) -> None:
+        """Wait for a burst of watch updates to end (see COALESCE_QUIET); the reconcile
+        that follows reads only the latest update, which holds the full desired set."""
+        deadline = time.monotonic() + COALESCE_MAX
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._wake.wait(min(COALESCE_QUIET, left)):
+                return
+            self._wake.clear()
 
     def _renew(self, every: float) -> float:
         try:

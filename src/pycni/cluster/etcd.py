@@ -13,7 +13,8 @@ A node claims its subnets in one transaction that requires every ``subnets/<cidr
 absent (create_revision == 0) or already its own, so two agents never get the same subnet.
 The claim and the node's record hang on a TTL lease that :meth:`EtcdDatastore.renew` keeps
 alive and :meth:`EtcdDatastore.close` revokes; a node that dies stops renewing, its keys
-expire after the TTL, and only then can another node take its subnet. A restarted agent
+expire after the TTL, and only then can another node take its subnet. A node that is
+uninstalled deletes its keys at once (:meth:`EtcdDatastore.leave`), lease or not. A restarted agent
 takes its previous subnets back: from its record while that lives, else from the ``owners``
 hint when they are still free.
 
@@ -326,6 +327,40 @@ class EtcdDatastore:
             with contextlib.suppress(DatastoreError):
                 self._revoke(self._lease)
             self._lease = None
+
+    def leave(self) -> None:
+        """The node leaves the cluster for good: delete its record, its subnet claims and its
+        owners hint at once, also from a process that never held the lease (``pycni cluster
+        uninstall`` after the agent stopped), so the other nodes drop its routes now rather
+        than when the lease expires.
+
+        One transaction, guarded by the owners record and by each claim's mod_revision as
+        read: only keys that still name this node are deleted, never a subnet another node
+        claimed meanwhile; a concurrent change means a fresh read and another try.
+        """
+        owners_key = f"{self._prefix}/owners/{self._node}"
+        for _ in range(CLAIM_ATTEMPTS):
+            owners = self._range(owners_key)[0]
+            record_rev = self._node_record()[1]
+            compare = [{"key": _b64(owners_key), "target": "MOD", "result": "EQUAL",
+                        "mod_revision": int(owners[0]["mod_revision"]) if owners else 0},
+                       {"key": _b64(self._record_key(self._node)), "target": "MOD",
+                        "result": "EQUAL", "mod_revision": record_rev}]
+            delete = [owners_key, self._record_key(self._node)]
+            for subnet, (holder, rev) in self._claims().items():
+                if holder == self._node:
+                    key = f"{self._prefix}/subnets/{_subnet_key_part(subnet)}"
+                    compare.append({"key": _b64(key), "target": "MOD", "result": "EQUAL",
+                                    "mod_revision": rev})
+                    delete.append(key)
+            answer = self._call("/kv/txn", {"compare": compare, "success": [
+                {"request_delete_range": {"key": _b64(key)}} for key in delete]})
+            if answer.get("succeeded", False):
+                self._subnets = ()
+                return
+        raise DatastoreError(
+            f"node {self._node!r}: could not remove its keys in {CLAIM_ATTEMPTS} attempts "
+            "(they kept changing); try again")
 
     def watch(self) -> Iterator[PeerUpdate]:
         """Follow ``<prefix>/nodes/``: list, then watch from the list's revision + 1."""

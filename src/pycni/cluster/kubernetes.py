@@ -168,6 +168,10 @@ class KubernetesDatastore:
     def renew(self) -> None:
         """Nothing expires: a no-op."""
 
+    def leave(self) -> None:
+        """Nothing to delete: the Node object (and its subnets) belong to the cluster, and
+        the node's controller removes it when the machine goes."""
+
     def close(self) -> None:
         """End any running watch and close the HTTP clients."""
         self._stop.set()

@@ -182,19 +182,24 @@ def list_neighbours(ifname: str) -> list[Neighbour]:
         return out
 
 
-def replace_neighbour(ifname: str, entry: Neighbour) -> None:
-    """``ip neigh replace <ip> lladdr <mac> dev <ifname> nud permanent``."""
+def replace_neighbour(ifname: str, entry: Neighbour, *, index: int | None = None) -> None:
+    """``ip neigh replace <ip> lladdr <mac> dev <ifname> nud permanent``.
+
+    ``index``: the ifindex of ``ifname`` when the caller knows it (a reconcile of many
+    entries looks the device up once instead of once per entry).
+    """
     with rtnl() as ipr:
-        idx = _require(ipr, ifname)
+        idx = index if index is not None else _require(ipr, ifname)
         with kernel_op(f"failed to set neighbour {entry.ip} lladdr {entry.mac} on {ifname!r}"):
             ipr.neigh("replace", family=_family(entry.ip), ifindex=idx, dst=str(entry.ip),
                       lladdr=entry.mac, state=NUD_PERMANENT)
 
 
-def delete_neighbour(ifname: str, ip: IPAddress) -> None:
-    """Remove the neighbour entry of ``ip`` on ``ifname``; a missing one is fine."""
+def delete_neighbour(ifname: str, ip: IPAddress, *, index: int | None = None) -> None:
+    """Remove the neighbour entry of ``ip`` on ``ifname`` (ifindex ``index`` when known);
+    a missing one is fine."""
     with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
+        idx = index if index is not None else index_of(ipr, ifname)
         if idx is None:
             return
         with kernel_op(f"failed to delete neighbour {ip} on {ifname!r}",
@@ -218,23 +223,25 @@ def list_fdb(ifname: str) -> list[FdbEntry]:
         return out
 
 
-def replace_fdb(ifname: str, entry: FdbEntry) -> None:
-    """``bridge fdb replace <mac> dev <ifname> dst <dst> self permanent``.
+def replace_fdb(ifname: str, entry: FdbEntry, *, index: int | None = None) -> None:
+    """``bridge fdb replace <mac> dev <ifname> dst <dst> self permanent`` (``index``: the
+    ifindex of ``ifname`` when known).
 
     Replace rather than append: for a MAC the device already knows, the kernel swaps the
     remote in one step, so a peer that moved to a new underlay address never has two.
     """
     with rtnl() as ipr:
-        idx = _require(ipr, ifname)
+        idx = index if index is not None else _require(ipr, ifname)
         with kernel_op(f"failed to set FDB entry {entry.mac} dst {entry.dst} on {ifname!r}"):
             ipr.fdb("replace", ifindex=idx, lladdr=entry.mac, dst=str(entry.dst),
                     state=NUD_PERMANENT, flags=NTF_SELF)
 
 
-def delete_fdb(ifname: str, entry: FdbEntry) -> None:
-    """Remove one FDB entry (MAC and remote) from ``ifname``; a missing one is fine."""
+def delete_fdb(ifname: str, entry: FdbEntry, *, index: int | None = None) -> None:
+    """Remove one FDB entry (MAC and remote) from ``ifname`` (ifindex ``index`` when known);
+    a missing one is fine."""
     with rtnl() as ipr:
-        idx = index_of(ipr, ifname)
+        idx = index if index is not None else index_of(ipr, ifname)
         if idx is None:
             return
         with kernel_op(f"failed to delete FDB entry {entry.mac} dst {entry.dst} on {ifname!r}",

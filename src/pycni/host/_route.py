@@ -133,14 +133,16 @@ def _match(dst: Network, oif: int, gateway: IPAddress | None, **extra: int
 
 
 def replace_route(dst: Network, *, ifname: str, gateway: IPAddress | None = None,
-                  onlink: bool = False, protocol: int = RTPROT_BOOT) -> None:
+                  onlink: bool = False, protocol: int = RTPROT_BOOT,
+                  index: int | None = None) -> None:
     """``ip route replace <dst> [via <gateway>] dev <ifname> [onlink] proto <protocol>``.
 
     The kernel swaps a route with the same destination (and metric) in one step, so
-    traffic to ``dst`` never finds no route while it is being corrected.
+    traffic to ``dst`` never finds no route while it is being corrected. ``index``: the
+    ifindex of ``ifname`` when the caller knows it (saves a lookup per route).
     """
     with rtnl() as ipr:
-        idx = _require(ipr, ifname)
+        idx = index if index is not None else _require(ipr, ifname)
         kwargs = _match(dst, idx, gateway, proto=protocol)
         if onlink:
             kwargs["flags"] = RTNH_F_ONLINK

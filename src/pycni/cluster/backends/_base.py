@@ -204,7 +204,8 @@ def sync_routes(wanted: list[WantedRoute], owned: Callable[[RouteInfo], bool],
             continue
         try:
             host.replace_route(want.dst, ifname=want.ifname, gateway=want.gateway,
-                               onlink=want.onlink, protocol=host.RTPROT_PYCNI)
+                               onlink=want.onlink, protocol=host.RTPROT_PYCNI,
+                               index=indexes[want.ifname])
         except KernelError as exc:
             report.error(want.peer, str(exc))
             continue

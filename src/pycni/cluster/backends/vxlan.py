@@ -159,17 +159,18 @@ class VxlanBackend:
     def _sync_neighbours(self, wanted: Mapping[IPAddress, tuple[str, str]],
                          report: ReportBuilder, *, remove: bool = False) -> None:
         dev = self.device
+        index = host.require_link(dev).index  # once, not once per entry
         actual = {n.ip: n.mac for n in host.list_neighbours(dev)}
         if remove:
             for ip in sorted(actual.keys() - wanted.keys(), key=str):
-                host.delete_neighbour(dev, ip)
+                host.delete_neighbour(dev, ip, index=index)
                 report.removed.append(f"neighbour {ip} lladdr {actual[ip]} dev {dev}")
             return
         for ip, (peer, mac) in wanted.items():
             if actual.get(ip) == mac:
                 continue
             try:
-                host.replace_neighbour(dev, Neighbour(ip, mac))
+                host.replace_neighbour(dev, Neighbour(ip, mac), index=index)
             except KernelError as exc:
                 report.error(peer, str(exc))
                 continue
@@ -179,11 +180,12 @@ class VxlanBackend:
     def _sync_fdb(self, wanted: Mapping[str, tuple[str, IPAddress]], report: ReportBuilder,
                   *, remove: bool = False) -> None:
         dev = self.device
+        index = host.require_link(dev).index
         actual = host.list_fdb(dev)
         if remove:
             for entry in actual:
                 if wanted.get(entry.mac, ("", None))[1] != entry.dst:
-                    host.delete_fdb(dev, entry)
+                    host.delete_fdb(dev, entry, index=index)
                     report.removed.append(f"fdb {entry.mac} dst {entry.dst} dev {dev}")
             return
         for mac, (peer, dst) in wanted.items():
@@ -191,7 +193,7 @@ class VxlanBackend:
             if dst in dsts:
                 continue
             try:
-                host.replace_fdb(dev, FdbEntry(mac, dst))
+                host.replace_fdb(dev, FdbEntry(mac, dst), index=index)
             except KernelError as exc:
                 report.error(peer, str(exc))
                 continue
