@@ -407,7 +407,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         pause_image_tar(image)
         self.ctr("images", "import", "--snapshotter", "overlayfs", str(image))
         self.cri = CRIClient(self.address)
-        wait_for(self._cri_up, timeout=30)
+        assert wait_for(self._cri_up, timeout=30)
 
     def _cri_up(self) -> bool:
         assert self.cri is not None

@@ -75,7 +75,7 @@ def iperf_server(netns: str, port: int = 5201) -> Iterator[None]:
     proc = subprocess.Popen(["nsenter", f"--net={netns}", "--", "iperf3", "-s", "-p",
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: str(port) in ns_run(netns, "ss", "-ltn").stdout)
+        assert wait_for(lambda: str(port) in ns_run(netns, "ss", "-ltn").stdout)
         yield
     finally:
         proc.kill()

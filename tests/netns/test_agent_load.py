@@ -133,7 +133,7 @@ def test_restart_under_load_completes_every_call(
         stack.callback(first.stop)
         with ThreadPoolExecutor(n) as pool:
             futures = _start_adds(pool, host_ns, shims, conf, list(zip(cids, nss, strict=True)))
-            wait_for(first.calls, timeout=120)
+            assert wait_for(first.calls, timeout=120)
             first.terminate()
             # The replacement takes the socket over while the first one drains. The first
             # removes its socket when it handles SIGTERM; until then a second agent would

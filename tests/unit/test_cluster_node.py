@@ -77,7 +77,7 @@ def test_a_burst_of_watch_updates_costs_few_reconcile_passes(tmp_path: Any) -> N
     thread.start()
     try:
         assert datastore.sent.wait(30)
-        wait_for(lambda: backend.passes and backend.passes[-1] == BURST, timeout=10)
+        assert wait_for(lambda: backend.passes and backend.passes[-1] == BURST, timeout=10)
     finally:
         controller.stop()
         datastore.close()
