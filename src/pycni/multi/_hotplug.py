@@ -60,7 +60,7 @@ RESYNC = 60.0
 def _pod_info(obj: Any) -> PodInfo:
     meta = obj.metadata
     return PodInfo(meta.namespace or "", meta.name or "", meta.uid or "",
-                   dict(meta.annotations or {}))
+                   dict(meta.annotations or {}), resource_version=meta.resourceVersion or "")
 
 
 def _nad_info(obj: Any) -> NadInfo:

@@ -39,6 +39,9 @@ class PodInfo:
     annotations: dict[str, str] = field(default_factory=dict)
     #: ``spec.nodeName`` ("" when unknown).
     node: str = ""
+    #: ``metadata.resourceVersion`` of the copy this was read from ("" when unknown): the
+    #: network-status write is tried on it first and re-reads the pod only on a conflict.
+    resource_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ class KubeSource:
                               exc.status.message or "") from exc
         meta = obj.metadata
         node = (obj.spec.nodeName if obj.spec is not None else "") or ""
-        return PodInfo(namespace, name, meta.uid or "", dict(meta.annotations or {}), node)
+        return PodInfo(namespace, name, meta.uid or "", dict(meta.annotations or {}), node,
+                       meta.resourceVersion or "")
 
     def nad(self, namespace: str, name: str) -> NadInfo | None:
         """See :class:`ClusterSource`."""
@@ -135,17 +139,24 @@ class KubeSource:
 
     def set_network_status(self, pod: PodInfo, status: list[dict[str, Any]]) -> None:
         """See :class:`ClusterSource`. The patch carries the pod's resourceVersion, so a
-        concurrent writer makes it fail with 409 and it is redone on the fresh pod."""
+        concurrent writer makes it fail with 409 and it is redone on the fresh pod. The
+        first try uses ``pod.resource_version`` when known (the copy the plan was made
+        from, often the watch cache's): no GET unless someone wrote the pod since."""
         from lightkube import ApiError
         from lightkube.resources.core_v1 import Pod, PodStatus
 
         text = json.dumps(status, indent=4)
-        for attempt in range(STATUS_ATTEMPTS):
-            current = self._call(f"read pod {pod.namespace}/{pod.name}",
-                                 lambda c: c.get(Pod, pod.name, namespace=pod.namespace))
-            if pod.uid and current.metadata.uid != pod.uid:
-                return  # the pod was replaced: its successor gets its own status
-            body = {"metadata": {"resourceVersion": current.metadata.resourceVersion,
+        version = pod.resource_version
+        fresh = not version
+        attempt = 0
+        while True:
+            if fresh:
+                current = self._call(f"read pod {pod.namespace}/{pod.name}",
+                                     lambda c: c.get(Pod, pod.name, namespace=pod.namespace))
+                if pod.uid and current.metadata.uid != pod.uid:
+                    return  # the pod was replaced: its successor gets its own status
+                version = current.metadata.resourceVersion or ""
+            body = {"metadata": {"resourceVersion": version,
                                  "annotations": {NETWORK_STATUS_ANNOTATION: text}}}
             try:
                 self._call(f"write the network-status of pod {pod.namespace}/{pod.name}",
@@ -155,7 +166,13 @@ class KubeSource:
                 cause = exc.__cause__
                 if (isinstance(cause, ApiError) and cause.status.code == 409
                         and attempt + 1 < STATUS_ATTEMPTS):
-                    time.sleep(0.05 * (attempt + 1))
+                    # A conflict on the caller's copy: it is stale (or the pod was
+                    # replaced), re-read at once. On a fresh read: a concurrent writer,
+                    # back off a little.
+                    if fresh:
+                        attempt += 1
+                        time.sleep(0.05 * attempt)
+                    fresh = True
                     continue
                 raise
             return
