@@ -22,7 +22,7 @@ class CountingSource(KubeSource):
         self.actions: list[str] = []
 
     def _call(self, action: str, fn: Any) -> Any:
-        self.actions.append(action.split()[0])
+        self.actions.append(action.split(maxsplit=1)[0])
         return super()._call(action, fn)
 
 
