@@ -9,6 +9,8 @@ deleted through the multus plugin again.
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +259,79 @@ def test_switch_from_go_reference_plugins_to_pycni(
     assert set(links(netns)) == {"lo"}
     assert node.leases() == []
     assert node.records() == []
+
+
+CRASHING_MIGRATE = """
+import json, os, signal, sys
+from pycni.multi import Migration, MultusConfig, PodRecords
+conf, pod, network, bin_dir, cache, step = sys.argv[1:]
+config = MultusConfig.parse(json.loads(open(conf).read()))
+namespace, name = pod.split("/")
+record = PodRecords(config.cni_dir).find(namespace, name)[0]
+migration = Migration(config, cni_path=[bin_dir], runtime_cache_dir=cache)
+def hook(done):
+    if done == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+migration.after_step = hook
+migration.switch(record, network)
+print("not killed")
+"""
+
+
+def crash_migrate(node: Node, pod: dict[str, Any], network: str, step: str) -> None:
+    """``pycni migrate`` killed (SIGKILL) right after ``step``, in its own process."""
+    conf = node.tmp / "multus.json"
+    conf.write_text(json.dumps(node.conf()))
+    meta = pod["metadata"]
+    proc = ns_run(node.host_ns, sys.executable, "-c", CRASHING_MIGRATE, str(conf),
+                  f"{meta['namespace']}/{meta['name']}", network, str(node.tmp / "bin"),
+                  str(node.tmp / "runtime-cache"), step, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, (proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("step", ["added", "switched"])
+@pytest.mark.parametrize("then", ["undo", "retry", "del"])
+def test_crash_in_the_middle_of_a_switch(  # noqa: PLR0917 - fixtures
+        node: Node, netns: str, netns2: str,
+        kube_namespace: str, step: str, then: str) -> None:
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    (node.conf_dir / "podnet.conflist").write_text(json.dumps(node.conf()["delegates"][0]))
+    pod, other = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid).ok()
+    node.call("ADD", other, netns2, unique_name("cid")).ok()
+    address = addresses(links(netns)["eth0"])[0]
+    before, leases = pod_state(netns), node.leases()
+
+    crash_migrate(node, pod, "ptpnet", step)
+    # the crash left the new network's lease and the staging netns, and the record says so
+    assert f"ptpnet/{address}" in node.leases()
+    assert staging_left() != []
+    record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
+    assert [(a["network"], a["state"]) for a in record["attachments"]] == [
+        ("podnet", "added"), ("ptpnet", "switching")]
+
+    if then == "del":  # the kubelet deletes the pod: everything goes
+        node.call("DEL", pod, netns, cid).ok()
+        assert set(links(netns)) == {"lo"}
+        assert node.leases() == [f"podnet/{addresses(links(netns2)['eth0'])[0]}"]
+        assert proxies(node) == ""
+    elif then == "undo":  # the next migrate (here: to where it is) undoes the interrupted one
+        assert migrate(node, pod, "podnet").status == "already"
+        assert pod_state(netns) == before
+        assert node.leases() == leases
+        assert proxies(node) == ""
+        assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    else:  # the next migrate undoes it and switches
+        report = migrate(node, pod, "ptpnet")
+        assert report.status == "switched", report.error
+        assert addresses(links(netns)["eth0"]) == [address]
+        assert set(links(netns)) == {"lo", "eth0"}
+        assert f"ptpnet/{address}" in node.leases()
+        assert f"podnet/{address}" not in node.leases()
+        assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert staging_left() == []
+    if then != "del":
+        node.call("DEL", pod, netns, cid).ok()
+        assert set(links(netns)) == {"lo"}
+        assert f"ptpnet/{address}" not in node.leases()
