@@ -413,3 +413,86 @@ def test_orphaned_old_network_released_by_the_pods_del(node: Node, netns: str,
     assert set(links(netns)) == {"lo"}
     assert node.leases() == []
     assert node.records() == []
+
+
+def run_cli(node: Node, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    """``pycni migrate ... --json`` on the node (its host side is ``host_ns``), talking to the
+    API server from the test process's namespace as a node would from its own."""
+    from typer.testing import CliRunner
+
+    from pycni.cli import app
+    from pycni.multi import _kube
+
+    monkeypatch.setattr(_kube, "KubeSource", RootNetnsSource)
+    conf = node.tmp / "00-multus.conf"
+    if not conf.exists():
+        conf.write_text(json.dumps(node.conf()))
+    argv = ["migrate", *args, "--kubeconfig", node.api.kubeconfig, "--multus-config",
+            str(conf), "--cache-dir", str(node.tmp / "runtime-cache"), "--json"]
+    return run_in_netns(node.host_ns, CliRunner().invoke, app, argv)
+
+
+def test_cli_migrate_one_pod(node: Node, netns: str, netns2: str, kube_namespace: str,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    make_nad(node.api, kube_namespace, "ptpnet", ptp_net(node, "ptpnet"))
+    pod, other = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid).ok()
+    node.call("ADD", other, netns2, unique_name("cid")).ok()
+    address = addresses(links(netns)["eth0"])[0]
+    name = f"{kube_namespace}/{pod['metadata']['name']}"
+    out = run_cli(node, monkeypatch, "--to", f"{kube_namespace}/ptpnet", "--pod", name)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == [{
+        "pod": name, "containerID": cid, "from": "podnet", "to": f"{kube_namespace}/ptpnet",
+        "status": "switched", "addresses": [f"{address}/24"], "error": "",
+        "proxies": [{"device": node.bridge, "address": address}]}]
+    assert addresses(links(netns)["eth0"]) == [address]
+    status = read_status(node.api, pod)
+    assert [(s["name"], s["interface"], s["default"], s["ips"]) for s in status] == [
+        (f"{kube_namespace}/ptpnet", "eth0", True, [address])]
+    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    # a network that does not exist: the JSON report says so, exit 1, the pod unchanged
+    before = pod_state(netns)
+    out = run_cli(node, monkeypatch, "--to", f"{kube_namespace}/nosuch", "--pod", name)
+    assert out.exit_code == 1
+    report = json.loads(out.stdout)
+    assert report[0]["status"] == "failed"
+    assert "nosuch" in report[0]["error"]
+    assert pod_state(netns) == before
+    node.call("DEL", pod, netns, cid).ok()
+    assert f"ptpnet/{address}" not in node.leases()
+
+
+def test_cli_migrate_node_selects_by_node_name(node: Node, netns: str, netns2: str,
+                                               kube_namespace: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    here = make_pod(node.api, kube_namespace, {})
+    # recorded here, but the API server puts it on another node (a stale sandbox)
+    elsewhere = make_pod(node.api, kube_namespace, {})
+    meta = elsewhere["metadata"]
+    cid, cid2 = unique_name("cid"), unique_name("cid")
+    node.call("ADD", here, netns, cid).ok()
+    node.call("ADD", elsewhere, netns2, cid2).ok()
+    node.api.request("DELETE", f"/api/v1/namespaces/{kube_namespace}/pods/{meta['name']}",
+                     {"gracePeriodSeconds": 0})
+    body = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": meta["name"]},
+            "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "pause"}]}}
+    node.api.request("POST", f"/api/v1/namespaces/{kube_namespace}/pods", body)
+    stays = pod_state(netns2)
+
+    out = run_cli(node, monkeypatch, "--to", "ptpnet", "--node", "node-1")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert [(r["pod"], r["status"]) for r in report] == [
+        (f"{kube_namespace}/{here['metadata']['name']}", "switched")]
+    assert pod_state(netns2) == stays
+    # new pods of this node get the new network
+    conf = json.loads((node.tmp / "00-multus.conf").read_text())
+    assert conf["clusterNetwork"] == "ptpnet"
+    assert "delegates" not in conf
+    node.call("DEL", here, netns, cid).ok()
+    node.call("DEL", elsewhere, netns2, cid2).ok()
+    assert node.leases() == []
