@@ -496,3 +496,32 @@ def test_cli_migrate_node_selects_by_node_name(node: Node, netns: str, netns2: s
     node.call("DEL", here, netns, cid).ok()
     node.call("DEL", elsewhere, netns2, cid2).ok()
     assert node.leases() == []
+
+
+def test_switch_keeps_what_the_new_networks_tuning_set(node: Node, netns: str,
+                                                        kube_namespace: str) -> None:
+    conf = ptp_net(node, "ptptuned")
+    conf["plugins"].append({"type": "tuning", "mtu": 1400, "promisc": True,
+                          "dataDir": str(node.tmp / "tuning"), "sysctl": {
+        "net.ipv4.conf.eth0.arp_ignore": "2", "net.ipv4.conf.eth0.rp_filter": "2",
+        "net.ipv6.conf.eth0.accept_ra": "0"}})
+    (node.conf_dir / "ptptuned.conflist").write_text(json.dumps(conf))
+    pod = make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid).ok()
+    report = migrate(node, pod, "ptptuned")
+    assert report.status == "switched", report.error
+
+    def sysctl(name: str) -> str:
+        return ns_run(netns, "cat", f"/proc/sys/net/{name}").stdout.strip()
+
+    # link attributes belong to the device and move with it; the per-interface sysctls
+    # (the kernel makes them anew in the namespace it arrives in) are put back by migrate
+    link = ip_json(netns, "-d", "link", "show", "eth0")[0]
+    assert link["mtu"] == 1400
+    assert "PROMISC" in link["flags"]
+    assert sysctl("ipv4/conf/eth0/arp_ignore") == "2"
+    assert sysctl("ipv4/conf/eth0/rp_filter") == "2"
+    assert sysctl("ipv6/conf/eth0/accept_ra") == "0"
+    node.call("DEL", pod, netns, cid).ok()
+    assert node.leases() == []

@@ -60,9 +60,11 @@ if TYPE_CHECKING:
         add_proxy_neighbour,
         delete_proxy_neighbour,
         host_routes_to,
+        iface_sysctls,
         move_link,
         remove_addresses,
         rename_link,
+        set_iface_sysctls,
         snapshot_iface,
         take_over_routes,
     )

@@ -10,7 +10,8 @@ lock (:meth:`PodRecords.lock`)::
        does not give that address fails the switch here.
     2. the host routes the new delegate made to the address (ptp's /32) are held back, so the
        host keeps reaching the pod the old way; the new interface moves into the pod's netns
-       under a temporary name (down, bare).
+       under a temporary name (down, bare: the kernel drops its per-interface sysctls on the
+       way, so those the delegates set, tuning's, are set again).
     3. the switch: the new interface gets the addresses (no DAD, no prefix route where the
        delegate had none) and every route is swapped onto it with ``ip route replace``; the
        held-back host routes return; where the pod leaves a segment that stays (a bridge),
@@ -56,6 +57,7 @@ from ..host import (
     delete_proxy_neighbour,
     enter,
     host_routes_to,
+    iface_sysctls,
     link_info,
     move_link,
     remove_addresses,
@@ -63,6 +65,7 @@ from ..host import (
     rename_link,
     run_in_netns,
     send_gratuitous_arp,
+    set_iface_sysctls,
     set_link_down,
     set_link_up,
     snapshot_iface,
@@ -326,6 +329,7 @@ class Migration:
                     f"{', '.join(map(str, addresses))}")
             self._step("added")
             snap = run_in_netns(staging, snapshot_iface, ifname)
+            sysctls = run_in_netns(staging, iface_sysctls, ifname)
             # Hold back the host routes the new delegate made to the pod's address (ptp's
             # /32): until the pod answers on the new link, the host must use the old one.
             held = [(dev, r) for a in got for dev, r in host_routes_to(a.ip)
@@ -356,6 +360,12 @@ class Migration:
             run_in_netns(staging, move_link, ifname, podns, tmp)
             undo.push(f"move {tmp} back to the staging netns", run_in_netns, podns,
                       move_link, tmp, staging, ifname)
+            # Per-interface sysctls the new network's plugins set (tuning) stay behind in
+            # the staging netns: set them again before the interface carries anything.
+            refused = run_in_netns(podns, set_iface_sysctls, tmp, sysctls)
+            if refused:
+                log.warning("pod %s: the pod's namespace refused the sysctls %s of %s",
+                            ctx.pod_key, ", ".join(refused), key)
             self._step("moved")
             proxies = self._switch_over(undo, podns, ifname, tmp, snap, old_snap, held,
                                         old_routes, proxy_plan, got)
