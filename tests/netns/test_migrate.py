@@ -34,6 +34,7 @@ from pycni.testing import (
     ip_json,
     ns_run,
     unique_name,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
@@ -97,8 +98,9 @@ def proxies(node: Node) -> str:
     return ns_run(node.host_ns, "ip", "neigh", "show", "proxy").stdout.strip()
 
 
-def staging_left() -> list[str]:
-    return [n for n in list_netns() if n.startswith("pycni-mig-")]
+def staging_left(cid: str) -> list[str]:
+    """The pod's staging netns, if one is left (other tests' and runs' are not looked at)."""
+    return [n for n in list_netns() if n == f"pycni-mig-{cid[:12]}"]
 
 
 def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
@@ -158,7 +160,7 @@ def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
         ("eth0", after["eth0"]["address"], netns)]
     # the bridge's other pod reaches it through the node's proxy ARP
     assert f"{address} dev {node.bridge} proxy" in proxies(node)
-    assert staging_left() == []
+    assert staging_left(cid) == []
     assert migrate(node, moved, "ptpnet").status == "already"
     # and back to the bridge: the node stops answering for it there
     (node.conf_dir / "podnet.conflist").write_text(json.dumps(node.conf()["delegates"][0]))
@@ -219,7 +221,7 @@ def test_failed_switch_leaves_the_pod_as_it_was(
     assert read_status(node.api, pod) == status
     assert record_file.read_text() == record
     assert proxies(node) == ""
-    assert staging_left() == []
+    assert staging_left(cid) == []
     address = addresses(links(netns)["eth0"])[0]
     assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
     node.call("DEL", pod, netns, cid).ok()
@@ -306,7 +308,7 @@ def test_crash_in_the_middle_of_a_switch(  # noqa: PLR0917 - fixtures
     crash_migrate(node, pod, "ptpnet", step)
     # the crash left the new network's lease and the staging netns, and the record says so
     assert f"ptpnet/{address}" in node.leases()
-    assert staging_left() != []
+    assert staging_left(cid) != []
     record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
     assert [(a["network"], a["state"]) for a in record["attachments"]] == [
         ("podnet", "added"), ("ptpnet", "switching")]
@@ -330,7 +332,7 @@ def test_crash_in_the_middle_of_a_switch(  # noqa: PLR0917 - fixtures
         assert f"ptpnet/{address}" in node.leases()
         assert f"podnet/{address}" not in node.leases()
         assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
-    assert staging_left() == []
+    assert staging_left(cid) == []
     if then != "del":
         node.call("DEL", pod, netns, cid).ok()
         assert set(links(netns)) == {"lo"}
@@ -525,3 +527,50 @@ def test_switch_keeps_what_the_new_networks_tuning_set(node: Node, netns: str,
     assert sysctl("ipv6/conf/eth0/accept_ra") == "0"
     node.call("DEL", pod, netns, cid).ok()
     assert node.leases() == []
+
+
+def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2: str,
+                                                   kube_namespace: str) -> None:
+    v6 = "fd00:241::/64"
+    ranges = [[{"subnet": SUBNET}], [{"subnet": v6}]]
+    routes = [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    cluster = {"cniVersion": "1.0.0", "name": "podnet", "plugins": [
+        {"type": "bridge", "bridge": node.bridge, "isGateway": True,
+         "ipam": {"type": "host-local", "ranges": ranges, "routes": routes,
+                  "dataDir": str(node.ipam_dir)}}]}
+    conf = {**node.conf(), "delegates": [cluster]}
+    ptp = {"cniVersion": "1.0.0", "name": "ptp6", "plugins": [
+        {"type": "ptp", "ipam": {"type": "host-local", "ranges": ranges, "routes": routes,
+                                 "dataDir": str(node.ipam_dir)}}]}
+    (node.conf_dir / "ptp6.conflist").write_text(json.dumps(ptp))
+    ns_run(node.host_ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", check=True)
+    pod, other = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid, conf=conf).ok()
+    node.call("ADD", other, netns2, unique_name("cid"), conf=conf).ok()
+    v4, v6addr = addresses(links(netns)["eth0"])
+    assert ":" in v6addr
+
+    def ping6_ok() -> bool:
+        return ns_run(netns2, "ping", "-6", "-c", "1", "-W", "1", v6addr).returncode == 0
+
+    assert wait_for(ping6_ok, timeout=10)
+    with LiveTraffic(v6addr, netns, ping_from=[netns2], tcp_from=netns2,
+                     workdir=node.tmp) as traffic:
+        report = migrate(node, pod, "ptp6", conf=conf)
+        figures = traffic.stop()
+    print(f"\ndual-stack switch, IPv6 ping and TCP:\n{figures.summary()}")
+    assert report.status == "switched", report.error
+    assert figures.tcp_survived, figures.summary()
+    for ping in figures.pings:
+        assert ping.lost <= 5, figures.summary()
+    eth0 = ip_json(netns, "addr", "show", "eth0")[0]
+    assert addresses(eth0) == [v4, v6addr]
+    # usable at once: the pod's address is not tentative (no DAD)
+    assert [a for a in eth0["addr_info"] if a["local"] == v6addr and a.get("tentative")] == []
+    assert f"{v6addr} dev {node.bridge} proxy" in proxies(node)
+    assert ping6_ok()
+    assert ns_run(node.host_ns, "ping", "-6", "-c", "1", "-W", "2", v6addr).returncode == 0
+    node.call("DEL", pod, netns, cid, conf=conf).ok()
+    assert proxies(node) == ""
+    assert [lease for lease in node.leases() if lease.startswith("ptp6/")] == []

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         ensure_gateway_address,
         list_addresses,
     )
-    from ._arp import announce_addresses, send_gratuitous_arp
+    from ._arp import announce_addresses, send_gratuitous_arp, send_unsolicited_na
     from ._bridge import (
         attach_port,
         bridge_ports,

@@ -65,6 +65,7 @@ from ..host import (
     rename_link,
     run_in_netns,
     send_gratuitous_arp,
+    send_unsolicited_na,
     set_iface_sysctls,
     set_link_down,
     set_link_up,
@@ -75,6 +76,7 @@ from ..runtime import ResultCache, RuntimeConf, discover
 from ..spec import (
     CNIError,
     InvalidNetworkConfig,
+    IPAddress,
     IPInterface,
     KernelError,
     NetworkConfigList,
@@ -179,6 +181,13 @@ def _restore_iface(ifname: str, addresses: list[IPInterface], bare: list[IPInter
     if link_info(ifname) is not None:
         add_addresses(ifname, addresses, no_prefix_route=bare)
         take_over_routes(ifname, routes)
+
+
+def _announce(ifname: str, ips: Sequence[IPAddress]) -> None:
+    """Tell ``ifname``'s segment that ``ips`` are at its MAC now: a gratuitous ARP for IPv4,
+    an unsolicited neighbour advertisement (Override) for IPv6."""
+    send_gratuitous_arp(ifname, ips)
+    send_unsolicited_na(ifname, ips)
 
 
 def _free_name(netns: str, base: str) -> str:
@@ -401,7 +410,7 @@ class Migration:
         except CNIError as exc:
             raise MigrationFailed(f"pod {ctx.pod_key}: switched to {key}, but its interface "
                                   f"{tmp} could not be renamed {ifname}: {exc.msg}") from exc
-        run_in_netns(podns, send_gratuitous_arp, ifname, [a.ip for a in got])
+        run_in_netns(podns, _announce, ifname, [a.ip for a in got])
         self._update_caches(ctx, record, new_net, new)
         self.plugin._write_status(ctx, record, _pod(ctx))
         self.prune_proxies()
@@ -427,7 +436,7 @@ class Migration:
                       take_over_routes, ifname, old_snap.routes + old_snap.kernel_routes)
             pod.call(take_over_routes, tmp, snap.routes)
             # The pod's new MAC, told to the segment it joins (its peers, a bridge's FDB).
-            pod.call(send_gratuitous_arp, tmp, [a.ip for a in got])
+            pod.call(_announce, tmp, [a.ip for a in got])
             for dev, route in old_routes:
                 del_route(route.dst, ifname=dev, gateway=route.gateway, missing_ok=True)
                 undo.push(f"give back the route to {route.dst} via {dev}", add_route,
@@ -444,7 +453,7 @@ class Migration:
                 undo.push(f"remove the proxy entry {ip} on {dev}", delete_proxy_neighbour,
                           dev, ip)
             for dev in sorted({e["device"] for e in proxy_plan}):
-                send_gratuitous_arp(dev, [ipaddress.ip_address(e["address"])
+                _announce(dev, [ipaddress.ip_address(e["address"])
                                           for e in proxy_plan if e["device"] == dev])
             self._step("proxied")
             # The old interface would still answer ARP for the address on the old segment.
