@@ -9,6 +9,8 @@ deleted through the multus plugin again.
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from pycni.testing import (
     ip_json,
     ns_run,
     unique_name,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
@@ -95,10 +98,9 @@ def proxies(node: Node) -> str:
     return ns_run(node.host_ns, "ip", "neigh", "show", "proxy").stdout.strip()
 
 
-def staging_left(*cids: str) -> list[str]:
-    """Staging namespaces of this test's pods still there (another run may have its own)."""
-    mine = {f"pycni-mig-{cid[:12]}" for cid in cids}
-    return [n for n in list_netns() if n in mine]
+def staging_left(cid: str) -> list[str]:
+    """The pod's staging netns, if one is left (other tests' and runs' are not looked at)."""
+    return [n for n in list_netns() if n == f"pycni-mig-{cid[:12]}"]
 
 
 def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
@@ -259,3 +261,316 @@ def test_switch_from_go_reference_plugins_to_pycni(
     assert set(links(netns)) == {"lo"}
     assert node.leases() == []
     assert node.records() == []
+
+
+CRASHING_MIGRATE = """
+import json, os, signal, sys
+from pycni.multi import Migration, MultusConfig, PodRecords
+conf, pod, network, bin_dir, cache, step = sys.argv[1:]
+config = MultusConfig.parse(json.loads(open(conf).read()))
+namespace, name = pod.split("/")
+record = PodRecords(config.cni_dir).find(namespace, name)[0]
+migration = Migration(config, cni_path=[bin_dir], runtime_cache_dir=cache)
+def hook(done):
+    if done == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+migration.after_step = hook
+migration.switch(record, network)
+print("not killed")
+"""
+
+
+def crash_migrate(node: Node, pod: dict[str, Any], network: str, step: str) -> None:
+    """``pycni migrate`` killed (SIGKILL) right after ``step``, in its own process."""
+    conf = node.tmp / "multus.json"
+    conf.write_text(json.dumps(node.conf()))
+    meta = pod["metadata"]
+    proc = ns_run(node.host_ns, sys.executable, "-c", CRASHING_MIGRATE, str(conf),
+                  f"{meta['namespace']}/{meta['name']}", network, str(node.tmp / "bin"),
+                  str(node.tmp / "runtime-cache"), step, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, (proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("step", ["added", "switched"])
+@pytest.mark.parametrize("then", ["undo", "retry", "del"])
+def test_crash_in_the_middle_of_a_switch(  # noqa: PLR0917 - fixtures
+        node: Node, netns: str, netns2: str,
+        kube_namespace: str, step: str, then: str) -> None:
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    (node.conf_dir / "podnet.conflist").write_text(json.dumps(node.conf()["delegates"][0]))
+    pod, other = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid).ok()
+    node.call("ADD", other, netns2, unique_name("cid")).ok()
+    address = addresses(links(netns)["eth0"])[0]
+    before, leases = pod_state(netns), node.leases()
+
+    crash_migrate(node, pod, "ptpnet", step)
+    # the crash left the new network's lease and the staging netns, and the record says so
+    assert f"ptpnet/{address}" in node.leases()
+    assert staging_left(cid) != []
+    record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
+    assert [(a["network"], a["state"]) for a in record["attachments"]] == [
+        ("podnet", "added"), ("ptpnet", "switching")]
+
+    if then == "del":  # the kubelet deletes the pod: everything goes
+        node.call("DEL", pod, netns, cid).ok()
+        assert set(links(netns)) == {"lo"}
+        assert node.leases() == [f"podnet/{addresses(links(netns2)['eth0'])[0]}"]
+        assert proxies(node) == ""
+    elif then == "undo":  # the next migrate (here: to where it is) undoes the interrupted one
+        assert migrate(node, pod, "podnet").status == "already"
+        assert pod_state(netns) == before
+        assert node.leases() == leases
+        assert proxies(node) == ""
+        assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    else:  # the next migrate undoes it and switches
+        report = migrate(node, pod, "ptpnet")
+        assert report.status == "switched", report.error
+        assert addresses(links(netns)["eth0"]) == [address]
+        assert set(links(netns)) == {"lo", "eth0"}
+        assert f"ptpnet/{address}" in node.leases()
+        assert f"podnet/{address}" not in node.leases()
+        assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert staging_left(cid) == []
+    if then != "del":
+        node.call("DEL", pod, netns, cid).ok()
+        assert set(links(netns)) == {"lo"}
+        assert f"ptpnet/{address}" not in node.leases()
+
+
+FAIL_DEL_ONCE = """#!{python}
+import json, os, sys
+conf = json.load(sys.stdin)
+with open({log!r}, "a") as log:
+    log.write(json.dumps([os.environ["CNI_COMMAND"], os.environ.get("CNI_NETNS", ""),
+                          os.environ["CNI_IFNAME"]]) + "\\n")
+if os.environ["CNI_COMMAND"] == "DEL" and not os.path.exists({marker!r}):
+    open({marker!r}, "w").close()
+    print(json.dumps({{"cniVersion": "1.0.0", "code": 11, "msg": "DEL fails once"}}))
+    sys.exit(1)
+if os.environ["CNI_COMMAND"] == "ADD":
+    print(json.dumps(conf["prevResult"]))
+"""
+
+
+def test_old_network_del_failing_after_the_switch(node: Node, netns: str, netns2: str,
+                                                  kube_namespace: str) -> None:
+    log, marker = node.tmp / "faildel.log", node.tmp / "faildel.failed"
+    script = node.tmp / "bin" / "pytfaildel"
+    script.write_text(FAIL_DEL_ONCE.format(python=sys.executable, log=str(log),
+                                           marker=str(marker)))
+    script.chmod(0o755)
+    conf = node.conf()
+    conf["delegates"][0]["plugins"].append({"type": "pytfaildel"})
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    pod, other = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid, conf=conf).ok()
+    node.call("ADD", other, netns2, unique_name("cid"), conf=conf).ok()
+    address = addresses(links(netns)["eth0"])[0]
+
+    report = migrate(node, pod, "ptpnet", conf=conf)
+    assert report.status == "switched", report.error
+    after = pod_state(netns)
+    assert list(after["links"]) == ["eth0"]
+    assert after["links"]["eth0"][1] == [address]
+    record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
+    assert [(a["network"], a["state"], a["default"]) for a in record["attachments"]] == [
+        ("ptpnet", "added", True), ("podnet", "orphaned", False)]
+    # (pycni's runtime runs every plugin's DEL even when one fails: the bridge's did)
+
+    # the next migrate retries the old network's DEL: without the pod's netns, so the new
+    # eth0 stays; the old lease goes
+    assert migrate(node, pod, "ptpnet", conf=conf).status == "already"
+    assert pod_state(netns) == after
+    assert f"podnet/{address}" not in node.leases()
+    assert f"ptpnet/{address}" in node.leases()
+    dels = [json.loads(line) for line in log.read_text().splitlines()
+            if json.loads(line)[0] == "DEL"]
+    assert dels == [["DEL", netns, "eth0"], ["DEL", "", "eth0"]]
+    assert ns_run(node.host_ns, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
+    assert [a["network"] for a in record["attachments"]] == ["ptpnet"]
+    node.call("DEL", pod, netns, cid, conf=conf).ok()
+    assert set(links(netns)) == {"lo"}
+    assert f"ptpnet/{address}" not in node.leases()
+
+
+def test_orphaned_old_network_released_by_the_pods_del(node: Node, netns: str,
+                                                       kube_namespace: str) -> None:
+    log, marker = node.tmp / "faildel.log", node.tmp / "faildel.failed"
+    script = node.tmp / "bin" / "pytfaildel"
+    script.write_text(FAIL_DEL_ONCE.format(python=sys.executable, log=str(log),
+                                           marker=str(marker)))
+    script.chmod(0o755)
+    conf = node.conf()
+    conf["delegates"][0]["plugins"].append({"type": "pytfaildel"})
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    pod = make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid, conf=conf).ok()
+    assert migrate(node, pod, "ptpnet", conf=conf).status == "switched"
+    node.call("DEL", pod, netns, cid, conf=conf).ok()
+    assert set(links(netns)) == {"lo"}
+    assert node.leases() == []
+    assert node.records() == []
+
+
+def run_cli(node: Node, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    """``pycni migrate ... --json`` on the node (its host side is ``host_ns``), talking to the
+    API server from the test process's namespace as a node would from its own."""
+    from typer.testing import CliRunner
+
+    from pycni.cli import app
+    from pycni.multi import _kube
+
+    monkeypatch.setattr(_kube, "KubeSource", RootNetnsSource)
+    conf = node.tmp / "00-multus.conf"
+    if not conf.exists():
+        conf.write_text(json.dumps(node.conf()))
+    argv = ["migrate", *args, "--kubeconfig", node.api.kubeconfig, "--multus-config",
+            str(conf), "--cache-dir", str(node.tmp / "runtime-cache"), "--json"]
+    return run_in_netns(node.host_ns, CliRunner().invoke, app, argv)
+
+
+def test_cli_migrate_one_pod(node: Node, netns: str, netns2: str, kube_namespace: str,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    make_nad(node.api, kube_namespace, "ptpnet", ptp_net(node, "ptpnet"))
+    pod, other = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid).ok()
+    node.call("ADD", other, netns2, unique_name("cid")).ok()
+    address = addresses(links(netns)["eth0"])[0]
+    name = f"{kube_namespace}/{pod['metadata']['name']}"
+    out = run_cli(node, monkeypatch, "--to", f"{kube_namespace}/ptpnet", "--pod", name)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == [{
+        "pod": name, "containerID": cid, "from": "podnet", "to": f"{kube_namespace}/ptpnet",
+        "status": "switched", "addresses": [f"{address}/24"], "error": "",
+        "proxies": [{"device": node.bridge, "address": address}]}]
+    assert addresses(links(netns)["eth0"]) == [address]
+    status = read_status(node.api, pod)
+    assert [(s["name"], s["interface"], s["default"], s["ips"]) for s in status] == [
+        (f"{kube_namespace}/ptpnet", "eth0", True, [address])]
+    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    # a network that does not exist: the JSON report says so, exit 1, the pod unchanged
+    before = pod_state(netns)
+    out = run_cli(node, monkeypatch, "--to", f"{kube_namespace}/nosuch", "--pod", name)
+    assert out.exit_code == 1
+    report = json.loads(out.stdout)
+    assert report[0]["status"] == "failed"
+    assert "nosuch" in report[0]["error"]
+    assert pod_state(netns) == before
+    node.call("DEL", pod, netns, cid).ok()
+    assert f"ptpnet/{address}" not in node.leases()
+
+
+def test_cli_migrate_node_selects_by_node_name(node: Node, netns: str, netns2: str,
+                                               kube_namespace: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    here = make_pod(node.api, kube_namespace, {})
+    # recorded here, but the API server puts it on another node (a stale sandbox)
+    elsewhere = make_pod(node.api, kube_namespace, {})
+    meta = elsewhere["metadata"]
+    cid, cid2 = unique_name("cid"), unique_name("cid")
+    node.call("ADD", here, netns, cid).ok()
+    node.call("ADD", elsewhere, netns2, cid2).ok()
+    node.api.request("DELETE", f"/api/v1/namespaces/{kube_namespace}/pods/{meta['name']}",
+                     {"gracePeriodSeconds": 0})
+    body = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": meta["name"]},
+            "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "pause"}]}}
+    node.api.request("POST", f"/api/v1/namespaces/{kube_namespace}/pods", body)
+    stays = pod_state(netns2)
+
+    out = run_cli(node, monkeypatch, "--to", "ptpnet", "--node", "node-1")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert [(r["pod"], r["status"]) for r in report] == [
+        (f"{kube_namespace}/{here['metadata']['name']}", "switched")]
+    assert pod_state(netns2) == stays
+    # new pods of this node get the new network
+    conf = json.loads((node.tmp / "00-multus.conf").read_text())
+    assert conf["clusterNetwork"] == "ptpnet"
+    assert "delegates" not in conf
+    node.call("DEL", here, netns, cid).ok()
+    node.call("DEL", elsewhere, netns2, cid2).ok()
+    assert node.leases() == []
+
+
+def test_switch_keeps_what_the_new_networks_tuning_set(node: Node, netns: str,
+                                                        kube_namespace: str) -> None:
+    conf = ptp_net(node, "ptptuned")
+    conf["plugins"].append({"type": "tuning", "mtu": 1400, "promisc": True,
+                          "dataDir": str(node.tmp / "tuning"), "sysctl": {
+        "net.ipv4.conf.eth0.arp_ignore": "2", "net.ipv4.conf.eth0.rp_filter": "2",
+        "net.ipv6.conf.eth0.accept_ra": "0"}})
+    (node.conf_dir / "ptptuned.conflist").write_text(json.dumps(conf))
+    pod = make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid).ok()
+    report = migrate(node, pod, "ptptuned")
+    assert report.status == "switched", report.error
+
+    def sysctl(name: str) -> str:
+        return ns_run(netns, "cat", f"/proc/sys/net/{name}").stdout.strip()
+
+    # link attributes belong to the device and move with it; the per-interface sysctls
+    # (the kernel makes them anew in the namespace it arrives in) are put back by migrate
+    link = ip_json(netns, "-d", "link", "show", "eth0")[0]
+    assert link["mtu"] == 1400
+    assert "PROMISC" in link["flags"]
+    assert sysctl("ipv4/conf/eth0/arp_ignore") == "2"
+    assert sysctl("ipv4/conf/eth0/rp_filter") == "2"
+    assert sysctl("ipv6/conf/eth0/accept_ra") == "0"
+    node.call("DEL", pod, netns, cid).ok()
+    assert node.leases() == []
+
+
+def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2: str,
+                                                   kube_namespace: str) -> None:
+    v6 = "fd00:241::/64"
+    ranges = [[{"subnet": SUBNET}], [{"subnet": v6}]]
+    routes = [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    cluster = {"cniVersion": "1.0.0", "name": "podnet", "plugins": [
+        {"type": "bridge", "bridge": node.bridge, "isGateway": True,
+         "ipam": {"type": "host-local", "ranges": ranges, "routes": routes,
+                  "dataDir": str(node.ipam_dir)}}]}
+    conf = {**node.conf(), "delegates": [cluster]}
+    ptp = {"cniVersion": "1.0.0", "name": "ptp6", "plugins": [
+        {"type": "ptp", "ipam": {"type": "host-local", "ranges": ranges, "routes": routes,
+                                 "dataDir": str(node.ipam_dir)}}]}
+    (node.conf_dir / "ptp6.conflist").write_text(json.dumps(ptp))
+    ns_run(node.host_ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", check=True)
+    pod, other = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid, conf=conf).ok()
+    node.call("ADD", other, netns2, unique_name("cid"), conf=conf).ok()
+    v4, v6addr = addresses(links(netns)["eth0"])
+    assert ":" in v6addr
+
+    def ping6_ok() -> bool:
+        return ns_run(netns2, "ping", "-6", "-c", "1", "-W", "1", v6addr).returncode == 0
+
+    assert wait_for(ping6_ok, timeout=10)
+    with LiveTraffic(v6addr, netns, ping_from=[netns2], tcp_from=netns2,
+                     workdir=node.tmp) as traffic:
+        report = migrate(node, pod, "ptp6", conf=conf)
+        figures = traffic.stop()
+    print(f"\ndual-stack switch, IPv6 ping and TCP:\n{figures.summary()}")
+    assert report.status == "switched", report.error
+    assert figures.tcp_survived, figures.summary()
+    for ping in figures.pings:
+        assert ping.lost <= 5, figures.summary()
+    eth0 = ip_json(netns, "addr", "show", "eth0")[0]
+    assert addresses(eth0) == [v4, v6addr]
+    # usable at once: the pod's address is not tentative (no DAD)
+    assert [a for a in eth0["addr_info"] if a["local"] == v6addr and a.get("tentative")] == []
+    assert f"{v6addr} dev {node.bridge} proxy" in proxies(node)
+    assert ping6_ok()
+    assert ns_run(node.host_ns, "ping", "-6", "-c", "1", "-W", "2", v6addr).returncode == 0
+    node.call("DEL", pod, netns, cid, conf=conf).ok()
+    assert proxies(node) == ""
+    assert [lease for lease in node.leases() if lease.startswith("ptp6/")] == []

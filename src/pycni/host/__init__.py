@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         ensure_gateway_address,
         list_addresses,
     )
-    from ._arp import announce_addresses, send_gratuitous_arp
+    from ._arp import announce_addresses, send_gratuitous_arp, send_unsolicited_na
     from ._bridge import (
         attach_port,
         bridge_ports,
@@ -60,9 +60,11 @@ if TYPE_CHECKING:
         add_proxy_neighbour,
         delete_proxy_neighbour,
         host_routes_to,
+        iface_sysctls,
         move_link,
         remove_addresses,
         rename_link,
+        set_iface_sysctls,
         snapshot_iface,
         take_over_routes,
     )

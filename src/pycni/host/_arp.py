@@ -68,3 +68,49 @@ def announce_addresses(ifname: str, addresses: Iterable[IPAddress]) -> None:
     sysctl_try_set(f"net/ipv4/conf/{ifname}/arp_notify", "1")
     sysctl_try_set(f"net/ipv6/conf/{ifname}/ndisc_notify", "1")
     send_gratuitous_arp(ifname, addresses)
+
+
+#: RFC 4861 4.4: neighbour advertisement, its Override flag, the target link-layer option.
+ICMPV6_NA = 136
+NA_FLAG_OVERRIDE = 0x20000000
+ND_OPT_TARGET_LLADDR = 2
+
+
+def na_message(mac: str, address: ipaddress.IPv6Address) -> bytes:
+    """An unsolicited neighbour advertisement (ICMPv6, checksum left to the kernel) saying
+    ``address`` is at ``mac``, with Override set so neighbours replace what they cached."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    return (struct.pack("!BBHI", ICMPV6_NA, 0, 0, NA_FLAG_OVERRIDE) + address.packed
+            + struct.pack("!BB", ND_OPT_TARGET_LLADDR, 1) + hw)
+
+
+def send_unsolicited_na(ifname: str, addresses: Iterable[IPAddress]) -> None:
+    """The IPv6 counterpart of :func:`send_gratuitous_arp`: one unsolicited neighbour
+    advertisement per IPv6 address to all nodes (ff02::1) from ``ifname``'s MAC.
+
+    Neighbours update a cached entry for the address to that MAC at once; without it an
+    entry for a MAC that left (a live switch) is probed by unicast until it fails, seconds
+    later. The kernel sends such notices itself only on its own address and link changes
+    (``ndisc_notify``), never for a proxied address. Best effort: failures are ignored.
+    """
+    v6 = [ip for ip in addresses if isinstance(ip, ipaddress.IPv6Address)]
+    if not v6:
+        return
+    info = link_info(ifname)
+    if info is None or not info.mac:
+        return
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    except OSError:
+        return
+    try:
+        # RFC 4861 7.1.2: receivers drop neighbour discovery with a hop limit below 255.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        index = socket.if_nametoindex(ifname)
+        for ip in v6:
+            sock.sendto(na_message(info.mac, ip), ("ff02::1", 0, 0, index))
+    except OSError:
+        pass
+    finally:
+        sock.close()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..spec import IPAddress, IPInterface, KernelError
 from ._netns import open_netns
 from ._route import RT_TABLE_MAIN, RTNH_F_ONLINK, RouteInfo
-from ._sysctl import sysctl_try_set
+from ._sysctl import sysctl_get, sysctl_try_set
 from .links import _require, index_of, kernel_op, rtnl
 
 IFA_F_NODAD = 0x02
@@ -247,3 +247,41 @@ def delete_proxy_neighbour(ifname: str, address: IPAddress) -> None:
             ipr.neigh("del", family=socket.AF_INET if address.version == 4
                       else socket.AF_INET6, ifindex=idx, dst=str(address), flags=NTF_PROXY)
 
+
+
+def iface_sysctls(ifname: str) -> dict[str, str]:
+    """The per-interface sysctls of ``ifname`` (``net/ipv4/conf/<ifname>/*``, ipv6 too) that
+    differ from what the namespace gives a new interface (``conf/default``): what was set on
+    it (by tuning, say). Keys are relative (``ipv4/rp_filter``).
+
+    The kernel keeps them per device and namespace: a device moved to another namespace
+    gets that namespace's defaults, while its link attributes (MTU, MAC, flags) move with it.
+    """
+    import os
+    from pathlib import Path
+
+    out: dict[str, str] = {}
+    for family in ("ipv4", "ipv6"):
+        base = f"/proc/sys/net/{family}/conf/{ifname}"
+        try:
+            names = sorted(p.name for p in Path(base).iterdir())
+        except OSError:
+            continue  # IPv6 disabled
+        for name in names:
+            if not os.access(f"{base}/{name}", os.W_OK):
+                continue
+            try:
+                value = sysctl_get(f"net/{family}/conf/{ifname}/{name}")
+                default = sysctl_get(f"net/{family}/conf/default/{name}")
+            except KernelError:
+                continue  # unreadable ones (stable_secret until set)
+            if value != default:
+                out[f"{family}/{name}"] = value
+    return out
+
+
+def set_iface_sysctls(ifname: str, values: dict[str, str]) -> list[str]:
+    """Write :func:`iface_sysctls`' ``values`` for ``ifname``; the keys the kernel refused."""
+    return [key for key, value in values.items()
+            if not sysctl_try_set(f"net/{key.split('/')[0]}/conf/{ifname}/"
+                                  f"{key.split('/', 1)[1]}", value)]

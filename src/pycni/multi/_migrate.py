@@ -10,7 +10,8 @@ lock (:meth:`PodRecords.lock`)::
        does not give that address fails the switch here.
     2. the host routes the new delegate made to the address (ptp's /32) are held back, so the
        host keeps reaching the pod the old way; the new interface moves into the pod's netns
-       under a temporary name (down, bare).
+       under a temporary name (down, bare: the kernel drops its per-interface sysctls on the
+       way, so those the delegates set, tuning's, are set again).
     3. the switch: the new interface gets the addresses (no DAD, no prefix route where the
        delegate had none) and every route is swapped onto it with ``ip route replace``; the
        held-back host routes return; where the pod leaves a segment that stays (a bridge),
@@ -21,6 +22,12 @@ lock (:meth:`PodRecords.lock`)::
     5. the record (the new attachment is ``default``), the delegates' result cache, the
        runtime's cached result of the pod (libcni's, for its CHECK and DEL) and
        network-status are updated.
+
+Before step 1 the new attachment enters the record as ``switching`` (with its staging netns;
+before step 2 also what undoing steps 2-3 needs): a crash up to step 4 is undone by the next
+``pycni migrate`` of the pod, and cleaned up by its DEL or GC (:mod:`pycni.multi._record`).
+An old network whose DEL fails in step 4 stays ``orphaned``: its DEL is retried without the
+pod's netns, where its interface name is the new network's now.
 
 Up to the switch every step has an undo; a failure runs them newest first and leaves the pod
 exactly as it was (its interface, addresses, routes and old lease; the new store holds
@@ -38,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..host import (
+    RouteInfo,
     Undo,
     add_addresses,
     add_proxy_neighbour,
@@ -45,9 +53,11 @@ from ..host import (
     bridge_ports,
     create_netns,
     del_route,
+    delete_link,
     delete_proxy_neighbour,
     enter,
     host_routes_to,
+    iface_sysctls,
     link_info,
     move_link,
     remove_addresses,
@@ -55,6 +65,8 @@ from ..host import (
     rename_link,
     run_in_netns,
     send_gratuitous_arp,
+    send_unsolicited_na,
+    set_iface_sysctls,
     set_link_down,
     set_link_up,
     snapshot_iface,
@@ -64,6 +76,7 @@ from ..runtime import ResultCache, RuntimeConf, discover
 from ..spec import (
     CNIError,
     InvalidNetworkConfig,
+    IPAddress,
     IPInterface,
     KernelError,
     NetworkConfigList,
@@ -73,7 +86,7 @@ from ._attach import _context, _load, _pod
 from ._config import MultusConfig
 from ._kube import ClusterSource
 from ._plugin import Multus, _config_json, _Context
-from ._record import ADDED, Attachment, PodRecord
+from ._record import ADDED, ORPHANED, SWITCHING, Attachment, PodRecord
 from ._selection import NetworkSelection
 
 log = logging.getLogger("pycni.multi")
@@ -145,6 +158,38 @@ def _request_addresses(raw: dict[str, Any], addresses: list[IPInterface],
         caps["ips"] = wanted
 
 
+def _route_json(route: RouteInfo) -> dict[str, Any]:
+    return {"dst": str(route.dst), "gateway": str(route.gateway) if route.gateway else None,
+            "scope": route.scope, "table": route.table, "priority": route.priority,
+            "prefsrc": str(route.prefsrc) if route.prefsrc else None,
+            "protocol": route.protocol, "onlink": route.onlink}
+
+
+def _route_from_json(obj: dict[str, Any]) -> RouteInfo:
+    gateway, prefsrc = obj.get("gateway"), obj.get("prefsrc")
+    return RouteInfo(dst=ipaddress.ip_network(str(obj["dst"])),
+                     gateway=ipaddress.ip_address(str(gateway)) if gateway else None,
+                     oif=None, scope=int(obj["scope"]), table=int(obj["table"]),
+                     priority=int(obj["priority"]),
+                     prefsrc=ipaddress.ip_address(str(prefsrc)) if prefsrc else None,
+                     protocol=int(obj["protocol"]), onlink=bool(obj["onlink"]))
+
+
+def _restore_iface(ifname: str, addresses: list[IPInterface], bare: list[IPInterface],
+                   routes: list[RouteInfo]) -> None:
+    """Give ``ifname`` (if it is there) back its addresses (up) and routes."""
+    if link_info(ifname) is not None:
+        add_addresses(ifname, addresses, no_prefix_route=bare)
+        take_over_routes(ifname, routes)
+
+
+def _announce(ifname: str, ips: Sequence[IPAddress]) -> None:
+    """Tell ``ifname``'s segment that ``ips`` are at its MAC now: a gratuitous ARP for IPv4,
+    an unsolicited neighbour advertisement (Override) for IPv6."""
+    send_gratuitous_arp(ifname, ips)
+    send_unsolicited_na(ifname, ips)
+
+
 def _free_name(netns: str, base: str) -> str:
     def pick() -> str:
         for n in range(100):
@@ -200,8 +245,40 @@ class Migration:
                         report.error)
         return report
 
+    def _finish_interrupted(self, ctx: _Context, record: PodRecord) -> None:
+        """Undo a switch a crash interrupted (``switching``: the pod gets back its old
+        interface's addresses and routes, the new network's delegates get DEL in the staging
+        netns) and retry the DEL of old networks that failed after a switch (``orphaned``)."""
+        for att in [a for a in record.attachments if a.state == SWITCHING]:
+            intent = att.switch or {}
+            log.warning("pod %s: undoing the interrupted switch to %s", ctx.pod_key,
+                        att.network)
+            if intent.get("tmp") and record.netns and Path(record.netns).exists():
+                routes = [_route_from_json(r) for r in intent.get("routes") or []]
+                addrs = [ipaddress.ip_interface(a) for a in intent.get("addresses") or []]
+                bare = [ipaddress.ip_interface(a) for a in intent.get("noPrefixRoute") or []]
+                run_in_netns(record.netns, _restore_iface, att.interface, addrs, bare, routes)
+                for dev, route in intent.get("hostRoutes") or []:
+                    if link_info(dev) is not None:
+                        r = _route_from_json(route)
+                        add_route(r.dst, ifname=dev, gateway=r.gateway, scope=r.scope,
+                                  src=r.prefsrc, exist_ok=True)
+            # DEL in the staging netns (see Multus._runtime_conf), then the temporary
+            # interface, the staging netns and the switch's proxy entries go.
+            errors = self.plugin._detach(ctx, record, [att], record.netns)
+            if errors:
+                raise MigrationFailed(f"pod {ctx.pod_key}: the interrupted switch to "
+                                      f"{att.network} cannot be undone: {errors[0].msg}")
+        orphans = [a for a in record.attachments if a.state == ORPHANED]
+        if orphans:
+            errors = self.plugin._detach(ctx, record, orphans, record.netns)
+            for err in errors:
+                log.warning("pod %s: DEL of an old network still fails: %s", ctx.pod_key,
+                            err)
+
     def _switch(self, ctx: _Context, record: PodRecord, key: str, net: NetworkConfigList,
                 report: SwitchReport) -> None:
+        self._finish_interrupted(ctx, record)
         old = next((a for a in record.attachments if a.default), None)
         if old is None or old.state != ADDED or not old.result:
             raise MigrationFailed(f"pod {ctx.pod_key} has no added default network to move")
@@ -224,16 +301,23 @@ class Migration:
         cni_args = list(old.cni_args)
         if not any(k == "IgnoreUnknown" for k, _ in cni_args):
             cni_args.insert(0, ("IgnoreUnknown", "1"))
-        new = Attachment(network=key, interface=old.interface, default=True, config=raw,
-                         capability_args=caps, cni_args=cni_args,
-                         default_route=list(old.default_route))
+        staging_name = f"{STAGING_PREFIX}{record.container_id[:12]}"
+        # The intent is recorded before the staging netns and the first delegate: a crash
+        # from here on leaves the next migrate, the pod's DEL or GC something to undo.
+        intent: dict[str, Any] = {"staging": staging_name}
+        new = Attachment(network=key, interface=old.interface, config=raw,
+                         capability_args=caps, cni_args=cni_args, state=SWITCHING,
+                         default_route=list(old.default_route), switch=intent)
         new_net = new.network_config()
         podns, ifname = record.netns, old.interface
-        staging_name = f"{STAGING_PREFIX}{record.container_id[:12]}"
-        remove_netns(staging_name)  # a crashed earlier attempt's
-        staging = create_netns(staging_name)
+        record.attachments.append(new)
+        ctx.records.save(record)
         undo = Undo()
         with undo:
+            undo.push(f"drop the switch to {key} from the record", self._drop_intent, ctx,
+                      record, new)
+            remove_netns(staging_name)  # left by a switch older than its intent's record
+            staging = create_netns(staging_name)
             undo.push(f"remove the staging netns {staging}", remove_netns, staging_name)
             before = {(dev, r.dst) for a in addresses for dev, r in host_routes_to(a.ip)}
             rt = RuntimeConf(record.container_id, staging, ifname, cni_args, caps)
@@ -254,6 +338,7 @@ class Migration:
                     f"{', '.join(map(str, addresses))}")
             self._step("added")
             snap = run_in_netns(staging, snapshot_iface, ifname)
+            sysctls = run_in_netns(staging, iface_sysctls, ifname)
             # Hold back the host routes the new delegate made to the pod's address (ptp's
             # /32): until the pod answers on the new link, the host must use the old one.
             held = [(dev, r) for a in got for dev, r in host_routes_to(a.ip)
@@ -261,20 +346,47 @@ class Migration:
             for dev, route in held:
                 del_route(route.dst, ifname=dev, gateway=route.gateway, missing_ok=True)
             tmp = _free_name(podns, "mig")
+            old_snap = run_in_netns(podns, snapshot_iface, ifname)
+            # The old network's host routes to the address (ptp's /32) would keep sending
+            # the pod's traffic to the interface it is leaving: the switch takes them.
+            new_host = {i.name for i in result.interfaces if not i.sandbox}
+            old_host = {i.name for i in old_result.interfaces if not i.sandbox} - new_host
+            old_routes = [(dev, route) for a in got for dev, route in host_routes_to(a.ip)
+                          if dev in old_host]
+            # Segments the pod leaves that stay (a bridge and its other pods): the node
+            # answers for the address there.
+            proxy_plan = [{"device": dev, "address": str(a.ip)} for dev in sorted(old_host)
+                          if bridge_ports(dev) for a in got
+                          if any(a.ip in b.network for b in old_snap.addresses)]
+            # What undoing the rest needs after a crash (see _finish_interrupted).
+            intent.update({
+                "tmp": tmp, "addresses": [str(a) for a in old_snap.addresses],
+                "noPrefixRoute": [str(a) for a in old_snap.no_prefix_route],
+                "routes": [_route_json(r) for r in old_snap.routes + old_snap.kernel_routes],
+                "hostRoutes": [[dev, _route_json(r)] for dev, r in old_routes],
+                "proxies": proxy_plan})
+            ctx.records.save(record)
             run_in_netns(staging, move_link, ifname, podns, tmp)
             undo.push(f"move {tmp} back to the staging netns", run_in_netns, podns,
                       move_link, tmp, staging, ifname)
+            # Per-interface sysctls the new network's plugins set (tuning) stay behind in
+            # the staging netns: set them again before the interface carries anything.
+            refused = run_in_netns(podns, set_iface_sysctls, tmp, sysctls)
+            if refused:
+                log.warning("pod %s: the pod's namespace refused the sysctls %s of %s",
+                            ctx.pod_key, ", ".join(refused), key)
             self._step("moved")
-            old_snap = run_in_netns(podns, snapshot_iface, ifname)
             proxies = self._switch_over(undo, podns, ifname, tmp, snap, old_snap, held,
-                                        old_result, result, got)
+                                        old_routes, proxy_plan, got)
             self._step("switched")
         # Committed: from here on, the pod is on the new network.
         remove_netns(staging_name)
         new.result = _with_sandbox(result, staging, podns)
         new.state = ADDED
-        index = record.attachments.index(old)
-        record.attachments.insert(index, new)
+        new.switch = None
+        new.default = True
+        record.attachments.remove(new)
+        record.attachments.insert(record.attachments.index(old), new)
         old.default = False
         moved = {str(a.ip) for a in got}
         for back in [p for p in record.proxies if p["address"] in moved]:
@@ -284,15 +396,21 @@ class Migration:
         ctx.records.save(record)
         errors = self.plugin._detach(ctx, record, [old], podns)
         if errors:
-            # The old attachment stays in the record (not default): the pod's DEL retries it.
+            # The old attachment stays in the record, orphaned: its link goes now (it is
+            # down and carries nothing; the new interface takes its name next), and its
+            # DEL is retried without a netns (the next migrate, the pod's DEL), so that it
+            # releases its address and host-side state and never touches the new interface.
             log.warning("pod %s: DEL of the old network %s failed (kept in the record): %s",
                         ctx.pod_key, old.network, errors[0])
+            run_in_netns(podns, delete_link, ifname)
+            old.state = ORPHANED
+            ctx.records.save(record)
         try:
             run_in_netns(podns, rename_link, tmp, ifname)
         except CNIError as exc:
             raise MigrationFailed(f"pod {ctx.pod_key}: switched to {key}, but its interface "
                                   f"{tmp} could not be renamed {ifname}: {exc.msg}") from exc
-        run_in_netns(podns, send_gratuitous_arp, ifname, [a.ip for a in got])
+        run_in_netns(podns, _announce, ifname, [a.ip for a in got])
         self._update_caches(ctx, record, new_net, new)
         self.plugin._write_status(ctx, record, _pod(ctx))
         self.prune_proxies()
@@ -300,15 +418,16 @@ class Migration:
         report.addresses = [str(a) for a in got]
         report.proxies = proxies
 
+    @staticmethod
+    def _drop_intent(ctx: _Context, record: PodRecord, new: Attachment) -> None:
+        record.attachments = [a for a in record.attachments if a is not new]
+        ctx.records.save(record)
+
     def _switch_over(self, undo: Undo, podns: str, ifname: str, tmp: str, snap: Any,  # noqa: PLR0917
-                     old_snap: Any, held: list[tuple[str, Any]], old_result: Result,
-                     new_result: Result, got: list[IPInterface]) -> list[dict[str, str]]:
+                     old_snap: Any, held: list[tuple[str, Any]],
+                     old_routes: list[tuple[str, RouteInfo]], proxy_plan: list[dict[str, str]],
+                     got: list[IPInterface]) -> list[dict[str, str]]:
         """Step 3 of the module docstring; the undo steps pushed on ``undo``."""
-        # Segments the pod leaves that stay (a bridge and its other pods): the host devices
-        # of the old result that the new one does not use.
-        new_host = {i.name for i in new_result.interfaces if not i.sandbox}
-        segments = [i.name for i in old_result.interfaces
-                    if not i.sandbox and i.name not in new_host and bridge_ports(i.name)]
         with enter(podns) as pod:
             pod.call(add_addresses, tmp, snap.addresses, no_prefix_route=snap.no_prefix_route)
             undo.push(f"take the addresses off {tmp}", run_in_netns, podns, remove_addresses,
@@ -317,38 +436,30 @@ class Migration:
                       take_over_routes, ifname, old_snap.routes + old_snap.kernel_routes)
             pod.call(take_over_routes, tmp, snap.routes)
             # The pod's new MAC, told to the segment it joins (its peers, a bridge's FDB).
-            pod.call(send_gratuitous_arp, tmp, [a.ip for a in got])
-            # The old network's host routes to the address (ptp's /32) would keep sending
-            # the pod's traffic to the interface it is leaving.
-            old_host = {i.name for i in old_result.interfaces if not i.sandbox} - new_host
-            for a in got:
-                for dev, route in host_routes_to(a.ip):
-                    if dev in old_host:
-                        del_route(route.dst, ifname=dev, gateway=route.gateway,
-                                  missing_ok=True)
-                        undo.push(f"give back the route to {route.dst} via {dev}", add_route,
-                                  route.dst, ifname=dev, gateway=route.gateway,
-                                  scope=route.scope, src=route.prefsrc, exist_ok=True)
+            pod.call(_announce, tmp, [a.ip for a in got])
+            for dev, route in old_routes:
+                del_route(route.dst, ifname=dev, gateway=route.gateway, missing_ok=True)
+                undo.push(f"give back the route to {route.dst} via {dev}", add_route,
+                          route.dst, ifname=dev, gateway=route.gateway, scope=route.scope,
+                          src=route.prefsrc, exist_ok=True)
             for dev, route in held:
                 add_route(route.dst, ifname=dev, gateway=route.gateway, scope=route.scope,
                           src=route.prefsrc, exist_ok=True)
                 undo.push(f"hold back the route to {route.dst} via {dev}", del_route,
                           route.dst, ifname=dev, gateway=route.gateway, missing_ok=True)
-            proxies: list[dict[str, str]] = []
-            for dev in segments:
-                on_segment = [a.ip for a in got
-                              if any(a.ip in b.network for b in old_snap.addresses)]
-                for ip in on_segment:
-                    add_proxy_neighbour(dev, ip)
-                    undo.push(f"remove the proxy entry {ip} on {dev}", delete_proxy_neighbour,
-                              dev, ip)
-                    proxies.append({"device": dev, "address": str(ip)})
-                send_gratuitous_arp(dev, on_segment)
+            for entry in proxy_plan:
+                dev, ip = entry["device"], ipaddress.ip_address(entry["address"])
+                add_proxy_neighbour(dev, ip)
+                undo.push(f"remove the proxy entry {ip} on {dev}", delete_proxy_neighbour,
+                          dev, ip)
+            for dev in sorted({e["device"] for e in proxy_plan}):
+                _announce(dev, [ipaddress.ip_address(e["address"])
+                                          for e in proxy_plan if e["device"] == dev])
             self._step("proxied")
             # The old interface would still answer ARP for the address on the old segment.
             pod.call(set_link_down, ifname)
             undo.push(f"set {ifname} up again", run_in_netns, podns, set_link_up, ifname)
-        return proxies
+        return list(proxy_plan)
 
     def _update_caches(self, ctx: _Context, record: PodRecord, net: NetworkConfigList,
                        new: Attachment) -> None:

@@ -44,7 +44,7 @@ from ..spec import (
 from ._config import MultusConfig, delegate_from_json
 from ._devices import KUBELET_CHECKPOINT, DeviceAllocator
 from ._kube import ClusterSource, KubeSource, NadInfo, PodInfo
-from ._record import ADDED, Attachment, PodRecord, PodRecords
+from ._record import ADDED, ORPHANED, SWITCHING, Attachment, PodRecord, PodRecords
 from ._selection import (
     CAPABILITY_KEYS,
     DEFAULT_NETWORK_ANNOTATION,
@@ -360,6 +360,12 @@ class Multus(Plugin):
 
     @staticmethod
     def _runtime_conf(ctx: _Context, att: Attachment, netns: str) -> RuntimeConf:
+        if att.state == ORPHANED:
+            # The pod's interface of that name is another network's now: the DEL releases
+            # the address and host-side state only (a DEL without a netns does just that).
+            netns = ""
+        elif att.state == SWITCHING:
+            netns = _staging_path(att)
         return RuntimeConf(ctx.container_id, netns, att.interface, list(att.cni_args),
                            dict(att.capability_args))
 
@@ -463,6 +469,8 @@ class Multus(Plugin):
                     continue
                 # Its ADD never completed and its plugin does not exist: that plugin
                 # never ran, so it holds nothing (the others' DELs ran all the same).
+            if att.state == SWITCHING:
+                _drop_switch(record, att)
             record.attachments = [a for a in record.attachments if a is not att]
         if record.attachments:
             ctx.records.save(record)
@@ -479,6 +487,8 @@ class Multus(Plugin):
             raise CNIError(f"no attachments recorded for container {args.container_id}",
                            code=3)
         for att in record.attachments:
+            if att.state in (SWITCHING, ORPHANED):
+                continue  # not the pod's (yet, any more): the next migrate or DEL ends it
             ctx.cni.check_network_list(att.network_config(),
                                        self._runtime_conf(ctx, att, args.netns))
 
@@ -552,6 +562,37 @@ def _release_proxies(record: PodRecord) -> None:
         except CNIError as exc:
             log.warning("cannot remove the proxy entry %s on %s: %s", proxy["address"],
                         proxy["device"], exc)
+
+
+def _staging_path(att: Attachment) -> str:
+    """The staging netns of a ``switching`` attachment, "" when it is gone."""
+    from ..host import netns_path
+
+    name = str((att.switch or {}).get("staging") or "")
+    path = netns_path(name) if name else ""
+    return path if path and Path(path).exists() else ""
+
+
+def _drop_switch(record: PodRecord, att: Attachment) -> None:
+    """After the DEL of a ``switching`` attachment: what its delegates did not make (the
+    staging netns, the interface moved into the pod under a temporary name, which takes its
+    host-side peer with it, and the proxy entries of the switch) goes too."""
+    import ipaddress
+
+    from ..host import delete_link, delete_proxy_neighbour, remove_netns, run_in_netns
+
+    intent = att.switch or {}
+    try:
+        if intent.get("tmp") and record.netns and Path(record.netns).exists():
+            run_in_netns(record.netns, delete_link, str(intent["tmp"]))
+        for proxy in intent.get("proxies") or []:
+            delete_proxy_neighbour(str(proxy["device"]), ipaddress.ip_address(
+                str(proxy["address"])))
+        if intent.get("staging"):
+            remove_netns(str(intent["staging"]))
+    except CNIError as exc:
+        log.warning("pod %s: cleaning up after the interrupted switch to %s: %s",
+                    record.pod.get("name", record.container_id), att.network, exc)
 
 
 def _config_json(net: NetworkConfigList) -> dict[str, Any]:

@@ -10,12 +10,14 @@ at every step, so a reader sees the state before or after a step, never half of 
      "attachments": [
        {"network": "kube-system/pod-net", "interface": "eth0", "default": true,
         "state": "added",                         # "adding" until its ADD returned
+                                                  # ("switching", "orphaned": below)
         "config": {...},                          # the exact conflist the delegates got
         "capabilityArgs": {...},                  # this attachment's runtimeConfig
         "cniArgs": [["K8S_POD_NAME", "web-0"], ...],
         "defaultRoute": [],                       # gateways of a "default-route" request
         "deviceID": "",                           # from resourceName, if any
-        "result": {...} | null}                   # the delegate chain's result
+        "result": {...} | null,                   # the delegate chain's result
+        "switch": {...}}                          # a live switch's intent (below)
      ]}
 
 An attachment enters the record (``adding``) *before* its delegates run, so a crash in the
@@ -45,6 +47,8 @@ from ..store import RecordStore
 RECORD_VERSION = 1
 ADDING = "adding"
 ADDED = "added"
+SWITCHING = "switching"
+ORPHANED = "orphaned"
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Attachment:
     default_route: list[str] = field(default_factory=list)
     device_id: str = ""
     result: dict[str, Any] | None = None
+    #: A live switch's intent while ``switching`` (see the module docstring).
+    switch: dict[str, Any] | None = None
 
     def network_config(self) -> NetworkConfigList:
         """The delegate configuration this attachment was added with."""
@@ -68,12 +74,15 @@ class Attachment:
 
     def to_json(self) -> dict[str, Any]:
         """The record's object."""
-        return {"network": self.network, "interface": self.interface, "default": self.default,
-                "state": self.state, "config": self.config,
-                "capabilityArgs": self.capability_args,
-                "cniArgs": [list(pair) for pair in self.cni_args],
-                "defaultRoute": self.default_route, "deviceID": self.device_id,
-                "result": self.result}
+        out = {"network": self.network, "interface": self.interface, "default": self.default,
+               "state": self.state, "config": self.config,
+               "capabilityArgs": self.capability_args,
+               "cniArgs": [list(pair) for pair in self.cni_args],
+               "defaultRoute": self.default_route, "deviceID": self.device_id,
+               "result": self.result}
+        if self.switch is not None:
+            out["switch"] = self.switch
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Attachment:
@@ -84,7 +93,8 @@ class Attachment:
                    capability_args=dict(obj.get("capabilityArgs") or {}),
                    cni_args=[(str(k), str(v)) for k, v in obj.get("cniArgs") or []],
                    default_route=[str(g) for g in obj.get("defaultRoute") or []],
-                   device_id=str(obj.get("deviceID") or ""), result=obj.get("result"))
+                   device_id=str(obj.get("deviceID") or ""), result=obj.get("result"),
+                   switch=dict(obj["switch"]) if obj.get("switch") else None)
 
 
 @dataclass

@@ -19,8 +19,10 @@ from pathlib import Path
 
 _SERVER = r"""
 import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
+v6 = ":" in sys.argv[2]
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if v6 else "0.0.0.0", int(sys.argv[1]))); s.listen(1)
 print("ready", flush=True)
 c, _ = s.accept()
 while True:
@@ -122,20 +124,23 @@ class LiveTraffic:
     def start(self) -> None:
         """Start the server, the client and the pings; return once all are running."""
         self.stop_file.unlink(missing_ok=True)
+        # Each process is listed as it starts: a failure to start kills those already up.
         self._server = subprocess.Popen(
-            _ns(self.target_netns, sys.executable, "-c", _SERVER, str(self.port)),
-            stdout=subprocess.PIPE, text=True)
+            _ns(self.target_netns, sys.executable, "-c", _SERVER, str(self.port),
+                self.target), stdout=subprocess.PIPE, text=True)
+        self._procs.append(self._server)
         self._ready(self._server)
         self._client = subprocess.Popen(
             _ns(self.tcp_from, sys.executable, "-c", _CLIENT, self.target, str(self.port),
                 str(self.interval), str(self.stop_file)), stdout=subprocess.PIPE, text=True)
+        self._procs.append(self._client)
         self._ready(self._client)
         for source in self.ping_from:
             proc = subprocess.Popen(
                 _ns(source, "ping", "-n", "-i", str(self.interval), "-W", "1", self.target),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             self._pings.append((source, proc))
-        self._procs = [self._server, self._client, *(p for _, p in self._pings)]
+            self._procs.append(proc)
         time.sleep(0.3)  # a steady state before the change
 
     @staticmethod
@@ -185,7 +190,11 @@ class LiveTraffic:
         self._procs = []
 
     def __enter__(self) -> LiveTraffic:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
