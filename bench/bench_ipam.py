@@ -6,7 +6,8 @@ Fills three copies of 10.1.0.0/16 with reservation files (65,532 hosts, ``--free
 left free, scattered; 64-hex container IDs as runtimes use), one per implementation: Go's
 ``/usr/lib/cni/host-local``, pycni's ``host-local`` shim served by a ``pycni agent``
 ("agent"), and the same shim without an agent ("standalone"). Every call is an exec of the
-executable, as a runtime makes it. Round 0 (the first call on each copy: Go and a cold
+executable (inside the agent's network namespace, where the shim hands calls to the agent),
+as a runtime makes it. Round 0 (the first call on each copy: Go and a cold
 pycni both read every lease; pycni then has its index) is printed apart; then ``--rounds``
 interleaved rounds (every implementation each round, in a rotating order) of one ADD and its
 DEL. Printed: medians, the median of the per-round ratios to Go with the 25th-75th
@@ -47,9 +48,13 @@ def fill(d: Path, free: int) -> None:
 class Impl:
     """One implementation: its executable and its own copy of the store."""
 
-    def __init__(self, name: str, exe: str, data_dir: str, agent_pid: int = 0) -> None:
+    def __init__(self, name: str, exe: str, data_dir: str, host_ns: str,
+                 agent_pid: int = 0) -> None:
         self.name = name
         self.exe = exe
+        # Every call runs in the agent's namespace: the agent serves only callers in its own
+        # (others run standalone), and Go pays the same nsenter.
+        self.argv = ["nsenter", f"--net={host_ns}", "--", exe]
         self.agent_pid = agent_pid
         self.stdin = json.dumps({"cniVersion": "1.0.0", "name": "full", "type": "bridge",
                                  "ipam": {"type": "host-local", "dataDir": data_dir,
@@ -60,7 +65,7 @@ class Impl:
         env.update({"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": "/x",
                     "CNI_IFNAME": "eth0", "CNI_PATH": str(Path(self.exe).parent)})
         start = time.perf_counter()
-        proc = subprocess.run([self.exe], input=self.stdin, env=env, capture_output=True,
+        proc = subprocess.run(self.argv, input=self.stdin, env=env, capture_output=True,
                               check=False)
         took = time.perf_counter() - start
         if proc.returncode:
@@ -89,11 +94,11 @@ def main() -> None:
         install_ours_with_socket(f"{tmp}/bin-alone", f"{tmp}/none/agent.sock")
         for impl in IMPLS:
             fill(Path(tmp) / impl / "full", opts.free)
-        agent = stack.enter_context(agent_in(stack.enter_context(temp_netns("h")),
-                                             f"{tmp}/run/agent.sock"))
-        impls = [Impl("go", f"{GO_DIR}/host-local", f"{tmp}/go"),
-                 Impl("agent", f"{tmp}/bin/host-local", f"{tmp}/agent", agent.pid),
-                 Impl("standalone", f"{tmp}/bin-alone/host-local", f"{tmp}/standalone")]
+        host = stack.enter_context(temp_netns("h"))
+        agent = stack.enter_context(agent_in(host, f"{tmp}/run/agent.sock"))
+        impls = [Impl("go", f"{GO_DIR}/host-local", f"{tmp}/go", host),
+                 Impl("agent", f"{tmp}/bin/host-local", f"{tmp}/agent", host, agent.pid),
+                 Impl("standalone", f"{tmp}/bin-alone/host-local", f"{tmp}/standalone", host)]
         print(f"host-local, 10.1.0.0/16 with {HOSTS - opts.free} leases ({opts.free} free)")
         cold = {i.name: i.call("ADD", f"cold{0:060x}") for i in impls}
         for i in impls:
