@@ -44,8 +44,11 @@ from collections import OrderedDict
 PERSIST_MIN = 512
 #: Directory (under dataDir) of the on-disk indexes.
 INDEX_DIR = ".pycni-index"
-#: Stores whose index the process keeps in memory (least recently used dropped first).
+#: Stores whose index the process keeps in memory (least recently used dropped first) ...
 MEMORY_STORES = 32
+#: ... and leases over all of them: about 150 bytes each, so at most ~20 MB of agent memory
+#: (a /16 is 65,534 leases: two full ones fit).
+MEMORY_LEASES = 140_000
 _MAGIC = b"pycni host-local index 1"
 #: The coarse real-time clock the kernel stamps files with (CLOCK_REALTIME_COARSE).
 _COARSE_CLOCK = 5
@@ -105,10 +108,11 @@ def settle(stamp: Stamp) -> bool:
 
 
 class _Memory:
-    """The process's indexes, by directory path; bounded."""
+    """The process's indexes, by directory path; bounded in stores and in leases."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, leases: int) -> None:
         self.size = size
+        self.leases = leases
         self._lock = threading.Lock()
         self._items: OrderedDict[str, Index] = OrderedDict()
 
@@ -123,8 +127,9 @@ class _Memory:
         with self._lock:
             self._items[path] = idx
             self._items.move_to_end(path)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            total = sum(len(i.leases) for i in self._items.values())
+            while len(self._items) > self.size or (total > self.leases and self._items):
+                total -= len(self._items.popitem(last=False)[1].leases)
 
     def drop(self, path: str) -> None:
         with self._lock:
@@ -135,7 +140,7 @@ class _Memory:
 
 
 #: The indexes of this process (the agent's, across calls).
-MEMORY = _Memory(MEMORY_STORES)
+MEMORY = _Memory(MEMORY_STORES, MEMORY_LEASES)
 
 
 def encode(idx: Index) -> bytes:
