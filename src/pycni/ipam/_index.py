@@ -146,8 +146,11 @@ MEMORY = _Memory(MEMORY_STORES, MEMORY_LEASES)
 def encode(idx: Index) -> bytes:
     """The on-disk form: magic, stamp and exactness, extra names, lease names, checksums."""
     crcs = array("I", idx.leases.values())
+    # Lease names are addresses; another name holding a separator is left out (it only
+    # counts as taken, and a catch-up finds it again).
+    extra = sorted(n for n in idx.extra if "\n" not in n and "\0" not in n)
     body = b"\n".join((
-        "\0".join(sorted(idx.extra)).encode(errors="surrogateescape"),
+        "\0".join(extra).encode(errors="surrogateescape"),
         "\0".join(idx.leases).encode(errors="surrogateescape"),
     )) + b"\n" + crcs.tobytes()
     head = " ".join(str(v) for v in (*idx.stamp, int(idx.exact), len(crcs), zlib.crc32(body)))
