@@ -248,7 +248,7 @@ def memory(b: Bench, cycles: int, parallel: int = 8) -> tuple[float, float, floa
 
 
 _TRACE_CHILD = """
-import gc, json, sys, threading, tracemalloc, _socket
+import contextlib, gc, json, queue, sys, threading, tracemalloc, _socket
 from concurrent.futures import ThreadPoolExecutor
 from pycni.daemon import Agent, AgentConfig
 from pycni.shim import forward
@@ -273,16 +273,24 @@ def call(command, cid, netns):
     if kind != "ok" or parts[0] != b"0":
         raise SystemExit(f"{command} {cid}: {kind} {parts}")
 
-def cycle(i):
-    with temp_netns("c") as ns:
-        cid = f"mem{i % 64}"
-        call(b"ADD", cid, ns)
-        call(b"DEL", cid, ns)
+# Eight container namespaces, reused (a DEL leaves one as it found it): the measure is the
+# agent's, and creating 10,000 namespaces on a loaded machine times out now and then.
+stack = contextlib.ExitStack()
+free = queue.Queue()
+for n in range(8):
+    free.put((n, stack.enter_context(temp_netns("c"))))
 
-def run(n, start):
+def cycle(i):
+    n, ns = free.get()
+    try:
+        call(b"ADD", f"mem{n}", ns)
+        call(b"DEL", f"mem{n}", ns)
+    finally:
+        free.put((n, ns))
+
+def run(count, start):
     with ThreadPoolExecutor(8) as pool:
-        # ids repeat every 64 cycles; 8 at once never share one
-        list(pool.map(cycle, range(start, start + n)))
+        list(pool.map(cycle, range(start, start + count)))
 
 def rss():
     for line in open("/proc/self/status"):
@@ -301,6 +309,7 @@ run(cycles, 200)
 gc.collect()
 end_rss, end = rss(), tracemalloc.take_snapshot()
 agent.shutdown(grace=10)
+stack.close()
 # The bench's own side (unique_name's record of the names it issued) is not the agent's.
 ours = tracemalloc.Filter(False, "*/pycni/testing/*")
 stats = end.filter_traces([ours]).compare_to(warm.filter_traces([ours]), "lineno")
