@@ -12,8 +12,9 @@ Usage (as root)::
 ``--cycles 10000`` for the long memory run; ``--skip-memory``/``--skip-burst`` leave
 those out. ``--tracemalloc`` runs only the memory measure, with the agent in a child
 process of the bench (in its own host namespace) driven over its socket by the shim's own
-client code from threads of that process, and tracemalloc snapshots diffed between the
-warm-up and the end: the Python allocations that grew, by line.
+client code from threads of that process: its RSS over ``--cycles`` cycles after a warm-up,
+then tracemalloc snapshots diffed over as many more: the Python allocations that grew,
+by line.
 
 The chain runs through pycni's runtime (:class:`pycni.runtime.CNIConfig`, the same code for
 every implementation) with three plugin directories: Go's /usr/lib/cni, pycni's shims with a
@@ -303,11 +304,15 @@ run(200, 0)
 # so garbage in reference cycles that the collector frees anyway does not count).
 gc.collect()
 warm_rss = rss()
-tracemalloc.start(1)
-warm = tracemalloc.take_snapshot()
+# RSS alone first (tracemalloc's own traces would count in it), then the traced cycles.
 run(cycles, 200)
 gc.collect()
-end_rss, end = rss(), tracemalloc.take_snapshot()
+end_rss = rss()
+tracemalloc.start(1)
+warm = tracemalloc.take_snapshot()
+run(cycles, 200 + cycles)
+gc.collect()
+end = tracemalloc.take_snapshot()
 agent.shutdown(grace=10)
 stack.close()
 # The bench's own side (unique_name's record of the names it issued) is not the agent's.
@@ -315,9 +320,9 @@ ours = tracemalloc.Filter(False, "*/pycni/testing/*")
 stats = end.filter_traces([ours]).compare_to(warm.filter_traces([ours]), "lineno")
 grown = sum(s.size_diff for s in stats)
 print(f"in-process agent: RSS {idle:.1f} MB before any call, {warm_rss:.1f} MB after 200 "
-      f"warm-up cycles, {end_rss:.1f} MB after {cycles} more traced ones "
-      f"(growth {end_rss - warm_rss:+.1f} MB); tracemalloc: {grown / 1e6:+.2f} MB net over "
-      f"the {cycles} cycles (target < 5 MB); largest changes by line:")
+      f"warm-up cycles, {end_rss:.1f} MB after {cycles} more (growth "
+      f"{end_rss - warm_rss:+.1f} MB); tracemalloc over {cycles} further cycles: "
+      f"{grown / 1e6:+.2f} MB net (target < 5 MB); largest changes by line:")
 for s in stats[:8]:
     print(f"  {s.size_diff / 1e3:+9.1f} kB {s.count_diff:+6d} blocks  {s.traceback[0]}")
 """

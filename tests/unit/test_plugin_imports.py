@@ -44,8 +44,9 @@ import pycni.skel, pycni.ipam
 """ + _COMMON_PATH
 
 #: Loaded by none of it: inspect's own imports, logging (only for a crash or pyroute2),
-#: subprocess (only to exec a plugin).
-_STANDALONE_HEAVY = ("ast", "dis", "tokenize", "logging", "traceback", "subprocess")
+#: subprocess (only to exec a plugin), the conflist model (only runtimes and GC use it).
+_STANDALONE_HEAVY = ("ast", "dis", "tokenize", "logging", "traceback", "subprocess",
+                     "pycni.spec._conflist")
 
 
 def test_a_standalone_call_loads_no_inspect_logging_or_subprocess() -> None:
@@ -65,7 +66,8 @@ def test_a_deferred_module_still_works() -> None:
 
 
 def test_pyroute2_logs_one_line_once_it_is_imported() -> None:
-    # Plugin.main puts the hook in place; pyroute2's first module import sets the handler.
+    # Plugin.main puts the hook in place; the first import of logging (here pyroute2's)
+    # sets the handler.
     code = ("import sys; from pycni.skel._plugin import _QuietOnImport;"
             "sys.meta_path.insert(0, _QuietOnImport()); assert 'logging' not in sys.modules;"
             "import pyroute2.netlink.exceptions, logging;"

@@ -31,6 +31,7 @@ from ._args import CmdArgs, env_for, validate_container_id, validate_ifname
 
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Sequence
     from importlib.machinery import ModuleSpec
 
 
@@ -74,7 +75,10 @@ class Plugin:
         """Entry point of the plugin executable."""
         import os
 
-        sys.meta_path.insert(0, _QuietOnImport())
+        if "logging" in sys.modules:
+            _quiet_library_logs()
+        else:
+            sys.meta_path.insert(0, _QuietOnImport())
         code = run_plugin(cls(), environ=os.environ, stdin=sys.stdin.buffer,
                           stdout=sys.stdout.buffer)
         sys.stdout.flush()
@@ -109,22 +113,47 @@ def _quiet_library_logs() -> None:
 
 
 class _QuietOnImport:
-    """A ``sys.meta_path`` entry that runs :func:`_quiet_library_logs` when the plugin
-    process first imports a pyroute2 module, and finds nothing itself.
+    """A ``sys.meta_path`` entry: when the plugin process first imports ``logging`` (pyroute2
+    does, as does anything that logs), pyroute2's logger gets its one-line handler right
+    after :func:`_quiet_library_logs`.
 
-    Most calls never load pyroute2 (host has its own rtnetlink codec), so they do not pay
-    for ``logging`` (~3 ms of start-up) either.
+    Most calls never load pyroute2 (host has its own rtnetlink codec) nor anything else
+    that logs, so they do not pay for ``logging`` (~3 ms of start-up).
     """
 
     done = False
 
-    def find_spec(self, name: str, path: object = None,  # noqa: ARG002 - the finder protocol
-                  target: object = None) -> ModuleSpec | None:  # noqa: ARG002
-        """Set pyroute2's logger up before its first module loads; let the others find it."""
-        if not self.done and name.partition(".")[0] == "pyroute2":
-            self.done = True
-            _quiet_library_logs()
-        return None
+    def find_spec(self, name: str, path: Sequence[str] | None = None,
+                  target: object = None) -> ModuleSpec | None:  # noqa: ARG002 - the protocol
+        """``logging``'s own spec, its loader wrapped; None for every other module."""
+        if self.done or name != "logging":
+            return None
+        self.done = True
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenQuiet(spec.loader)  # type: ignore[assignment]
+        return spec
+
+
+class _ThenQuiet:
+    """The loader of ``logging``, then :func:`_quiet_library_logs`."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: ModuleSpec) -> Any:
+        """The wrapped loader's."""
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        """Run ``logging``, then set pyroute2's logger up."""
+        self.loader.exec_module(module)
+        _quiet_library_logs()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)  # get_source and the rest, for tracebacks
 
 
 def invoke(
