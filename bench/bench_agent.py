@@ -5,10 +5,16 @@ Usage (as root)::
     python3 bench/bench_agent.py --chain plain [--rounds 20] [--pods 100] [--cycles 2000]
     python3 bench/bench_agent.py --chain portmap ...
 
+    python3 bench/bench_agent.py --tracemalloc --cycles 10000
+
 ``--chain plain`` is bridge + host-local with ipMasq off (what most pods use);
 ``--chain portmap`` is bridge (ipMasq) + host-local + portmap with one TCP mapping.
 ``--cycles 10000`` for the long memory run; ``--skip-memory``/``--skip-burst`` leave
-those out.
+those out. ``--tracemalloc`` runs only the memory measure, with the agent in a child
+process of the bench (in its own host namespace) driven over its socket by the shim's own
+client code from threads of that process: its RSS over ``--cycles`` cycles after a warm-up,
+then tracemalloc snapshots diffed over as many more: the Python allocations that grew,
+by line.
 
 The chain runs through pycni's runtime (:class:`pycni.runtime.CNIConfig`, the same code for
 every implementation) with three plugin directories: Go's /usr/lib/cni, pycni's shims with a
@@ -244,6 +250,94 @@ def memory(b: Bench, cycles: int, parallel: int = 8) -> tuple[float, float, floa
     return idle, warm, rss_mb(pid)
 
 
+_TRACE_CHILD = """
+import contextlib, gc, json, queue, sys, threading, tracemalloc, _socket
+from concurrent.futures import ThreadPoolExecutor
+from pycni.daemon import Agent, AgentConfig
+from pycni.shim import forward
+from pycni.testing import temp_netns
+
+sock_path, data_dir, bridge, cycles = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+agent = Agent(AgentConfig(socket_path=sock_path, metrics_address=None))
+agent.start()
+conf = json.dumps({"cniVersion": "1.0.0", "name": "memnet", "type": "bridge", "bridge": bridge,
+                   "isGateway": True, "ipam": {"type": "host-local", "subnet": "10.126.0.0/16",
+                                               "dataDir": data_dir}}).encode()
+
+def call(command, cid, netns):
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.connect(sock_path)
+    env = {b"CNI_COMMAND": command, b"CNI_CONTAINERID": cid.encode(), b"CNI_NETNS": netns.encode(),
+           b"CNI_IFNAME": b"eth0", b"CNI_PATH": b"/nonexistent"}
+    try:
+        kind, parts = forward(sock, "bridge", env, conf)
+    finally:
+        sock.close()
+    if kind != "ok" or parts[0] != b"0":
+        raise SystemExit(f"{command} {cid}: {kind} {parts}")
+
+# Eight container namespaces, reused (a DEL leaves one as it found it): the measure is the
+# agent's, and creating 10,000 namespaces on a loaded machine times out now and then.
+stack = contextlib.ExitStack()
+free = queue.Queue()
+for n in range(8):
+    free.put((n, stack.enter_context(temp_netns("c"))))
+
+def cycle(i):
+    n, ns = free.get()
+    try:
+        call(b"ADD", f"mem{n}", ns)
+        call(b"DEL", f"mem{n}", ns)
+    finally:
+        free.put((n, ns))
+
+def run(count, start):
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(cycle, range(start, start + count)))
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+idle = rss()
+run(200, 0)
+# Traced from here: what the cycles allocate and still hold at the end (after a collection,
+# so garbage in reference cycles that the collector frees anyway does not count).
+gc.collect()
+warm_rss = rss()
+# RSS alone first (tracemalloc's own traces would count in it), then the traced cycles.
+run(cycles, 200)
+gc.collect()
+end_rss = rss()
+tracemalloc.start(1)
+warm = tracemalloc.take_snapshot()
+run(cycles, 200 + cycles)
+gc.collect()
+end = tracemalloc.take_snapshot()
+agent.shutdown(grace=10)
+stack.close()
+# The bench's own side (unique_name's record of the names it issued) is not the agent's.
+ours = tracemalloc.Filter(False, "*/pycni/testing/*")
+stats = end.filter_traces([ours]).compare_to(warm.filter_traces([ours]), "lineno")
+grown = sum(s.size_diff for s in stats)
+print(f"in-process agent: RSS {idle:.1f} MB before any call, {warm_rss:.1f} MB after 200 "
+      f"warm-up cycles, {end_rss:.1f} MB after {cycles} more (growth "
+      f"{end_rss - warm_rss:+.1f} MB); tracemalloc over {cycles} further cycles: "
+      f"{grown / 1e6:+.2f} MB net (target < 5 MB); largest changes by line:")
+for s in stats[:8]:
+    print(f"  {s.size_diff / 1e3:+9.1f} kB {s.count_diff:+6d} blocks  {s.traceback[0]}")
+"""
+
+
+def memory_traced(tmp: str, cycles: int) -> None:
+    """The agent's call path ``cycles`` times under tracemalloc (see ``--tracemalloc``)."""
+    with temp_netns("h") as host:
+        subprocess.run(["nsenter", f"--net={host}", "--", sys.executable, "-c", _TRACE_CHILD,
+                        f"{tmp}/run/mem.sock", f"{tmp}/mem-ipam", unique_name("br"),
+                        str(cycles)], check=True, env={**os.environ, **AGENT_ENV})
+
+
 def table(title: str, rows: dict[str, Row], targets: dict[str, str]) -> str:
     """Medians, the median per-round ratio to Go [25th-75th percentile], CPU ms per call."""
     impls = [i for i in IMPLS if i in rows["ADD"].times]
@@ -273,9 +367,14 @@ def main() -> None:
     parser.add_argument("--skip-standalone", action="store_true")
     parser.add_argument("--burst-runs", type=int, default=3)
     parser.add_argument("--chain", choices=("plain", "portmap"), default="plain")
+    parser.add_argument("--tracemalloc", action="store_true")
     opts = parser.parse_args()
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pytbench"))
+        if opts.tracemalloc:
+            Path(f"{tmp}/run").mkdir(mode=0o700)
+            memory_traced(tmp, opts.cycles)
+            return
         ours = f"{tmp}/bin"
         Path(f"{tmp}/run").mkdir(mode=0o700)
         install_ours_with_socket(ours, f"{tmp}/run/agent.sock")

@@ -1,10 +1,18 @@
-"""host-local in a nearly full /16: ADD and DEL latency, pycni in-process against Go.
+"""host-local in a nearly full /16: ADD and DEL through the agent and standalone, against Go.
 
-Run: ``python3 bench/bench_ipam.py [--free N] [--rounds R]``. Fills 10.1.0.0/16 with
-reservation files (leaving N addresses free, scattered), then times R ADD+DEL pairs through
-pycni in-process and through /usr/lib/cni/host-local. An ADD reads every reservation once
-(the duplicate-allocation check, as upstream) and one ``listdir``; the free-address search
-is in memory.
+Run (as root): ``python3 bench/bench_ipam.py [--free N] [--rounds R]``.
+
+Fills three copies of 10.1.0.0/16 with reservation files (65,532 hosts, ``--free`` of them
+left free, scattered; 64-hex container IDs as runtimes use), one per implementation: Go's
+``/usr/lib/cni/host-local``, pycni's ``host-local`` shim served by a ``pycni agent``
+("agent"), and the same shim without an agent ("standalone"). Every call is an exec of the
+executable (inside the agent's network namespace, where the shim hands calls to the agent),
+as a runtime makes it. Round 0 (the first call on each copy: Go and a cold
+pycni both read every lease; pycni then has its index) is printed apart; then ``--rounds``
+interleaved rounds (every implementation each round, in a rotating order) of one ADD and its
+DEL. Printed: medians, the median of the per-round ratios to Go with the 25th-75th
+percentile spread, and CPU ms per call (the processes', plus the agent's own).
+Targets (issue 12): ADD agent <= 0.1x Go, standalone <= 0.5x.
 """
 
 from __future__ import annotations
@@ -13,66 +21,115 @@ import argparse
 import json
 import os
 import random
+import resource
+import statistics
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from pycni.plugins.ipam.host_local import HostLocal
-from pycni.skel import run_plugin_bytes
+from _harness import GO_DIR, temp_netns
+from bench_agent import agent_in, install_ours_with_socket, pct
 
-GO = "/usr/lib/cni/host-local"
+IMPLS = ("go", "agent", "standalone")
+HOSTS = 65532
 
 
 def fill(d: Path, free: int) -> None:
+    """Reservations for every host of 10.1.0.0/16 but ``free`` scattered ones."""
     d.mkdir(parents=True)
-    hosts = [f"10.1.{n >> 8}.{n & 255}" for n in range(2, 65534)]
-    keep_free = set(random.Random(1).sample(hosts, free))  # noqa: S311 - a fixed spread, not a secret
-    for i, ip in enumerate(hosts):
-        if ip not in keep_free:
-            (d / ip).write_bytes(f"{i:064x}\r\neth0".encode())
+    keep_free = set(random.Random(1).sample(range(2, HOSTS + 2), free))  # noqa: S311 - a fixed spread
+    for n in range(2, HOSTS + 2):
+        if n not in keep_free:
+            (d / f"10.1.{n >> 8}.{n & 255}").write_bytes(f"{n:064x}\r\neth0".encode())
 
 
-def env(command: str, cid: str) -> dict[str, str]:
-    return {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": "/x",
-            "CNI_IFNAME": "eth0", "CNI_PATH": "/x"}
+class Impl:
+    """One implementation: its executable and its own copy of the store."""
 
+    def __init__(self, name: str, exe: str, data_dir: str, host_ns: str,
+                 agent_pid: int = 0) -> None:
+        self.name = name
+        self.exe = exe
+        # Every call runs in the agent's namespace: the agent serves only callers in its own
+        # (others run standalone), and Go pays the same nsenter.
+        self.argv = ["nsenter", f"--net={host_ns}", "--", exe]
+        self.agent_pid = agent_pid
+        self.stdin = json.dumps({"cniVersion": "1.0.0", "name": "full", "type": "bridge",
+                                 "ipam": {"type": "host-local", "dataDir": data_dir,
+                                          "subnet": "10.1.0.0/16"}}).encode()
 
-def ours(command: str, cid: str, stdin: bytes) -> None:
-    status, out = run_plugin_bytes(HostLocal(), env(command, cid), stdin)
-    if status:
-        raise SystemExit(out.decode())
+    def call(self, command: str, cid: str) -> float:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        env.update({"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": "/x",
+                    "CNI_IFNAME": "eth0", "CNI_PATH": str(Path(self.exe).parent)})
+        start = time.perf_counter()
+        proc = subprocess.run(self.argv, input=self.stdin, env=env, capture_output=True,
+                              check=False)
+        took = time.perf_counter() - start
+        if proc.returncode:
+            raise SystemExit(f"{self.name} {command}: {proc.stdout!r} {proc.stderr!r}")
+        return took
 
-
-def go(command: str, cid: str, stdin: bytes) -> None:
-    subprocess.run([GO], input=stdin, env={**os.environ, **env(command, cid)},
-                   capture_output=True, check=True)
+    def cpu(self) -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = 0.0
+        if self.agent_pid:
+            fields = Path(f"/proc/{self.agent_pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return usage.ru_utime + usage.ru_stime + own
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--free", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     opts = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        fill(Path(tmp) / "full", opts.free)
-        stdin = json.dumps({"cniVersion": "1.0.0", "name": "full", "type": "bridge",
-                            "ipam": {"type": "host-local", "dataDir": tmp,
-                                     "subnet": "10.1.0.0/16"}}).encode()
-        impls = [("pycni (in-process)", ours)]
-        if os.access(GO, os.X_OK):
-            impls.append(("go (exec)", go))
-        for name, call in impls:
-            add = dele = 0.0
-            for i in range(opts.rounds):
-                t0 = time.perf_counter()
-                call("ADD", f"bench{i}", stdin)
-                t1 = time.perf_counter()
-                call("DEL", f"bench{i}", stdin)
-                add += t1 - t0
-                dele += time.perf_counter() - t1
-            print(f"{name:20s} /16 with {opts.free} free: ADD {add / opts.rounds * 1000:7.1f} ms"
-                  f"   DEL {dele / opts.rounds * 1000:7.1f} ms")
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pytbench"))
+        Path(f"{tmp}/run").mkdir(mode=0o700)
+        install_ours_with_socket(f"{tmp}/bin", f"{tmp}/run/agent.sock")
+        install_ours_with_socket(f"{tmp}/bin-alone", f"{tmp}/none/agent.sock")
+        for impl in IMPLS:
+            fill(Path(tmp) / impl / "full", opts.free)
+        host = stack.enter_context(temp_netns("h"))
+        agent = stack.enter_context(agent_in(host, f"{tmp}/run/agent.sock"))
+        impls = [Impl("go", f"{GO_DIR}/host-local", f"{tmp}/go", host),
+                 Impl("agent", f"{tmp}/bin/host-local", f"{tmp}/agent", host, agent.pid),
+                 Impl("standalone", f"{tmp}/bin-alone/host-local", f"{tmp}/standalone", host)]
+        print(f"host-local, 10.1.0.0/16 with {HOSTS - opts.free} leases ({opts.free} free)")
+        cold = {i.name: i.call("ADD", f"cold{0:060x}") for i in impls}
+        for i in impls:
+            i.call("DEL", f"cold{0:060x}")
+        print("first ADD (cold: every lease read) ms: "
+              + ", ".join(f"{k} {v * 1000:.0f}" for k, v in cold.items()))
+        times: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], float] = {}
+        for rnd in range(opts.rounds):
+            order = impls[rnd % 3:] + impls[:rnd % 3]
+            for impl in order:
+                cid = f"bench{rnd:059x}"  # not a fill ID (those are all hex)
+                for op in ("ADD", "DEL"):
+                    c0 = impl.cpu()
+                    times.setdefault((impl.name, op), []).append(impl.call(op, cid))
+                    cpu[impl.name, op] = cpu.get((impl.name, op), 0.0) + impl.cpu() - c0
+        print(f"{opts.rounds} interleaved rounds{'':<6}{'go ms':>8}{'cpu':>6}"
+              + "".join(f"{n + ' ms':>14}{'cpu':>6}{'ratio [p25-p75]':>22}"
+                        for n in IMPLS[1:]))
+        for op in ("ADD", "DEL"):
+            go = times["go", op]
+            line = (f"{op:<27}{statistics.median(go) * 1000:>8.1f}"
+                    f"{cpu['go', op] / opts.rounds * 1000:>6.1f}")
+            for name in IMPLS[1:]:
+                mine = times[name, op]
+                r = [a / g for a, g in zip(mine, go, strict=True)]
+                spread = f"{statistics.median(r):.3f}x [{pct(r, .25):.3f}-{pct(r, .75):.3f}]"
+                line += (f"{statistics.median(mine) * 1000:>14.1f}"
+                         f"{cpu[name, op] / opts.rounds * 1000:>6.1f}{spread:>22}")
+            print(line + ("   target: agent <= 0.1x, standalone <= 0.5x" if op == "ADD"
+                          else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,9 @@ def run_standalone(plugin_type: str, paths: "Sequence[str]", stdin: bytes | None
     (stdlib ``importlib``) on this path.
     """
     sys.path[:0] = [p for p in paths if p not in sys.path]
+    from pycni._lazy import defer_modules
+
+    defer_modules("inspect")
     from pycni.invoke import REGISTRY, plugin_main, run_in_process
 
     if stdin is None:

@@ -355,6 +355,20 @@ def test_keyed_serial_survives_a_failing_job() -> None:
     assert seen == ["after"]
 
 
+def test_keyed_serial_releases_the_key_after_a_base_exception() -> None:
+    serial = KeyedSerial()
+    seen: list[str] = []
+
+    def stop() -> None:
+        serial.run("k", lambda: seen.append("queued"))
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit):
+        serial.run("k", stop)
+    serial.run("k", lambda: seen.append("later"))  # runs now: the key is free again
+    assert seen == ["queued", "later"]
+
+
 def test_call_decoding() -> None:
     call_ = Call.decode([MAGIC, b"bridge", b"1:2", b"{}", b"CNI_COMMAND", b"ADD",
                          b"HOME", b"/root", b"CNI_ARGS", b"\xff"])

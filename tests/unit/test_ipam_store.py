@@ -141,3 +141,37 @@ def test_writable_walks_up_to_an_existing_parent(tmp_path: Path) -> None:
     store = DiskStore("net1", str(tmp_path / "a" / "b"))
     assert store.writable() == ""
     assert not (tmp_path / "a").exists()  # STATUS does not create anything
+
+
+def test_the_in_memory_indexes_are_bounded() -> None:
+    from pycni.ipam._index import Index, _Memory
+
+    def index(leases: int) -> Index:
+        return Index((0, 0, 0, 0), {f"10.0.{n >> 8}.{n & 255}": 0 for n in range(leases)},
+                     set(), exact=True)
+
+    memory = _Memory(size=3, leases=100)
+    for n in range(5):
+        memory.put(f"/s{n}", index(10))
+    assert len(memory) == 3
+    assert memory.get("/s0") is None
+    assert memory.get("/s4") is not None
+    memory.put("/big", index(95))  # over the lease budget with the others: they go first
+    assert memory.get("/big") is not None
+    assert memory.get("/s4") is None
+    memory.put("/huge", index(101))  # larger than the whole budget: not kept at all
+    assert memory.get("/huge") is None
+
+
+def test_the_index_file_round_trips_and_refuses_damage() -> None:
+    from pycni.ipam._index import Index, decode, encode
+
+    idx = Index((1, 2, 3, 4), {"10.0.0.2": 5, "2001:db8::2": 7},
+                {"lock", "last_reserved_ip.0", "odd\nname"}, exact=True)
+    back = decode(encode(idx))
+    assert back is not None
+    assert (back.stamp, back.leases, back.exact) == (idx.stamp, idx.leases, True)
+    assert back.extra == {"lock", "last_reserved_ip.0"}  # a name with a separator is skipped
+    data = encode(idx)
+    for bad in (data[:-1], data.replace(b"10.0.0.2", b"10.0.0.9"), b"", b"pycni\n1 2\n"):
+        assert decode(bad) is None

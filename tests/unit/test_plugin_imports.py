@@ -30,3 +30,48 @@ def test_the_common_path_loads_no_pyroute2_netfilter_or_socket_module() -> None:
     out = subprocess.run([sys.executable, "-I", "-c", _COMMON_PATH], capture_output=True,
                          text=True, check=True).stdout.split()
     assert [m for m in _HEAVY if m in out] == []
+
+
+# What a standalone shim loads for a bridge + host-local call: the shim defers ``inspect``
+# (dataclasses imports it only for classes without a docstring), then runs the plugin.
+_STANDALONE = """
+import sys
+from pycni._lazy import defer_modules
+defer_modules("inspect")
+from pycni.invoke import REGISTRY, plugin_main, run_in_process, load_plugin
+load_plugin("bridge"), load_plugin("host-local")
+import pycni.skel, pycni.ipam
+""" + _COMMON_PATH
+
+#: Loaded by none of it: inspect's own imports, logging (only for a crash or pyroute2),
+#: subprocess (only to exec a plugin), the conflist model (only runtimes and GC use it).
+_STANDALONE_HEAVY = ("ast", "dis", "tokenize", "logging", "traceback", "subprocess",
+                     "pycni.spec._conflist")
+
+
+def test_a_standalone_call_loads_no_inspect_logging_or_subprocess() -> None:
+    out = subprocess.run([sys.executable, "-I", "-c", _STANDALONE], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert [m for m in _STANDALONE_HEAVY if m in out] == []
+
+
+def test_a_deferred_module_still_works() -> None:
+    code = ("from pycni._lazy import defer_modules; defer_modules('inspect'); import inspect;"
+            "import dataclasses\n"
+            "@dataclasses.dataclass\nclass NoDoc:\n    x: int = 1\n"
+            "print(NoDoc.__doc__, inspect.isclass(NoDoc))")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "NoDoc(x: int = 1) True"
+
+
+def test_pyroute2_logs_one_line_once_it_is_imported() -> None:
+    # Plugin.main puts the hook in place; the first import of logging (here pyroute2's)
+    # sets the handler.
+    code = ("import sys; from pycni.skel._plugin import _QuietOnImport;"
+            "sys.meta_path.insert(0, _QuietOnImport()); assert 'logging' not in sys.modules;"
+            "import pyroute2.netlink.exceptions, logging;"
+            "logging.getLogger('pyroute2.x').warning('Traceback:\\n  frame\\nValueError: big')")
+    err = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         check=True).stderr
+    assert err == "pyroute2.x: warning: ValueError: big\n"

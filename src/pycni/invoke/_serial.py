@@ -31,14 +31,21 @@ class KeyedSerial:
                 queue.append(job)
                 return
             self._queues[key] = deque()
+        stop: BaseException | None = None
         while True:
             try:
                 job()
             except Exception:  # a job must not take the jobs queued behind it down
                 log.exception("call job failed")
+            except BaseException as exc:
+                # SystemExit and the like end this thread, but only once the jobs queued
+                # behind have run: a key left in the map would hold its later calls forever.
+                stop = stop or exc
             with self._lock:
                 queue = self._queues[key]
                 if not queue:
                     del self._queues[key]
-                    return
+                    break
                 job = queue.popleft()
+        if stop is not None:
+            raise stop

@@ -18,6 +18,10 @@ directory (the reference creates ``<network>/lock`` even then).
 
 A reservation file holds the whole container ID, whatever its length (the spec sets none; a
 100 KB ID is a 100 KB file), and is read whole.
+
+Under the lock, a store answers "what is taken" and "what does this attachment hold" from an
+index of the directory (:mod:`._index`) checked against the directory's timestamps first, so
+an ADD in a nearly full /16 reads only the files it must; the files remain the truth.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..spec import IOFailure, IPAddress
+from . import _index
+from ._index import MEMORY, PERSIST_MIN, Index, checksum
 from ._range import canonical_ip
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -102,6 +108,13 @@ class DiskStore:
         self.network = network
         self.data_dir = data_dir or DEFAULT_DATA_DIR
         self.path = Path(self.data_dir) / network
+        self._key = str(self.path)
+        #: While the flock is held: the directory's index once something asked for it.
+        self._index: Index | None = None
+        self._held = False
+        self._dirty = False
+        self._disk_stale = False
+        self._from_memory = False
 
     def _file(self, name: str) -> Path:
         return self.path / name
@@ -125,12 +138,114 @@ class DiskStore:
                             f"in {self.path}", str(exc)) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield True
+            self._held = True
+            try:
+                yield True
+            finally:
+                self._held = False
+                self._commit()
         finally:
             os.close(fd)  # closing the only descriptor drops the flock
 
+    def _idx(self) -> Index:
+        """The directory's index, checked against (or rebuilt from) the directory."""
+        if self._index is None:
+            self._index = self._fresh_index()
+        return self._index
+
+    def _fresh_index(self) -> Index:
+        try:
+            stamp = _index.stamp_of(self._key)
+        except OSError as exc:
+            raise IOFailure(f"host-local: cannot read {self.path}", str(exc)) from exc
+        idx = MEMORY.get(self._key)
+        self._from_memory = idx is not None and idx.stamp == stamp
+        if not self._from_memory:
+            disk = _index.load(self.data_dir, self.network)
+            self._disk_stale = disk is not None and disk.stamp != stamp
+            idx = disk if disk is not None and not self._disk_stale else None
+        if idx is None:
+            self._dirty = True
+            return self._build(stamp)
+        if not idx.exact:
+            self._catch_up(idx)
+        return idx
+
+    def _build(self, stamp: _index.Stamp) -> Index:
+        """Read every lease once (what every call did before there was an index)."""
+        idx = Index(stamp, {}, set(), exact=False)
+        names = self._listdir()
+        with self._dir_fd() as dir_fd:
+            for name in names:
+                self._classify(idx, name, dir_fd)
+        return idx
+
+    def _catch_up(self, idx: Index) -> None:
+        """Apply the creates and unlinks the index may have missed (same clock tick)."""
+        names = self._listdir()
+        known = idx.names()
+        for name in known - names:
+            idx.leases.pop(name, None)
+            idx.extra.discard(name)
+        new = names - known
+        if new:
+            self._dirty = True
+            with self._dir_fd() as dir_fd:
+                for name in new:
+                    self._classify(idx, name, dir_fd)
+
+    def _classify(self, idx: Index, name: str, dir_fd: int | None) -> None:
+        data = None
+        if _may_be_address(name):
+            data = _read_file(name if dir_fd is not None else str(self._file(name)), dir_fd)
+        if data is None:
+            idx.extra.add(name)
+        else:
+            idx.leases[name] = checksum(data.strip())
+
+    def _commit(self) -> None:
+        """Record the index against the directory as this call leaves it (under the flock)."""
+        idx, self._index = self._index, None
+        dirty, self._dirty = self._dirty, False
+        if idx is None:
+            return
+        try:
+            idx.stamp = _index.stamp_of(self._key)
+        except OSError:
+            MEMORY.drop(self._key)
+            return
+        big = len(idx.leases) >= PERSIST_MIN
+        idx.exact = _index.settle(idx.stamp) if big else _index.is_exact(idx.stamp)
+        MEMORY.put(self._key, idx)
+        # A process that had the index in memory (the agent) does not rewrite the file each
+        # call: a standalone call after it finds the file stale and rebuilds it, once.
+        if big and (dirty or self._disk_stale) and not self._from_memory:
+            _index.save(self.data_dir, self.network, idx)
+        elif not big and self._disk_stale:
+            _index.discard(self.data_dir, self.network)
+        self._disk_stale = False
+
+    @contextmanager
+    def _dir_fd(self) -> Iterator[int | None]:
+        try:
+            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield None
+            return
+        except OSError as exc:
+            raise IOFailure(f"host-local: cannot open {self.path}", str(exc)) from exc
+        try:
+            yield dir_fd
+        finally:
+            os.close(dir_fd)
+
     def names(self) -> set[str]:
-        """Every file name in the directory (one listdir; the caller holds the lock)."""
+        """Every file name in the directory (from the index under the lock, else listdir)."""
+        if self._held:
+            return self._idx().names()
+        return self._listdir()
+
+    def _listdir(self) -> set[str]:
         try:
             return set(os.listdir(self.path))  # noqa: PTH208 - names only, no Path objects
         except FileNotFoundError:
@@ -174,14 +289,20 @@ class DiskStore:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
+            if self._index is not None:  # a writer that ignored the lock: learn its lease
+                self._classify(self._index, str(ip), None)
             return False
         except OSError as exc:
             raise IOFailure(f"host-local: cannot reserve {ip} in {self.path}", str(exc)) from exc
+        content = reservation_bytes(container_id, ifname)
         try:
             try:
-                os.write(fd, reservation_bytes(container_id, ifname))
+                os.write(fd, content)
             finally:
                 os.close(fd)
+            if self._index is not None:
+                self._index.leases[str(ip)] = checksum(content.strip())
+                self._dirty = True
             self._write(f"{LAST_RESERVED_PREFIX}{range_id}", str(ip).encode())
         except OSError as exc:
             self.release(ip)
@@ -189,6 +310,8 @@ class DiskStore:
         return True
 
     def _write(self, name: str, data: bytes) -> None:
+        if self._index is not None:
+            self._index.extra.add(name)
         fd = os.open(self._file(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                      0o644)
         try:
@@ -208,6 +331,9 @@ class DiskStore:
 
     def release(self, ip: IPAddress) -> bool:
         """Remove ``ip``'s file; False if it was not there."""
+        if self._index is not None:
+            self._index.leases.pop(str(ip), None)
+            self._dirty = True
         try:
             self._file(str(ip)).unlink()
         except FileNotFoundError:
@@ -225,6 +351,10 @@ class DiskStore:
         stripped, against ``ID\r\nifname`` or against ``ID`` alone.
         """
         wanted = (reservation_bytes(container_id, ifname), container_id.strip().encode())
+        if self._held:
+            # The index points at the few files whose checksum matches; they are read below.
+            likely = self._idx().owners_like({checksum(w) for w in wanted})
+            names = likely if names is None else [n for n in likely if n in names]
         found = (Reservation.parse(name, data) for name, data in self._contents(names)
                  if data.strip() in wanted)
         return [r for r in found if r is not None]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..skel import CmdArgs
-from ..spec import InvalidNetworkConfig, Result, bool_field, valid_attachments
+from ..spec import InvalidNetworkConfig, Result, bool_field
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: Linux interface names: at most IFNAMSIZ - 1 bytes.
 IFNAME_MAX = 15
@@ -90,6 +93,13 @@ def require_prev_result(args: CmdArgs, message: str) -> Result:
 
 # GC's attachment list is wire format, read in spec/ (the DHCP daemon reads it too); the
 # plugins keep importing it from here.
+def valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """:func:`pycni.spec.valid_attachments`, loading the conflist module only for GC."""
+    from ..spec import valid_attachments as read
+
+    return read(raw)
+
+
 __all__ = [
     "IFNAME_MAX",
     "MTU_MAX",

@@ -9,11 +9,9 @@ error JSON with a code, and the exit status is 1.
 from __future__ import annotations
 
 import json
-import logging
 import sys
-import traceback
 from collections.abc import Mapping
-from typing import Any, BinaryIO, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
 
 from ..spec import (
     COMMAND_MIN_VERSION,
@@ -31,7 +29,10 @@ from ..spec import (
 )
 from ._args import CmdArgs, env_for, validate_container_id, validate_ifname
 
-log = logging.getLogger("pycni.skel")
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
 
 
 class Plugin:
@@ -74,19 +75,20 @@ class Plugin:
         """Entry point of the plugin executable."""
         import os
 
-        _quiet_library_logs()
+        if "logging" in sys.modules:
+            _quiet_library_logs()
+        else:
+            sys.meta_path.insert(0, _QuietOnImport())
         code = run_plugin(cls(), environ=os.environ, stdin=sys.stdin.buffer,
                           stdout=sys.stdout.buffer)
         sys.stdout.flush()
         raise SystemExit(code)
 
 
-class _LastLine(logging.Formatter):
+def _last_line(record: logging.LogRecord) -> str:
     """One line per record: the last line of the message, no traceback or stack."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        lines = [line for line in record.getMessage().splitlines() if line.strip()]
-        return f"{record.name}: {record.levelname.lower()}: {lines[-1] if lines else ''}"
+    lines = [line for line in record.getMessage().splitlines() if line.strip()]
+    return f"{record.name}: {record.levelname.lower()}: {lines[-1] if lines else ''}"
 
 
 def _quiet_library_logs() -> None:
@@ -96,13 +98,62 @@ def _quiet_library_logs() -> None:
     of a traceback and of the stack; without a handler, Python's last-resort handler copies
     that to stderr. The failure itself reaches the user as the plugin's CNI error.
     """
+    import logging
+
+    class LastLine(logging.Formatter):
+        format = staticmethod(_last_line)
+
     lib = logging.getLogger("pyroute2")
     if not lib.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_LastLine())
+        handler.setFormatter(LastLine())
         handler.setLevel(logging.WARNING)
         lib.addHandler(handler)
         lib.propagate = False
+
+
+class _QuietOnImport:
+    """A ``sys.meta_path`` entry: when the plugin process first imports ``logging`` (pyroute2
+    does, as does anything that logs), pyroute2's logger gets its one-line handler right
+    after :func:`_quiet_library_logs`.
+
+    Most calls never load pyroute2 (host has its own rtnetlink codec) nor anything else
+    that logs, so they do not pay for ``logging`` (~3 ms of start-up).
+    """
+
+    done = False
+
+    def find_spec(self, name: str, path: Sequence[str] | None = None,
+                  target: object = None) -> ModuleSpec | None:  # noqa: ARG002 - the protocol
+        """``logging``'s own spec, its loader wrapped; None for every other module."""
+        if self.done or name != "logging":
+            return None
+        self.done = True
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenQuiet(spec.loader)  # type: ignore[assignment]
+        return spec
+
+
+class _ThenQuiet:
+    """The loader of ``logging``, then :func:`_quiet_library_logs`."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: ModuleSpec) -> Any:
+        """The wrapped loader's."""
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        """Run ``logging``, then set pyroute2's logger up."""
+        self.loader.exec_module(module)
+        _quiet_library_logs()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)  # get_source and the rest, for tracebacks
 
 
 def invoke(
@@ -176,9 +227,13 @@ def error_output(err: CNIError, stdin: bytes = b"") -> bytes:
 
 def _crash_report(plugin: Plugin, exc: BaseException) -> InternalError:
     """The error JSON for an exception nobody translated; the traceback goes to the log."""
+    import logging
+    import traceback
+
     name = plugin.type_name or type(plugin).__name__
-    log.error("plugin %s crashed:\n%s", name,
-              "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    logging.getLogger("pycni.skel").error(
+        "plugin %s crashed:\n%s", name,
+        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     text = str(exc) or repr(exc)
     return InternalError(f"{name}: unexpected {type(exc).__name__}: {text}",
                          "this is a pycni bug; the traceback is on stderr")

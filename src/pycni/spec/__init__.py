@@ -1,100 +1,66 @@
-"""The CNI wire format, with no I/O: configs, results of every version, errors."""
+"""The CNI wire format, with no I/O: configs, results of every version, errors.
 
-from ._config import NAME_RE, NetworkConfig, bool_field
-from ._conflist import (
-    LEGACY_ATTACHMENTS_KEY,
-    VALID_ATTACHMENTS_KEY,
-    GCAttachment,
-    NetworkConfigList,
-    derive_runtime_config,
-    valid_attachments,
-)
-from ._errors import (
-    AddressExhausted,
-    AddressInUse,
-    CNIError,
-    DecodingFailure,
-    ErrorCode,
-    IncompatibleCNIVersion,
-    InternalError,
-    InvalidEnvironmentVariables,
-    InvalidNetworkConfig,
-    IOFailure,
-    KernelError,
-    LimitedConnectivity,
-    PluginExecFailed,
-    PluginNotAvailable,
-    PluginNotFound,
-    TryAgainLater,
-    UnknownContainer,
-    UnsupportedField,
-)
-from ._json import decode_json, decode_json_object
-from ._result import (
-    DNS,
-    Interface,
-    IPAddress,
-    IPConfig,
-    IPInterface,
-    Result,
-    Route,
-    parse_cidr,
-    parse_ip,
-)
-from ._version import (
-    COMMAND_MIN_VERSION,
-    CURRENT_VERSION,
-    SUPPORTED_VERSIONS,
-    highest_supported,
-    parse_version,
-    require_supported,
-    version_at_least,
-)
+The public names are the imports under ``if TYPE_CHECKING:`` below, loaded from their
+submodules on first use (:func:`pycni._lazy.lazy_init`): a plugin process never loads the
+conflist module, for one.
+"""
+# mypy: implicit-reexport
+# ruff: noqa: F401
 
-__all__ = [
-    "COMMAND_MIN_VERSION",
-    "CURRENT_VERSION",
-    "DNS",
-    "LEGACY_ATTACHMENTS_KEY",
-    "NAME_RE",
-    "SUPPORTED_VERSIONS",
-    "VALID_ATTACHMENTS_KEY",
-    "AddressExhausted",
-    "AddressInUse",
-    "CNIError",
-    "DecodingFailure",
-    "ErrorCode",
-    "GCAttachment",
-    "IOFailure",
-    "IPAddress",
-    "IPConfig",
-    "IPInterface",
-    "IncompatibleCNIVersion",
-    "Interface",
-    "InternalError",
-    "InvalidEnvironmentVariables",
-    "InvalidNetworkConfig",
-    "KernelError",
-    "LimitedConnectivity",
-    "NetworkConfig",
-    "NetworkConfigList",
-    "PluginExecFailed",
-    "PluginNotAvailable",
-    "PluginNotFound",
-    "Result",
-    "Route",
-    "TryAgainLater",
-    "UnknownContainer",
-    "UnsupportedField",
-    "bool_field",
-    "decode_json",
-    "decode_json_object",
-    "derive_runtime_config",
-    "highest_supported",
-    "parse_cidr",
-    "parse_ip",
-    "parse_version",
-    "require_supported",
-    "valid_attachments",
-    "version_at_least",
-]
+from .._lazy import lazy_init
+
+# A plain constant rather than typing's (importing typing here would cost every user).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._config import NAME_RE, NetworkConfig, bool_field
+    from ._conflist import (
+        LEGACY_ATTACHMENTS_KEY,
+        VALID_ATTACHMENTS_KEY,
+        GCAttachment,
+        NetworkConfigList,
+        derive_runtime_config,
+        valid_attachments,
+    )
+    from ._errors import (
+        AddressExhausted,
+        AddressInUse,
+        CNIError,
+        DecodingFailure,
+        ErrorCode,
+        IncompatibleCNIVersion,
+        InternalError,
+        InvalidEnvironmentVariables,
+        InvalidNetworkConfig,
+        IOFailure,
+        KernelError,
+        LimitedConnectivity,
+        PluginExecFailed,
+        PluginNotAvailable,
+        PluginNotFound,
+        TryAgainLater,
+        UnknownContainer,
+        UnsupportedField,
+    )
+    from ._json import decode_json, decode_json_object
+    from ._result import (
+        DNS,
+        Interface,
+        IPAddress,
+        IPConfig,
+        IPInterface,
+        Result,
+        Route,
+        parse_cidr,
+        parse_ip,
+    )
+    from ._version import (
+        COMMAND_MIN_VERSION,
+        CURRENT_VERSION,
+        SUPPORTED_VERSIONS,
+        highest_supported,
+        parse_version,
+        require_supported,
+        version_at_least,
+    )
+
+__getattr__, __dir__, __all__ = lazy_init(__name__, __file__)
