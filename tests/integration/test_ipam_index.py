@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pycni.plugins import load_plugin
+from pycni.invoke import load_plugin
 from pycni.skel import run_plugin_bytes
 from pycni.testing import GO_PLUGIN_DIR, cni_env
 
