@@ -78,6 +78,18 @@ def test_malformed_json_is_a_clear_error() -> None:
         parse_networks('[{"name": "a"', "pods")
 
 
+@pytest.mark.parametrize("text", [
+    '[{"name": "a", "ips": [NaN]}]',
+    '[{"name": "a", "x": 1e999}]',
+    "[" * 100_000 + "]" * 100_000,
+])
+def test_annotation_json_is_as_strict_as_go(text: str) -> None:
+    # A pod annotation is hostile input: NaN, an infinite number or absurd nesting is a
+    # config error naming the annotation, never a float that fails later or a crash.
+    with pytest.raises(InvalidNetworkConfig, match="expected a JSON list"):
+        parse_networks(text, "pods")
+
+
 def test_default_network_annotation() -> None:
     assert parse_default_network("kube-system/calico", "pods").key == "kube-system/calico"
     with pytest.raises(InvalidNetworkConfig, match="exactly one"):

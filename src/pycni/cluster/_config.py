@@ -30,13 +30,13 @@ built-in bridge + host-local + portmap list: a conflist in which ``@SUBNET4@``,
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._json import loads
 from ..spec import InvalidNetworkConfig
 from ._base import Subnet
 
@@ -159,7 +159,7 @@ class ClusterConfig:
             raise InvalidNetworkConfig(f"cannot read the cluster config {path}: "
                                        f"{exc.strerror}") from exc
         try:
-            data = json.loads(text)
+            data = loads(text)
         except ValueError as exc:
             raise InvalidNetworkConfig(f"the cluster config {path} is not JSON",
                                        str(exc)) from exc
@@ -226,7 +226,7 @@ def check_template(path: str) -> str:
     for mark in PLACEHOLDERS:
         probe = probe.replace(mark, "0" if mark == "@MTU@" else "x")
     try:
-        data = json.loads(probe)
+        data = loads(probe)
     except ValueError as exc:
         raise InvalidNetworkConfig(
             f'invalid "cniTemplate": {path} is not a JSON conflist (with its placeholders '

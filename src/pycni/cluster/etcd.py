@@ -40,6 +40,7 @@ import etcd3gw
 import requests
 from etcd3gw import exceptions as etcd_exc
 
+from .._json import loads
 from ..spec import AddressExhausted, InvalidNetworkConfig
 from ._base import (
     Backoff,
@@ -97,7 +98,7 @@ class NetworkConfig:
     def parse(cls, raw: str, key: str) -> NetworkConfig:
         """Parse the JSON at ``key``; errors are InvalidNetworkConfig naming key and field."""
         try:
-            data = json.loads(raw)
+            data = loads(raw)
         except ValueError as exc:
             raise InvalidNetworkConfig(f"etcd key {key} must hold a JSON object",
                                        str(exc)) from exc
@@ -422,7 +423,7 @@ class EtcdDatastore:
         peers.pop(name, None)
         skipped.pop(name, None)
         try:
-            data = json.loads(_unb64(kv.get("value", "")))
+            data = loads(_unb64(kv.get("value", "")))
         except ValueError as exc:
             skipped[name] = f"node {name!r}: etcd key {key} is not valid JSON: {exc}"
             return
@@ -538,7 +539,7 @@ class EtcdDatastore:
         if not kvs:
             return None, 0
         try:
-            data = json.loads(_unb64(kvs[0].get("value", "")))
+            data = loads(_unb64(kvs[0].get("value", "")))
         except ValueError:
             data = None
         return (data if isinstance(data, dict) else None), int(kvs[0]["mod_revision"])
@@ -548,7 +549,7 @@ class EtcdDatastore:
         if not kvs:
             return None
         with contextlib.suppress(ValueError):
-            data = json.loads(_unb64(kvs[0].get("value", "")))
+            data = loads(_unb64(kvs[0].get("value", "")))
             return data if isinstance(data, dict) else None
         return None
 

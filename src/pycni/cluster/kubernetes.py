@@ -28,6 +28,7 @@ import httpx2 as httpx
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Node, NodeStatus
 
+from .._json import loads
 from ..kube import SERVICE_ACCOUNT_DIR, KubeCredentials
 from ..spec import InvalidNetworkConfig
 from ._base import (
@@ -278,7 +279,7 @@ class KubernetesDatastore:
         where = f"annotation {self.annotation!r}"
         try:
             try:
-                data = json.loads(raw)
+                data = loads(raw)
             except ValueError as exc:
                 raise InvalidNetworkConfig(
                     f"node {name!r}: {where} must hold a JSON object, got {raw[:200]!r}",

@@ -13,10 +13,10 @@ Each attachment of the same resource gets the next device, in the order of the I
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from .._json import loads
 from ..spec import InvalidNetworkConfig
 
 KUBELET_CHECKPOINT = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
@@ -40,7 +40,7 @@ class DeviceAllocator:
 
     def _load(self) -> dict[str, list[str]]:
         try:
-            data = json.loads(Path(self.checkpoint).read_bytes())
+            data = loads(Path(self.checkpoint).read_bytes())
         except OSError as exc:
             raise InvalidNetworkConfig(
                 f"cannot read the kubelet's device checkpoint {self.checkpoint}: "

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._json import loads
 from ..spec import InvalidNetworkConfig
 
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
@@ -181,7 +182,7 @@ def parse_networks(text: str, pod_namespace: str,
         return []
     if text.startswith(("[", "{")):
         try:
-            data = json.loads(text)
+            data = loads(text)
         except ValueError as exc:
             raise InvalidNetworkConfig(f"invalid {where}: expected a JSON list of network "
                                        f"selections, got {text[:200]!r}", str(exc)) from exc

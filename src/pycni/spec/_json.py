@@ -7,22 +7,10 @@ all of them, and a non-finite float would only fail later, far from the input, a
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
+from .._json import loads
 from ._errors import DecodingFailure
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
 
 
 def decode_json(data: bytes | str, what: str) -> Any:
@@ -32,11 +20,9 @@ def decode_json(data: bytes | str, what: str) -> Any:
     invalid UTF-8 and nesting deep enough to exhaust Python's recursion limit.
     """
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        return loads(data)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DecodingFailure(f"failed to decode {what}: {str(exc)[:200]}") from exc
-    except RecursionError as exc:  # json recurses per nesting level: "[[[[..." exhausts the stack
-        raise DecodingFailure(f"failed to decode {what}: nested too deeply") from exc
 
 
 def decode_json_object(data: bytes | str, what: str) -> dict[str, Any]:

@@ -13,25 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
+from .._json import loads
 from ._files import atomic_write, fit_name
 
 #: How often a write is retried when a concurrent :meth:`RecordStore.prune` removed the
 #: directory between its creation and the write.
 _SAVE_ATTEMPTS = 5
-
-
-def _finite(text: str) -> float:
-    # json takes NaN, Infinity and 1e999 (an infinite float); Go's decoder, and
-    # pycni.spec.decode_json, refuse them: such a record is unreadable.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:40]} is not a finite JSON number")
-    return value
 
 
 class RecordStore:
@@ -69,8 +60,8 @@ class RecordStore:
         except OSError:
             return {}
         try:
-            data = json.loads(raw, parse_constant=_finite, parse_float=_finite)
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            data = loads(raw)
+        except ValueError:  # strict: NaN, Infinity and 1e999 make a record unreadable
             return {}
         return data if isinstance(data, dict) else {}
 
