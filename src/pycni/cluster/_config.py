@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .._json import loads
-from ..spec import InvalidNetworkConfig
+from ..spec import InvalidNetworkConfig, ifname_problem
 from ._base import Subnet
 
 #: Keys of the cluster config that are not the datastore's.
@@ -51,7 +51,6 @@ DEFAULT_NETWORK = "pycni"
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_RECONCILE = 10.0
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
 #: The placeholders a ``cniTemplate`` may use.
 PLACEHOLDERS = ("@SUBNET4@", "@SUBNET6@", "@MTU@", "@NODE@", "@CLUSTER_CIDR@")
 
@@ -104,7 +103,7 @@ class ClusterConfig:
                 'of the whole cluster, e.g. "10.244.0.0/16"')
         underlay = data.get("underlayInterface")
         if underlay is not None and (not isinstance(underlay, str)
-                                     or not _IFNAME.match(underlay)):
+                                     or ifname_problem(underlay) is not None):
             raise InvalidNetworkConfig(
                 f'invalid "underlayInterface": expected an interface name, got {underlay!r}')
         masq = data.get("ipMasq", True)
@@ -134,7 +133,7 @@ class ClusterConfig:
             raise InvalidNetworkConfig(
                 f'invalid "networkName": expected a CNI network name, got {name!r}')
         bridge = strings["bridge"] or DEFAULT_BRIDGE
-        if not _IFNAME.match(bridge):
+        if ifname_problem(bridge) is not None:
             raise InvalidNetworkConfig(
                 f'invalid "bridge": expected an interface name (at most 15 bytes), '
                 f"got {bridge!r}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._json import loads
-from ..spec import InvalidNetworkConfig
+from ..spec import InvalidNetworkConfig, ifname_problem
 
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NETWORK_ANNOTATION = "v1.multus-cni.io/default-network"
@@ -73,9 +73,7 @@ def _check_name(value: str, where: str, *, namespace: bool = False) -> str:
 
 
 def _check_ifname(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value or len(value.encode()) > 15 or any(
-            c in "/:" or c.isspace() or not c.isprintable() for c in value) or value in (
-            ".", ".."):
+    if not isinstance(value, str) or ifname_problem(value) is not None:
         raise _bad(where, "an interface name of 1-15 bytes without '/', ':' or spaces", value)
     return value
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..skel import CmdArgs
-from ..spec import InvalidNetworkConfig, Result, bool_field
+from ..spec import IFNAME_MAX, InvalidNetworkConfig, Result, bool_field, ifname_problem
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-#: Linux interface names: at most IFNAMSIZ - 1 bytes.
-IFNAME_MAX = 15
 #: The largest MTU any Linux device accepts (IP_MAX_MTU); netlink carries it in 32 bits.
 MTU_MAX = 65535
 UINT32_MAX = 2**32 - 1
@@ -49,16 +47,13 @@ def str_field(raw: dict[str, Any], key: str, *, what: str = "") -> str | None:
 
 
 def check_ifname(name: str, field: str) -> str:
-    """``name`` if the kernel would take it as an interface name (dev_valid_name): 1-15
-    bytes, not ``.``/``..``, no ``/``, ``:``, whitespace or NUL; else code 7 naming
-    ``field``."""
-    size = len(name.encode(errors="surrogateescape"))
-    bad = sorted({c for c in name if c in "/:\x00" or c.isspace()})
-    if not name or size > IFNAME_MAX or name in (".", "..") or bad:
-        reason = (f"{size} bytes, at most {IFNAME_MAX}" if size > IFNAME_MAX
-                  else f"contains {bad!r}" if bad else "not an interface name")
-        raise InvalidNetworkConfig(f'invalid "{field}" {name!r}: {reason} (interface names are '
-                                   f"1-{IFNAME_MAX} bytes without '/', ':', whitespace or NUL)")
+    """``name`` if it can be an interface name (:func:`pycni.spec.ifname_problem`); else
+    code 7 naming ``field``."""
+    problem = ifname_problem(name)
+    if problem is not None:
+        raise InvalidNetworkConfig(f'invalid "{field}" {name!r}: {problem} (interface names are '
+                                   f"1-{IFNAME_MAX} bytes without '/', ':', whitespace or "
+                                   "control characters)")
     return name
 
 

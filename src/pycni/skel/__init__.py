@@ -1,8 +1,8 @@
 """The plugin side of CNI: invocation arguments, the Plugin base class, run_plugin, delegation."""
 
+from ..spec import IFNAME_MAX
 from ._args import (
     CONTAINER_ID_RE,
-    IFNAME_MAX,
     CmdArgs,
     parse_cni_args,
     validate_container_id,

@@ -10,13 +10,12 @@ from ..spec import (
     InvalidEnvironmentVariables,
     NetworkConfig,
     UnsupportedField,
+    ifname_problem,
 )
 
 #: The spec's container ID rule. ``\Z``, not ``$``: Python's ``$`` also matches before a
 #: trailing newline.
 CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
-#: IFNAMSIZ is 16 including the NUL, so a name has at most 15 bytes.
-IFNAME_MAX = 15
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 
@@ -47,25 +46,13 @@ def validate_container_id(cid: str) -> None:
 
 
 def validate_ifname(name: str) -> None:
-    """Linux interface name rules: 1-15 bytes, not ``.``/``..``, no ``/``, ``:`` or space.
-
-    Stricter than the kernel and libcni in one way: control characters are refused too,
-    because such a name cannot be typed or printed back to the user.
-    """
-    if not name:
+    """CNI_IFNAME must be an interface name (:func:`pycni.spec.ifname_problem`): code 4."""
+    problem = ifname_problem(name)
+    if problem == "empty":
         raise InvalidEnvironmentVariables("CNI_IFNAME is empty")
-    size = len(name.encode(errors="surrogateescape"))
-    if size > IFNAME_MAX:
+    if problem is not None:
         raise InvalidEnvironmentVariables(
-            f"CNI_IFNAME {name!r} is too long", f"at most {IFNAME_MAX} bytes, got {size}"
-        )
-    if name in (".", ".."):
-        raise InvalidEnvironmentVariables(f"CNI_IFNAME {name!r} is not a valid interface name")
-    bad = sorted({c for c in name if c in "/:" or c.isspace() or not c.isprintable()})
-    if bad:
-        raise InvalidEnvironmentVariables(
-            f"CNI_IFNAME {name!r} contains invalid characters", f"not allowed: {bad!r}"
-        )
+            f"CNI_IFNAME {name!r} is not a valid interface name", problem)
 
 
 def parse_cni_args(value: str) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from .._lazy import lazy_init
 # A plain constant rather than typing's (importing typing here would cost every user).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._config import NAME_RE, NetworkConfig, bool_field
+    from ._config import IFNAME_MAX, NAME_RE, NetworkConfig, bool_field, ifname_problem
     from ._conflist import (
         LEGACY_ATTACHMENTS_KEY,
         VALID_ATTACHMENTS_KEY,

@@ -19,6 +19,28 @@ from ._version import SUPPORTED_VERSIONS, require_supported
 #: The spec's network name rule (also used for plugin ``type`` lookups' sanity). ``\Z``, not
 #: ``$``: Python's ``$`` also matches before a trailing newline, Go's does not.
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+#: The kernel's IFNAMSIZ minus its NUL: the longest interface name, in bytes.
+IFNAME_MAX = 15
+
+
+def ifname_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an interface name, or None if it can.
+
+    The kernel's rule (``dev_valid_name``): 1-15 bytes, not ``.`` or ``..``, no ``/``, ``:``
+    or whitespace. Control characters are refused too, though the kernel takes them: such a
+    name cannot be typed or printed back to the user.
+    """
+    if not name:
+        return "empty"
+    size = len(name.encode(errors="surrogateescape"))
+    if size > IFNAME_MAX:
+        return f"{size} bytes, at most {IFNAME_MAX}"
+    if name in (".", ".."):
+        return "not an interface name"
+    bad = sorted({c for c in name if c in "/:" or c.isspace() or not c.isprintable()})
+    return f"contains {bad!r}" if bad else None
+
+
 #: How NAME_RE reads in an error message.
 NAME_RULE = "a letter or digit, then letters, digits, '_', '.' or '-'"
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from ... import host
 from ...host import FdbEntry, Neighbour, RouteInfo
-from ...spec import InvalidNetworkConfig, IPAddress, KernelError
+from ...spec import InvalidNetworkConfig, IPAddress, KernelError, ifname_problem
 from .._base import NodeRecord, PeerData
 from ._base import (
     BadPeerError,
@@ -42,7 +42,6 @@ DEFAULT_VNI = 1
 DEFAULT_PORT = 8472
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 
 
 def vtep_mac(node: str, vni: int) -> str:
@@ -82,7 +81,7 @@ class VxlanBackend:
             raise InvalidNetworkConfig(
                 f'invalid "backend.mtu": expected 0 or at least 68 (IPv4\'s minimum), got {mtu}')
         device = options.get("device", f"pycni.{vni}")
-        if not isinstance(device, str) or not _IFNAME.match(device) or device in (".", ".."):
+        if not isinstance(device, str) or ifname_problem(device) is not None:
             raise InvalidNetworkConfig(
                 f'invalid "backend.device": expected an interface name (1-15 characters, no '
                 f'"/", ":" or spaces), got {device!r}')

@@ -45,12 +45,11 @@ from ...host import (
 )
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
-from ...spec import Interface, InvalidNetworkConfig, KernelError, Result
+from ...spec import IFNAME_MAX, Interface, InvalidNetworkConfig, KernelError, Result
 from ...store import fit_name
 from .._fields import int_field, require_prev_result, str_list, valid_attachments
 
 IFB_PREFIX = "bwp"
-IFNAME_MAX = 15
 #: ifalias of our ifb devices: the prefix, then ``<network>/<containerID>``; GC reads it.
 ALIAS_PREFIX = "pycni-bandwidth:"
 #: The kernel keeps an ifalias of at most IFALIASZ - 1 bytes and refuses a longer one.
