@@ -89,6 +89,8 @@ def test_add_refuses_a_path_that_is_not_a_netns(host_ns: str, tmp_path: Path, br
     assert path in out.json["msg"]
     assert "not a network namespace" in out.json["msg"]
     assert leases(tmp_path) == set()
+    # The bridge this failed ADD made is gone too (the reference leaves it, e.g. cni0).
+    assert [link["ifname"] for link in ip_json(host_ns, "link", "show")] == ["lo"]
 
 
 @pytest.mark.parametrize("kind", sorted(NOT_A_NETNS))

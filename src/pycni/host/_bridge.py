@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import sys
 
 from ..spec import KernelError
 from . import _rtnl as rt
 from ._netlink import nlattr
 from ._sysctl import sysctl_try_set
+from ._undo import Undo
 from .links import (
     IFF_UP,
     LinkInfo,
@@ -28,12 +30,24 @@ _BRPORT_MODE = 4
 _BRPORT_ISOLATED = 33
 
 
+def delete_bridge_if_unused(name: str) -> None:
+    """Delete bridge ``name`` unless a port has joined it (another pod's ADD found it)."""
+    ports = bridge_ports(name)
+    if ports:
+        print(f"pycni: rollback: keeping bridge {name}: ports {', '.join(ports)} use it",
+              file=sys.stderr)
+        return
+    with rtnl() as ipr, kernel_op(f"failed to delete bridge {name!r}", ok=(errno.ENODEV,)):
+        ipr.link("del", ifname=name)
+
+
 def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
-                  vlan_filtering: bool = False) -> LinkInfo:
+                  vlan_filtering: bool = False, undo: Undo | None = None) -> LinkInfo:
     """Create bridge ``name`` unless it exists, then set it up; return it.
 
     An existing link of another kind is an error. IPv6 router advertisements are ignored on
-    it (``accept_ra=0``): the plugin owns the bridge's routes.
+    it (``accept_ra=0``): the plugin owns the bridge's routes. A bridge this call creates is
+    recorded on ``undo``: a failed ADD removes it again unless another pod's port joined it.
     """
     existing = link_info(name)
     if existing is not None and existing.kind != "bridge":
@@ -46,17 +60,11 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
         with route_socket() as sock, \
                 kernel_op(f"could not add bridge {name!r}", ok=(errno.EEXIST,)):
             sock.new_link(create + rt.linkinfo("bridge"))
+        if undo is not None:
+            undo.push(f"delete bridge {name}", delete_bridge_if_unused, name)
     if vlan_filtering:
         with rtnl() as ipr:
-            try:
-                _set_vlan_filtering(ipr, name)
-            except KernelError:
-                # Do not leave a bridge we just made half-configured, unless another ADD
-                # (that found it existing) has attached a port to it meanwhile.
-                if existing is None and not bridge_ports(name):
-                    with kernel_op(f"failed to delete bridge {name!r}", ok=(errno.ENODEV,)):
-                        ipr.link("del", ifname=name)
-                raise
+            _set_vlan_filtering(ipr, name)
     if promisc:
         set_promisc(name, True)
     sysctl_try_set(f"net/ipv6/conf/{name}/accept_ra", "0")

@@ -259,7 +259,8 @@ class Bridge(Plugin):
 
     def _add(self, args: CmdArgs, conf: BridgeConfig, rollback: host.Undo) -> Result:
         br = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
-                                vlan_filtering=bool(conf.vlan or conf.vlan_trunk))
+                                vlan_filtering=bool(conf.vlan or conf.vlan_trunk),
+                                undo=rollback)
         with enter_netns(args.netns) as ns:
             veth = create_container_veth(args, ns, rollback, mtu=conf.mtu, mac=conf.mac)
             _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
