@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,13 @@ from typing import Any
 from _harness import GO_DIR, Samples, report, run_plugin, temp_netns
 from bench_agent import agent_in, install_ours_with_socket
 
-from pycni.host import run_in_netns
-from pycni.testing import EtcdServer, KubeAPIServer, ns_run, unique_name
+from pycni.testing import (
+    NAD_CRD,
+    EtcdServer,
+    KubeAPIServer,
+    forward_into,
+    unique_name,
+)
 
 #: The agent's entry under --profile: every call it runs in-process is profiled (cProfile
 #: follows one thread, so each call gets its own profiler) and the sum is written at exit.
@@ -61,52 +64,6 @@ atexit.register(dump)
 from pycni.cli import main
 main()
 """
-
-NAD_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
-    "spec": {"group": "k8s.cni.cncf.io", "scope": "Namespaced",
-             "names": {"plural": "network-attachment-definitions",
-                       "singular": "network-attachment-definition",
-                       "kind": "NetworkAttachmentDefinition"},
-             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
-                 "openAPIV3Schema": {"type": "object",
-                                     "x-kubernetes-preserve-unknown-fields": True}}}]}}
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-
-def forward_into(host_ns: str, port: int) -> None:
-    """Accept on 127.0.0.1:``port`` inside ``host_ns``; connect to the same address here."""
-    ns_run(host_ns, "ip", "link", "set", "lo", "up", check=True)
-
-    def listen() -> socket.socket:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", port))
-        sock.listen(64)
-        return sock
-
-    server = run_in_netns(host_ns, listen)  # the socket stays in host_ns
-
-    def accept() -> None:
-        while True:
-            conn, _ = server.accept()
-            upstream = socket.create_connection(("127.0.0.1", port))
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-
 
 def networks(data: str) -> list[tuple[str, dict[str, Any]]]:
     """(name, single-plugin config) of the cluster network and the three NADs."""
@@ -154,7 +111,7 @@ def main() -> None:
     with EtcdServer() as etcd, KubeAPIServer(etcd.url) as api, \
             temp_netns("h") as host, tempfile.TemporaryDirectory() as data, \
             contextlib.ExitStack() as stack:
-        forward_into(host, api.port)
+        stack.enter_context(forward_into(host, api.port))
         api.create_crd(NAD_CRD)
         nets = networks(data)
         for name, plugin in nets[1:]:

@@ -28,18 +28,15 @@ import io
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pycni.host import run_in_netns
-from pycni.testing import ns_run, wait_for
+from pycni.testing import wait_for
 
 PAUSE_IMAGE = "docker.io/pycni-test/pause:1"
 RUN_NETNS = Path("/var/run/netns")
@@ -259,62 +256,6 @@ def pause_image_tar(dest: Path) -> None:
     for digest, data in blobs.items():
         files[f"blobs/sha256/{digest.split(':', 1)[1]}"] = (data, 0o644)
     dest.write_bytes(_tar_bytes(files))
-
-
-# -- loopback forwarding into the host namespace --------------------------------------------
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-
-def _splice(conn: socket.socket, upstream: socket.socket) -> None:
-    """Both directions until either side ends; then both sockets are closed."""
-    back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
-    back.start()
-    _pump(conn, upstream)
-    back.join()
-    conn.close()
-    upstream.close()
-
-
-@contextlib.contextmanager
-def forward_into(host_ns: str, port: int) -> Iterator[None]:
-    """127.0.0.1:``port`` inside ``host_ns`` reaches 127.0.0.1:``port`` here (the API
-    server): the plugins containerd runs there find it where a node's would."""
-    ns_run(host_ns, "ip", "link", "set", "lo", "up", check=True)
-
-    def listen() -> socket.socket:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", port))
-        sock.listen(64)
-        return sock
-
-    server = run_in_netns(host_ns, listen)  # the socket stays in host_ns
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-                upstream = socket.create_connection(("127.0.0.1", port))
-            except OSError:
-                return
-            threading.Thread(target=_splice, args=(conn, upstream), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            server.shutdown(socket.SHUT_RDWR)
-        server.close()
 
 
 # -- containerd -----------------------------------------------------------------------------

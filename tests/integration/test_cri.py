@@ -16,26 +16,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cri_env import PodMeta, containerd_in, forward_into, missing_tools, sandbox_netns
+from cri_env import PodMeta, containerd_in, missing_tools, sandbox_netns
 
-from pycni.testing import KubeAPIServer, ip_json, unique_name
+from pycni.testing import NAD_CRD, KubeAPIServer, forward_into, ip_json, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.cluster,
               pytest.mark.timeout(600)]
 
-NAD_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
-    "spec": {"group": "k8s.cni.cncf.io", "scope": "Namespaced",
-             "names": {"plural": "network-attachment-definitions",
-                       "singular": "network-attachment-definition",
-                       "kind": "NetworkAttachmentDefinition"},
-             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
-                 "openAPIV3Schema": {"type": "object", "properties": {"spec": {
-                     "type": "object", "properties": {"config": {"type": "string"}}}}}}}]}}
 STATUS = "k8s.v1.cni.cncf.io/network-status"
 CLUSTER_SUBNET = "10.236.0.0/24"
 NAD_SUBNET = "10.237.0.0/24"

@@ -12,6 +12,7 @@ import pytest
 
 from pycni.testing import (
     KUBERNETES_VERSION,
+    NAD_CRD,
     APIStatusError,
     EtcdServer,
     KubeAPIServer,
@@ -51,31 +52,6 @@ def test_etcd_restart_keeps_data(kill: bool) -> None:
 
 #: The Multus NetworkAttachmentDefinition CRD (k8s.cni.cncf.io/v1): ``spec.config`` holds a
 #: CNI config as a JSON string.
-NAD_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
-    "spec": {
-        "group": "k8s.cni.cncf.io",
-        "scope": "Namespaced",
-        "names": {"plural": "network-attachment-definitions", "singular":
-                  "network-attachment-definition", "kind": "NetworkAttachmentDefinition",
-                  "shortNames": ["net-attach-def"]},
-        "versions": [{
-            "name": "v1", "served": True, "storage": True,
-            "schema": {"openAPIV3Schema": {
-                "type": "object",
-                "properties": {
-                    "apiVersion": {"type": "string"},
-                    "kind": {"type": "string"},
-                    "metadata": {"type": "object"},
-                    "spec": {"type": "object",
-                             "properties": {"config": {"type": "string"}}},
-                },
-            }},
-        }],
-    },
-}
 
 
 def _node(name: str, pod_cidr: str) -> dict[str, object]:

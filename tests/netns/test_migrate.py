@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from test_multus import (
-    NAD_CRD,
     Node,
     RootNetnsSource,
     addresses,
@@ -29,6 +28,7 @@ from pycni.host import list_netns, run_in_netns
 from pycni.multi import Migration, Multus, MultusConfig, PodRecords
 from pycni.testing import (
     GO_PLUGIN_DIR,
+    NAD_CRD,
     KubeAPIServer,
     LiveTraffic,
     ip_json,

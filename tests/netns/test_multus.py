@@ -19,6 +19,7 @@ import pytest
 from pycni.host import run_in_netns
 from pycni.multi import NETWORK_STATUS_ANNOTATION, KubeSource, Multus, NadInfo, PodInfo
 from pycni.testing import (
+    NAD_CRD,
     EtcdServer,
     KubeAPIServer,
     call_plugin,
@@ -30,19 +31,6 @@ from pycni.testing import (
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
-NAD_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
-    "spec": {
-        "group": "k8s.cni.cncf.io", "scope": "Namespaced",
-        "names": {"plural": "network-attachment-definitions", "singular":
-                  "network-attachment-definition", "kind": "NetworkAttachmentDefinition",
-                  "shortNames": ["net-attach-def"]},
-        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
-            "openAPIV3Schema": {"type": "object", "properties": {
-                "spec": {"type": "object", "properties": {"config": {"type": "string"}}}}}}}],
-    },
-}
 
 
 def make_nad(api: KubeAPIServer, namespace: str, name: str, config: dict[str, Any] | None,

@@ -22,10 +22,12 @@ from typing import Any, TypeVar
 
 from ..host import create_netns, list_netns, netns_path, remove_netns, run_in_netns
 from ..invoke import REGISTRY, run_in_process
+from ._forward import forward_into
 from ._lab import Lab, LabError, LabOptions
 from ._servers import (
     ETCD_BINARY,
     KUBERNETES_VERSION,
+    NAD_CRD,
     APIStatusError,
     EtcdServer,
     KubeAPIServer,
@@ -222,6 +224,7 @@ __all__ = [
     "ETCD_BINARY",
     "GO_PLUGIN_DIR",
     "KUBERNETES_VERSION",
+    "NAD_CRD",
     "PREFIX",
     "APIStatusError",
     "EtcdServer",
@@ -237,6 +240,7 @@ __all__ = [
     "call_plugin",
     "cni_env",
     "exec_plugin_in",
+    "forward_into",
     "free_port",
     "ip_json",
     "issued_here",

@@ -44,6 +44,35 @@ _REPO = Path(__file__).resolve().parents[3]
 _BUILD_SCRIPT = _REPO / "scripts" / "build-kubernetes.sh"
 
 
+#: The NetworkAttachmentDefinition CRD (k8s.cni.cncf.io/v1), as the Network Plumbing WG
+#: publishes it: ``KubeAPIServer.create_crd(NAD_CRD)`` before making NADs.
+NAD_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
+    "spec": {
+        "group": "k8s.cni.cncf.io",
+        "scope": "Namespaced",
+        "names": {"plural": "network-attachment-definitions", "singular":
+                  "network-attachment-definition", "kind": "NetworkAttachmentDefinition",
+                  "shortNames": ["net-attach-def"]},
+        "versions": [{
+            "name": "v1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object"},
+                    "spec": {"type": "object",
+                             "properties": {"config": {"type": "string"}}},
+                },
+            }},
+        }],
+    },
+}
+
+
 class ServerError(RuntimeError):
     """A test server did not start, or answered a request with an error."""
 
