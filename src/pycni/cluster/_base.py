@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..spec import InvalidNetworkConfig, IOFailure
 
@@ -210,3 +210,66 @@ def diff_peers(old: Mapping[str, NodeRecord],
                new: Mapping[str, NodeRecord]) -> frozenset[str]:
     """Names whose record differs between ``old`` and ``new`` (added, removed or changed)."""
     return frozenset(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+
+
+class WatchExpiredError(Exception):
+    """A watch cannot resume from its position (etcd compacted the revision, the API
+    server answered 410 Gone): the datastore must list everything again."""
+
+
+Cursor = TypeVar("Cursor")
+#: One change seen by a watch: the node's name and its raw item, None when it was deleted.
+Change = tuple[str, Any]
+#: Puts one raw item into ``peers`` (or ``skipped`` with the reason when it is malformed).
+Apply = Callable[[dict[str, NodeRecord], dict[str, str], Any], None]
+
+
+def follow_peers(stop: StopFlag,
+                 list_all: Callable[[], tuple[Iterable[Any], Cursor]],
+                 events: Callable[[Cursor], Iterator[tuple[Cursor, Sequence[Change]]]],
+                 apply: Apply) -> Iterator[PeerUpdate]:
+    """The list-then-watch loop both datastores run, as PeerUpdates.
+
+    ``list_all`` returns every raw node item and the position to watch from; ``events``
+    yields, from a position, batches of changes with the position after them, and returns
+    when its stream ends (it is then reopened from the last position). A resync update
+    follows every list; an event batch yields an update only when a peer changed.
+    :class:`WatchExpiredError` makes it list again; :class:`DatastoreError` retries with a
+    backoff until ``stop`` is set.
+    """
+    peers: dict[str, NodeRecord] = {}
+    skipped: dict[str, str] = {}
+    cursor: Any = None
+    listed = False
+    backoff = Backoff()
+    while not stop.is_set():
+        try:
+            if not listed:
+                items, cursor = list_all()
+                new_peers: dict[str, NodeRecord] = {}
+                skipped = {}
+                for item in items:
+                    apply(new_peers, skipped, item)
+                changed = frozenset(peers) | frozenset(new_peers)
+                peers = new_peers
+                listed = True
+                backoff.reset()
+                yield PeerUpdate(dict(peers), changed, resync=True, skipped=dict(skipped))
+            for position, changes in events(cursor):
+                cursor = position
+                backoff.reset()
+                before = dict(peers)
+                for name, item in changes:
+                    if item is None:
+                        peers.pop(name, None)
+                        skipped.pop(name, None)
+                    else:
+                        apply(peers, skipped, item)
+                changed = diff_peers(before, peers)
+                if changed:
+                    yield PeerUpdate(dict(peers), changed, skipped=dict(skipped))
+        except WatchExpiredError:
+            listed = False
+        except DatastoreError:
+            if stop.wait(backoff.next()):
+                return

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import ipaddress
 import json
 import random
@@ -43,7 +44,7 @@ from etcd3gw import exceptions as etcd_exc
 from .._json import loads
 from ..spec import AddressExhausted, InvalidNetworkConfig
 from ._base import (
-    Backoff,
+    Change,
     DatastoreError,
     NodeRecord,
     PeerData,
@@ -51,7 +52,8 @@ from ._base import (
     StopFlag,
     Subnet,
     SubnetLostError,
-    diff_peers,
+    WatchExpiredError,
+    follow_peers,
     parse_subnets,
     validate_peer,
 )
@@ -164,7 +166,7 @@ class NetworkConfig:
         return self.subnet_lens[version]
 
 
-class _CompactedError(Exception):
+class _CompactedError(WatchExpiredError):
     """The watch's start revision was compacted away: relist."""
 
 
@@ -366,41 +368,17 @@ class EtcdDatastore:
     def watch(self) -> Iterator[PeerUpdate]:
         """Follow ``<prefix>/nodes/``: list, then watch from the list's revision + 1."""
         nodes_prefix = f"{self._prefix}/nodes/"
-        peers: dict[str, NodeRecord] = {}
-        skipped: dict[str, str] = {}
-        revision: int | None = None
-        backoff = Backoff()
-        while not self._stop.is_set():
-            try:
-                if revision is None:
-                    kvs, revision = self._range(nodes_prefix, prefix=True)
-                    new_peers: dict[str, NodeRecord] = {}
-                    skipped = {}
-                    for kv in kvs:
-                        self._apply(new_peers, skipped, kv, nodes_prefix)
-                    changed = frozenset(peers) | frozenset(new_peers)
-                    peers = new_peers
-                    backoff.reset()
-                    yield PeerUpdate(dict(peers), changed, resync=True, skipped=dict(skipped))
-                for events, last in self._stream(nodes_prefix, revision + 1):
-                    revision = last
-                    before = dict(peers)
-                    for event in events:
-                        if event.get("type") == "DELETE":
-                            name = _unb64(event["kv"]["key"])[len(nodes_prefix):]
-                            peers.pop(name, None)
-                            skipped.pop(name, None)
-                        else:
-                            self._apply(peers, skipped, event["kv"], nodes_prefix)
-                    backoff.reset()
-                    changed = diff_peers(before, peers)
-                    if changed:
-                        yield PeerUpdate(dict(peers), changed, skipped=dict(skipped))
-            except _CompactedError:
-                revision = None
-            except DatastoreError:
-                if self._stop.wait(backoff.next()):
-                    return
+
+        def list_all() -> tuple[list[dict[str, Any]], int]:
+            return self._range(nodes_prefix, prefix=True)
+
+        def events(revision: int) -> Iterator[tuple[int, list[Change]]]:
+            for batch, last in self._stream(nodes_prefix, revision + 1):
+                yield last, [(_unb64(e["kv"]["key"])[len(nodes_prefix):],
+                              None if e.get("type") == "DELETE" else e["kv"]) for e in batch]
+
+        return follow_peers(self._stop, list_all, events,
+                            functools.partial(self._apply, nodes_prefix=nodes_prefix))
 
     # -- helpers -----------------------------------------------------------------------------
 

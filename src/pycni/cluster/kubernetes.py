@@ -33,13 +33,15 @@ from ..kube import SERVICE_ACCOUNT_DIR, KubeCredentials
 from ..spec import InvalidNetworkConfig
 from ._base import (
     Backoff,
+    Change,
     DatastoreError,
     NodeRecord,
     PeerData,
     PeerUpdate,
     StopFlag,
     Subnet,
-    diff_peers,
+    WatchExpiredError,
+    follow_peers,
     parse_subnets,
     validate_peer,
 )
@@ -53,7 +55,7 @@ POLL = 0.5
 PATCH_ATTEMPTS = 5
 
 
-class _GoneError(Exception):
+class _GoneError(WatchExpiredError):
     """The watch's resourceVersion is too old (HTTP 410): relist."""
 
 
@@ -180,40 +182,15 @@ class KubernetesDatastore:
 
     def watch(self) -> Iterator[PeerUpdate]:
         """List every Node, then watch from the list's resourceVersion; relist on 410."""
-        peers: dict[str, NodeRecord] = {}
-        skipped: dict[str, str] = {}
-        version: str | None = None
-        backoff = Backoff()
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    nodes, version = self._list()
-                    new_peers: dict[str, NodeRecord] = {}
-                    skipped = {}
-                    for node in nodes:
-                        self._apply(new_peers, skipped, node)
-                    changed = frozenset(peers) | frozenset(new_peers)
-                    peers = new_peers
-                    backoff.reset()
-                    yield PeerUpdate(dict(peers), changed, resync=True, skipped=dict(skipped))
-                for kind, node in self._events(version):
-                    backoff.reset()
-                    version = node.metadata.resourceVersion
-                    before = dict(peers)
-                    name = node.metadata.name
-                    if kind == "DELETED":
-                        peers.pop(name, None)
-                        skipped.pop(name, None)
-                    elif kind in ("ADDED", "MODIFIED"):
-                        self._apply(peers, skipped, node)
-                    changed = diff_peers(before, peers)
-                    if changed:
-                        yield PeerUpdate(dict(peers), changed, skipped=dict(skipped))
-            except _GoneError:
-                version = None
-            except DatastoreError:
-                if self._stop.wait(backoff.next()):
-                    return
+
+        def events(version: str) -> Iterator[tuple[str, list[Change]]]:
+            for kind, node in self._events(version):
+                name = node.metadata.name
+                yield node.metadata.resourceVersion, (
+                    [(name, None)] if kind == "DELETED"
+                    else [(name, node)] if kind in ("ADDED", "MODIFIED") else [])
+
+        return follow_peers(self._stop, self._list, events, self._apply)
 
     # -- helpers -----------------------------------------------------------------------------
 
