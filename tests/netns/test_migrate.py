@@ -529,8 +529,10 @@ def test_switch_keeps_what_the_new_networks_tuning_set(node: Node, netns: str,
     assert node.leases() == []
 
 
-def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2: str,
-                                                   kube_namespace: str) -> None:
+def dual_stack_pod(node: Node, netns: str, netns2: str, kube_namespace: str
+                   ) -> tuple[dict[str, Any], dict[str, Any], str, str, str]:
+    """A pod on a dual-stack bridge network (and a neighbour in ``netns2``), a dual-stack
+    ptp network "ptp6" to switch it to: (multus conf, pod, container ID, v4, v6)."""
     v6 = "fd00:241::/64"
     ranges = [[{"subnet": SUBNET}], [{"subnet": v6}]]
     routes = [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
@@ -550,6 +552,34 @@ def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2
     node.call("ADD", other, netns2, unique_name("cid"), conf=conf).ok()
     v4, v6addr = addresses(links(netns)["eth0"])
     assert ":" in v6addr
+    return conf, pod, cid, v4, v6addr
+
+
+def test_failed_dual_stack_switch_gives_the_ipv6_address_back(
+        node: Node, netns: str, netns2: str, kube_namespace: str) -> None:
+    # Setting the old interface down made the kernel drop its IPv6 addresses
+    # (keep_addr_on_down=0): undoing the switch must put them back, not only set it up.
+    conf, pod, cid, v4, v6addr = dual_stack_pod(node, netns, netns2, kube_namespace)
+    before = pod_state(netns)
+
+    def hook(step: str) -> None:
+        if step == "switched":
+            from pycni.spec import CNIError
+
+            raise CNIError("injected failure after the switch", code=11)
+
+    report = migrate(node, pod, "ptp6", conf=conf, hook=hook)
+    assert report.status == "failed"
+    assert addresses(links(netns)["eth0"]) == [v4, v6addr]
+    assert pod_state(netns) == before
+    assert wait_for(lambda: ns_run(netns2, "ping", "-6", "-c", "1", "-W", "1",
+                                   v6addr).returncode == 0, timeout=10)
+    node.call("DEL", pod, netns, cid, conf=conf).ok()
+
+
+def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2: str,
+                                                   kube_namespace: str) -> None:
+    conf, pod, cid, v4, v6addr = dual_stack_pod(node, netns, netns2, kube_namespace)
 
     def ping6_ok() -> bool:
         return ns_run(netns2, "ping", "-6", "-c", "1", "-W", "1", v6addr).returncode == 0

@@ -68,7 +68,6 @@ from ..host import (
     send_unsolicited_na,
     set_iface_sysctls,
     set_link_down,
-    set_link_up,
     snapshot_iface,
     take_over_routes,
 )
@@ -458,7 +457,11 @@ class Migration:
             self._step("proxied")
             # The old interface would still answer ARP for the address on the old segment.
             pod.call(set_link_down, ifname)
-            undo.push(f"set {ifname} up again", run_in_netns, podns, set_link_up, ifname)
+            # Down, the interface lost its IPv6 addresses (keep_addr_on_down is 0): up
+            # again alone would leave the pod IPv4-only.
+            undo.push(f"set {ifname} up again with its addresses", run_in_netns, podns,
+                      add_addresses, ifname, old_snap.addresses,
+                      no_prefix_route=old_snap.no_prefix_route)
         return list(proxy_plan)
 
     def _update_caches(self, ctx: _Context, record: PodRecord, net: NetworkConfigList,
