@@ -262,7 +262,7 @@ def test_prev_result_of_an_unknown_version_is_code_7(version: Any) -> None:
     assert info.value.code == 7
 
 
-@pytest.mark.parametrize("value", ["yes", 1, 0, None, [], "1"])
+@pytest.mark.parametrize("value", ["yes", 1, 0, [], "1"])
 def test_bool_field_rejects(value: Any) -> None:
     with pytest.raises(InvalidNetworkConfig, match='"k"'):
         bool_field({"k": value}, "k")
@@ -270,6 +270,15 @@ def test_bool_field_rejects(value: Any) -> None:
 
 def test_bool_field_default() -> None:
     assert bool_field({}, "k", default=True) is True
+
+
+def test_bool_field_null_is_the_default_except_for_libcni_keys() -> None:
+    # Go's encoding/json leaves a bool at its default for null (the reference bridge takes
+    # "isGateway": null); libcni's own disableCheck refuses a null ("invalid type").
+    assert bool_field({"k": None}, "k", default=True) is True
+    assert bool_field({"k": None}, "k") is False
+    with pytest.raises(InvalidNetworkConfig, match='"k"'):
+        bool_field({"k": None}, "k", strings=True)
 
 
 # --- versions ------------------------------------------------------------------------------

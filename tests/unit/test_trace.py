@@ -218,8 +218,11 @@ class _Lines:
 
 
 def _follow(path: Path) -> subprocess.Popen[str]:
+    # --last beyond what a test writes: a follower that starts late (a loaded machine) shows
+    # calls appended before it read the file in its first table, not cut by --last's 200.
     return subprocess.Popen([sys.executable, "-m", "pycni.cli", "trace", "--follow", "--json",
-                             "--file", str(path), "--agent", "off", "--interval", "0.05"],
+                             "--file", str(path), "--agent", "off", "--interval", "0.05",
+                             "--last", "100000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

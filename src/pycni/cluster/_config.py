@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .._json import loads
-from ..spec import InvalidNetworkConfig, ifname_problem
+from ..spec import InvalidNetworkConfig, bool_field, ifname_problem
 from ._base import Subnet
 
 #: Keys of the cluster config that are not the datastore's.
@@ -106,9 +106,7 @@ class ClusterConfig:
                                      or ifname_problem(underlay) is not None):
             raise InvalidNetworkConfig(
                 f'invalid "underlayInterface": expected an interface name, got {underlay!r}')
-        masq = data.get("ipMasq", True)
-        if not isinstance(masq, bool):
-            raise InvalidNetworkConfig(f'invalid "ipMasq": expected true or false, got {masq!r}')
+        masq = bool_field(data, "ipMasq", True)
         interval = data.get("reconcileInterval", DEFAULT_RECONCILE)
         if (isinstance(interval, bool) or not isinstance(interval, int | float)
                 or not 0.1 <= interval <= 3600):

@@ -10,7 +10,7 @@ Protocol; :class:`DiskStore` is its host-local implementation.
 from ..spec import IPAddress
 from ._allocator import Allocation, Request, allocate, assign_requests, exhausted, release
 from ._base import Store
-from ._fields import parse_routes, str_field
+from ._fields import parse_routes
 from ._range import (
     Range,
     RangeSet,
@@ -58,5 +58,4 @@ __all__ = [
     "parse_routes",
     "release",
     "reservation_bytes",
-    "str_field",
 ]

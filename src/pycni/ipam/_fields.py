@@ -1,21 +1,10 @@
-"""Config fields shared by the IPAM plugins, validated with the field's name in errors."""
+"""The ``routes`` field the IPAM plugins share, validated with the field's name in errors."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from ..spec import DecodingFailure, InvalidNetworkConfig, Route
-
-
-def str_field(obj: Mapping[str, Any], key: str, field: str, default: str = "") -> str:
-    """An optional string; null and "" give ``default``."""
-    value = obj.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise InvalidNetworkConfig(f'invalid "{field}": expected a string, got {value!r}')
-    return value or default
 
 
 def parse_routes(value: Any, field: str) -> tuple[Route, ...]:

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec import InvalidNetworkConfig, NetworkConfigList
+from ..spec import InvalidNetworkConfig, NetworkConfigList, bool_field, str_field
 
 log = logging.getLogger("pycni.multi")
 
@@ -45,24 +45,6 @@ MULTUS_KEYS = frozenset({
 #: auto-generation leftovers): refusing them would break an existing 00-multus.conf.
 _IGNORED_KEYS = frozenset({"logOptions", "socketDir", "auxiliaryCNIChainName",
                            "retryDeleteOnError", "namespaceIsolationDisabled"})
-
-
-def _string(raw: dict[str, Any], key: str, default: str = "") -> str:
-    value = raw.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise InvalidNetworkConfig(f'invalid "{key}": expected a string, got {value!r}')
-    return value or default
-
-
-def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
-    value = raw.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidNetworkConfig(f'invalid "{key}": expected true or false, got {value!r}')
-    return value
 
 
 def _names(raw: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -122,12 +104,12 @@ class MultusConfig:
                                            f"configurations, got {delegates_raw!r}"[:300])
             for index, item in enumerate(delegates_raw):
                 delegates.append(delegate_from_json(item, f"delegates[{index}]"))
-        cluster = _string(raw, "clusterNetwork")
+        cluster = str_field(raw, "clusterNetwork", "")
         if not cluster and not delegates:
             raise InvalidNetworkConfig(
                 'the multus configuration needs "clusterNetwork" or "delegates": '
                 "expected the pod's cluster network, found neither")
-        level_name = _string(raw, "logLevel", "error").lower()
+        level_name = str_field(raw, "logLevel", "error").lower()
         if level_name not in LOG_LEVELS:
             raise InvalidNetworkConfig(f'invalid "logLevel": expected one of '
                                        f"{', '.join(LOG_LEVELS)}, got {level_name!r}")
@@ -138,21 +120,21 @@ class MultusConfig:
         return cls(
             name=str(raw.get("name") or "multus-cni-network"),
             cni_version=str(raw.get("cniVersion") or "0.1.0"),
-            kubeconfig=_string(raw, "kubeconfig"),
+            kubeconfig=str_field(raw, "kubeconfig", ""),
             cluster_network=cluster,
             default_networks=_names(raw, "defaultNetworks", ()),
             delegates=tuple(delegates),
             system_namespaces=_names(raw, "systemNamespaces", DEFAULT_SYSTEM_NAMESPACES),
-            multus_namespace=_string(raw, "multusNamespace", DEFAULT_MULTUS_NAMESPACE),
-            namespace_isolation=_bool(raw, "namespaceIsolation", False),
+            multus_namespace=str_field(raw, "multusNamespace", DEFAULT_MULTUS_NAMESPACE),
+            namespace_isolation=bool_field(raw, "namespaceIsolation", False),
             global_namespaces=_names(raw, "globalNamespaces", DEFAULT_GLOBAL_NAMESPACES),
-            readiness_indicator_file=_string(raw, "readinessindicatorfile"),
-            conf_dir=_string(raw, "confDir", DEFAULT_CONF_DIR),
-            cni_dir=_string(raw, "cniDir", DEFAULT_CNI_DIR),
-            bin_dir=_string(raw, "binDir"),
-            log_file=_string(raw, "logFile"),
+            readiness_indicator_file=str_field(raw, "readinessindicatorfile", ""),
+            conf_dir=str_field(raw, "confDir", DEFAULT_CONF_DIR),
+            cni_dir=str_field(raw, "cniDir", DEFAULT_CNI_DIR),
+            bin_dir=str_field(raw, "binDir", ""),
+            log_file=str_field(raw, "logFile", ""),
             log_level=LOG_LEVELS[level_name],
-            log_to_stderr=_bool(raw, "logToStderr", True),
+            log_to_stderr=bool_field(raw, "logToStderr", True),
             runtime_config=dict(runtime_config),
         )
 

@@ -12,7 +12,7 @@ from .._lazy import lazy_init
 # A plain constant rather than typing's (importing typing here would cost every user).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._config import IFNAME_MAX, NAME_RE, NetworkConfig, bool_field, ifname_problem
+    from ._config import IFNAME_MAX, NAME_RE, NetworkConfig, ifname_problem
     from ._conflist import (
         LEGACY_ATTACHMENTS_KEY,
         VALID_ATTACHMENTS_KEY,
@@ -40,6 +40,15 @@ if TYPE_CHECKING:
         TryAgainLater,
         UnknownContainer,
         UnsupportedField,
+    )
+    from ._fields import (
+        bool_field,
+        check_ifname,
+        ifname_field,
+        int_field,
+        opt_bool,
+        str_field,
+        str_list,
     )
     from ._json import decode_json, decode_json_object
     from ._result import (

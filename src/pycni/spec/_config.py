@@ -45,22 +45,6 @@ def ifname_problem(name: str) -> str | None:
 NAME_RULE = "a letter or digit, then letters, digits, '_', '.' or '-'"
 
 
-def bool_field(raw: dict[str, Any], key: str, default: bool = False, *,
-               strings: bool = False) -> bool:
-    """A JSON boolean; with ``strings``, also ``"true"``/``"false"``.
-
-    Only libcni's own conflist keys (``disableCheck``, ``disableGC``,
-    ``loadOnlyInlinedPlugins``) take strings; the reference plugins decode their keys with
-    encoding/json into bool fields, which refuses a string.
-    """
-    value = raw.get(key, default)
-    if isinstance(value, bool):
-        return value
-    if strings and isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise InvalidNetworkConfig(f'invalid "{key}": expected true or false, got {value!r}')
-
-
 def _kind(value: Any) -> str:
     """A JSON type name for error messages."""
     return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number",

@@ -30,8 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import NAME_RE, bool_field
+from ._config import NAME_RE
 from ._errors import DecodingFailure, IncompatibleCNIVersion, InvalidNetworkConfig
+from ._fields import bool_field
 from ._json import decode_json_object
 from ._result import Result
 from ._version import SUPPORTED_VERSIONS, highest_supported, parse_version

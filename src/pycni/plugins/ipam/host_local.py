@@ -52,7 +52,6 @@ from ...ipam import (
     parse_resolv_conf,
     parse_routes,
     release,
-    str_field,
 )
 from ...skel import CmdArgs, Plugin
 from ...spec import (
@@ -65,6 +64,7 @@ from ...spec import (
     Route,
     UnknownContainer,
     parse_version,
+    str_field,
 )
 from .._fields import valid_attachments
 
@@ -146,8 +146,8 @@ class HostLocalConfig:
             cni_version=conf.cni_version,
             range_sets=tuple(sets),
             routes=parse_routes(ipam.get("routes"), "ipam.routes"),
-            data_dir=str_field(ipam, "dataDir", "ipam.dataDir", DEFAULT_DATA_DIR),
-            resolv_conf=str_field(ipam, "resolvConf", "ipam.resolvConf"),
+            data_dir=str_field(ipam, "dataDir", DEFAULT_DATA_DIR, what="ipam."),
+            resolv_conf=str_field(ipam, "resolvConf", "", what="ipam."),
             requests=parse_requested(conf, cni_args),
         )
 
@@ -163,7 +163,7 @@ def store_for(conf: NetworkConfig) -> Store:
     release what it holds.
     """
     ipam = _ipam(conf)
-    return DiskStore(conf.name, str_field(ipam, "dataDir", "ipam.dataDir", DEFAULT_DATA_DIR))
+    return DiskStore(conf.name, str_field(ipam, "dataDir", DEFAULT_DATA_DIR, what="ipam."))
 
 
 class HostLocal(Plugin):

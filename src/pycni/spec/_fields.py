@@ -1,0 +1,103 @@
+"""Typed reads of config keys, shared by libcni, the plugins, IPAM, multus and the cluster
+config: each failure is code 7 naming the key as the user wrote it (``what`` is the path
+to the key's object, such as ``"ipam."`` or ``"runtimeConfig."``).
+
+A JSON null reads as an absent key, as Go's encoding/json leaves a field at its default
+when it decodes null into it (libcni's own string-or-boolean keys excepted).
+"""
+
+from __future__ import annotations
+
+from typing import Any, overload
+
+from ._config import IFNAME_MAX, ifname_problem
+from ._errors import InvalidNetworkConfig
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def bool_field(raw: dict[str, Any], key: str, default: bool = False, *,
+               strings: bool = False, what: str = "") -> bool:
+    """A JSON boolean (absent or null: ``default``); with ``strings``, also
+    ``"true"``/``"false"``.
+
+    Only libcni's own conflist keys (``disableCheck``, ``disableGC``,
+    ``loadOnlyInlinedPlugins``) take strings, and they refuse null as libcni does; the
+    reference plugins decode their keys with encoding/json into bool fields, which refuses
+    a string.
+    """
+    value = raw.get(key)
+    if value is None and (key not in raw or not strings):
+        return default
+    if isinstance(value, bool):
+        return value
+    if strings and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidNetworkConfig(f'invalid "{what}{key}": expected true or false, got '
+                               f"{_shown(value)}")
+
+
+def opt_bool(raw: dict[str, Any], key: str, *, what: str = "") -> bool | None:
+    """A JSON boolean, or None when absent."""
+    return None if raw.get(key) is None else bool_field(raw, key, what=what)
+
+
+def int_field(raw: dict[str, Any], key: str, *, minimum: int = 0, maximum: int | None = None,
+              what: str = "") -> int | None:
+    """An integer in ``minimum``..``maximum``, or None when absent."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        expected = (f"an integer >= {minimum}" if maximum is None
+                    else f"an integer between {minimum} and {maximum}")
+        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected {expected}, got '
+                                   f"{_shown(value)}")
+    return value
+
+
+@overload
+def str_field(raw: dict[str, Any], key: str, default: None = None, *,
+              what: str = "") -> str | None: ...
+@overload
+def str_field(raw: dict[str, Any], key: str, default: str, *, what: str = "") -> str: ...
+def str_field(raw: dict[str, Any], key: str, default: str | None = None, *,
+              what: str = "") -> str | None:
+    """A string; absent: ``default``. With a ``default``, an empty string gives it too."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected a string, got {value!r}')
+    return value if default is None else value or default
+
+
+def str_list(raw: dict[str, Any], key: str, *, what: str = "") -> list[str]:
+    """A list of strings (absent: empty)."""
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected a list of strings')
+    return list(value)
+
+
+def check_ifname(name: str, field: str) -> str:
+    """``name`` if it can be an interface name (:func:`ifname_problem`); else code 7 naming
+    ``field``."""
+    problem = ifname_problem(name)
+    if problem is not None:
+        raise InvalidNetworkConfig(f'invalid "{field}" {name!r}: {problem} (interface names are '
+                                   f"1-{IFNAME_MAX} bytes without '/', ':', whitespace or "
+                                   "control characters)")
+    return name
+
+
+def ifname_field(raw: dict[str, Any], key: str, *, what: str = "") -> str | None:
+    """An interface name (see :func:`check_ifname`); None when absent or empty."""
+    value = str_field(raw, key, what=what)
+    return check_ifname(value, f"{what}{key}") if value else None
