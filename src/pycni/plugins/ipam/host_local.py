@@ -34,9 +34,9 @@ lock the same file, so they can share a network (see :mod:`pycni.ipam`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from ..._record import FrozenRecord, set_fields
 from ...ipam import (
     DEFAULT_DATA_DIR,
     DiskStore,
@@ -99,17 +99,30 @@ def parse_requested(conf: NetworkConfig, cni_args: Mapping[str, str]) -> tuple[R
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class HostLocalConfig:
+class HostLocalConfig(FrozenRecord):
     """host-local's view of the config: where to allocate from and what to return."""
 
+    __slots__ = (
+        "cni_version",
+        "data_dir",
+        "network",
+        "range_sets",
+        "requests",
+        "resolv_conf",
+        "routes",
+    )
     network: str
     cni_version: str
     range_sets: tuple[RangeSet, ...]
-    routes: tuple[Route, ...] = ()
-    data_dir: str = DEFAULT_DATA_DIR
-    resolv_conf: str = ""
-    requests: tuple[Request, ...] = field(default=())
+    routes: tuple[Route, ...]
+    data_dir: str
+    resolv_conf: str
+    requests: tuple[Request, ...]
+
+    def __init__(self, network: str, cni_version: str, range_sets: tuple[RangeSet, ...],  # noqa: PLR0917
+                 routes: tuple[Route, ...] = (), data_dir: str = DEFAULT_DATA_DIR,
+                 resolv_conf: str = "", requests: tuple[Request, ...] = ()) -> None:
+        set_fields(self, network, cni_version, range_sets, routes, data_dir, resolv_conf, requests)
 
     @classmethod
     def load(cls, conf: NetworkConfig, cni_args: Mapping[str, str]) -> HostLocalConfig:
