@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
 
 from .._record import FrozenRecord, set_fields
 from ..spec import KernelError
@@ -25,7 +24,11 @@ from . import _rtnl as rt
 from ._netlink import nlattr
 from ._rtnl import Rtnl
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 class _Sockets(threading.local):

@@ -18,9 +18,12 @@ from collections.abc import Sequence
 
 from .._record import FrozenRecord, Record, set_fields
 from ..spec import AddressExhausted, AddressInUse, InvalidNetworkConfig, IPAddress
-from ._base import Store
 from ._range import Range, RangeSet
 from ._store import Reservation
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._base import Store
 
 
 class Request(FrozenRecord):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from ..spec import DecodingFailure, InvalidNetworkConfig, Route
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def str_field(obj: Mapping[str, Any], key: str, field: str, default: str = "") -> str:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Container, Iterator, Sequence
-from typing import Any
 
 from .._record import FrozenRecord, set_fields
 from ..spec import InvalidNetworkConfig, IPAddress, IPInterface
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ..skel import CmdArgs
 from ..spec import IFNAME_MAX, InvalidNetworkConfig, Result, bool_field, ifname_problem
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 #: The largest MTU any Linux device accepts (IP_MAX_MTU); netlink carries it in 32 bits.
 MTU_MAX = 65535

@@ -34,7 +34,6 @@ lock the same file, so they can share a network (see :mod:`pycni.ipam`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from ..._record import FrozenRecord, set_fields
 from ...ipam import (
@@ -43,7 +42,6 @@ from ...ipam import (
     Range,
     RangeSet,
     Request,
-    Store,
     allocate,
     check_disjoint,
     exhausted,
@@ -67,6 +65,12 @@ from ...spec import (
     parse_version,
 )
 from .._fields import valid_attachments
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ...ipam import Store
 
 #: CNI_ARGS keys host-local reads (with IgnoreUnknown semantics for the others).
 CNI_ARGS_KEYS = ("IP",)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from typing import Any
 
 from ... import host
 from ..._record import FrozenRecord, set_fields
@@ -62,6 +61,10 @@ from ._common import (
     teardown_masq,
     teardown_masq_backend,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_BRIDGE = "cni0"
 MAX_VLAN = 4094
