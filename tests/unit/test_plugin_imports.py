@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from pycni.daemon import import_paths
+
 # What a bridge or ptp ADD/DEL without ipMasq runs through: the plugin modules and the host
 # functions on its path (imported by name, as the lazy host package would on first use).
 _COMMON_PATH = """
@@ -53,6 +55,29 @@ def test_a_standalone_call_loads_no_inspect_logging_or_subprocess() -> None:
     out = subprocess.run([sys.executable, "-I", "-c", _STANDALONE], capture_output=True,
                          text=True, check=True).stdout.split()
     assert [m for m in _STANDALONE_HEAVY if m in out] == []
+
+
+# The same, as the shim runs it: ``-IS`` (no site, whose .pth hooks import re, typing...),
+# pycni's directories put on sys.path by hand.
+_SHIM_PATH = """
+import sys
+sys.path[:0] = {paths!r}
+from pycni.invoke import load_plugin
+load_plugin("bridge"), load_plugin("host-local")
+import pycni.skel, pycni.ipam
+""" + _COMMON_PATH
+
+#: Not loaded by the shim's path at all: the value classes are plain __slots__ classes
+#: (pycni._record), not dataclasses, and typing is imported only under TYPE_CHECKING.
+_SHIM_HEAVY = ("dataclasses", "typing", "inspect", "copy")
+
+
+def test_a_standalone_call_creates_no_dataclass_and_loads_no_typing() -> None:
+    paths = import_paths()  # what `pycni install` writes into the shim
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", _SHIM_PATH.format(paths=paths)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert "pycni.plugins.ipam.host_local" in out
+    assert [m for m in _SHIM_HEAVY if m in out] == []
 
 
 def test_a_deferred_module_still_works() -> None:

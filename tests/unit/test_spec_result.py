@@ -5,13 +5,13 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pycni._record import replace
 from pycni.spec import (
     DNS,
     SUPPORTED_VERSIONS,

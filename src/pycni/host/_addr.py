@@ -6,8 +6,8 @@ import _socket as socket  # the C module: socket.py (and selectors) cost a start
 import errno
 import ipaddress
 import time
-from dataclasses import dataclass
 
+from .._record import FrozenRecord, set_fields
 from ..spec import IPInterface, KernelError
 from . import _rtnl as rt
 from ._rtnl import Rtnl
@@ -17,13 +17,16 @@ IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
 
 
-@dataclass(frozen=True)
-class AddrInfo:
+class AddrInfo(FrozenRecord):
     """One address on a link: the address with its prefix, its scope and IFA flags."""
 
+    __slots__ = ("address", "flags", "scope")
     address: IPInterface
     scope: int
     flags: int
+
+    def __init__(self, address: IPInterface, scope: int, flags: int) -> None:
+        set_fields(self, address, scope, flags)
 
     @property
     def tentative(self) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+from .._record import replace
 from . import _rtnl as rt
 from ._netns import run_in_netns
 from ._overlay import FdbEntry, list_fdb

@@ -19,12 +19,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 from ..spec import CNIError, InternalError, KernelError, UnknownContainer
 from .links import reuse_sockets
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"

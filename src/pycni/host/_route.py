@@ -5,8 +5,8 @@ from __future__ import annotations
 import _socket as socket  # the C module: socket.py (and selectors) cost a start ~3 ms
 import errno
 import ipaddress
-from dataclasses import dataclass
 
+from .._record import FrozenRecord, set_fields
 from ..spec import IPAddress, IPInterface
 from ._rtnl import route_metrics
 from .links import _require, kernel_op, name_of, route_socket, rtnl
@@ -30,10 +30,20 @@ RTNH_F_ONLINK = 4
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True)
-class RouteInfo:
+class RouteInfo(FrozenRecord):
     """One route as the kernel lists it."""
 
+    __slots__ = (
+        "dst",
+        "gateway",
+        "oif",
+        "onlink",
+        "prefsrc",
+        "priority",
+        "protocol",
+        "scope",
+        "table",
+    )
     dst: Network
     gateway: IPAddress | None
     oif: int | None
@@ -42,9 +52,14 @@ class RouteInfo:
     priority: int
     prefsrc: IPAddress | None
     #: RTM_NEWROUTE's rtm_protocol: who made the route (kernel 2, boot 3, pycni 112...).
-    protocol: int = 0
+    protocol: int
     #: RTNH_F_ONLINK: the gateway is taken as directly reachable through ``oif``.
-    onlink: bool = False
+    onlink: bool
+
+    def __init__(self, dst: Network, gateway: IPAddress | None, oif: int | None, scope: int,  # noqa: PLR0917
+                 table: int, priority: int, prefsrc: IPAddress | None, protocol: int = 0,
+                 onlink: bool = False) -> None:
+        set_fields(self, dst, gateway, oif, scope, table, priority, prefsrc, protocol, onlink)
 
 
 def _family(net: Network | IPInterface) -> int:

@@ -12,8 +12,8 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+from .._record import FrozenRecord, set_fields
 from ..spec import KernelError
 from . import _rtnl as rt
 from ._netlink import nlattr
@@ -39,14 +39,17 @@ def current_netns_fd() -> Iterator[int]:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class Veth:
+class Veth(FrozenRecord):
     """The end of a new pair in this namespace, and the name of its peer."""
 
+    __slots__ = ("index", "mac", "name", "peer_name")
     name: str
     index: int
     mac: str
     peer_name: str
+
+    def __init__(self, name: str, index: int, mac: str, peer_name: str) -> None:
+        set_fields(self, name, index, mac, peer_name)
 
 
 def create_veth(

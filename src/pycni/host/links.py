@@ -17,15 +17,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
+from .._record import FrozenRecord, set_fields
 from ..spec import KernelError
 from . import _rtnl as rt
 from ._netlink import nlattr
 from ._rtnl import Rtnl
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 class _Sockets(threading.local):
@@ -199,8 +202,7 @@ def kernel_op(what: str, *, ok: tuple[int, ...] = ()) -> Iterator[None]:
         raise KernelError(f"{what}: {reason or os.strerror(code)}") from exc
 
 
-@dataclass(frozen=True)
-class LinkInfo:
+class LinkInfo(FrozenRecord):
     """What the kernel says about one link (in the namespace it was read in): the one link
     model of pycni, read by :func:`link_info`, :func:`link_by_index` and :func:`list_links`.
 
@@ -214,27 +216,61 @@ class LinkInfo:
     by :func:`~pycni.host.netns_links` only.
     """
 
+    __slots__ = (
+        "addresses",
+        "alias",
+        "allmulti",
+        "data",
+        "index",
+        "kind",
+        "link_index",
+        "mac",
+        "master",
+        "mode",
+        "mtu",
+        "name",
+        "operstate",
+        "parent_bus",
+        "parent_dev",
+        "port",
+        "promisc",
+        "table",
+        "txqlen",
+        "up",
+        "vlan_id",
+    )
     name: str
     index: int
-    kind: str = ""
-    mac: str = ""
-    mtu: int = 0
-    txqlen: int = 0
-    up: bool = False
-    promisc: bool = False
-    allmulti: bool = False
-    operstate: str = "UNKNOWN"
-    master: int | None = None
-    link_index: int | None = None
-    alias: str = ""
-    parent_bus: str = ""
-    parent_dev: str = ""
-    port: dict[str, int] = field(default_factory=dict)
-    mode: str = ""
-    vlan_id: int | None = None
-    table: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    addresses: tuple[str, ...] = ()
+    kind: str
+    mac: str
+    mtu: int
+    txqlen: int
+    up: bool
+    promisc: bool
+    allmulti: bool
+    operstate: str
+    master: int | None
+    link_index: int | None
+    alias: str
+    parent_bus: str
+    parent_dev: str
+    port: dict[str, int]
+    mode: str
+    vlan_id: int | None
+    table: int | None
+    data: dict[str, Any]
+    addresses: tuple[str, ...]
+
+    def __init__(self, name: str, index: int, kind: str = "", mac: str = "", mtu: int = 0,  # noqa: PLR0917
+                 txqlen: int = 0, up: bool = False, promisc: bool = False, allmulti: bool = False,
+                 operstate: str = "UNKNOWN", master: int | None = None,
+                 link_index: int | None = None, alias: str = "", parent_bus: str = "",
+                 parent_dev: str = "", port: dict[str, int] | None = None, mode: str = "",
+                 vlan_id: int | None = None, table: int | None = None,
+                 data: dict[str, Any] | None = None, addresses: tuple[str, ...] = ()) -> None:
+        set_fields(self, name, index, kind, mac, mtu, txqlen, up, promisc, allmulti, operstate,
+                   master, link_index, alias, parent_bus, parent_dev, {} if port is None else port,
+                   mode, vlan_id, table, {} if data is None else data, addresses)
 
 
 #: ipvlan modes by name, as IFLA_IPVLAN_MODE numbers them.

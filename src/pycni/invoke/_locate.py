@@ -10,20 +10,22 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
 
 from ..spec import CNIError, PluginNotFound, decode_json
 from ._exec import DEFAULT_TIMEOUT, exec_plugin
 from ._inprocess import REGISTRY, run_in_process
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    #: When :func:`locate_plugin` picks the in-process class over the search path.
+    InProcess = Literal["never", "fallback", "prefer"]
+
 #: The first line of every executable ``pycni install`` writes carries this marker.
 PYCNI_MARKER = b"# pycni-plugin:"
 #: The location :func:`locate_plugin` gives a pycni type that is to run in-process.
 IN_PROCESS_PREFIX = "pycni-builtin:"
-
-#: When :func:`locate_plugin` picks the in-process class over the search path.
-InProcess = Literal["never", "fallback", "prefer"]
-
 
 def find_plugin(name: str, paths: Iterable[str]) -> str:
     """The first executable called ``name`` in ``paths``; names with a separator are rejected."""

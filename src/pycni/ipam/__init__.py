@@ -9,7 +9,6 @@ Protocol; :class:`DiskStore` is its host-local implementation.
 
 from ..spec import IPAddress
 from ._allocator import Allocation, Request, allocate, assign_requests, exhausted, release
-from ._base import Store
 from ._fields import parse_routes
 from ._range import (
     Range,
@@ -31,6 +30,10 @@ from ._store import (
     Reservation,
     reservation_bytes,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._base import Store
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -59,3 +62,13 @@ __all__ = [
     "release",
     "reservation_bytes",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Store is a typing.Protocol: it loads typing (~10 ms of a plugin start), which the
+    # host-local path does not otherwise need, so it is imported on first use (PEP 562).
+    if name == "Store":
+        from ._base import Store
+
+        return Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,29 +15,38 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from .._record import FrozenRecord, Record, set_fields
 from ..spec import AddressExhausted, AddressInUse, InvalidNetworkConfig, IPAddress
-from ._base import Store
 from ._range import Range, RangeSet
 from ._store import Reservation
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._base import Store
 
-@dataclass(frozen=True)
-class Request:
+
+class Request(FrozenRecord):
     """An address the runtime asked for, and the field it came from (for messages)."""
 
+    __slots__ = ("ip", "source")
     ip: IPAddress
     source: str
 
+    def __init__(self, ip: IPAddress, source: str) -> None:
+        set_fields(self, ip, source)
 
-@dataclass(frozen=True)
-class Allocation:
+
+class Allocation(FrozenRecord):
     """An address reserved from range set ``index``."""
 
+    __slots__ = ("index", "ip", "range")
     ip: IPAddress
     range: Range
     index: int
+
+    def __init__(self, ip: IPAddress, range: Range, index: int) -> None:  # noqa: A002
+        set_fields(self, ip, range, index)
 
     @property
     def interface(self) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -85,10 +94,10 @@ def _holder(res: Reservation | None) -> str:
     return f"container {res.container_id!r}" + (f" interface {res.ifname!r}" if res.ifname else "")
 
 
-@dataclass
-class _Claim:
+class _Claim(Record):
     """One ADD's work under the lock: what is taken, what it reserved so far."""
 
+    __slots__ = ("container_id", "done", "ifname", "names", "network", "owned", "store")
     store: Store
     container_id: str
     ifname: str
@@ -96,6 +105,16 @@ class _Claim:
     names: set[str]
     owned: list[Reservation]
     done: list[Allocation]
+
+    def __init__(self, store: Store, container_id: str, ifname: str, network: str, names: set[str],  # noqa: PLR0917
+                 owned: list[Reservation], done: list[Allocation]) -> None:
+        self.store = store
+        self.container_id = container_id
+        self.ifname = ifname
+        self.network = network
+        self.names = names
+        self.owned = owned
+        self.done = done
 
     def requested(self, index: int, req: Request, r: Range) -> None:
         if not self.store.reserve(req.ip, self.container_id, self.ifname, index):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..spec import DecodingFailure, InvalidNetworkConfig, Route
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def parse_routes(value: Any, field: str) -> tuple[Route, ...]:

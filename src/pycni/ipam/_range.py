@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Container, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
 
+from .._record import FrozenRecord, set_fields
 from ..spec import InvalidNetworkConfig, IPAddress, IPInterface
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,14 +60,18 @@ def _ip_of(version: int, value: int) -> IPAddress:
     return ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
 
 
-@dataclass(frozen=True)
-class Range:
+class Range(FrozenRecord):
     """One subnet and its allocation window (both ends inclusive)."""
 
+    __slots__ = ("end", "gateway", "start", "subnet")
     subnet: IPNetwork
     start: IPAddress
     end: IPAddress
     gateway: IPAddress
+
+    def __init__(self, subnet: IPNetwork, start: IPAddress, end: IPAddress,
+                 gateway: IPAddress) -> None:
+        set_fields(self, subnet, start, end, gateway)
 
     @classmethod
     def from_json(cls, obj: Any, field: str) -> Range:
@@ -164,11 +171,14 @@ def _parse_subnet(value: Any, field: str) -> IPNetwork:
     return subnet
 
 
-@dataclass(frozen=True)
-class RangeSet:
+class RangeSet(FrozenRecord):
     """Disjoint ranges of one family; an attachment gets one address from the set."""
 
+    __slots__ = ("ranges",)
     ranges: tuple[Range, ...]
+
+    def __init__(self, ranges: tuple[Range, ...]) -> None:
+        set_fields(self, ranges)
 
     @classmethod
     def from_json(cls, obj: Any, field: str) -> RangeSet:

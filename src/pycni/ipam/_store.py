@@ -32,9 +32,9 @@ import ipaddress
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
+from .._record import FrozenRecord, set_fields
 from ..spec import IOFailure, IPAddress
 from . import _index
 from ._index import MEMORY, PERSIST_MIN, Index, checksum
@@ -53,15 +53,18 @@ def reservation_bytes(container_id: str, ifname: str) -> bytes:
     return (container_id.strip() + LINE_BREAK + ifname).encode()
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(FrozenRecord):
     """One reservation file: an address held by (container ID, interface)."""
 
+    __slots__ = ("container_id", "ifname", "ip", "name")
     ip: IPAddress
     name: str
     container_id: str
     #: Empty for a legacy file that holds only the container ID.
     ifname: str
+
+    def __init__(self, ip: IPAddress, name: str, container_id: str, ifname: str) -> None:
+        set_fields(self, ip, name, container_id, ifname)
 
     @property
     def legacy(self) -> bool:

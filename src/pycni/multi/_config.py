@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec import InvalidNetworkConfig, NetworkConfigList, bool_field, str_field
+from ..spec import InvalidNetworkConfig, NetworkConfigList, bool_field, str_default
 
 log = logging.getLogger("pycni.multi")
 
@@ -104,12 +104,12 @@ class MultusConfig:
                                            f"configurations, got {delegates_raw!r}"[:300])
             for index, item in enumerate(delegates_raw):
                 delegates.append(delegate_from_json(item, f"delegates[{index}]"))
-        cluster = str_field(raw, "clusterNetwork", "")
+        cluster = str_default(raw, "clusterNetwork", "")
         if not cluster and not delegates:
             raise InvalidNetworkConfig(
                 'the multus configuration needs "clusterNetwork" or "delegates": '
                 "expected the pod's cluster network, found neither")
-        level_name = str_field(raw, "logLevel", "error").lower()
+        level_name = str_default(raw, "logLevel", "error").lower()
         if level_name not in LOG_LEVELS:
             raise InvalidNetworkConfig(f'invalid "logLevel": expected one of '
                                        f"{', '.join(LOG_LEVELS)}, got {level_name!r}")
@@ -120,19 +120,19 @@ class MultusConfig:
         return cls(
             name=str(raw.get("name") or "multus-cni-network"),
             cni_version=str(raw.get("cniVersion") or "0.1.0"),
-            kubeconfig=str_field(raw, "kubeconfig", ""),
+            kubeconfig=str_default(raw, "kubeconfig", ""),
             cluster_network=cluster,
             default_networks=_names(raw, "defaultNetworks", ()),
             delegates=tuple(delegates),
             system_namespaces=_names(raw, "systemNamespaces", DEFAULT_SYSTEM_NAMESPACES),
-            multus_namespace=str_field(raw, "multusNamespace", DEFAULT_MULTUS_NAMESPACE),
+            multus_namespace=str_default(raw, "multusNamespace", DEFAULT_MULTUS_NAMESPACE),
             namespace_isolation=bool_field(raw, "namespaceIsolation", False),
             global_namespaces=_names(raw, "globalNamespaces", DEFAULT_GLOBAL_NAMESPACES),
-            readiness_indicator_file=str_field(raw, "readinessindicatorfile", ""),
-            conf_dir=str_field(raw, "confDir", DEFAULT_CONF_DIR),
-            cni_dir=str_field(raw, "cniDir", DEFAULT_CNI_DIR),
-            bin_dir=str_field(raw, "binDir", ""),
-            log_file=str_field(raw, "logFile", ""),
+            readiness_indicator_file=str_default(raw, "readinessindicatorfile", ""),
+            conf_dir=str_default(raw, "confDir", DEFAULT_CONF_DIR),
+            cni_dir=str_default(raw, "cniDir", DEFAULT_CNI_DIR),
+            bin_dir=str_default(raw, "binDir", ""),
+            log_file=str_default(raw, "logFile", ""),
             log_level=LOG_LEVELS[level_name],
             log_to_stderr=bool_field(raw, "logToStderr", True),
             runtime_config=dict(runtime_config),

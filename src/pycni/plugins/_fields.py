@@ -3,8 +3,6 @@ the previous result, GC's valid attachments. Each failure names the key (code 7)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ..skel import CmdArgs
 from ..spec import (
     InvalidNetworkConfig,
@@ -17,8 +15,10 @@ from ..spec import (
     str_list,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 #: The largest MTU any Linux device accepts (IP_MAX_MTU); netlink carries it in 32 bits.
 MTU_MAX = 65535

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
+from .._record import FrozenRecord, set_fields
 from ..spec import (
     InvalidEnvironmentVariables,
     NetworkConfig,
     UnsupportedField,
     ifname_problem,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 #: The spec's container ID rule. ``\Z``, not ``$``: Python's ``$`` also matches before a
 #: trailing newline.
@@ -81,13 +84,13 @@ def _truthy(key: str, value: str) -> bool:
     raise InvalidEnvironmentVariables(f"invalid CNI_ARGS {key}={value!r}: expected true or false")
 
 
-@dataclass(frozen=True)
-class CmdArgs:
+class CmdArgs(FrozenRecord):
     """One plugin invocation: the CNI_* variables, the stdin bytes and the parsed config.
 
     For STATUS and GC the container fields are empty strings.
     """
 
+    __slots__ = ("args", "command", "conf", "container_id", "ifname", "netns", "path", "stdin")
     command: str
     container_id: str
     netns: str
@@ -96,6 +99,10 @@ class CmdArgs:
     path: tuple[str, ...]
     stdin: bytes
     conf: NetworkConfig
+
+    def __init__(self, command: str, container_id: str, netns: str, ifname: str, args: str,  # noqa: PLR0917
+                 path: tuple[str, ...], stdin: bytes, conf: NetworkConfig) -> None:
+        set_fields(self, command, container_id, netns, ifname, args, path, stdin, conf)
 
     def args_pairs(self) -> list[tuple[str, str]]:
         """CNI_ARGS as (key, value) pairs, validated."""

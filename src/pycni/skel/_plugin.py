@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
 
 from ..spec import (
     COMMAND_MIN_VERSION,
@@ -29,10 +28,12 @@ from ..spec import (
 )
 from ._args import CmdArgs, env_for, validate_container_id, validate_ifname
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
     from collections.abc import Sequence
     from importlib.machinery import ModuleSpec
+    from typing import Any, BinaryIO, ClassVar, NoReturn
 
 
 class Plugin:

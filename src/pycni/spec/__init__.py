@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         ifname_field,
         int_field,
         opt_bool,
+        str_default,
         str_field,
         str_list,
     )

@@ -8,13 +8,16 @@ config class can read its keys. Unknown keys are kept in ``raw`` unchanged.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
+from .._record import FrozenRecord, set_fields
 from ._errors import DecodingFailure, InvalidNetworkConfig
 from ._json import decode_json_object
 from ._result import DNS, Result
 from ._version import SUPPORTED_VERSIONS, require_supported
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The spec's network name rule (also used for plugin ``type`` lookups' sanity). ``\Z``, not
 #: ``$``: Python's ``$`` also matches before a trailing newline, Go's does not.
@@ -96,20 +99,42 @@ def _prev_result(prev: Any, version: str) -> Result | None:
         raise InvalidNetworkConfig(f'invalid "prevResult": {exc.msg}', exc.details) from exc
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(FrozenRecord):
     """One plugin's configuration object, as the runtime passes it on stdin."""
 
+    __slots__ = (
+        "args",
+        "capabilities",
+        "cni_version",
+        "dns",
+        "ipam",
+        "name",
+        "prev_result",
+        "raw",
+        "runtime_config",
+        "type",
+    )
     raw: dict[str, Any]
     cni_version: str
     name: str
     type: str
-    capabilities: dict[str, bool] = field(default_factory=dict)
-    ipam: dict[str, Any] | None = None
-    dns: DNS = field(default_factory=DNS)
-    runtime_config: dict[str, Any] = field(default_factory=dict)
-    args: dict[str, Any] = field(default_factory=dict)
-    prev_result: Result | None = None
+    capabilities: dict[str, bool]
+    ipam: dict[str, Any] | None
+    dns: DNS
+    runtime_config: dict[str, Any]
+    args: dict[str, Any]
+    prev_result: Result | None
+
+    def __init__(self, raw: dict[str, Any], cni_version: str, name: str, type: str,  # noqa: A002, PLR0917
+                 capabilities: dict[str, bool] | None = None,
+                 ipam: dict[str, Any] | None = None, dns: DNS | None = None,
+                 runtime_config: dict[str, Any] | None = None,
+                 args: dict[str, Any] | None = None, prev_result: Result | None = None
+                 ) -> None:
+        set_fields(self, raw, cni_version, name, type, {} if capabilities is None else capabilities,
+                   ipam, DNS() if dns is None else dns,
+                   {} if runtime_config is None else runtime_config, {} if args is None else args,
+                   prev_result)
 
     @classmethod
     def parse(cls, data: bytes | str | dict[str, Any]) -> NetworkConfig:

@@ -30,7 +30,10 @@ spec's error JSON ``{"cniVersion", "code", "msg", "details"}``::
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 
 class ErrorCode(enum.IntEnum):

@@ -8,10 +8,12 @@ when it decodes null into it (libcni's own string-or-boolean keys excepted).
 
 from __future__ import annotations
 
-from typing import Any, overload
-
 from ._config import IFNAME_MAX, ifname_problem
 from ._errors import InvalidNetworkConfig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _shown(value: Any) -> str:
@@ -60,20 +62,19 @@ def int_field(raw: dict[str, Any], key: str, *, minimum: int = 0, maximum: int |
     return value
 
 
-@overload
-def str_field(raw: dict[str, Any], key: str, default: None = None, *,
-              what: str = "") -> str | None: ...
-@overload
-def str_field(raw: dict[str, Any], key: str, default: str, *, what: str = "") -> str: ...
-def str_field(raw: dict[str, Any], key: str, default: str | None = None, *,
-              what: str = "") -> str | None:
-    """A string; absent: ``default``. With a ``default``, an empty string gives it too."""
+def str_field(raw: dict[str, Any], key: str, *, what: str = "") -> str | None:
+    """A string, or None when absent."""
     value = raw.get(key)
     if value is None:
-        return default
+        return None
     if not isinstance(value, str):
         raise InvalidNetworkConfig(f'invalid "{what}{key}": expected a string, got {value!r}')
-    return value if default is None else value or default
+    return value
+
+
+def str_default(raw: dict[str, Any], key: str, default: str, *, what: str = "") -> str:
+    """A string; absent or empty: ``default``."""
+    return str_field(raw, key, what=what) or default
 
 
 def str_list(raw: dict[str, Any], key: str, *, what: str = "") -> list[str]:

@@ -7,10 +7,12 @@ all of them, and a non-finite float would only fail later, far from the input, a
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._json import loads
 from ._errors import DecodingFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def decode_json(data: bytes | str, what: str) -> Any:

@@ -18,11 +18,14 @@ addresses and route destinations are :class:`ipaddress.IPv4Interface` /
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Any
 
+from .._record import Record
 from ._errors import DecodingFailure, IncompatibleCNIVersion
 from ._version import CURRENT_VERSION, SUPPORTED_VERSIONS, is_well_formed, parse_version
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -106,16 +109,25 @@ def _str_list(value: Any, what: str) -> list[str]:
     return list(items)
 
 
-@dataclass
-class Interface:
+class Interface(Record):
     """An interface the plugin created or touched (``sandbox`` empty means the host)."""
 
+    __slots__ = ("mac", "mtu", "name", "pci_id", "sandbox", "socket_path")
     name: str
-    mac: str = ""
-    mtu: int = 0
-    sandbox: str = ""
-    socket_path: str = ""
-    pci_id: str = ""
+    mac: str
+    mtu: int
+    sandbox: str
+    socket_path: str
+    pci_id: str
+
+    def __init__(self, name: str, mac: str = "", mtu: int = 0, sandbox: str = "",  # noqa: PLR0917
+                 socket_path: str = "", pci_id: str = "") -> None:
+        self.name = name
+        self.mac = mac
+        self.mtu = mtu
+        self.sandbox = sandbox
+        self.socket_path = socket_path
+        self.pci_id = pci_id
 
     def to_json(self, version: str) -> dict[str, Any]:
         """The interface as ``version`` writes it (mtu, socketPath, pciID only from 1.1.0)."""
@@ -147,13 +159,19 @@ class Interface:
         )
 
 
-@dataclass
-class IPConfig:
+class IPConfig(Record):
     """One address; ``interface`` indexes ``Result.interfaces`` (None: not said)."""
 
+    __slots__ = ("address", "gateway", "interface")
     address: IPInterface
-    gateway: IPAddress | None = None
-    interface: int | None = None
+    gateway: IPAddress | None
+    interface: int | None
+
+    def __init__(self, address: IPInterface, gateway: IPAddress | None = None,
+                 interface: int | None = None) -> None:
+        self.address = address
+        self.gateway = gateway
+        self.interface = interface
 
     @property
     def family(self) -> int:
@@ -189,17 +207,28 @@ class IPConfig:
         return cls(address=address, gateway=gateway, interface=iface)
 
 
-@dataclass
-class Route:
+class Route(Record):
     """A route; 1.1.0 adds mtu, advmss, priority, table and scope."""
 
+    __slots__ = ("advmss", "dst", "gw", "mtu", "priority", "scope", "table")
     dst: IPInterface
-    gw: IPAddress | None = None
-    mtu: int = 0
-    advmss: int = 0
-    priority: int = 0
-    table: int | None = None
-    scope: int | None = None
+    gw: IPAddress | None
+    mtu: int
+    advmss: int
+    priority: int
+    table: int | None
+    scope: int | None
+
+    def __init__(self, dst: IPInterface, gw: IPAddress | None = None, mtu: int = 0,  # noqa: PLR0917
+                 advmss: int = 0, priority: int = 0, table: int | None = None,
+                 scope: int | None = None) -> None:
+        self.dst = dst
+        self.gw = gw
+        self.mtu = mtu
+        self.advmss = advmss
+        self.priority = priority
+        self.table = table
+        self.scope = scope
 
     def to_json(self, version: str) -> dict[str, Any]:
         """The route as ``version`` writes it (the tuning keys only from 1.1.0)."""
@@ -230,14 +259,21 @@ class Route:
         )
 
 
-@dataclass
-class DNS:
+class DNS(Record):
     """Resolver settings; every field is optional."""
 
-    nameservers: list[str] = field(default_factory=list)
-    domain: str = ""
-    search: list[str] = field(default_factory=list)
-    options: list[str] = field(default_factory=list)
+    __slots__ = ("domain", "nameservers", "options", "search")
+    nameservers: list[str]
+    domain: str
+    search: list[str]
+    options: list[str]
+
+    def __init__(self, nameservers: list[str] | None = None, domain: str = "",
+                 search: list[str] | None = None, options: list[str] | None = None) -> None:
+        self.nameservers = [] if nameservers is None else nameservers
+        self.domain = domain
+        self.search = [] if search is None else search
+        self.options = [] if options is None else options
 
     def is_empty(self) -> bool:
         """True when no field is set."""
@@ -270,15 +306,24 @@ class DNS:
         )
 
 
-@dataclass
-class Result:
+class Result(Record):
     """A plugin's ADD result (the 1.1.0 model; ``cni_version`` is what it was read as)."""
 
-    cni_version: str = CURRENT_VERSION
-    interfaces: list[Interface] = field(default_factory=list)
-    ips: list[IPConfig] = field(default_factory=list)
-    routes: list[Route] = field(default_factory=list)
-    dns: DNS = field(default_factory=DNS)
+    __slots__ = ("cni_version", "dns", "interfaces", "ips", "routes")
+    cni_version: str
+    interfaces: list[Interface]
+    ips: list[IPConfig]
+    routes: list[Route]
+    dns: DNS
+
+    def __init__(self, cni_version: str = CURRENT_VERSION,
+                 interfaces: list[Interface] | None = None, ips: list[IPConfig] | None = None,
+                 routes: list[Route] | None = None, dns: DNS | None = None) -> None:
+        self.cni_version = cni_version
+        self.interfaces = [] if interfaces is None else interfaces
+        self.ips = [] if ips is None else ips
+        self.routes = [] if routes is None else routes
+        self.dns = DNS() if dns is None else dns
 
     def to_json(self, version: str | None = None) -> dict[str, Any]:
         """The result as ``version`` (default: ``cni_version``) would print it."""

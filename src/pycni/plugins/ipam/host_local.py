@@ -34,16 +34,14 @@ lock the same file, so they can share a network (see :mod:`pycni.ipam`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
+from ..._record import FrozenRecord, set_fields
 from ...ipam import (
     DEFAULT_DATA_DIR,
     DiskStore,
     Range,
     RangeSet,
     Request,
-    Store,
     allocate,
     check_disjoint,
     exhausted,
@@ -64,9 +62,15 @@ from ...spec import (
     Route,
     UnknownContainer,
     parse_version,
-    str_field,
+    str_default,
 )
 from .._fields import valid_attachments
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ...ipam import Store
 
 #: CNI_ARGS keys host-local reads (with IgnoreUnknown semantics for the others).
 CNI_ARGS_KEYS = ("IP",)
@@ -99,17 +103,30 @@ def parse_requested(conf: NetworkConfig, cni_args: Mapping[str, str]) -> tuple[R
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class HostLocalConfig:
+class HostLocalConfig(FrozenRecord):
     """host-local's view of the config: where to allocate from and what to return."""
 
+    __slots__ = (
+        "cni_version",
+        "data_dir",
+        "network",
+        "range_sets",
+        "requests",
+        "resolv_conf",
+        "routes",
+    )
     network: str
     cni_version: str
     range_sets: tuple[RangeSet, ...]
-    routes: tuple[Route, ...] = ()
-    data_dir: str = DEFAULT_DATA_DIR
-    resolv_conf: str = ""
-    requests: tuple[Request, ...] = field(default=())
+    routes: tuple[Route, ...]
+    data_dir: str
+    resolv_conf: str
+    requests: tuple[Request, ...]
+
+    def __init__(self, network: str, cni_version: str, range_sets: tuple[RangeSet, ...],  # noqa: PLR0917
+                 routes: tuple[Route, ...] = (), data_dir: str = DEFAULT_DATA_DIR,
+                 resolv_conf: str = "", requests: tuple[Request, ...] = ()) -> None:
+        set_fields(self, network, cni_version, range_sets, routes, data_dir, resolv_conf, requests)
 
     @classmethod
     def load(cls, conf: NetworkConfig, cni_args: Mapping[str, str]) -> HostLocalConfig:
@@ -146,8 +163,8 @@ class HostLocalConfig:
             cni_version=conf.cni_version,
             range_sets=tuple(sets),
             routes=parse_routes(ipam.get("routes"), "ipam.routes"),
-            data_dir=str_field(ipam, "dataDir", DEFAULT_DATA_DIR, what="ipam."),
-            resolv_conf=str_field(ipam, "resolvConf", "", what="ipam."),
+            data_dir=str_default(ipam, "dataDir", DEFAULT_DATA_DIR, what="ipam."),
+            resolv_conf=str_default(ipam, "resolvConf", "", what="ipam."),
             requests=parse_requested(conf, cni_args),
         )
 
@@ -163,7 +180,7 @@ def store_for(conf: NetworkConfig) -> Store:
     release what it holds.
     """
     ipam = _ipam(conf)
-    return DiskStore(conf.name, str_field(ipam, "dataDir", DEFAULT_DATA_DIR, what="ipam."))
+    return DiskStore(conf.name, str_default(ipam, "dataDir", DEFAULT_DATA_DIR, what="ipam."))
 
 
 class HostLocal(Plugin):

@@ -12,7 +12,6 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from ... import host
 from ...host import NetNSNotFound
@@ -30,6 +29,10 @@ from ...spec import (
     bool_field,
 )
 from .._fields import valid_attachments
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 

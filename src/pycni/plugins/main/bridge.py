@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from dataclasses import dataclass
-from typing import Any
 
 from ... import host
+from ..._record import FrozenRecord, set_fields
 from ...host import enter as enter_netns
 from ...skel import IFNAME_MAX, CmdArgs, Plugin
 from ...spec import (
@@ -62,6 +61,10 @@ from ._common import (
     teardown_masq,
     teardown_masq_backend,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_BRIDGE = "cni0"
 MAX_VLAN = 4094
@@ -100,28 +103,60 @@ def _vlan_trunk(raw: Any) -> tuple[int, ...]:
     return tuple(sorted(vids))
 
 
-@dataclass(frozen=True)
-class BridgeConfig:
+class BridgeConfig(FrozenRecord):
     """The bridge plugin's keys (wire names in the module docstring)."""
 
-    bridge: str = DEFAULT_BRIDGE
-    is_gateway: bool = False
-    is_default_gateway: bool = False
-    force_address: bool = False
-    ip_masq: bool = False
-    ip_masq_backend: str | None = None
-    mtu: int = 0
-    hairpin_mode: bool = False
-    promisc_mode: bool = False
-    vlan: int = 0
-    vlan_trunk: tuple[int, ...] = ()
-    preserve_default_vlan: bool = True
-    enable_dad: bool = False
-    mac_spoof_check: bool = False
-    disable_container_interface: bool = False
-    port_isolation: bool = False
-    ipam_type: str = ""
-    mac: str = ""
+    __slots__ = (
+        "bridge",
+        "disable_container_interface",
+        "enable_dad",
+        "force_address",
+        "hairpin_mode",
+        "ip_masq",
+        "ip_masq_backend",
+        "ipam_type",
+        "is_default_gateway",
+        "is_gateway",
+        "mac",
+        "mac_spoof_check",
+        "mtu",
+        "port_isolation",
+        "preserve_default_vlan",
+        "promisc_mode",
+        "vlan",
+        "vlan_trunk",
+    )
+    bridge: str
+    is_gateway: bool
+    is_default_gateway: bool
+    force_address: bool
+    ip_masq: bool
+    ip_masq_backend: str | None
+    mtu: int
+    hairpin_mode: bool
+    promisc_mode: bool
+    vlan: int
+    vlan_trunk: tuple[int, ...]
+    preserve_default_vlan: bool
+    enable_dad: bool
+    mac_spoof_check: bool
+    disable_container_interface: bool
+    port_isolation: bool
+    ipam_type: str
+    mac: str
+
+    def __init__(self, bridge: str = DEFAULT_BRIDGE, is_gateway: bool = False,  # noqa: PLR0917
+                 is_default_gateway: bool = False, force_address: bool = False,
+                 ip_masq: bool = False, ip_masq_backend: str | None = None, mtu: int = 0,
+                 hairpin_mode: bool = False, promisc_mode: bool = False, vlan: int = 0,
+                 vlan_trunk: tuple[int, ...] = (), preserve_default_vlan: bool = True,
+                 enable_dad: bool = False, mac_spoof_check: bool = False,
+                 disable_container_interface: bool = False, port_isolation: bool = False,
+                 ipam_type: str = "", mac: str = "") -> None:
+        set_fields(self, bridge, is_gateway, is_default_gateway, force_address, ip_masq,
+                   ip_masq_backend, mtu, hairpin_mode, promisc_mode, vlan, vlan_trunk,
+                   preserve_default_vlan, enable_dad, mac_spoof_check, disable_container_interface,
+                   port_isolation, ipam_type, mac)
 
     @property
     def layer3(self) -> bool:

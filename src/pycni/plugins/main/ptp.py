@@ -19,9 +19,9 @@ lease, and DEL removes masquerade rules even when the netns is already gone.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from ... import host
+from ..._record import FrozenRecord, set_fields
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, InvalidNetworkConfig, KernelError, Result, bool_field
@@ -46,14 +46,18 @@ from ._common import (
 )
 
 
-@dataclass(frozen=True)
-class PTPConfig:
+class PTPConfig(FrozenRecord):
     """The ptp plugin's keys."""
 
-    ip_masq: bool = False
-    ip_masq_backend: str | None = None
-    mtu: int = 0
-    ipam_type: str = ""
+    __slots__ = ("ip_masq", "ip_masq_backend", "ipam_type", "mtu")
+    ip_masq: bool
+    ip_masq_backend: str | None
+    mtu: int
+    ipam_type: str
+
+    def __init__(self, ip_masq: bool = False, ip_masq_backend: str | None = None, mtu: int = 0,
+                 ipam_type: str = "") -> None:
+        set_fields(self, ip_masq, ip_masq_backend, mtu, ipam_type)
 
     @classmethod
     def load(cls, args: CmdArgs) -> PTPConfig:
