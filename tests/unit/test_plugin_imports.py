@@ -15,7 +15,8 @@ _COMMON_PATH = """
 import sys
 import pycni.plugins.main.bridge, pycni.plugins.main.ptp
 from pycni import host
-for name in ("ensure_bridge", "attach_port", "create_veth", "delete_link_with_addresses",
+for name in ("ensure_bridge", "attach_port", "create_veth", "read_for_delete",
+             "delete_veth_peer",
              "configure_iface", "ensure_gateway_address", "add_route", "wait_oper_up",
              "require_link", "set_link_up", "enable_forwarding", "sysctl_try_set", "enter"):
     getattr(host, name)

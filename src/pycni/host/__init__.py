@@ -139,10 +139,12 @@ if TYPE_CHECKING:
     )
     from ._undo import Undo
     from ._veth import (
+        DeleteInfo,
         Veth,
         create_veth,
         current_netns_fd,
-        delete_link_with_addresses,
+        delete_veth_peer,
+        read_for_delete,
     )
     from ._vrf import create_vrf, enslave_to_vrf, find_vrf, release_from_vrf, vrf_members
     from .links import (

@@ -22,6 +22,8 @@ NLMSG_DONE = 3
 NLA_F_NESTED = 0x8000
 
 _NLMSGHDR = struct.Struct("=IHHII")
+#: MSG_PEEK | MSG_TRUNC: the length of the next datagram, leaving it queued.
+_PEEK = 0x2 | 0x20
 
 
 def nlattr(kind: int, payload: bytes) -> bytes:
@@ -73,7 +75,12 @@ class NetlinkSocket:
         self.sock.send(message(msg_type, NLM_F_REQUEST | flags, payload, self.seq))
         replies: list[bytes] = []
         while True:
-            data = self.sock.recv(1 << 17)
+            # The datagram's size first, then a buffer of that size: recv(128 KiB) mallocs
+            # a 128 KiB bytes object and shrinks it, per request, from many threads; that
+            # churn fragmented glibc's arenas (the agent's RSS settled ~2 MB higher and
+            # still crept after 6,000 ADD/DEL cycles, with no Python object leaking).
+            size = self.sock.recv_into(bytearray(1), 1, _PEEK)
+            data = self.sock.recv(size)
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)

@@ -25,6 +25,8 @@ RTM_DELADDR = 21
 RTM_GETADDR = 22
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
+RTM_NEWNSID = 88
+RTM_GETNSID = 90
 
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
@@ -38,7 +40,9 @@ IFLA_TXQLEN = 13
 IFLA_OPERSTATE = 16
 IFLA_LINKINFO = 18
 IFLA_IFALIAS = 20
+IFLA_GROUP = 27
 IFLA_NET_NS_FD = 28
+IFLA_LINK_NETNSID = 37
 IFLA_PARENT_DEV_NAME = 56
 IFLA_PARENT_DEV_BUS_NAME = 57
 IFLA_INFO_KIND = 1
@@ -51,6 +55,9 @@ IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_BROADCAST = 4
 IFA_FLAGS = 8
+
+NETNSA_NSID = 1
+NETNSA_FD = 3
 
 RTA_DST = 1
 RTA_OIF = 4
@@ -111,6 +118,11 @@ def as_u32(payload: bytes) -> int:
 
 
 _LITTLE = struct.pack("=H", 1) == b"\x01\x00"
+
+
+def as_s32(payload: bytes) -> int:
+    """A native-endian signed integer."""
+    return int.from_bytes(payload, "little" if _LITTLE else "big", signed=True)
 
 
 def as_str(payload: bytes) -> str:
@@ -189,6 +201,18 @@ class Rtnl(NetlinkSocket):
     def del_link(self, index: int) -> None:
         """Delete link ``index``."""
         self.request(RTM_DELLINK, _MODIFY, ifinfo(index))
+
+    def del_group(self, group: int) -> None:
+        """Delete every link of ``group`` (``ip link delete group``): the kernel unregisters
+        them as one list, paying its RCU grace periods once (ENODEV: the group is empty)."""
+        self.request(RTM_DELLINK, _MODIFY, ifinfo() + u32(IFLA_GROUP, group))
+
+    def nsid_of(self, netns_fd: int) -> int:
+        """The id this namespace gives the namespace ``netns_fd`` (-1: none assigned)."""
+        # rtgenmsg is one byte, padded to four.
+        reply = self.request(RTM_GETNSID, 0, b"\0\0\0\0" + u32(NETNSA_FD, netns_fd))
+        found = attrs(reply[0], 4).get(NETNSA_NSID) if reply else None
+        return -1 if found is None else as_s32(found)
 
     # -- addresses ---------------------------------------------------------------------
 

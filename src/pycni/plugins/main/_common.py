@@ -214,15 +214,23 @@ def create_container_veth(args: CmdArgs, ns: host.NetNS, rollback: host.Undo, *,
 
 
 def delete_container_link(args: CmdArgs) -> list[IPInterface] | None:
-    """DEL: remove ``CNI_IFNAME`` from the container; its addresses, or None if it is gone."""
+    """DEL: remove ``CNI_IFNAME`` from the container; its addresses, or None if it is gone.
+
+    A veth whose peer is on this side is deleted from here (the kernel removes both ends),
+    batched with the concurrent DELs of an agent; any other link inside the container.
+    """
     if not args.netns:
         return None
     try:
-        with enter_netns(args.netns) as ns:
-            addrs = ns.call(host.delete_link_with_addresses, args.ifname)
+        with host.current_netns_fd() as host_fd, enter_netns(args.netns) as ns:
+            found = ns.call(host.read_for_delete, args.ifname, host_fd)
     except NetNSNotFound:
         return None
-    return [ipaddress.ip_interface(a) for a in addrs] if addrs is not None else None
+    if found.peer_index:
+        host.delete_veth_peer(found.peer_index, found.index, args.ifname)
+    if found.addresses is None:
+        return None
+    return [ipaddress.ip_interface(a) for a in found.addresses]
 
 
 def delete_link_and_lease(args: CmdArgs) -> list[IPInterface] | None:

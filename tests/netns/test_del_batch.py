@@ -1,0 +1,200 @@
+"""Concurrent DELs in one process delete their veth pairs together, and only theirs.
+
+The agent runs calls in threads of one process; the host ends of concurrent bridge DELs
+are deleted by one group delete (one wait for the kernel's unregister instead of one per
+pod). What a user sees: the RTM_DELLINK notifications carry the batch's shared group, every
+DEL succeeds on its own, nothing is left behind, and an operator's link is never caught.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycni.host import run_in_netns
+from pycni.testing import (
+    call_plugin,
+    cni_env,
+    ip_json,
+    ns_run,
+    temp_netns,
+    unique_name,
+    wait_for,
+)
+
+pytestmark = pytest.mark.netns
+
+PODS = 12
+RTNLGRP_LINK = 1
+RTM_DELLINK = 17
+IFLA_GROUP = 27
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1
+
+
+def _conf(tmp_path: Path) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": "pytnet", "type": "bridge",
+            "bridge": unique_name("br"), "isGateway": True,
+            "ipam": {"type": "host-local", "subnet": "10.97.0.0/24",
+                     "dataDir": str(tmp_path / "ipam")}}
+
+
+def _attrs(data: bytes) -> dict[int, bytes]:
+    out, offset = {}, 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break
+        out[kind & 0x3FFF] = data[offset + 4:offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+class LinkMonitor:
+    """RTM_DELLINK notifications of veths in a namespace: (ifindex, group) each."""
+
+    def __init__(self, netns: str) -> None:
+        def make() -> socket.socket:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.bind((0, 1 << (RTNLGRP_LINK - 1)))
+            return sock
+
+        # A netlink socket belongs to the namespace of the thread that made it.
+        self.sock = run_in_netns(netns, make)
+        self.sock.settimeout(0.2)
+        self.deleted: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                body = data[offset + 16:offset + length]
+                offset += (length + 3) & ~3
+                if kind != RTM_DELLINK or length < 32:
+                    continue
+                index = struct.unpack_from("=i", body, 4)[0]
+                attrs = _attrs(body[16:])
+                info = _attrs(attrs.get(IFLA_LINKINFO, b""))
+                if info.get(IFLA_INFO_KIND, b"").rstrip(b"\0") == b"veth":
+                    group = struct.unpack("=I", attrs.get(IFLA_GROUP, b"\0\0\0\0"))[0]
+                    self.deleted.append((index, group))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def _concurrently(host_ns: str, conf: dict[str, Any], pods: list[str],
+                  command: str) -> list[Any]:
+    """Run ``command`` for every pod at once, each in its own thread, as the agent does."""
+    barrier = threading.Barrier(len(pods))
+    out: list[Any] = [None] * len(pods)
+
+    def one(i: int) -> None:
+        env = cni_env(command, container_id=f"pytc{i}", netns=pods[i])
+        barrier.wait()
+        out[i] = call_plugin(host_ns, "bridge", env, conf)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(pods))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+@pytest.fixture
+def pods() -> Iterator[list[str]]:
+    with ExitStack() as stack:
+        yield [stack.enter_context(temp_netns("c")) for _ in range(PODS)]
+
+
+def _add_all(host_ns: str, conf: dict[str, Any], pods: list[str]) -> None:
+    for i, netns in enumerate(pods):
+        env = cni_env("ADD", container_id=f"pytc{i}", netns=netns)
+        assert call_plugin(host_ns, "bridge", env, conf).status == 0
+
+
+def _assert_nothing_left(host_ns: str, conf: dict[str, Any], pods: list[str],
+                         tmp_path: Path, keep: tuple[str, ...] = ()) -> None:
+    veths = ip_json(host_ns, "link", "show", "type", "veth")
+    assert sorted(link["ifname"] for link in veths) == sorted(keep)
+    for netns in pods:
+        assert [link["ifname"] for link in ip_json(netns, "link")] == ["lo"]
+    leases = [p.name for p in (tmp_path / "ipam" / "pytnet").iterdir()
+              if p.name[0].isdigit()]
+    assert leases == []
+    assert ip_json(host_ns, "link", "show", conf["bridge"])  # the bridge stays
+
+
+def test_concurrent_dels_delete_their_veths_in_one_group(host_ns: str, pods: list[str],
+                                                         tmp_path: Path) -> None:
+    conf = _conf(tmp_path)
+    _add_all(host_ns, conf, pods)
+    monitor = LinkMonitor(host_ns)
+    try:
+        results = _concurrently(host_ns, conf, pods, "DEL")
+        deadline = time.monotonic() + 10
+        while len(monitor.deleted) < PODS and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        monitor.close()
+    assert [r.status for r in results] == [0] * PODS, [r.stdout for r in results]
+    _assert_nothing_left(host_ns, conf, pods, tmp_path)
+    # Each host end was deleted once; those deleted together share a non-zero group.
+    assert len(monitor.deleted) == PODS
+    groups = [group for _, group in monitor.deleted]
+    shared = {g for g in groups if g and groups.count(g) > 1}
+    assert shared, f"no batch: groups {groups}"
+    # A DEL again (the runtime retries) succeeds with nothing to delete.
+    assert [r.status for r in _concurrently(host_ns, conf, pods, "DEL")] == [0] * PODS
+
+
+def test_a_group_holding_another_link_is_not_deleted_by_group(
+        host_ns: str, pods: list[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's link in the group a batch draws: the batch goes link by link."""
+    from pycni.host import _veth
+
+    group = 0x40000123
+    monkeypatch.setattr(_veth, "_new_group", lambda: group)
+    operator, peer = unique_name("op"), unique_name("op")
+    ns_run(host_ns, "ip", "link", "add", operator, "type", "veth", "peer", "name", peer,
+           check=True)
+    ns_run(host_ns, "ip", "link", "set", operator, "group", str(group), check=True)
+    conf = _conf(tmp_path)
+    _add_all(host_ns, conf, pods)
+    results = _concurrently(host_ns, conf, pods, "DEL")
+    assert [r.status for r in results] == [0] * PODS, [r.stdout for r in results]
+    _assert_nothing_left(host_ns, conf, pods, tmp_path, keep=(operator, peer))
+    assert ip_json(host_ns, "link", "show", operator)[0]["group"] == str(group)
+
+
+def test_del_when_the_container_netns_is_gone(host_ns: str, tmp_path: Path) -> None:
+    """The pod's namespace went first (its veth with it): DEL succeeds, releases the lease."""
+    conf = _conf(tmp_path)
+    with temp_netns("c") as netns:
+        env = cni_env("ADD", container_id="pytc0", netns=netns)
+        assert call_plugin(host_ns, "bridge", env, conf).status == 0
+    out = call_plugin(host_ns, "bridge", {**env, "CNI_COMMAND": "DEL"}, conf)
+    assert out.status == 0, out.stdout
+    # The kernel dismantles a namespace (and the pair) from a work queue, a little later.
+    assert wait_for(lambda: ip_json(host_ns, "link", "show", "type", "veth") == [])
+    assert not [p for p in (tmp_path / "ipam" / "pytnet").iterdir() if p.name[0].isdigit()]
