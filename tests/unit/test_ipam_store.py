@@ -175,3 +175,15 @@ def test_the_index_file_round_trips_and_refuses_damage() -> None:
     data = encode(idx)
     for bad in (data[:-1], data.replace(b"10.0.0.2", b"10.0.0.9"), b"", b"pycni\n1 2\n"):
         assert decode(bad) is None
+
+
+def test_the_store_directory_is_made_as_pathlib_made_it(tmp_path: Path) -> None:
+    # Parents with the default mode, the network's directory 0755; an existing one is fine.
+    with DiskStore("net1", str(tmp_path / "ours" / "a" / "b")).locked():
+        pass
+    (tmp_path / "ref" / "a" / "b" / "net1").mkdir(mode=0o755, parents=True, exist_ok=True)
+    for sub in ("a", "a/b", "a/b/net1"):
+        assert (tmp_path / "ours" / sub).stat().st_mode == (tmp_path / "ref" / sub).stat().st_mode
+    with DiskStore("net1", str(tmp_path / "ours" / "a" / "b")).locked():
+        pass
+    assert sorted(p.name for p in (tmp_path / "ours" / "a" / "b" / "net1").iterdir()) == ["lock"]

@@ -9,22 +9,22 @@ bound to the namespace and thread that made them, so create them inside ``ns.cal
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
-import queue
 import stat
 import threading
+from _queue import SimpleQueue  # queue.SimpleQueue without the rest of queue.py
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from .._pathstr import join_path
 from ..spec import CNIError, InternalError, KernelError, UnknownContainer
 from .links import reuse_sockets
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ctypes import CDLL
     from typing import Any, TypeVar
 
     T = TypeVar("T")
@@ -33,10 +33,17 @@ if TYPE_CHECKING:
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc: CDLL | None = None
 
 
 def _setns(fd: int) -> None:
+    # Python 3.11 has no os.setns. ctypes (a few milliseconds of a plugin's start) is
+    # loaded by the first switch: calls that never enter a namespace do without it.
+    global _libc  # noqa: PLW0603 - loaded once per process
+    import ctypes
+
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -91,7 +98,7 @@ def open_netns(path: str) -> int:
     is never opened), and opened with O_NONBLOCK.
     """
     try:
-        st = Path(path).stat()
+        st = os.stat(path or ".")  # "" names the current directory, as Path("") did
     except OSError as exc:
         raise _open_error(path, exc) from exc
     if not stat.S_ISREG(st.st_mode):  # nsfs files are regular files (mode 0444)
@@ -134,8 +141,9 @@ class NetNS:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._jobs: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]] | None] = queue.Queue()
-        self._ready: queue.Queue[BaseException | None] = queue.Queue()
+        self._jobs: SimpleQueue[tuple[Callable[[], Any], SimpleQueue[Any]] | None] = (
+            SimpleQueue())
+        self._ready: SimpleQueue[BaseException | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"netns:{path}", daemon=True)
 
     def _run(self) -> None:
@@ -184,7 +192,7 @@ class NetNS:
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` inside the namespace; its exception propagates."""
-        reply: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+        reply: SimpleQueue[tuple[bool, Any]] = SimpleQueue()
         self._jobs.put((lambda: fn(*args, **kwargs), reply))
         ok, value = reply.get()
         if ok:
@@ -219,7 +227,7 @@ def run_in_netns(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
 
 def netns_path(name: str) -> str:
     """The path of a named netns (``ip netns`` convention)."""
-    return str(Path(NETNS_RUN_DIR) / name)
+    return join_path(NETNS_RUN_DIR, name)
 
 
 def create_netns(name: str) -> str:
@@ -241,7 +249,7 @@ def remove_netns(name: str) -> None:
     """Remove a named netns; a missing one is fine."""
     from pyroute2 import netns as pr_netns
 
-    if not Path(netns_path(name)).exists():
+    if not os.path.exists(netns_path(name)):
         return
     try:
         pr_netns.remove(name)
@@ -253,6 +261,6 @@ def remove_netns(name: str) -> None:
 def list_netns() -> list[str]:
     """Named netns, sorted."""
     try:
-        return sorted(p.name for p in Path(NETNS_RUN_DIR).iterdir())
+        return sorted(os.listdir(NETNS_RUN_DIR))
     except FileNotFoundError:
         return []

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
+from .._pathstr import join_path
 from ..spec import CNIError, PluginNotFound, decode_json
 from ._exec import DEFAULT_TIMEOUT, exec_plugin
 from ._inprocess import REGISTRY, run_in_process
@@ -33,9 +33,9 @@ def find_plugin(name: str, paths: Iterable[str]) -> str:
         raise PluginNotFound(f"invalid plugin name {name!r}", "a plugin type is a bare file name")
     searched = [p for p in paths if p]
     for directory in searched:
-        candidate = Path(directory, name)
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
+        candidate = join_path(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
     raise PluginNotFound(f'failed to find plugin "{name}" in path {searched}')
 
 

@@ -47,19 +47,42 @@ REDACTED = "<redacted>"
 
 #: Keys whose values are secrets wherever they appear in a config (case-insensitive,
 #: substring): kubeconfig tokens, passwords, keys, Authorization headers.
-_SECRET_KEY = re.compile(r"token|passw|secret|key|authorization|credential|cookie", re.I)
+_SENSITIVE_KEY_RULE = r"token|passw|secret|key|authorization|credential|cookie"
 #: Secrets inside string values: an inline kubeconfig or an Authorization header.
-_SECRET_TEXT = re.compile(
+_SENSITIVE_TEXT_RULE = (
     r"((?:token|password|passwd|secret|client-key-data|authorization)\s*[:=]\s*"
     r"(?:bearer\s+|basic\s+)?)[^\s,;\"']+"
-    r"|(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*",
-    re.I)
+    r"|(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*")
+#: The two above, compiled on first use: the common call never needs them, and compiling
+#: costs a plugin's start a fraction of a millisecond each.
+_compiled: "list[re.Pattern[str]]" = []
 
 #: Every word either pattern above starts from, and JSON's ``\u`` escape (a key spelt
-#: ``"\u0074oken"`` decodes to ``token``): bytes without any of these hold no secret, so the
-#: common call skips the walk over its config (most of a record's cost).
-_SECRET_HINT = re.compile(
-    rb"token|passw|secret|key|authorization|credential|cookie|bearer|\\u", re.I)
+#: ``"\u0074oken"`` decodes to ``token``), lower-case: bytes without any of these (ignoring
+#: ASCII case) hold no secret, so the common call skips the walk over its config (most of a
+#: record's cost).
+_SECRET_HINTS = (b"token", b"passw", b"secret", b"key", b"authorization", b"credential",
+                 b"cookie", b"bearer", b"\\u")
+
+
+def _patterns() -> "list[re.Pattern[str]]":
+    """[secret key, secret text], compiled once."""
+    if not _compiled:
+        _compiled[:] = [re.compile(_SENSITIVE_KEY_RULE, re.I),
+                        re.compile(_SENSITIVE_TEXT_RULE, re.I)]
+    return _compiled
+
+
+def _secret_key(key: str) -> bool:
+    return _patterns()[0].search(key) is not None
+
+
+def _may_hold_secrets(data: bytes) -> bool:
+    """Whether ``data`` holds any of :data:`_SECRET_HINTS`, ignoring ASCII case (what a
+    case-insensitive bytes pattern ignores)."""
+    lowered = data.lower()
+    return any(hint in lowered for hint in _SECRET_HINTS)
+
 
 _sink: "Callable[[dict[str, Any]], None] | None" = None
 #: How deep in delegation the call running on this thread is.
@@ -69,7 +92,7 @@ _nesting = threading.local()
 def redact(value: "Any") -> "Any":
     """``value`` (decoded JSON) with every secret replaced by :data:`REDACTED`."""
     if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k)
+        return {k: (REDACTED if isinstance(k, str) and _secret_key(k)
                     and value[k] not in (None, "", [], {}) else redact(value[k]))
                 for k in value}
     if isinstance(value, list):
@@ -81,9 +104,12 @@ def redact(value: "Any") -> "Any":
 
 def redact_text(text: str) -> str:
     """``text`` with ``token: x``, ``password=x``, ``Bearer x`` values replaced."""
-    if not _SECRET_TEXT.search(text):
+    if not text:  # nothing to compile the pattern for
         return text
-    return _SECRET_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, text)
+    pattern = _patterns()[1]
+    if not pattern.search(text):
+        return text
+    return pattern.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, text)
 
 
 def _cni_args(value: str) -> str:
@@ -91,7 +117,7 @@ def _cni_args(value: str) -> str:
     parts = []
     for item in value.split(";"):
         key, sep, _val = item.partition("=")
-        parts.append(f"{key}={REDACTED}" if sep and _SECRET_KEY.search(key)
+        parts.append(f"{key}={REDACTED}" if sep and _secret_key(key)
                      else redact_text(item))
     return ";".join(parts)
 
@@ -108,7 +134,7 @@ def call_record(plugin_type: str, environ: "Mapping[str, str]", stdin: bytes, st
                 chain: str = "", depth: int = 0) -> "dict[str, Any]":
     """The trace record of one finished call (secrets redacted); ``started`` is wall time."""
     config = _decode(stdin)
-    if _SECRET_HINT.search(stdin):
+    if _may_hold_secrets(stdin):
         config = redact(config)
     out = _decode(stdout)
     error = None
@@ -128,7 +154,7 @@ def call_record(plugin_type: str, environ: "Mapping[str, str]", stdin: bytes, st
         "ifname": environ.get("CNI_IFNAME", ""), "args": _cni_args(environ.get("CNI_ARGS", "")),
         "plugin": plugin_type, "network": network if isinstance(network, str) else "",
         "chain": chain, "depth": depth, "config": config, "status": status,
-        "result": (redact(out) if _SECRET_HINT.search(stdout) else out) if status == 0
+        "result": (redact(out) if _may_hold_secrets(stdout) else out) if status == 0
         else None, "error": error,
     }
 

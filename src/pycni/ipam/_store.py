@@ -32,13 +32,17 @@ import ipaddress
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from .._pathstr import join_path
 from .._record import FrozenRecord, set_fields
 from ..spec import IOFailure, IPAddress
 from . import _index
 from ._index import MEMORY, PERSIST_MIN, Index, checksum
 from ._range import canonical_ip
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 LOCK_NAME = "lock"
@@ -110,8 +114,9 @@ class DiskStore:
     def __init__(self, network: str, data_dir: str = "") -> None:
         self.network = network
         self.data_dir = data_dir or DEFAULT_DATA_DIR
-        self.path = Path(self.data_dir) / network
-        self._key = str(self.path)
+        # A str, as pathlib spells it (pathlib costs a plugin's start milliseconds): it names
+        # the files, keys the in-memory index and appears in messages.
+        self._dir = join_path(self.data_dir, network)
         #: While the flock is held: the directory's index once something asked for it.
         self._index: Index | None = None
         self._held = False
@@ -119,8 +124,15 @@ class DiskStore:
         self._disk_stale = False
         self._from_memory = False
 
-    def _file(self, name: str) -> Path:
-        return self.path / name
+    @property
+    def path(self) -> Path:
+        """The network's directory, ``<data_dir>/<network>``."""
+        from pathlib import Path
+
+        return Path(self._dir)
+
+    def _file(self, name: str) -> str:
+        return join_path(self._dir, name)
 
     @contextmanager
     def locked(self, *, create: bool = True) -> Iterator[bool]:
@@ -131,14 +143,14 @@ class DiskStore:
         """
         try:
             if create:
-                self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
-            elif not self.path.is_dir():
+                _makedirs(self._dir)
+            elif not os.path.isdir(self._dir):
                 yield False
                 return
             fd = os.open(self._file(LOCK_NAME), os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o750)
         except OSError as exc:
             raise IOFailure(f"host-local: cannot open the store of network {self.network!r} "
-                            f"in {self.path}", str(exc)) from exc
+                            f"in {self._dir}", str(exc)) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._held = True
@@ -158,10 +170,10 @@ class DiskStore:
 
     def _fresh_index(self) -> Index:
         try:
-            stamp = _index.stamp_of(self._key)
+            stamp = _index.stamp_of(self._dir)
         except OSError as exc:
-            raise IOFailure(f"host-local: cannot read {self.path}", str(exc)) from exc
-        idx = MEMORY.get(self._key)
+            raise IOFailure(f"host-local: cannot read {self._dir}", str(exc)) from exc
+        idx = MEMORY.get(self._dir)
         self._from_memory = idx is not None and idx.stamp == stamp
         if not self._from_memory:
             disk = _index.load(self.data_dir, self.network)
@@ -200,7 +212,7 @@ class DiskStore:
     def _classify(self, idx: Index, name: str, dir_fd: int | None) -> None:
         data = None
         if _may_be_address(name):
-            data = _read_file(name if dir_fd is not None else str(self._file(name)), dir_fd)
+            data = _read_file(name if dir_fd is not None else self._file(name), dir_fd)
         if data is None:
             idx.extra.add(name)
         else:
@@ -213,13 +225,13 @@ class DiskStore:
         if idx is None:
             return
         try:
-            idx.stamp = _index.stamp_of(self._key)
+            idx.stamp = _index.stamp_of(self._dir)
         except OSError:
-            MEMORY.drop(self._key)
+            MEMORY.drop(self._dir)
             return
         big = len(idx.leases) >= PERSIST_MIN
         idx.exact = _index.settle(idx.stamp) if big else _index.is_exact(idx.stamp)
-        MEMORY.put(self._key, idx)
+        MEMORY.put(self._dir, idx)
         # A process that had the index in memory (the agent) does not rewrite the file each
         # call: a standalone call after it finds the file stale and rebuilds it, once.
         if big and (dirty or self._disk_stale) and not self._from_memory:
@@ -231,12 +243,12 @@ class DiskStore:
     @contextmanager
     def _dir_fd(self) -> Iterator[int | None]:
         try:
-            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             yield None
             return
         except OSError as exc:
-            raise IOFailure(f"host-local: cannot open {self.path}", str(exc)) from exc
+            raise IOFailure(f"host-local: cannot open {self._dir}", str(exc)) from exc
         try:
             yield dir_fd
         finally:
@@ -250,11 +262,11 @@ class DiskStore:
 
     def _listdir(self) -> set[str]:
         try:
-            return set(os.listdir(self.path))  # noqa: PTH208 - names only, no Path objects
+            return set(os.listdir(self._dir))
         except FileNotFoundError:
             return set()
         except OSError as exc:
-            raise IOFailure(f"host-local: cannot list {self.path}", str(exc)) from exc
+            raise IOFailure(f"host-local: cannot list {self._dir}", str(exc)) from exc
 
     def _contents(self, names: Iterable[str] | None) -> Iterator[tuple[str, bytes]]:
         """(name, bytes) of each address file in ``names`` (default: all).
@@ -264,11 +276,11 @@ class DiskStore:
         Unreadable files are skipped, as the reference does.
         """
         try:
-            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise IOFailure(f"host-local: cannot open {self.path}", str(exc)) from exc
+            raise IOFailure(f"host-local: cannot open {self._dir}", str(exc)) from exc
         try:
             for name in self.names() if names is None else names:
                 if _may_be_address(name):
@@ -284,7 +296,7 @@ class DiskStore:
         return [r for r in found if r is not None]
 
     def _read(self, name: str) -> bytes | None:
-        return _read_file(str(self._file(name)))
+        return _read_file(self._file(name))
 
     def reserve(self, ip: IPAddress, container_id: str, ifname: str, range_id: int) -> bool:
         """Create ``ip``'s file exclusively; False if it exists. Records last_reserved_ip."""
@@ -296,7 +308,7 @@ class DiskStore:
                 self._classify(self._index, str(ip), None)
             return False
         except OSError as exc:
-            raise IOFailure(f"host-local: cannot reserve {ip} in {self.path}", str(exc)) from exc
+            raise IOFailure(f"host-local: cannot reserve {ip} in {self._dir}", str(exc)) from exc
         content = reservation_bytes(container_id, ifname)
         try:
             try:
@@ -309,7 +321,7 @@ class DiskStore:
             self._write(f"{LAST_RESERVED_PREFIX}{range_id}", str(ip).encode())
         except OSError as exc:
             self.release(ip)
-            raise IOFailure(f"host-local: cannot reserve {ip} in {self.path}", str(exc)) from exc
+            raise IOFailure(f"host-local: cannot reserve {ip} in {self._dir}", str(exc)) from exc
         return True
 
     def _write(self, name: str, data: bytes) -> None:
@@ -338,11 +350,11 @@ class DiskStore:
             self._index.leases.pop(str(ip), None)
             self._dirty = True
         try:
-            self._file(str(ip)).unlink()
+            os.unlink(self._file(str(ip)))
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise IOFailure(f"host-local: cannot release {ip} in {self.path}", str(exc)) from exc
+            raise IOFailure(f"host-local: cannot release {ip} in {self._dir}", str(exc)) from exc
         return True
 
     def owned(self, container_id: str, ifname: str, names: Iterable[str] | None = None
@@ -395,6 +407,29 @@ class DiskStore:
             reason = "read-only file system" if _read_only_fs(path) else "permission denied"
             return f"{path} is not writable ({reason})"
         return ""
+
+
+def _makedirs(path: str, mode: int = 0o755) -> None:
+    """``Path(path).mkdir(mode, parents=True, exist_ok=True)`` for a pathlib-spelt ``path``:
+    missing parents are made with the default mode, an existing directory is fine."""
+    try:
+        os.mkdir(path, mode)
+    except FileNotFoundError:
+        parent = os.path.dirname(path) or "."
+        if parent == path:
+            raise
+        _makedirs(parent, 0o777)
+        try:
+            os.mkdir(path, mode)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            if not os.path.isdir(path):
+                raise
+    except OSError:
+        # Not only EEXIST: the kernel may report EACCES or EROFS first for an existing one.
+        if not os.path.isdir(path):
+            raise
 
 
 def _read_only_fs(path: Path) -> bool:

@@ -2,7 +2,6 @@
 
 from ..spec import IFNAME_MAX
 from ._args import (
-    CONTAINER_ID_RE,
     CmdArgs,
     parse_cni_args,
     validate_container_id,
@@ -17,6 +16,19 @@ from ._delegate import (
     delegate_status,
 )
 from ._plugin import Plugin, error_output, invoke, run_plugin, run_plugin_bytes
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._args import CONTAINER_ID_RE
+
+
+def __getattr__(name: str) -> object:
+    # CONTAINER_ID_RE is compiled on first use: a plugin process checks IDs without it.
+    if name == "CONTAINER_ID_RE":
+        from . import _args
+
+        return _args.CONTAINER_ID_RE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CONTAINER_ID_RE",

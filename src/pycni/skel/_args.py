@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-import re
-
 from .._record import FrozenRecord, set_fields
 from ..spec import (
     InvalidEnvironmentVariables,
     NetworkConfig,
     UnsupportedField,
     ifname_problem,
+    is_valid_name,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
     from collections.abc import Iterable, Mapping
+    from typing import Any
 
-#: The spec's container ID rule. ``\Z``, not ``$``: Python's ``$`` also matches before a
-#: trailing newline.
-CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+    #: The spec's container ID rule, which is its name rule (``spec.NAME_RE``); compiled on
+    #: first use, :func:`validate_container_id` checks without it.
+    CONTAINER_ID_RE: re.Pattern[str]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CONTAINER_ID_RE":
+        from ..spec import NAME_RE
+
+        return NAME_RE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 
@@ -40,7 +50,7 @@ def validate_container_id(cid: str) -> None:
     """Container IDs are ASCII alphanumeric plus ``_.-``, starting alphanumeric (spec §2)."""
     if not cid:
         raise InvalidEnvironmentVariables("CNI_CONTAINERID is empty")
-    if not CONTAINER_ID_RE.match(cid):
+    if not is_valid_name(cid):
         raise InvalidEnvironmentVariables(
             "invalid characters in CNI_CONTAINERID",
             f"{cid!r}: a container ID is a letter or digit, then letters, digits, '_', '.' "

@@ -12,7 +12,13 @@ from .._lazy import lazy_init
 # A plain constant rather than typing's (importing typing here would cost every user).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._config import IFNAME_MAX, NAME_RE, NetworkConfig, ifname_problem
+    from ._config import (
+        IFNAME_MAX,
+        NAME_RE,
+        NetworkConfig,
+        ifname_problem,
+        is_valid_name,
+    )
     from ._conflist import (
         LEGACY_ATTACHMENTS_KEY,
         VALID_ATTACHMENTS_KEY,

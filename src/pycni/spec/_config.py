@@ -7,8 +7,6 @@ config class can read its keys. Unknown keys are kept in ``raw`` unchanged.
 
 from __future__ import annotations
 
-import re
-
 from .._record import FrozenRecord, set_fields
 from ._errors import DecodingFailure, InvalidNetworkConfig
 from ._json import decode_json_object
@@ -17,11 +15,36 @@ from ._version import SUPPORTED_VERSIONS, require_supported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
     from typing import Any
 
-#: The spec's network name rule (also used for plugin ``type`` lookups' sanity). ``\Z``, not
-#: ``$``: Python's ``$`` also matches before a trailing newline, Go's does not.
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+    #: The spec's network name rule as a pattern (compiled on first use; :func:`is_valid_name`
+    #: is the same check).
+    NAME_RE: re.Pattern[str]
+
+#: The spec's network name rule (also the container ID rule). ``\Z``, not ``$``: Python's
+#: ``$`` also matches before a trailing newline, Go's does not.
+NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z"
+_NAME_FIRST = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_NAME_CHARS = _NAME_FIRST | frozenset("_.-")
+
+
+def is_valid_name(text: str) -> bool:
+    """Whether ``text`` follows the spec's name rule (:data:`NAME_PATTERN`): an ASCII letter
+    or digit, then ASCII letters, digits, ``_``, ``.`` or ``-``; nothing else, not even a
+    final newline. Hand-written: a plugin process compiles no pattern for it."""
+    return bool(text) and text[0] in _NAME_FIRST and _NAME_CHARS.issuperset(text)
+
+
+def __getattr__(name: str) -> Any:
+    # NAME_RE is compiled when something asks for it (runtimes, conflists), not at import.
+    if name == "NAME_RE":
+        import re
+
+        pattern = re.compile(NAME_PATTERN)
+        globals()["NAME_RE"] = pattern
+        return pattern
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: The kernel's IFNAMSIZ minus its NUL: the longest interface name, in bytes.
 IFNAME_MAX = 15
 
@@ -149,7 +172,7 @@ class NetworkConfig(FrozenRecord):
         name = raw.get("name")
         if name is None or name == "":
             raise InvalidNetworkConfig('missing network "name"')
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not is_valid_name(name):
             raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must be {NAME_RULE}')
         ptype = raw.get("type")
         if ptype is None or ptype == "":
