@@ -143,7 +143,7 @@ class NFTablesMasq:
             if not cmds:
                 return
             try:
-                _nft.nft_json(cmds, what=what)
+                _nft.nft_write(cmds, what=what)
             except KernelError as exc:
                 if attempt == 2:
                     raise KernelError(f"failed to {what}", exc.details or exc.msg) from exc
