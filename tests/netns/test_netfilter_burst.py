@@ -21,7 +21,7 @@ from pycni.host import run_in_netns
 from pycni.host.netfilter import BurstCounters, masq, nat_counters, nft_counters
 from pycni.host.netfilter._nft import nft_text
 from pycni.spec import KernelError
-from pycni.testing import call_plugin, cni_env, ns_run, temp_netns
+from pycni.testing import call_plugin, cni_env, ns_run, temp_netns, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -153,8 +153,16 @@ def _bad_call(host: str, backend: str) -> Callable[[], object]:
         conf = _portmap_conf(backend, 99, conditionsV4=["-m", "pytnosuchmatch"])
         return lambda: call_plugin(host, "portmap", env, conf).ok()
     ns_run(host, "nft", "add", "table", "ip", "pytconflict", check=True)
-    return lambda: run_in_netns(host, nft_text, "create table ip pytconflict\n",
-                                what="a table that exists")
+    start = nft_counters().calls
+
+    def conflict() -> None:
+        # A bare write outruns the portmap calls (they parse and list first) and would run
+        # alone: wait until half of the burst's writes are asked for, so that it queues.
+        wait_for(lambda: nft_counters().calls - start >= PODS, timeout=30, interval=0.001)
+        run_in_netns(host, nft_text, "create table ip pytconflict\n",
+                     what="a table that exists")
+
+    return conflict
 
 
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
@@ -164,7 +172,8 @@ def test_one_bad_call_in_a_burst_fails_alone(backend: str, two_hosts: tuple[str,
         call()
     want = ruleset(one_by_one, backend)
     fallbacks = 0
-    # The bad call must land in a merged batch, not run alone first: a few tries at most.
+    # The bad call must land in a merged batch, not run alone before the others queue:
+    # should it not, try again, within a bound.
     for _ in range(5):
         with temp_netns("h") as host:
             calls = _calls(host, backend, "ADD", range(PODS))

@@ -76,7 +76,7 @@ class Recorder:
 
 def burst(rec: Recorder, ops: list[str]) -> dict[str, BaseException | None]:
     """ops[0] runs alone and is held until every other op has queued behind it."""
-    combiner: Combiner[str] = Combiner(rec.one, rec.batch)
+    combiner: Combiner[str, None] = Combiner(rec.one, rec.batch)
     outcome: dict[str, BaseException | None] = {}
 
     def call(op: str) -> None:
@@ -124,7 +124,7 @@ def test_a_refused_batch_is_redone_one_by_one_and_only_the_bad_call_fails() -> N
 def test_a_lone_call_runs_at_once_and_keeps_its_error() -> None:
     rec = Recorder()
     rec.release.set()
-    combiner: Combiner[str] = Combiner(rec.one, rec.batch)
+    combiner: Combiner[str, None] = Combiner(rec.one, rec.batch)
     with pytest.raises(KernelError, match="bad refused"):
         combiner.run("key", "bad")
     counters = combiner.counters()

@@ -15,6 +15,10 @@ that piles up while a transaction runs:
 Each caller gets its own outcome. A batch the kernel refuses is redone one operation at a
 time (by the leader, so still one writer per key), and only the bad operation fails.
 
+The same serves reads: callers that asked for the same listing while one ran share the one
+listing the next leader makes, which starts after each of them asked (so none of them can
+miss a change that was done before it asked).
+
 The key always includes :func:`netns_key`: a leader's child processes and libnftables
 sockets act on its own thread's namespace, so it may only run operations from callers in
 the same one.
@@ -31,6 +35,7 @@ from typing import Generic, TypeVar
 from ...spec import KernelError
 
 Op = TypeVar("Op")
+R = TypeVar("R")
 
 
 def netns_key() -> tuple[int, int]:
@@ -56,34 +61,34 @@ class BurstCounters:
     fallbacks: int = 0
 
 
-class _Slot(Generic[Op]):
+class _Slot(Generic[Op, R]):
     """One queued operation: its outcome, and the batch it leads if it is handed the lead."""
 
-    __slots__ = ("batch", "done", "error", "op")
+    __slots__ = ("batch", "done", "op", "outcome")
 
     def __init__(self, op: Op) -> None:
         self.op = op
         self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.batch: list[_Slot[Op]] | None = None
+        self.outcome: R | BaseException | None = None
+        self.batch: list[_Slot[Op, R]] | None = None
 
 
-class Combiner(Generic[Op]):
+class Combiner(Generic[Op, R]):
     """Runs operations per key, merging those that queue up while one runs.
 
-    ``run_one(op)`` applies one operation alone (raising its error). ``run_batch(ops)``
-    applies several as one transaction and returns each one's error (None for success), or
-    raises :class:`KernelError` when the transaction as a whole is refused; then every
-    operation goes through ``run_one``.
+    ``run_one(op)`` applies one operation alone and returns its result (raising its error).
+    ``run_batch(ops)`` applies several as one transaction and returns each one's result or
+    error, or raises :class:`KernelError` when the transaction as a whole is refused; then
+    every operation goes through ``run_one``.
     """
 
-    def __init__(self, run_one: Callable[[Op], None],
-                 run_batch: Callable[[Sequence[Op]], list[BaseException | None]]) -> None:
+    def __init__(self, run_one: Callable[[Op], R],
+                 run_batch: Callable[[Sequence[Op]], list[R | BaseException]]) -> None:
         self._run_one = run_one
         self._run_batch = run_batch
         self._lock = threading.Lock()
         # A key is present while a leader works on it; its list is what queued meanwhile.
-        self._queues: dict[Hashable, list[_Slot[Op]]] = {}
+        self._queues: dict[Hashable, list[_Slot[Op, R]]] = {}
         self._counts = [0, 0, 0, 0]  # as BurstCounters' fields
 
     def counters(self) -> BurstCounters:
@@ -91,9 +96,9 @@ class Combiner(Generic[Op]):
         with self._lock:
             return BurstCounters(*self._counts)
 
-    def run(self, key: Hashable, op: Op) -> None:
-        """Apply ``op`` alone or in a batch with others of ``key``; raise its own error."""
-        slot = _Slot(op)
+    def run(self, key: Hashable, op: Op) -> R:
+        """Apply ``op`` alone or in a batch with others of ``key``: its result, or its error."""
+        slot: _Slot[Op, R] = _Slot(op)
         with self._lock:
             self._counts[0] += 1
             queue = self._queues.get(key)
@@ -106,14 +111,16 @@ class Combiner(Generic[Op]):
             slot.done.wait()
         if slot.batch is not None:  # ours to run: first here, or handed over
             self._lead(key, slot.batch)
-        if slot.error is not None:
-            raise slot.error
+        if isinstance(slot.outcome, BaseException):
+            raise slot.outcome
+        return slot.outcome  # type: ignore[return-value]  # R, set by _lead
 
-    def _lead(self, key: Hashable, batch: list[_Slot[Op]]) -> None:
+    def _lead(self, key: Hashable, batch: list[_Slot[Op, R]]) -> None:
+        outcomes: list[R | BaseException]
         try:
-            errors = self._apply([s.op for s in batch])
+            outcomes = self._apply([s.op for s in batch])
         except BaseException as exc:  # a bug or KeyboardInterrupt: nobody may wait forever
-            errors = [exc] * len(batch)
+            outcomes = [exc] * len(batch)
         with self._lock:
             queued = self._queues[key]
             if queued:
@@ -121,14 +128,14 @@ class Combiner(Generic[Op]):
                 queued[0].batch = queued
             else:
                 del self._queues[key]
-        for slot, error in zip(batch, errors, strict=True):
-            slot.error = error
+        for slot, outcome in zip(batch, outcomes, strict=True):
+            slot.outcome = outcome
             slot.batch = None
             slot.done.set()
         if queued:
             queued[0].done.set()
 
-    def _apply(self, ops: list[Op]) -> list[BaseException | None]:
+    def _apply(self, ops: list[Op]) -> list[R | BaseException]:
         with self._lock:
             self._counts[1] += 1
             self._counts[2] += len(ops) > 1
@@ -141,12 +148,11 @@ class Combiner(Generic[Op]):
                     self._counts[1] += len(ops)
         return [self._one(op) for op in ops]
 
-    def _one(self, op: Op) -> BaseException | None:
+    def _one(self, op: Op) -> R | BaseException:
         try:
-            self._run_one(op)
+            return self._run_one(op)
         except Exception as exc:  # handed to the caller whose operation it was
             return exc
-        return None
 
 
 __all__ = ["BurstCounters", "Combiner", "netns_key"]

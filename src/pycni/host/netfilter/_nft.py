@@ -12,7 +12,10 @@ array of libnftables-json(5)); the answer is the output array, without the metai
 
 Writes that need no answer (:func:`nft_write`, :func:`nft_text`) from concurrent threads in
 one namespace are merged into one transaction (:mod:`._burst`): each commit costs a netlink
-round trip and, when it deletes anything, an RCU grace period in the kernel.
+round trip and, when it deletes anything, an RCU grace period in the kernel. Listings asked
+for with :func:`nft_list` are shared the same way: with a hundred pods, each of a hundred
+calls listing a hundred rules, one by one under the library lock, took longer than all the
+writes.
 """
 
 from __future__ import annotations
@@ -133,7 +136,11 @@ def nft_json(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch"
     Raises :class:`NftError` (``not_found`` set for ENOENT) when nftables refuses the batch.
     """
     payload = json.dumps({"nftables": list(commands)}).encode()
-    out = _run(payload, what, json_input=True, use_library=use_library)
+    return _items(_run(payload, what, json_input=True, use_library=use_library), what)
+
+
+def _items(out: str, what: str) -> list[dict[str, Any]]:
+    """The objects of a JSON answer, without the metainfo object."""
     if not out.strip():
         return []
     try:
@@ -166,7 +173,39 @@ def _write_batch(writes: Sequence[_Write]) -> list[BaseException | None]:
     return [None] * len(writes)
 
 
-_COMBINER: Combiner[_Write] = Combiner(_write_alone, _write_batch)
+_COMBINER: Combiner[_Write, None] = Combiner(_write_alone, _write_batch)
+
+
+def _list_alone(payload: bytes) -> str:
+    return _run(payload, "listing nftables objects", json_input=True, use_library=None)
+
+
+def _list_batch(payloads: Sequence[bytes]) -> list[str | BaseException]:
+    # Only identical listings share a key, so one run answers them all, also with its error
+    # (a missing table is an answer: listing again one by one would only repeat it).
+    answer: str | BaseException
+    try:
+        answer = _list_alone(payloads[0])
+    except NftError as exc:
+        answer = exc
+    return [answer] * len(payloads)
+
+
+_READS: Combiner[bytes, str] = Combiner(_list_alone, _list_batch)
+
+
+def nft_list(commands: Sequence[dict[str, Any]], *, what: str) -> list[dict[str, Any]]:
+    """:func:`nft_json` for listings: the same listing asked for by other threads of this
+    netns while one runs is made once for all of them (after all of them asked).
+
+    Raises :class:`NftError` (``not_found`` for a missing table or chain), naming ``what``.
+    """
+    payload = json.dumps({"nftables": list(commands)}).encode()
+    try:
+        out = _READS.run((netns_key(), payload), payload)
+    except NftError as exc:
+        raise NftError(f"{what} failed", exc.details, not_found=exc.not_found) from exc
+    return _items(out, what)
 
 
 def nft_write(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch") -> None:
@@ -195,4 +234,5 @@ def nft_counters() -> BurstCounters:
     return _COMBINER.counters()
 
 
-__all__ = ["NftError", "available", "nft_counters", "nft_json", "nft_text", "nft_write"]
+__all__ = ["NftError", "available", "nft_counters", "nft_json", "nft_list", "nft_text",
+           "nft_write"]

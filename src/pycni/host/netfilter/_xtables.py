@@ -302,7 +302,7 @@ def _transact_batch(batch: Sequence[_Transaction]) -> list[BaseException | None]
     return errors
 
 
-_COMBINER: Combiner[_Transaction] = Combiner(_transact_alone, _transact_batch)
+_COMBINER: Combiner[_Transaction, None] = Combiner(_transact_alone, _transact_batch)
 
 
 def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, *,
