@@ -62,3 +62,10 @@ def test_configs_without_host_local_are_not_counted(tmp_path: Path) -> None:
     direct = _conf(tmp_path, "10.9.0.0/29")
     metrics.pools.observe(direct, "host-local")
     assert len(_pool_lines(metrics)) == 1
+
+
+def test_netfilter_merge_counters_are_exported() -> None:
+    text = Metrics().exposition().decode()
+    for field in ("calls", "transactions", "batches", "fallbacks"):
+        for backend in ("iptables", "nftables"):
+            assert f'pycni_agent_netfilter_{field}_total{{backend="{backend}"}}' in text

@@ -8,6 +8,9 @@ Metrics (all prefixed ``pycni_agent_``, labels ``plugin`` and ``command``)::
     in_flight                      calls being run now
     ipam_pool_size{network,range}        addresses a host-local range set can hand out
     ipam_pool_allocated{network,range}   addresses reserved in it (read at scrape time)
+    netfilter_{calls,transactions,batches,fallbacks}_total{backend}
+                                   netfilter writes merged per burst (iptables nat table,
+                                   nftables): see pycni.host.netfilter.BurstCounters
 
 README.md ("Agent metrics") says what each tells.
 
@@ -29,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..spec import CNIError, DecodingFailure, NetworkConfig, decode_json
@@ -116,6 +119,25 @@ class PoolCollector(Collector):
         yield used
 
 
+class NetfilterCollector(Collector):
+    """How this process's netfilter writes were merged into transactions, per backend."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """The counters as they are now (module-level, so shared by agents in a process)."""
+        from ..host.netfilter import nat_counters, nft_counters
+
+        now = {"iptables": nat_counters(), "nftables": nft_counters()}
+        for field, text in (("calls", "Netfilter writes asked for"),
+                            ("transactions", "Kernel transactions they took"),
+                            ("batches", "Transactions that merged several writes"),
+                            ("fallbacks", "Merged transactions refused and redone one by one")):
+            family = CounterMetricFamily(f"pycni_agent_netfilter_{field}", text,
+                                         labels=["backend"])
+            for backend, counters in now.items():
+                family.add_metric([backend], getattr(counters, field))
+            yield family
+
+
 def _host_local(stdin: bytes, plugin_type: str) -> Any:
     """The host-local config a call's config uses; None if none (or it is invalid)."""
     from ..plugins.ipam.host_local import HostLocalConfig
@@ -147,6 +169,7 @@ class Metrics:
                                registry=self.registry)
         self.pools = PoolCollector()
         self.registry.register(self.pools)
+        self.registry.register(NetfilterCollector())
 
     def record(self, plugin: str, command: str, seconds: float, status: int,
                stdout: bytes) -> None:

@@ -3,6 +3,8 @@
 * nftables goes through libnftables' JSON API (``nft -j -f -`` when the library is missing):
   :func:`nft_json`, :class:`NftError`.
 * iptables goes through its executables, the nat table in save/restore batches.
+* Concurrent calls' nat-table and nftables writes in one namespace are merged into one
+  transaction per burst; :func:`nat_counters` and :func:`nft_counters` tell how.
 * :func:`netfilter_backend` picks ``iptables`` or ``nftables`` as the reference plugins do,
   for each of the three backend families below.
 * :mod:`.masq` (``ipMasq``), :mod:`.portmap` (host port DNAT) and :mod:`.firewall` (forward
@@ -22,8 +24,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import firewall, masq, portmap
     from ._backend import netfilter_backend
+    from ._burst import BurstCounters
     from ._listing import RuleLine, rules_mentioning
-    from ._nft import NftError, nft_json
+    from ._nft import NftError, nft_counters, nft_json
     from ._spoofcheck import setup_spoofcheck, spoofcheck_present, teardown_spoofcheck
+    from ._xtables import nat_counters
 
 __getattr__, __dir__, __all__ = lazy_init(__name__, __file__)

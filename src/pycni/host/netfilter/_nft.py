@@ -9,6 +9,13 @@ thread's namespace as any child process does.
 
 A batch is ``[{"add": {...}}, {"delete": {...}}, ...]`` (the objects of the ``"nftables"``
 array of libnftables-json(5)); the answer is the output array, without the metainfo object.
+
+Writes that need no answer (:func:`nft_write`, :func:`nft_text`) from concurrent threads in
+one namespace are merged into one transaction (:mod:`._burst`): each commit costs a netlink
+round trip and, when it deletes anything, an RCU grace period in the kernel. Listings asked
+for with :func:`nft_list` are shared the same way: with a hundred pods, each of a hundred
+calls listing a hundred rules, one by one under the library lock, took longer than all the
+writes.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ...spec import KernelError
+from ._burst import BurstCounters, Combiner, netns_key
 
 # libnftables output flags (nftables/libnftables.h).
 _OUTPUT_HANDLE = 1 << 3
@@ -127,7 +136,11 @@ def nft_json(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch"
     Raises :class:`NftError` (``not_found`` set for ENOENT) when nftables refuses the batch.
     """
     payload = json.dumps({"nftables": list(commands)}).encode()
-    out = _run(payload, what, json_input=True, use_library=use_library)
+    return _items(_run(payload, what, json_input=True, use_library=use_library), what)
+
+
+def _items(out: str, what: str) -> list[dict[str, Any]]:
+    """The objects of a JSON answer, without the metainfo object."""
     if not out.strip():
         return []
     try:
@@ -137,14 +150,89 @@ def nft_json(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch"
     return [item for item in items if "metainfo" not in item]
 
 
+@dataclass(frozen=True)
+class _Write:
+    commands: Sequence[dict[str, Any]] | str  # JSON commands, or an nft(8) script
+    what: str
+
+
+def _payload(writes: Sequence[_Write]) -> bytes:
+    if isinstance(writes[0].commands, str):
+        return "\n".join(str(w.commands) for w in writes).encode()
+    return json.dumps({"nftables": [c for w in writes for c in w.commands]}).encode()
+
+
+def _write_alone(write: _Write) -> None:
+    _run(_payload([write]), write.what, json_input=not isinstance(write.commands, str),
+         use_library=None)
+
+
+def _write_batch(writes: Sequence[_Write]) -> list[BaseException | None]:
+    _run(_payload(writes), "merged nftables batch",
+         json_input=not isinstance(writes[0].commands, str), use_library=None)
+    return [None] * len(writes)
+
+
+_COMBINER: Combiner[_Write, None] = Combiner(_write_alone, _write_batch)
+
+
+def _list_alone(payload: bytes) -> str:
+    return _run(payload, "listing nftables objects", json_input=True, use_library=None)
+
+
+def _list_batch(payloads: Sequence[bytes]) -> list[str | BaseException]:
+    # Only identical listings share a key, so one run answers them all, also with its error
+    # (a missing table is an answer: listing again one by one would only repeat it).
+    answer: str | BaseException
+    try:
+        answer = _list_alone(payloads[0])
+    except NftError as exc:
+        answer = exc
+    return [answer] * len(payloads)
+
+
+_READS: Combiner[bytes, str] = Combiner(_list_alone, _list_batch)
+
+
+def nft_list(commands: Sequence[dict[str, Any]], *, what: str) -> list[dict[str, Any]]:
+    """:func:`nft_json` for listings: the same listing asked for by other threads of this
+    netns while one runs is made once for all of them (after all of them asked).
+
+    Raises :class:`NftError` (``not_found`` for a missing table or chain), naming ``what``.
+    """
+    payload = json.dumps({"nftables": list(commands)}).encode()
+    try:
+        out = _READS.run((netns_key(), payload), payload)
+    except NftError as exc:
+        raise NftError(f"{what} failed", exc.details, not_found=exc.not_found) from exc
+    return _items(out, what)
+
+
+def nft_write(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch") -> None:
+    """Run ``commands`` as :func:`nft_json` does, for a batch whose output is not needed.
+
+    Such writes from other threads in this netns that arrive while one runs are merged into
+    one transaction; if that is refused, each is redone alone, so each caller gets its own
+    :class:`NftError`.
+    """
+    _COMBINER.run((netns_key(), "json"), _Write(list(commands), what))
+
+
 def nft_text(script: str, *, what: str = "nftables script") -> None:
     """Run ``script`` (nft(8) syntax, one command per line) as one atomic batch in this netns.
 
     For rule fragments that only exist as nft(8) text, such as the portmap plugin's
     ``conditionsV4``. libnftables parses input that is not JSON with the nft(8) grammar, so
     the library runner serves as is. Raises :class:`NftError` as :func:`nft_json` does.
+    Merged with concurrent scripts as :func:`nft_write` is (``script`` ends in a newline).
     """
-    _run(script.encode(), what, json_input=False, use_library=None)
+    _COMBINER.run((netns_key(), "text"), _Write(script, what))
 
 
-__all__ = ["NftError", "available", "nft_json", "nft_text"]
+def nft_counters() -> BurstCounters:
+    """How this process's nftables writes were merged (see :class:`BurstCounters`)."""
+    return _COMBINER.counters()
+
+
+__all__ = ["NftError", "available", "nft_counters", "nft_json", "nft_list", "nft_text",
+           "nft_write"]

@@ -9,6 +9,10 @@ commands under iptables-nft, never creates the table it lists) and written with 
 ``iptables-restore -w --noflush`` batch, so other tools never see half-written chains and a
 call costs two processes instead of one per rule. Rules are kept as the argv that
 iptables-save prints, so "is this rule there" is a list comparison.
+
+Concurrent transactions on one family's nat table in one namespace are merged
+(:mod:`._burst`): the table is read once, each plan runs against the table as the plans
+before it left it (:meth:`NatTable.apply`), and one restore applies them all.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...spec import KernelError
+from ._burst import BurstCounters, Combiner, netns_key
 
 #: (save, restore) executables per address family.
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
@@ -102,6 +107,39 @@ class NatTable:
                     argv = line.split()
                 table.rules.setdefault(argv[1], []).append(argv[2:])
         return table
+
+    def apply(self, lines: Sequence[str]) -> None:
+        """Change the model as ``iptables-restore --noflush`` would with these lines.
+
+        The lines :func:`rule_line` makes and chain declarations (``:CHAIN``, which in a
+        noflush batch creates the chain or empties it); anything else is a ValueError.
+        """
+        for line in lines:
+            if line.startswith(":"):
+                name = line[1:].split()[0]
+                self.chains.add(name)
+                self.rules[name] = []
+                continue
+            op, chain, *argv = split_rule(line)
+            rules = self.rules.setdefault(chain, [])
+            if op == "-A":
+                rules.append(argv)
+            elif op == "-I":
+                at = int(argv.pop(0)) - 1 if argv and argv[0].isdigit() else 0
+                rules.insert(at, argv)
+            elif op == "-D":
+                if argv in rules:  # else the restore fails, and the model no longer matters
+                    rules.remove(argv)
+            elif op == "-N":
+                self.chains.add(chain)
+                rules.clear()
+            elif op == "-F":
+                rules.clear()
+            elif op == "-X":
+                self.chains.discard(chain)
+                del self.rules[chain]
+            else:
+                raise ValueError(f"no model for restore line {line!r}")
 
     def jumps_to(self, chain: str, hook: str = "POSTROUTING") -> list[list[str]]:
         """The rules of ``hook`` that jump to ``chain``."""
@@ -216,6 +254,57 @@ def restore_nat(family: int, lines: Sequence[str]) -> None:
     run([_tool(family, 1), "-w", "--noflush"], batch)
 
 
+@dataclass(frozen=True)
+class _Transaction:
+    family: int
+    plan: Callable[[NatTable], list[str]]
+    what: str
+    attempts: int
+    new_chain: str | None
+
+
+def _transact_alone(t: _Transaction) -> None:
+    error: KernelError | None = None
+    for attempt in range(t.attempts):
+        empty = attempt == 0 and t.new_chain is not None and (
+            (known := nat_chains(t.family)) is not None and t.new_chain not in known)
+        lines = t.plan(NatTable() if empty else save_nat(t.family))
+        if not lines:
+            return
+        try:
+            restore_nat(t.family, lines)
+        except KernelError as exc:
+            error = exc
+        else:
+            return
+    raise KernelError(f"failed to {t.what} (IPv{t.family})", str(error))
+
+
+def _transact_batch(batch: Sequence[_Transaction]) -> list[BaseException | None]:
+    """One read, every plan against the table as the plans before it leave it, one restore."""
+    table = save_nat(batch[0].family)
+    lines: list[str] = []
+    errors: list[BaseException | None] = []
+    for t in batch:
+        try:
+            mine = t.plan(table)
+        except Exception as exc:  # that caller's own error, the others go on
+            errors.append(exc)
+            continue
+        try:
+            table.apply(mine)
+        except ValueError as exc:
+            raise KernelError(f"cannot merge the batch to {t.what}", str(exc)) from exc
+        lines += mine
+        errors.append(None)
+    if lines:
+        restore_nat(batch[0].family, lines)
+    return errors
+
+
+_COMBINER: Combiner[_Transaction, None] = Combiner(_transact_alone, _transact_batch)
+
+
 def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, *,
                  attempts: int = 2, new_chain: str | None = None) -> None:
     """Read the nat table, apply the batch ``plan`` makes of it; read again if it fails.
@@ -224,27 +313,24 @@ def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, 
     deletes or created a chain it creates with ``-N``, which fails the whole batch; a fresh
     read fixes that. KernelError naming ``what`` after ``attempts`` failures.
 
+    ``plan`` must not change the table it is given (its lines are applied to it). Calls
+    from other threads in the same namespace that arrive while one runs are merged into one
+    restore (see :mod:`._burst`); if that batch is refused, each call is redone alone.
+
     ``new_chain`` names the chain the plan is about, for a plan that reads nothing but that
     chain and the rules jumping to it: when :func:`nat_chains` shows it absent, the first
     attempt plans against an empty table without running iptables-save (iptables refuses
     jumps to a missing chain, so there is nothing of it to read).
     """
-    error: KernelError | None = None
-    for attempt in range(attempts):
-        empty = attempt == 0 and new_chain is not None and (
-            (known := nat_chains(family)) is not None and new_chain not in known)
-        lines = plan(NatTable() if empty else save_nat(family))
-        if not lines:
-            return
-        try:
-            restore_nat(family, lines)
-        except KernelError as exc:
-            error = exc
-        else:
-            return
-    raise KernelError(f"failed to {what} (IPv{family})", str(error))
+    _COMBINER.run((netns_key(), family),
+                  _Transaction(family, plan, what, attempts, new_chain))
 
 
-__all__ = ["COMMENT_MAX", "TOOLS", "NatTable", "families", "nat_chains", "option", "quote",
-           "restore_nat", "rule_line", "run", "save_nat", "split_rule", "stored_comment",
-           "transact_nat"]
+def nat_counters() -> BurstCounters:
+    """How the nat transactions of this process were merged (see :class:`BurstCounters`)."""
+    return _COMBINER.counters()
+
+
+__all__ = ["COMMENT_MAX", "TOOLS", "NatTable", "families", "nat_chains", "nat_counters",
+           "option", "quote", "restore_nat", "rule_line", "run", "save_nat", "split_rule",
+           "stored_comment", "transact_nat"]

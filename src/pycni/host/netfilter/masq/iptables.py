@@ -97,8 +97,9 @@ class IPTablesMasq:
         comment = chain_comment(network, container_id)
 
         def plan(family: int, mine: list[IPInterface], table: NatTable) -> list[str]:
-            existing = table.rules.get(chain, [])
-            postrouting = table.rules.get("POSTROUTING", [])
+            # Copies: the caller applies the lines to ``table`` (a merged batch).
+            existing = list(table.rules.get(chain, []))
+            postrouting = list(table.rules.get("POSTROUTING", []))
             masquerade = ["!", "-d", str(MULTICAST[family]), "-m", "comment", "--comment",
                           comment, "-j", "MASQUERADE"]
             lines = [] if chain in table.chains else [f":{chain} - [0:0]"]

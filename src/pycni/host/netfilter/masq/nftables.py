@@ -102,7 +102,7 @@ def _skeleton() -> list[dict[str, Any]]:
 def _list_rules() -> list[dict[str, Any]]:
     """The rules of masq_checks (with handles); none when the table or chain is missing."""
     try:
-        out = _nft.nft_json([{"list": _obj("chain", name=CHAIN)}],
+        out = _nft.nft_list([{"list": _obj("chain", name=CHAIN)}],
                             what=f"listing chain inet {TABLE} {CHAIN}")
     except _nft.NftError as exc:
         if exc.not_found:
@@ -143,7 +143,7 @@ class NFTablesMasq:
             if not cmds:
                 return
             try:
-                _nft.nft_json(cmds, what=what)
+                _nft.nft_write(cmds, what=what)
             except KernelError as exc:
                 if attempt == 2:
                     raise KernelError(f"failed to {what}", exc.details or exc.msg) from exc

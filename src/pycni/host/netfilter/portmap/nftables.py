@@ -140,7 +140,7 @@ def rule_bodies(spec: PortMapSpec) -> list[tuple[str, str]]:
 def _list_table(family: int) -> list[dict[str, Any]]:
     """The objects (chains, rules) of one family's table; empty if the table does not exist."""
     try:
-        return _nft.nft_json([{"list": {"table": {"family": FAMILIES[family], "name": TABLE}}}],
+        return _nft.nft_list([{"list": {"table": {"family": FAMILIES[family], "name": TABLE}}}],
                              what=f"listing table {FAMILIES[family]} {TABLE}")
     except _nft.NftError as exc:
         if exc.not_found:

@@ -1,0 +1,158 @@
+"""Concurrent calls' netfilter work as one transaction per burst (flat combining).
+
+The agent runs many plugin calls at once in threads of one process. Each portmap or
+masquerade call used to be its own netfilter transaction: for iptables an ``iptables-save``
+and an ``iptables-restore`` (two processes), for nftables one commit, which the kernel makes
+wait for an RCU grace period when it deletes anything. A :class:`Combiner` merges the work
+that piles up while a transaction runs:
+
+* the first caller for a key finds nobody at work and runs its own operation at once (a lone
+  call waits for nothing: there is no window to gather others);
+* a caller that arrives while that runs queues its operation and sleeps;
+* when the running transaction ends, the first queued caller becomes the leader and runs
+  every queued operation as one batch, then hands over to whoever queued meanwhile.
+
+Each caller gets its own outcome. A batch the kernel refuses is redone one operation at a
+time (by the leader, so still one writer per key), and only the bad operation fails.
+
+The same serves reads: callers that asked for the same listing while one ran share the one
+listing the next leader makes, which starts after each of them asked (so none of them can
+miss a change that was done before it asked).
+
+The key always includes :func:`netns_key`: a leader's child processes and libnftables
+sockets act on its own thread's namespace, so it may only run operations from callers in
+the same one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from ...spec import KernelError
+
+Op = TypeVar("Op")
+R = TypeVar("R")
+
+
+def netns_key() -> tuple[int, int]:
+    """The calling thread's network namespace as (device, inode) of its nsfs file."""
+    # setns(2) is per thread: /proc/self would name the main thread's namespace.
+    st = Path("/proc/thread-self/ns/net").stat()
+    return st.st_dev, st.st_ino
+
+
+@dataclass(frozen=True)
+class BurstCounters:
+    """What a combiner did since the process started.
+
+    ``calls`` operations were submitted and ran in ``transactions`` kernel transactions
+    (batches and lone operations; fewer than ``calls`` when bursts were merged);
+    ``batches`` of those carried more than one operation; ``fallbacks`` batches were refused
+    and redone one operation at a time.
+    """
+
+    calls: int = 0
+    transactions: int = 0
+    batches: int = 0
+    fallbacks: int = 0
+
+
+class _Slot(Generic[Op, R]):
+    """One queued operation: its outcome, and the batch it leads if it is handed the lead."""
+
+    __slots__ = ("batch", "done", "op", "outcome")
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+        self.done = threading.Event()
+        self.outcome: R | BaseException | None = None
+        self.batch: list[_Slot[Op, R]] | None = None
+
+
+class Combiner(Generic[Op, R]):
+    """Runs operations per key, merging those that queue up while one runs.
+
+    ``run_one(op)`` applies one operation alone and returns its result (raising its error).
+    ``run_batch(ops)`` applies several as one transaction and returns each one's result or
+    error, or raises :class:`KernelError` when the transaction as a whole is refused; then
+    every operation goes through ``run_one``.
+    """
+
+    def __init__(self, run_one: Callable[[Op], R],
+                 run_batch: Callable[[Sequence[Op]], list[R | BaseException]]) -> None:
+        self._run_one = run_one
+        self._run_batch = run_batch
+        self._lock = threading.Lock()
+        # A key is present while a leader works on it; its list is what queued meanwhile.
+        self._queues: dict[Hashable, list[_Slot[Op, R]]] = {}
+        self._counts = [0, 0, 0, 0]  # as BurstCounters' fields
+
+    def counters(self) -> BurstCounters:
+        """A snapshot of this combiner's counters."""
+        with self._lock:
+            return BurstCounters(*self._counts)
+
+    def run(self, key: Hashable, op: Op) -> R:
+        """Apply ``op`` alone or in a batch with others of ``key``: its result, or its error."""
+        slot: _Slot[Op, R] = _Slot(op)
+        with self._lock:
+            self._counts[0] += 1
+            queue = self._queues.get(key)
+            if queue is None:
+                self._queues[key] = []
+                slot.batch = [slot]
+            else:
+                queue.append(slot)
+        if slot.batch is None:
+            slot.done.wait()
+        if slot.batch is not None:  # ours to run: first here, or handed over
+            self._lead(key, slot.batch)
+        if isinstance(slot.outcome, BaseException):
+            raise slot.outcome
+        return slot.outcome  # type: ignore[return-value]  # R, set by _lead
+
+    def _lead(self, key: Hashable, batch: list[_Slot[Op, R]]) -> None:
+        outcomes: list[R | BaseException]
+        try:
+            outcomes = self._apply([s.op for s in batch])
+        except BaseException as exc:  # a bug or KeyboardInterrupt: nobody may wait forever
+            outcomes = [exc] * len(batch)
+        with self._lock:
+            queued = self._queues[key]
+            if queued:
+                self._queues[key] = []
+                queued[0].batch = queued
+            else:
+                del self._queues[key]
+        for slot, outcome in zip(batch, outcomes, strict=True):
+            slot.outcome = outcome
+            slot.batch = None
+            slot.done.set()
+        if queued:
+            queued[0].done.set()
+
+    def _apply(self, ops: list[Op]) -> list[R | BaseException]:
+        with self._lock:
+            self._counts[1] += 1
+            self._counts[2] += len(ops) > 1
+        if len(ops) > 1:
+            try:
+                return self._run_batch(ops)
+            except KernelError:
+                with self._lock:
+                    self._counts[3] += 1
+                    self._counts[1] += len(ops)
+        return [self._one(op) for op in ops]
+
+    def _one(self, op: Op) -> R | BaseException:
+        try:
+            return self._run_one(op)
+        except Exception as exc:  # handed to the caller whose operation it was
+            return exc
+
+
+__all__ = ["BurstCounters", "Combiner", "netns_key"]
