@@ -163,7 +163,8 @@ class _Worker:
 
     def _serve(self, origin: int | None, broken: BaseException | None) -> bool:
         """One block: enter, run its calls, go home. False if this thread must end."""
-        _, target, path = self.jobs.get()
+        # The block's first call comes with the namespace to enter (one wake-up, not two).
+        target, path, first = self.jobs.get()
         failed = broken
         entered = False
         if failed is None:
@@ -174,15 +175,17 @@ class _Worker:
                 failed = KernelError(f"cannot enter netns {path!r}", exc.strerror or str(exc))
         os.close(target)
         with reuse_sockets():
-            while (job := self.jobs.get()) is not None:
+            job = first
+            while job is not None:
                 fn, reply = job
                 if failed is not None:
                     reply.put((False, failed))
-                    continue
-                try:
-                    reply.put((True, fn()))
-                except BaseException as exc:  # re-raised in the caller
-                    reply.put((False, exc))
+                else:
+                    try:
+                        reply.put((True, fn()))
+                    except BaseException as exc:  # re-raised in the caller
+                        reply.put((False, exc))
+                job = self.jobs.get()
         if not entered:
             return broken is None
         try:
@@ -245,24 +248,39 @@ os.register_at_fork(after_in_child=_forget_workers)
 class NetNS:
     """Calls into a network namespace, on a worker thread; use :func:`enter` to get one."""
 
-    def __init__(self, path: str, worker: _Worker) -> None:
+    def __init__(self, path: str, target: int) -> None:
         self.path = path
-        self._worker: _Worker | None = worker
+        self._lock = threading.Lock()
+        #: The open namespace until the first call hands it to a worker.
+        self._target: int | None = target
+        self._worker: _Worker | None = None
+        self._left = False
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` inside the namespace; its exception propagates."""
-        worker = self._worker
-        if worker is None:
-            raise RuntimeError(f"netns {self.path!r} was left: its block has ended")
         reply: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        worker.jobs.put((lambda: fn(*args, **kwargs), reply))
+        job = (lambda: fn(*args, **kwargs), reply)
+        with self._lock:
+            if self._left:
+                raise RuntimeError(f"netns {self.path!r} was left: its block has ended")
+            if self._worker is None:
+                self._worker = _take_worker()
+                self._worker.jobs.put((self._target, self.path, job))
+                self._target = None
+            else:
+                self._worker.jobs.put(job)
         ok, value = reply.get()
         if ok:
             return value  # type: ignore[no-any-return]
         raise value
 
     def _leave(self) -> None:
-        worker, self._worker = self._worker, None
+        with self._lock:
+            self._left = True
+            worker, target = self._worker, self._target
+            self._worker = self._target = None
+        if target is not None:
+            os.close(target)  # no call was made: no worker was needed
         if worker is not None:
             # Not waited for: the worker goes home and closes its sockets on its own.
             worker.jobs.put(None)
@@ -274,17 +292,10 @@ def enter(path: str) -> Iterator[NetNS]:
 
     Raises what :func:`open_netns` raises: NetNSNotFound (code 3) only if the namespace is
     gone, NotANetNSError or KernelError otherwise. The namespace is opened here and the
-    open fd handed to the worker, so it cannot vanish in between; if the worker still cannot
-    enter it (no CAP_SYS_ADMIN), each call raises that KernelError.
+    open fd handed to a worker with the first call, so it cannot vanish in between; if the
+    worker still cannot enter it (no CAP_SYS_ADMIN), each call raises that KernelError.
     """
-    target = open_netns(path)
-    try:
-        worker = _take_worker()
-    except BaseException:
-        os.close(target)
-        raise
-    worker.jobs.put(("enter", target, path))
-    ns = NetNS(path, worker)
+    ns = NetNS(path, open_netns(path))
     try:
         yield ns
     finally:
