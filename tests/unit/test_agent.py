@@ -64,6 +64,7 @@ class Gate(Plugin):
     overlap: ClassVar[dict[str, int]] = {}
     order: ClassVar[list[str]] = []
     release: ClassVar[dict[str, threading.Event]] = {}
+    configs: ClassVar[list[bytes]] = []
 
     def check(self, args: CmdArgs) -> None:
         cid = args.container_id
@@ -80,6 +81,7 @@ class Gate(Plugin):
                 self.running[cid] -= 1
 
     def status(self, args: CmdArgs) -> None:
+        self.configs.append(args.stdin)
         logging.getLogger("pycni.test").warning("status of %s is fine", args.conf.name)
 
 
@@ -96,6 +98,7 @@ def agent(sock_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Agent]:
     for attr in ("running", "overlap", "release"):
         getattr(Gate, attr).clear()
     Gate.order.clear()
+    Gate.configs.clear()
     a = Agent(AgentConfig(socket_path=str(sock_path), metrics_address=("127.0.0.1", 0),
                           workers=8))
     a.start()
@@ -234,6 +237,19 @@ def test_trickling_clients_do_not_hold_the_workers(
             c.connect(str(sock_path))
             c.sendall(encode_message([MAGIC, b"pytgate"])[:10])  # and then nothing
         assert call(exe, "CHECK", "pyte", timeout=20).returncode == 0
+
+
+def test_a_request_read_in_many_pieces_arrives_whole(
+        agent: Agent, tmp_path: Path, sock_path: Path) -> None:
+    """A config far larger than one read of the intake reaches the plugin byte for byte."""
+    exe = shim(tmp_path, "pytgate", sock_path)
+    conf = json.dumps({"cniVersion": "1.1.0", "name": "pytnet", "type": "pytgate",
+                       "pad": [f"{i:07d}" for i in range(60_000)]}).encode()
+    assert len(conf) > 500_000
+    for _ in range(2):
+        out = call(exe, "STATUS", conf=conf)
+        assert out.returncode == 0, out
+    assert Gate.configs == [conf, conf]
 
 
 def test_non_root_peer_is_refused(sock_path: Path) -> None:

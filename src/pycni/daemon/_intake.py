@@ -90,6 +90,10 @@ class Intake:
         self._on_request = on_request
         self._on_error = on_error
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        # One receive buffer for the loop: recv(65536) allocated 64 KiB per read and shrank
+        # it to the bytes received, and that churn in the thread's malloc arena (trimmed
+        # and faulted in again) cost more than the rest of reading a request.
+        self._buffer = memoryview(bytearray(65536))
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
@@ -178,21 +182,21 @@ class Intake:
         if pending is None:
             return
         try:
-            chunk = pending.conn.recv(65536)
+            got = pending.conn.recv_into(self._buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._drop(fd)
             return
-        pending.data += chunk
+        pending.data += self._buffer[:got]
         try:
-            size = self._size(pending.data, eof=not chunk)
+            size = self._size(pending.data, eof=not got)
         except RequestError as exc:
             log.warning("%s: refused a request: %s", self._name, exc)
             self._forget(fd)
             self._refuse(pending.conn, exc)
             return
-        if size is None and not chunk:
+        if size is None and not got:
             self._drop(fd)  # closed mid-request: nothing to answer
             return
         if size is None:

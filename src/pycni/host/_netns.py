@@ -1,9 +1,10 @@
 """Network namespaces: entering one safely, and creating/removing named ones.
 
 ``setns(2)`` with CLONE_NEWNET changes the namespace of the calling *thread* only. pycni
-never switches the thread it runs on: :func:`enter` starts a dedicated worker thread, moves
-that thread into the target namespace and runs callables there. The worker returns to the
-original namespace and exits when the context closes, even on error. pyroute2's sockets are
+never switches the thread it runs on: :func:`enter` hands the block to a dedicated worker
+thread, which moves into the target namespace and runs callables there. The worker returns
+to its own namespace when the context closes, even on error, and waits for the next block
+(or ends if it cannot get back). pyroute2's sockets are
 bound to the namespace and thread that made them, so create them inside ``ns.call``.
 """
 
@@ -136,72 +137,160 @@ def _open_error(path: str, exc: OSError) -> CNIError:
                        "the namespace may still exist; nothing was changed")
 
 
-class NetNS:
-    """A worker thread living in a network namespace; use :func:`enter` to get one."""
+class _Worker:
+    """A thread that runs the calls of one :func:`enter` block at a time.
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._jobs: SimpleQueue[tuple[Callable[[], Any], SimpleQueue[Any]] | None] = (
-            SimpleQueue())
-        self._ready: SimpleQueue[BaseException | None] = SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"netns:{path}", daemon=True)
+    Starting a thread per block cost more CPU than the plugin work done in it (a clone, a
+    stack, and the start-up handshake), so threads born in the process's own namespace are
+    kept for the next block once they are back home (at most :data:`_MAX_IDLE` idle).
+    A thread that cannot get back home ends instead; so does one born elsewhere (a block
+    opened inside another block), which would otherwise pin that namespace while idle.
+    """
+
+    def __init__(self, pooled: bool) -> None:
+        self.pooled = pooled
+        self.jobs: SimpleQueue[Any] = SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="pycni-netns", daemon=True)
+        self.thread.start()  # no handshake: the block's first message waits in the queue
 
     def _run(self) -> None:
+        # A new thread starts in its creator's namespace: that is home for its whole life.
         try:
-            origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            origin: int | None = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            broken: BaseException | None = None
         except OSError as exc:
-            self._ready.put(KernelError("cannot open this thread's network namespace",
-                                        exc.strerror or str(exc)))
-            return
+            origin, broken = None, KernelError("cannot open this thread's network namespace",
+                                               exc.strerror or str(exc))
         try:
-            target = open_netns(self.path)
+            while self._serve(origin, broken) and self._park():
+                pass
+        finally:
+            if origin is not None:
+                os.close(origin)
+
+    def _serve(self, origin: int | None, broken: BaseException | None) -> bool:
+        """One block: enter, run its calls, go home. False if this thread must end."""
+        # The block's first call comes with the namespace to enter (one wake-up, not two).
+        target, path, first = self.jobs.get()
+        failed = broken
+        entered = False
+        if failed is None:
             try:
                 _setns(target)
+                entered = True
             except OSError as exc:
-                raise KernelError(f"cannot enter netns {self.path!r}",
-                                  exc.strerror or str(exc)) from exc
-            finally:
-                os.close(target)
-        except BaseException as exc:  # handed to the caller
-            os.close(origin)
-            self._ready.put(exc)
-            return
-        self._ready.put(None)
-        try:
-            with reuse_sockets():
-                while (job := self._jobs.get()) is not None:
-                    fn, reply = job
+                failed = KernelError(f"cannot enter netns {path!r}", exc.strerror or str(exc))
+        os.close(target)
+        with reuse_sockets():
+            job = first
+            while job is not None:
+                fn, reply = job
+                if failed is not None:
+                    reply.put((False, failed))
+                else:
                     try:
                         reply.put((True, fn()))
                     except BaseException as exc:  # re-raised in the caller
                         reply.put((False, exc))
-        finally:
-            # If we cannot get back, the thread must not live on in a foreign namespace:
-            # it exits here either way, and a failure is reported to the next caller.
-            try:
-                _setns(origin)
-            finally:
-                os.close(origin)
+                job = self.jobs.get()
+        if not entered:
+            return broken is None
+        try:
+            _setns(origin)  # type: ignore[arg-type]  # entered, so origin is open
+        except OSError:
+            return False  # it must not live on in a foreign namespace: end the thread
+        return True
 
-    def start(self) -> None:
-        self._thread.start()
-        err = self._ready.get()
-        if err is not None:
-            self._thread.join()
-            raise err
+    def _park(self) -> bool:
+        if not self.pooled:
+            return False
+        with _pool_lock:
+            if len(_idle) >= _MAX_IDLE:
+                return False
+            _idle.append(self)
+        return True
+
+
+#: Idle worker threads kept for the next :func:`enter` (a burst needs one per call).
+_MAX_IDLE = 32
+_pool_lock = threading.Lock()
+_idle: list[_Worker] = []
+#: (st_dev, st_ino) of the process's namespace (its first thread's), once known.
+_home: list[tuple[int, int]] = []
+
+
+def _netns_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _at_home() -> bool:
+    """Whether the calling thread is in the process's own namespace."""
+    try:
+        if not _home:
+            _home.append(_netns_id("/proc/self/ns/net"))
+        return _netns_id("/proc/thread-self/ns/net") == _home[0]
+    except OSError:
+        return False
+
+
+def _take_worker() -> _Worker:
+    if _at_home():
+        with _pool_lock:
+            if _idle:
+                return _idle.pop()
+        return _Worker(pooled=True)
+    return _Worker(pooled=False)
+
+
+def _forget_workers() -> None:
+    # A forked child has only the forking thread: the parked workers do not exist there.
+    _idle.clear()
+    _home.clear()
+
+
+os.register_at_fork(after_in_child=_forget_workers)
+
+
+class NetNS:
+    """Calls into a network namespace, on a worker thread; use :func:`enter` to get one."""
+
+    def __init__(self, path: str, target: int) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        #: The open namespace until the first call hands it to a worker.
+        self._target: int | None = target
+        self._worker: _Worker | None = None
+        self._left = False
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` inside the namespace; its exception propagates."""
         reply: SimpleQueue[tuple[bool, Any]] = SimpleQueue()
-        self._jobs.put((lambda: fn(*args, **kwargs), reply))
+        job = (lambda: fn(*args, **kwargs), reply)
+        with self._lock:
+            if self._left:
+                raise RuntimeError(f"netns {self.path!r} was left: its block has ended")
+            if self._worker is None:
+                self._worker = _take_worker()
+                self._worker.jobs.put((self._target, self.path, job))
+                self._target = None
+            else:
+                self._worker.jobs.put(job)
         ok, value = reply.get()
         if ok:
             return value  # type: ignore[no-any-return]
         raise value
 
-    def stop(self) -> None:
-        self._jobs.put(None)
-        self._thread.join()
+    def _leave(self) -> None:
+        with self._lock:
+            self._left = True
+            worker, target = self._worker, self._target
+            self._worker = self._target = None
+        if target is not None:
+            os.close(target)  # no call was made: no worker was needed
+        if worker is not None:
+            # Not waited for: the worker goes home and closes its sockets on its own.
+            worker.jobs.put(None)
 
 
 @contextmanager
@@ -209,14 +298,15 @@ def enter(path: str) -> Iterator[NetNS]:
     """Run code in netns ``path``: ``with enter(p) as ns: ns.call(fn)``.
 
     Raises what :func:`open_netns` raises: NetNSNotFound (code 3) only if the namespace is
-    gone, NotANetNSError or KernelError otherwise.
+    gone, NotANetNSError or KernelError otherwise. The namespace is opened here and the
+    open fd handed to a worker with the first call, so it cannot vanish in between; if the
+    worker still cannot enter it (no CAP_SYS_ADMIN), each call raises that KernelError.
     """
-    ns = NetNS(path)
-    ns.start()
+    ns = NetNS(path, open_netns(path))
     try:
         yield ns
     finally:
-        ns.stop()
+        ns._leave()
 
 
 def run_in_netns(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
