@@ -72,8 +72,10 @@ import pycni.skel, pycni.ipam
 #: (pycni._record), not dataclasses, and typing is imported only under TYPE_CHECKING; paths
 #: are strings (pycni._pathstr), not pathlib (with fnmatch, urllib.parse, ntpath); ctypes
 #: only on the first netns switch; the netns worker's queues are _queue's.
+#: pyroute2's stand-in is a meta-path finder (no importlib.util, no search for pyroute2 on a
+#: call that never imports it).
 _SHIM_HEAVY = ("dataclasses", "typing", "inspect", "copy", "pathlib", "fnmatch",
-               "urllib.parse", "ntpath", "ctypes", "queue")
+               "urllib.parse", "ntpath", "ctypes", "queue", "importlib.util", "pyroute2")
 
 
 def test_a_standalone_call_creates_no_dataclass_and_loads_no_typing() -> None:
@@ -124,3 +126,16 @@ def test_pyroute2_logs_one_line_once_it_is_imported() -> None:
     err = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                          check=True).stderr
     assert err == "pyroute2.x: warning: ValueError: big\n"
+
+
+def test_pyroute2_loads_its_submodules_without_its_init_until_a_package_name_is_used() -> None:
+    code = ("import sys, pycni.host\n"
+            "assert 'pyroute2' not in sys.modules\n"
+            "import pyroute2.netlink\n"
+            "print('pyroute2.ndb' in sys.modules)\n"  # the real __init__ imports NDB
+            "from pyroute2 import IPRoute\n"
+            "import pyroute2\n"
+            "print('pyroute2.ndb' in sys.modules, IPRoute.__name__, bool(pyroute2.__version__))")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True", "IPRoute", "True"]
