@@ -361,7 +361,7 @@ class _Flight:
     __slots__ = ("error", "lock", "read_fd", "refs", "write_fd")
 
     def __init__(self) -> None:
-        self.error: OSError | None = None
+        self.error: Exception | None = None
         self.lock = threading.Lock()
         self.refs = 2
         self.read_fd, self.write_fd = os.pipe()
@@ -460,14 +460,15 @@ class _EarlyDeletes:
         try:
             try:
                 request(req, arg)
-            except OSError as exc:
+            except Exception as exc:  # the caller's, if it is still waiting
                 flight.error = exc
             finally:
                 req.close()
             if self.after_syscall is not None:
                 self.after_syscall()
-            os.write(flight.write_fd, b"\0")
         finally:
+            # Whatever happened, the caller must hear that the request is over.
+            os.write(flight.write_fd, b"\0")
             flight.release()
             self._landed()
 
