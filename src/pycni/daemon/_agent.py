@@ -22,6 +22,10 @@ rolled back once it returns (the plugin's DEL, with the ADD's result as prevResu
 answers code 11 too, so nothing is left half-configured. Only a call still running
 ``rollback`` seconds later is abandoned by the exiting process.
 
+A DEL answers once the kernel has announced its veth's deletion; the kernel's own clean-up
+after that (an RCU barrier, the last references: most of a delete) finishes in a helper
+thread (:func:`pycni.host.start_early_deletes`). Stopping waits for those too.
+
 Socket: ``/run/pycni/agent.sock`` by default, mode 0600 in a 0700 directory, and peers other
 than root (``SO_PEERCRED``) are refused: any client can make the agent act as root on the
 node's network.
@@ -45,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import host
 from ..invoke import (
     REGISTRY,
     KeyedSerial,
@@ -75,6 +80,11 @@ from ._trace import DEFAULT_RING, TraceRing
 
 log = logging.getLogger("pycni.agent")
 
+#: Seconds a stopping agent waits for veth deletes that are still in the kernel after their
+#: DEL answered (one takes tens of milliseconds; a device the kernel cannot free, e.g. one
+#: still referenced, can hang for good).
+DELETE_WAIT = 10.0
+
 #: Commands that act on one container: these are ordered per CNI_CONTAINERID.
 PER_CONTAINER = frozenset({"ADD", "DEL", "CHECK"})
 
@@ -100,6 +110,9 @@ class AgentConfig:
     read_timeout: float = 5.0
     #: Connections whose request is still being read; past it the oldest is dropped.
     max_pending: int = 256
+    #: Veth deletes left to finish in the kernel after their DEL answered (0: none, each
+    #: DEL waits for its syscall).
+    early_deletes: int = 4
     #: Calls kept in the trace ring (``/trace``).
     trace_size: int = DEFAULT_RING
     #: The result cache ``/topology`` reads the node's attachments from.
@@ -246,6 +259,7 @@ class Agent:
                 raise AgentError(f"cannot serve metrics on {self.config.metrics_address}: "
                                  f"{exc.strerror}") from exc
             self._http.start()
+        host.start_early_deletes(self.config.early_deletes)
         limits = Limits(max_bytes=MAX_REQUEST, deadline=self.config.read_timeout,
                         max_pending=self.config.max_pending, root_only=True)
         self._intake = Intake(self._listener, limits, name="pycni-accept",
@@ -336,6 +350,10 @@ class Agent:
             self._wait_idle(rollback)
         left = self.unfinished
         self._pool.shutdown(wait=not left)
+        # DELs that answered early: their links are gone, the kernel is still releasing them.
+        if not host.stop_early_deletes(DELETE_WAIT):
+            log.warning("veth deletes still in the kernel", extra={"fields": {
+                "waited": DELETE_WAIT}})
         if self.hotplug is not None:
             from ..multi import use_watch_cache
 

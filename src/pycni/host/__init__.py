@@ -145,6 +145,8 @@ if TYPE_CHECKING:
         current_netns_fd,
         delete_veth_peer,
         read_for_delete,
+        start_early_deletes,
+        stop_early_deletes,
     )
     from ._vrf import create_vrf, enslave_to_vrf, find_vrf, release_from_vrf, vrf_members
     from .links import (
