@@ -68,6 +68,10 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
     if promisc:
         set_promisc(name, True)
     sysctl_try_set(f"net/ipv6/conf/{name}/accept_ra", "0")
+    if existing is not None and existing.up and not (vlan_filtering or promisc):
+        # Every pod's ADD but the first finds the bridge as the read above left it: setting
+        # it up and reading it back would be two more requests with the same answer.
+        return existing
     with route_socket() as sock:
         idx = _require(sock, name)
         with kernel_op(f"failed to set bridge {name!r} up"):
@@ -96,11 +100,12 @@ def _set_vlan_filtering(ipr: object, name: str) -> None:
 
 
 def attach_port(port: str, bridge: str, *, hairpin: bool = False,
-                isolated: bool = False) -> None:
-    """Enslave ``port`` to ``bridge`` and set its hairpin and isolation flags."""
+                isolated: bool = False, port_index: int = 0, bridge_index: int = 0) -> None:
+    """Enslave ``port`` to ``bridge`` and set its hairpin and isolation flags (the indexes,
+    when the caller has them, save looking the links up)."""
     with route_socket() as sock:
-        pidx = _require(sock, port)
-        bidx = _require(sock, bridge)
+        pidx = port_index or _require(sock, port)
+        bidx = bridge_index or _require(sock, bridge)
         with kernel_op(f"failed to connect {port!r} to bridge {bridge!r}"):
             sock.set_link(pidx, attributes=rt.u32(rt.IFLA_MASTER, bidx))
         # The port's flags go to its master's driver as IFLA_INFO_SLAVE_DATA.

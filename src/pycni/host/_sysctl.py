@@ -8,7 +8,14 @@ may contain dots.
 
 from __future__ import annotations
 
+import os
+
 from ..spec import KernelError
+
+# Plain fd I/O, not open(): a buffered text file costs each access 9-12 system calls (fstat
+# twice, isatty, two lseeks, a second read for EOF) where the kernel needs three. A /proc/sys
+# value is a short line produced whole by the first read; a longer one is read to its end.
+_CHUNK = 4096
 
 
 def _path(name: str) -> str:
@@ -20,8 +27,15 @@ def _path(name: str) -> str:
 def sysctl_get(name: str) -> str:
     """The value of sysctl ``name`` (stripped), KernelError if it cannot be read."""
     try:
-        with open(_path(name)) as fh:
-            return fh.read().strip()
+        fd = os.open(_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = chunk = os.read(fd, _CHUNK)
+            while len(chunk) == _CHUNK:
+                chunk = os.read(fd, _CHUNK)
+                data += chunk
+        finally:
+            os.close(fd)
+        return data.decode().strip()
     except OSError as exc:
         raise KernelError(f"failed to read sysctl {name}: {exc.strerror or exc}") from exc
 
@@ -34,8 +48,11 @@ def sysctl_set(name: str, value: str) -> None:
     except KernelError:
         pass  # the write below reports the real problem
     try:
-        with open(_path(name), "w") as fh:
-            fh.write(value)
+        fd = os.open(_path(name), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise KernelError(f"failed to set sysctl {name}={value}: {exc.strerror or exc}") from exc
 

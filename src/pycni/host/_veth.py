@@ -50,16 +50,19 @@ def current_netns_fd() -> Iterator[int]:
 
 
 class Veth(FrozenRecord):
-    """The end of a new pair in this namespace, and the name of its peer."""
+    """The end of a new pair in this namespace, the name of its peer and the peer's ifindex
+    in its own namespace (0: unknown)."""
 
-    __slots__ = ("index", "mac", "name", "peer_name")
+    __slots__ = ("index", "mac", "name", "peer_index", "peer_name")
     name: str
     index: int
     mac: str
     peer_name: str
+    peer_index: int
 
-    def __init__(self, name: str, index: int, mac: str, peer_name: str) -> None:
-        set_fields(self, name, index, mac, peer_name)
+    def __init__(self, name: str, index: int, mac: str, peer_name: str,
+                 peer_index: int = 0) -> None:
+        set_fields(self, name, index, mac, peer_name, peer_index)
 
 
 def create_veth(
@@ -78,8 +81,6 @@ def create_veth(
     already exists here the error says so.
     """
     with route_socket() as sock:
-        if sock.index_of(ifname) is not None:
-            raise KernelError(f"interface {ifname!r} already exists in the container namespace")
         for _ in range(NAME_ATTEMPTS):
             peer = peer_name or random_veth_name()
             # The peer's ifinfomsg and attributes, created straight in the peer namespace.
@@ -95,7 +96,13 @@ def create_veth(
             try:
                 sock.new_link(own)
             except OSError as exc:
-                if exc.errno == errno.EEXIST and sock.index_of(ifname) is None:
+                # With NLM_F_EXCL the kernel refuses a taken ``ifname`` before it creates
+                # anything, so no lookup beforehand: EEXIST names one end or the other.
+                if exc.errno == errno.EEXIST and sock.index_of(ifname) is not None:
+                    raise KernelError(
+                        f"interface {ifname!r} already exists in the container namespace"
+                    ) from exc
+                if exc.errno == errno.EEXIST:
                     if peer_name:
                         raise KernelError(
                             f"cannot create veth {ifname!r}: peer name {peer!r} already exists"
@@ -109,7 +116,9 @@ def create_veth(
                 if body is None:
                     raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
                 info = _link_info(body)
-                return Veth(name=ifname, index=info.index, mac=info.mac, peer_name=peer)
+                # IFLA_LINK of a veth is its peer's ifindex in the peer's namespace.
+                return Veth(name=ifname, index=info.index, mac=info.mac, peer_name=peer,
+                            peer_index=info.link_index or 0)
         raise KernelError(f"failed to find a free host-side veth name for {ifname!r} "
                           f"after {NAME_ATTEMPTS} attempts")
 

@@ -141,17 +141,18 @@ def _require(sock: Any, ifname: str) -> int:
 
 
 def _set(ifname: str, what: str, *, flags: int = 0, change: int = 0,
-         attributes: bytes = b"") -> None:
-    """One RTM_NEWLINK change of ``ifname``; ``what`` names it, ``{}`` standing for the link."""
+         attributes: bytes = b"", index: int = 0) -> None:
+    """One RTM_NEWLINK change of ``ifname`` (``index``: its ifindex when the caller has it);
+    ``what`` names it, ``{}`` standing for the link."""
     with route_socket() as sock:
-        idx = _require(sock, ifname)
+        idx = index or _require(sock, ifname)
         with kernel_op(what.format(repr(ifname))):
             sock.set_link(idx, flags=flags, change=change, attributes=attributes)
 
 
-def set_link_up(ifname: str) -> None:
-    """Set ``ifname`` administratively up."""
-    _set(ifname, "failed to set link {} up", flags=IFF_UP, change=IFF_UP)
+def set_link_up(ifname: str, *, index: int = 0) -> None:
+    """Set ``ifname`` administratively up (``index``: its ifindex, if known, saves a lookup)."""
+    _set(ifname, "failed to set link {} up", flags=IFF_UP, change=IFF_UP, index=index)
 
 
 def set_link_down(ifname: str, *, missing_ok: bool = False) -> None:

@@ -229,11 +229,14 @@ def _gateways(result: Result, conf: BridgeConfig) -> dict[int, list[IPInterface]
     return gws
 
 
-def _setup_host_port(peer: str, bridge: str, conf: BridgeConfig, vlan: int) -> None:
-    """The host end of a new veth: up, no RAs, on the bridge with its port flags and VLANs."""
-    host.set_link_up(peer)
+def _setup_host_port(peer: str, bridge: str, conf: BridgeConfig, vlan: int, *,
+                     peer_index: int = 0, bridge_index: int = 0) -> None:
+    """The host end of a new veth: up, no RAs, on the bridge with its port flags and VLANs
+    (the ifindexes, when known, spare the lookups)."""
+    host.set_link_up(peer, index=peer_index)
     host.sysctl_try_set(f"net/ipv6/conf/{peer}/accept_ra", "0")
-    host.attach_port(peer, bridge, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
+    host.attach_port(peer, bridge, hairpin=conf.hairpin_mode, isolated=conf.port_isolation,
+                     port_index=peer_index, bridge_index=bridge_index)
     if vlan or conf.vlan_trunk:
         host.set_port_vlans(peer, pvid=vlan, trunk=conf.vlan_trunk,
                             remove_default=not conf.preserve_default_vlan)
@@ -298,7 +301,8 @@ class Bridge(Plugin):
                                 undo=rollback)
         with enter_netns(args.netns) as ns:
             veth = create_container_veth(args, ns, rollback, mtu=conf.mtu, mac=conf.mac)
-            _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
+            _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan,
+                             peer_index=veth.peer_index, bridge_index=br.index)
             result = Result(interfaces=[
                 Interface(name=br.name, mac=br.mac),
                 Interface(name=veth.peer_name),
@@ -336,13 +340,13 @@ class Bridge(Plugin):
                     target = _ensure_vlan_interface(conf, rollback, result.interfaces[1].name)
                     if all(i.name != target.name for i in result.interfaces):
                         result.interfaces.append(Interface(name=target.name, mac=target.mac))
-                    mac = target.mac
+                    target_name, mac = target.name, target.mac
                 else:
                     # The MAC read when the bridge was ensured, before our port joined: writing
                     # it back keeps the bridge's MAC stable as ports come and go.
-                    target, mac = host.require_link(conf.bridge), result.interfaces[0].mac
+                    target_name, mac = conf.bridge, result.interfaces[0].mac
                 for gw in gws[family]:
-                    host.ensure_gateway_address(target.name, gw, force=conf.force_address,
+                    host.ensure_gateway_address(target_name, gw, force=conf.force_address,
                                                 mac=mac)
                 host.enable_forwarding(family)
         if conf.ip_masq:
