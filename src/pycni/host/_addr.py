@@ -64,14 +64,15 @@ def _af(address: IPInterface) -> int:
     return socket.AF_INET if address.version == 4 else socket.AF_INET6
 
 
-def add_address(ifname: str, address: IPInterface, *, exist_ok: bool = False) -> None:
-    """Add ``address`` (with its prefix) to ``ifname``.
+def add_address(ifname: str, address: IPInterface, *, exist_ok: bool = False,
+                index: int = 0) -> None:
+    """Add ``address`` (with its prefix) to ``ifname`` (``index``: its ifindex, if known).
 
     IPv4 addresses get the subnet's broadcast address, as ``ip addr add ... brd +`` and the
     Go netlink library give them.
     """
     with route_socket() as sock:
-        idx = _require(sock, ifname)
+        idx = index or _require(sock, ifname)
         prefixlen = address.network.prefixlen
         broadcast = b""
         if address.version == 4 and prefixlen < 31:

@@ -28,8 +28,9 @@ def _enable_ipv6(ifname: str) -> None:
             sysctl_set(key, "0")
 
 
-def configure_iface(ifname: str, result: Result) -> None:
-    """Put ``result``'s addresses for ``ifname`` on it, set it up and add the routes.
+def configure_iface(ifname: str, result: Result, *, index: int = 0) -> None:
+    """Put ``result``'s addresses for ``ifname`` on it, set it up and add the routes
+    (``index``: the link's ifindex when the caller has it, which spares the lookups).
 
     An IP whose ``interface`` index names another interface is an error; one without an
     index is skipped, as in the reference.
@@ -48,10 +49,10 @@ def configure_iface(ifname: str, result: Result) -> None:
         if ipc.family == 6 and not v6_enabled:
             _enable_ipv6(ifname)
             v6_enabled = True
-        add_address(ifname, ipc.address)
+        add_address(ifname, ipc.address, index=index)
         if ipc.gateway is not None:
             gateways.setdefault(ipc.gateway.version, ipc.gateway)
-    set_link_up(ifname)
+    set_link_up(ifname, index=index)
     if 6 in gateways:
         settle_addresses(ifname)
     for route in result.routes:

@@ -273,7 +273,7 @@ def _ensure_vlan_interface(conf: BridgeConfig, rollback: host.Undo,
     return host.require_link(name)
 
 
-def _configure_container(ifname: str, result: Result, enable_dad: bool) -> None:
+def _configure_container(ifname: str, result: Result, enable_dad: bool, index: int) -> None:
     # Hairpin mode echoes the container's own neighbour solicitations back to it, which
     # fails DAD; unless enabledad asks for DAD (with enhanced_dad's nonce to tell its own
     # probes apart), it is off, as in the reference.
@@ -283,7 +283,7 @@ def _configure_container(ifname: str, result: Result, enable_dad: bool) -> None:
     else:
         host.sysctl_try_set(f"net/ipv6/conf/{ifname}/accept_dad", "0")
     host.sysctl_try_set(f"net/ipv4/conf/{ifname}/arp_notify", "1")
-    host.configure_iface(ifname, result)
+    host.configure_iface(ifname, result, index=index)
 
 
 class Bridge(Plugin):
@@ -313,9 +313,9 @@ class Bridge(Plugin):
                               _spoof_id(args))
                 host.setup_spoofcheck(veth.peer_name, veth.mac, _spoof_id(args))
             if conf.layer3:
-                self._add_l3(args, conf, result, ns, rollback)
+                self._add_l3(args, conf, result, ns, rollback, index=veth.index)
             elif not conf.disable_container_interface:
-                ns.call(host.set_link_up, args.ifname)
+                ns.call(host.set_link_up, args.ifname, index=veth.index)
         if conf.disable_container_interface:
             peer = host.require_link(veth.peer_name)
         else:
@@ -327,11 +327,11 @@ class Bridge(Plugin):
         return result
 
     def _add_l3(self, args: CmdArgs, conf: BridgeConfig, result: Result, ns: host.NetNS,
-                rollback: host.Undo) -> None:
+                rollback: host.Undo, *, index: int) -> None:
         # Every address belongs to the container interface (index 2).
         ipam_into(args, conf.ipam_type, result, rollback, interface=2)
         gws = _gateways(result, conf)
-        ns.call(_configure_container, args.ifname, result, conf.enable_dad)
+        ns.call(_configure_container, args.ifname, result, conf.enable_dad, index)
         if conf.is_gateway:
             for family in (4, 6):
                 if not gws[family]:
