@@ -1,0 +1,98 @@
+"""The host helpers on a bridge ADD's path, where they skip lookups and reads.
+
+Each skip rests on a kernel fact (NLM_F_EXCL refuses a taken name before creating
+anything, a veth's IFLA_LINK is its peer's ifindex, a bridge found up needs no "up"); these
+check what a user sees stays as it was: the error for a taken name, the port on its bridge,
+a bridge that is up, sysctls that read back what was written.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pycni import host
+from pycni.host import run_in_netns
+from pycni.spec import KernelError
+from pycni.testing import unique_name
+
+pytestmark = pytest.mark.netns
+
+
+def _veth_from(netns: str, host_ns: str, ifname: str) -> host.Veth:
+    def make() -> host.Veth:
+        with host.current_netns_fd() as fd:
+            return run_in_netns(netns, host.create_veth, ifname, fd)
+
+    return run_in_netns(host_ns, make)
+
+
+def test_veth_reports_its_peers_index_in_the_other_namespace(host_ns: str, netns: str) -> None:
+    veth = _veth_from(netns, host_ns, "eth0")
+    peer = run_in_netns(host_ns, host.require_link, veth.peer_name)
+    assert veth.peer_index == peer.index
+    assert veth.index == run_in_netns(netns, host.require_link, "eth0").index
+
+
+def test_veth_with_a_taken_name_is_refused_and_leaves_nothing(host_ns: str, netns: str) -> None:
+    _veth_from(netns, host_ns, "eth0")
+    before = {link.name for link in run_in_netns(host_ns, host.list_links)}
+    with pytest.raises(KernelError, match="'eth0' already exists in the container namespace"):
+        _veth_from(netns, host_ns, "eth0")
+    assert {link.name for link in run_in_netns(host_ns, host.list_links)} == before
+
+
+def test_ensure_bridge_sets_a_down_bridge_up_and_keeps_an_up_one(host_ns: str) -> None:
+    name = unique_name("br")
+
+    def scenario() -> tuple[bool, bool, bool, int, int]:
+        made = host.ensure_bridge(name)
+        host.set_link_down(name)
+        again = host.ensure_bridge(name)  # found down: set up and read back
+        up_now = host.require_link(name).up
+        kept = host.ensure_bridge(name)  # found up: returned as found
+        return made.up, again.up, up_now and kept.up, made.index, kept.index
+
+    made_up, again_up, kept_up, made_index, kept_index = run_in_netns(host_ns, scenario)
+    assert (made_up, again_up, kept_up) == (True, True, True)
+    assert made_index == kept_index
+    assert run_in_netns(host_ns, host.sysctl_get, f"net/ipv6/conf/{name}/accept_ra") == "0"
+
+
+def test_port_attached_by_index_joins_the_bridge(host_ns: str, netns: str) -> None:
+    name = unique_name("br")
+    br = run_in_netns(host_ns, host.ensure_bridge, name)
+    veth = _veth_from(netns, host_ns, "eth0")
+
+    def attach() -> host.LinkInfo:
+        host.set_link_up(veth.peer_name, index=veth.peer_index)
+        host.attach_port(veth.peer_name, name, hairpin=True, port_index=veth.peer_index,
+                         bridge_index=br.index)
+        return host.require_link(veth.peer_name)
+
+    port = run_in_netns(host_ns, attach)
+    assert port.master == br.index
+    assert port.up
+    assert port.port.get("mode") == 1  # hairpin
+
+
+def test_sysctl_set_writes_and_reads_back(netns: str) -> None:
+    def scenario() -> tuple[str, str, str]:
+        name = "net/ipv4/conf/lo/arp_notify"
+        before = host.sysctl_get(name)
+        host.sysctl_set(name, "1")
+        after = host.sysctl_get(name)
+        host.sysctl_set(name, "1")  # already so: no write, same value
+        return before, after, host.sysctl_get(name)
+
+    assert run_in_netns(netns, scenario) == ("0", "1", "1")
+    # Several values on one line come back whole.
+    assert run_in_netns(netns, host.sysctl_get,
+                        "net/ipv4/ip_local_port_range").split() == ["32768", "60999"]
+
+
+def test_sysctl_errors_name_the_setting(netns: str) -> None:
+    with pytest.raises(KernelError, match="failed to read sysctl net/ipv4/conf/pytnone/"):
+        run_in_netns(netns, host.sysctl_get, "net/ipv4/conf/pytnone/arp_notify")
+    with pytest.raises(KernelError, match="failed to set sysctl net/ipv4/conf/pytnone/"):
+        run_in_netns(netns, host.sysctl_set, "net/ipv4/conf/pytnone/arp_notify", "1")
+    assert not run_in_netns(netns, host.sysctl_try_set, "net/ipv4/conf/pytnone/arp_notify", "1")
