@@ -8,6 +8,9 @@ a bridge that is up, sysctls that read back what was written.
 
 from __future__ import annotations
 
+import os
+import threading
+
 import pytest
 
 from pycni import host
@@ -96,3 +99,35 @@ def test_sysctl_errors_name_the_setting(netns: str) -> None:
     with pytest.raises(KernelError, match="failed to set sysctl net/ipv4/conf/pytnone/"):
         run_in_netns(netns, host.sysctl_set, "net/ipv4/conf/pytnone/arp_notify", "1")
     assert not run_in_netns(netns, host.sysctl_try_set, "net/ipv4/conf/pytnone/arp_notify", "1")
+
+
+def test_reused_sockets_follow_a_thread_that_moves(host_ns: str, netns: str) -> None:
+    """Inside reuse_sockets a thread's namespace is remembered; a setns must forget it, or
+    the thread would go on talking to the namespace it left."""
+    from pycni.host import _netns
+    from pycni.host.links import reuse_sockets
+
+    name = unique_name("br")
+    run_in_netns(host_ns, host.ensure_bridge, name)
+    seen: list[object] = []
+
+    def mover() -> None:
+        fds = [_netns.open_netns(p) for p in (host_ns, netns)]
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _netns._setns(fds[0])
+            with reuse_sockets():
+                seen.append(host.link_info(name) is not None)
+                _netns._setns(fds[1])
+                seen.append(host.link_info(name) is not None)
+        except BaseException as exc:
+            seen.append(exc)
+        finally:
+            _netns._setns(home)
+            for fd in (*fds, home):
+                os.close(fd)
+
+    thread = threading.Thread(target=mover)
+    thread.start()
+    thread.join()
+    assert seen == [True, False]

@@ -35,6 +35,7 @@ from ._undo import Undo
 from ._veth import current_netns_fd
 from .links import (
     LinkInfo,
+    forget_netns,
     index_of,
     kernel_op,
     link_info,
@@ -221,6 +222,7 @@ def scratch_netns() -> Iterator[tuple[NetNS, int]]:
         try:
             origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
+                forget_netns()
                 if _libc.unshare(CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
                     raise OSError(err, os.strerror(err))

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from .._pathstr import join_path
 from ..spec import CNIError, InternalError, KernelError, UnknownContainer
-from .links import reuse_sockets
+from .links import forget_netns, reuse_sockets
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ def _setns(fd: int) -> None:
 
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
+    forget_netns()  # even a failed setns: the thread's namespace is looked up afresh
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

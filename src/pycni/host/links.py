@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 
 
 class _Sockets(threading.local):
-    """Per thread: the reused sockets by (kind, namespace), or None outside reuse_sockets."""
+    """Per thread: the reused sockets by (kind, namespace), or None outside reuse_sockets;
+    and, inside it, the thread's namespace once looked up (None: look again)."""
 
     by_netns: dict[tuple[str, int, int], Any] | None = None
+    netns: tuple[int, int] | None = None
 
 
 _sockets = _Sockets()
@@ -42,8 +44,20 @@ _sockets = _Sockets()
 
 def _netns_key() -> tuple[int, int]:
     # The thread's own namespace, not the process's: a NetNS worker has left the latter.
-    st = os.stat("/proc/thread-self/ns/net")  # noqa: PTH116 - hot path, no Path object
-    return st.st_dev, st.st_ino
+    # Inside reuse_sockets it is remembered (a stat per request was a third of a bridge
+    # ADD's stat calls): a thread moves only through _netns._setns, which forgets it.
+    key = _sockets.netns
+    if key is None:
+        st = os.stat("/proc/thread-self/ns/net")  # noqa: PTH116 - hot path, no Path object
+        key = (st.st_dev, st.st_ino)
+        if _sockets.by_netns is not None:
+            _sockets.netns = key
+    return key
+
+
+def forget_netns() -> None:
+    """Forget this thread's remembered namespace: call after it moved (setns, unshare)."""
+    _sockets.netns = None
 
 
 def _close_quietly(sock: Any) -> None:
@@ -65,11 +79,11 @@ def reuse_sockets() -> Iterator[None]:
     if _sockets.by_netns is not None:
         yield
         return
-    _sockets.by_netns = {}
+    _sockets.by_netns, _sockets.netns = {}, None
     try:
         yield
     finally:
-        opened, _sockets.by_netns = _sockets.by_netns, None
+        opened, _sockets.by_netns, _sockets.netns = _sockets.by_netns, None, None
         for sock in opened.values():
             _close_quietly(sock)
 
