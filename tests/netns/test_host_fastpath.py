@@ -131,3 +131,16 @@ def test_reused_sockets_follow_a_thread_that_moves(host_ns: str, netns: str) -> 
     thread.start()
     thread.join()
     assert seen == [True, False]
+
+
+def test_best_effort_sysctl_is_written_even_when_equal(netns: str) -> None:
+    """As the reference writes it: the device's value is then its own, and a later change
+    of ``conf/default`` (which the kernel copies to devices that never had theirs set)
+    leaves it alone."""
+    def scenario() -> str:
+        assert host.sysctl_get("net/ipv4/conf/lo/arp_notify") == "0"
+        assert host.sysctl_try_set("net/ipv4/conf/lo/arp_notify", "0")
+        host.sysctl_set("net/ipv4/conf/default/arp_notify", "1")
+        return host.sysctl_get("net/ipv4/conf/lo/arp_notify")
+
+    assert run_in_netns(netns, scenario) == "0"

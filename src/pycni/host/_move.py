@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..spec import IPAddress, IPInterface, KernelError
 from ._netns import open_netns
 from ._route import RT_TABLE_MAIN, RTNH_F_ONLINK, RouteInfo
-from ._sysctl import sysctl_get, sysctl_try_set
+from ._sysctl import sysctl_get, sysctl_set, sysctl_try_set
 from .links import _require, index_of, kernel_op, rtnl
 
 IFA_F_NODAD = 0x02
@@ -281,7 +281,12 @@ def iface_sysctls(ifname: str) -> dict[str, str]:
 
 
 def set_iface_sysctls(ifname: str, values: dict[str, str]) -> list[str]:
-    """Write :func:`iface_sysctls`' ``values`` for ``ifname``; the keys the kernel refused."""
-    return [key for key, value in values.items()
-            if not sysctl_try_set(f"net/{key.split('/')[0]}/conf/{ifname}/"
-                                  f"{key.split('/', 1)[1]}", value)]
+    """Write :func:`iface_sysctls`' ``values`` for ``ifname``; the keys the kernel refused
+    (a value the link kept through the move is not written again)."""
+    refused = []
+    for key, value in values.items():
+        try:
+            sysctl_set(f"net/{key.split('/')[0]}/conf/{ifname}/{key.split('/', 1)[1]}", value)
+        except KernelError:
+            refused.append(key)
+    return refused

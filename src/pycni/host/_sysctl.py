@@ -40,13 +40,7 @@ def sysctl_get(name: str) -> str:
         raise KernelError(f"failed to read sysctl {name}: {exc.strerror or exc}") from exc
 
 
-def sysctl_set(name: str, value: str) -> None:
-    """Write ``value`` to sysctl ``name`` unless it already has it."""
-    try:
-        if sysctl_get(name) == value:
-            return
-    except KernelError:
-        pass  # the write below reports the real problem
+def _write(name: str, value: str) -> None:
     try:
         fd = os.open(_path(name), os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -57,10 +51,28 @@ def sysctl_set(name: str, value: str) -> None:
         raise KernelError(f"failed to set sysctl {name}={value}: {exc.strerror or exc}") from exc
 
 
-def sysctl_try_set(name: str, value: str) -> bool:
-    """Best-effort :func:`sysctl_set` (the reference plugins ignore these errors); True if set."""
+def sysctl_set(name: str, value: str) -> None:
+    """Write ``value`` to sysctl ``name`` unless it already has it (so a setting that is
+    already right needs no write access: ``/proc/sys`` may be mounted read-only)."""
     try:
-        sysctl_set(name, value)
+        if sysctl_get(name) == value:
+            return
+    except KernelError:
+        pass  # the write below reports the real problem
+    _write(name, value)
+
+
+def sysctl_try_set(name: str, value: str) -> bool:
+    """Best-effort write of ``value`` to sysctl ``name``; True if it was written.
+
+    Written without reading first, as the reference plugins do with the settings they
+    ignore errors of (mostly those of a link the call just made, whose value is the
+    default): a read would only add three system calls. The write also marks an IPv4
+    per-device setting as set, so later changes of ``conf/default`` leave it alone, as they
+    do for the reference's links.
+    """
+    try:
+        _write(name, value)
     except KernelError:
         return False
     return True
