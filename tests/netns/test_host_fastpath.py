@@ -144,3 +144,30 @@ def test_best_effort_sysctl_is_written_even_when_equal(netns: str) -> None:
         return host.sysctl_get("net/ipv4/conf/lo/arp_notify")
 
     assert run_in_netns(netns, scenario) == "0"
+
+
+def test_dump_over_many_datagrams_and_errors_on_one_socket(netns: str) -> None:
+    """A link dump larger than one datagram comes back whole (each datagram read once into
+    a reused buffer); an error answer raises and the socket goes on serving requests."""
+    from pycni.host.links import reuse_sockets
+
+    def scenario() -> tuple[list[str], list[str], str, list[str]]:
+        made = []
+        with host.current_netns_fd() as fd:
+            for i in range(25):  # ~1.5 KiB a link: 51 links span several 32 KiB datagrams
+                host.create_veth(f"pyta{i}", fd, peer_name=f"pytb{i}")
+                made += [f"pyta{i}", f"pytb{i}"]
+        with reuse_sockets():  # one socket for all that follows
+            first = [link.name for link in host.list_links()]
+            try:
+                host.set_link_up("pyta0", index=999999)  # the kernel answers ENODEV
+                error = ""
+            except KernelError as exc:
+                error = str(exc)
+            again = [link.name for link in host.list_links()]
+        return made, first, error, again
+
+    made, first, error, again = run_in_netns(netns, scenario)
+    assert set(first) == set(made) | {"lo"}
+    assert "failed to set link 'pyta0' up" in error
+    assert again == first

@@ -10,6 +10,7 @@ thread's namespace.
 from __future__ import annotations
 
 import _socket as socket  # the C module: socket.py (and selectors) cost a start ~3 ms
+import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -22,8 +23,15 @@ NLMSG_DONE = 3
 NLA_F_NESTED = 0x8000
 
 _NLMSGHDR = struct.Struct("=IHHII")
-#: MSG_PEEK | MSG_TRUNC: the length of the next datagram, leaving it queued.
-_PEEK = 0x2 | 0x20
+#: MSG_TRUNC: recv returns the datagram's real length, also when it did not fit.
+_TRUNC = 0x20
+#: One datagram's most: the kernel sizes a dump's parts by the largest buffer a reader has
+#: offered, at most 32 KiB (netlink_recvmsg caps max_recvmsg_len), and a single answer
+#: (one link without its VF list, an address, a route) is a few KiB.
+_BUFSIZE = 32768
+#: Receive buffers reused by every socket and thread, so a request allocates none.
+_buffers: list[bytearray] = []
+_KEEP_BUFFERS = 32
 
 
 def nlattr(kind: int, payload: bytes) -> bytes:
@@ -73,20 +81,34 @@ class NetlinkSocket:
         """Send one message; return the payloads of the replies (dump parts or the answer)."""
         self.seq += 1
         self.sock.send(message(msg_type, NLM_F_REQUEST | flags, payload, self.seq))
+        # One recv per datagram into a pooled buffer (a peek for the size and a recv of that
+        # size was two system calls); only the bodies are copied out. A fresh buffer per
+        # request would be the malloc churn that fragmented glibc's arenas (the agent's RSS
+        # crept over thousands of ADD/DEL cycles with no Python object leaking).
+        try:
+            buf = _buffers.pop()
+        except IndexError:
+            buf = bytearray(_BUFSIZE)
+        try:
+            return self._replies(buf, flags)
+        finally:
+            if len(_buffers) < _KEEP_BUFFERS:
+                _buffers.append(buf)
+
+    def _replies(self, buf: bytearray, flags: int) -> list[bytes]:
         replies: list[bytes] = []
+        view = memoryview(buf)
         while True:
-            # The datagram's size first, then a buffer of that size: recv(128 KiB) mallocs
-            # a 128 KiB bytes object and shrinks it, per request, from many threads; that
-            # churn fragmented glibc's arenas (the agent's RSS settled ~2 MB higher and
-            # still crept after 6,000 ADD/DEL cycles, with no Python object leaking).
-            size = self.sock.recv_into(bytearray(1), 1, _PEEK)
-            data = self.sock.recv(size)
+            size = self.sock.recv_into(buf, _BUFSIZE, _TRUNC)
+            if size > _BUFSIZE:
+                raise OSError(errno.EMSGSIZE, f"netlink reply of {size} bytes is larger than "
+                                              f"the {_BUFSIZE} bytes expected, and was lost")
             offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
+            while offset + _NLMSGHDR.size <= size:
+                length, kind, _, seq, _ = _NLMSGHDR.unpack_from(buf, offset)
                 if length < _NLMSGHDR.size:
                     return replies
-                body = data[offset + _NLMSGHDR.size:offset + length]
+                body = bytes(view[offset + _NLMSGHDR.size:min(offset + length, size)])
                 offset += (length + 3) & ~3
                 if seq != self.seq:
                     continue
