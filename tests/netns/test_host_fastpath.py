@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from pycni import host
-from pycni.host import run_in_netns
+from pycni.host import _netns, run_in_netns
 from pycni.spec import KernelError
 from pycni.testing import unique_name
 
@@ -104,7 +104,6 @@ def test_sysctl_errors_name_the_setting(netns: str) -> None:
 def test_reused_sockets_follow_a_thread_that_moves(host_ns: str, netns: str) -> None:
     """Inside reuse_sockets a thread's namespace is remembered; a setns must forget it, or
     the thread would go on talking to the namespace it left."""
-    from pycni.host import _netns
     from pycni.host.links import reuse_sockets
 
     name = unique_name("br")
@@ -171,3 +170,26 @@ def test_dump_over_many_datagrams_and_errors_on_one_socket(netns: str) -> None:
     assert set(first) == set(made) | {"lo"}
     assert "failed to set link 'pyta0' up" in error
     assert again == first
+
+
+def test_read_for_delete_dumps_addresses_only_when_asked(host_ns: str, netns: str) -> None:
+    import ipaddress
+
+    with_addr = [_veth_from(netns, host_ns, name) for name in ("eth0", "eth1")]
+
+    def in_container() -> tuple[host.DeleteInfo, host.DeleteInfo]:
+        for i, veth in enumerate(with_addr):
+            host.add_address(veth.name, ipaddress.ip_interface(f"10.9.{i}.2/24"))
+        return (host.read_for_delete("eth0", host_fd[0]),
+                host.read_for_delete("eth1", host_fd[0], addresses=False))
+
+    host_fd = [_netns.open_netns(host_ns)]
+    try:
+        asked, not_asked = run_in_netns(netns, in_container)
+    finally:
+        os.close(host_fd[0])
+    assert asked.addresses == ["10.9.0.2/24"]
+    assert not_asked.addresses == []
+    # Both veths' peers are on the host side, left for the batched delete.
+    assert (asked.peer_index, not_asked.peer_index) == (with_addr[0].peer_index,
+                                                        with_addr[1].peer_index)

@@ -159,12 +159,14 @@ class DeleteInfo(FrozenRecord):
         set_fields(self, addresses, index, peer_index)
 
 
-def read_for_delete(ifname: str, peer_netns_fd: int) -> DeleteInfo:
+def read_for_delete(ifname: str, peer_netns_fd: int, *, addresses: bool = True) -> DeleteInfo:
     """DEL's first half, in the link's namespace: ``ifname``'s addresses, and its removal.
 
     A veth whose peer is in the namespace ``peer_netns_fd`` is left for
     :func:`delete_veth_peer` (run there), which can batch it with other calls' deletes;
-    any other link (a macvlan, a veth whose peer went elsewhere) is deleted here.
+    any other link (a macvlan, a veth whose peer went elsewhere) is deleted here. Without
+    ``addresses`` (nothing to tear down by address) the link's addresses are not dumped and
+    come back as an empty list.
     """
     with route_socket() as sock:
         with kernel_op(f"failed to read link {ifname!r}"):
@@ -173,7 +175,7 @@ def read_for_delete(ifname: str, peer_netns_fd: int) -> DeleteInfo:
             return DeleteInfo(None)
         idx = rt.IFINFO.unpack_from(body)[2]
         found = rt.attrs(body, rt.IFINFO.size)
-        addresses = _global_addresses(sock, idx, ifname)
+        found_addresses = _global_addresses(sock, idx, ifname) if addresses else []
         peer, peer_nsid = found.get(rt.IFLA_LINK), found.get(rt.IFLA_LINK_NETNSID)
         info = rt.attrs(found.get(rt.IFLA_LINKINFO, b""))
         if (rt.as_str(info.get(rt.IFLA_INFO_KIND, b"")) == "veth" and peer is not None
@@ -184,10 +186,10 @@ def read_for_delete(ifname: str, peer_netns_fd: int) -> DeleteInfo:
             with kernel_op("failed to look up the host namespace's id"):
                 ours = sock.nsid_of(peer_netns_fd)
             if ours >= 0 and ours == rt.as_s32(peer_nsid):
-                return DeleteInfo(addresses, idx, rt.as_u32(peer))
+                return DeleteInfo(found_addresses, idx, rt.as_u32(peer))
         with kernel_op(f"failed to delete link {ifname!r}", ok=(errno.ENODEV,)):
             sock.del_link(idx)
-        return DeleteInfo(addresses, idx)
+        return DeleteInfo(found_addresses, idx)
 
 
 def delete_veth_peer(peer_index: int, index: int, ifname: str) -> None:

@@ -355,10 +355,11 @@ class Bridge(Plugin):
     def delete(self, args: CmdArgs) -> None:
         # Only the keys that say what to remove are read, and leniently: ADD's rules
         # (hairpinMode with promiscMode, VLAN ranges, ...) cannot block a teardown.
-        addrs = delete_link_and_lease(args)
+        masq = bool(ipam_type(args, strict=False)) and teardown_flag(args, "ipMasq")
+        addrs = delete_link_and_lease(args, addresses=masq)
         if teardown_flag(args, "macspoofchk"):
             host.teardown_spoofcheck(_spoof_id(args))
-        if ipam_type(args, strict=False) and teardown_flag(args, "ipMasq"):
+        if masq:
             # Rules are found by attachment identity, so a vanished netns (addrs None) still
             # gets its rules removed; the reference leaks them then (plugins#810).
             teardown_masq(args, teardown_masq_backend(args), addrs)

@@ -128,8 +128,9 @@ class PTP(Plugin):
 
     def delete(self, args: CmdArgs) -> None:
         # ADD's rules (ptp needs an IPAM type) do not apply: without one there is no lease.
-        addrs = delete_link_and_lease(args)
-        if teardown_flag(args, "ipMasq"):
+        masq = teardown_flag(args, "ipMasq")
+        addrs = delete_link_and_lease(args, addresses=masq)
+        if masq:
             # Found by attachment identity: no netns, no problem (the reference leaks them).
             teardown_masq(args, teardown_masq_backend(args), addrs)
 
