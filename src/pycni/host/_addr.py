@@ -51,10 +51,11 @@ def _addresses(sock: Rtnl, index: int, family: int = 0) -> list[AddrInfo]:
     return out
 
 
-def list_addresses(ifname: str, family: int = 0) -> list[AddrInfo]:
-    """Addresses on ``ifname``; ``family`` 4 or 6 restricts them (0: both)."""
+def list_addresses(ifname: str, family: int = 0, *, index: int = 0) -> list[AddrInfo]:
+    """Addresses on ``ifname``; ``family`` 4 or 6 restricts them (0: both); ``index``: its
+    ifindex, if known."""
     with route_socket() as sock:
-        idx = _require(sock, ifname)
+        idx = index or _require(sock, ifname)
         with kernel_op(f"failed to list addresses of {ifname!r}"):
             return _addresses(sock, idx, family)
     return []  # pragma: no cover - kernel_op raised
@@ -92,14 +93,15 @@ def del_address(ifname: str, address: IPInterface, *, missing_ok: bool = False) 
 
 
 def ensure_gateway_address(ifname: str, gateway: IPInterface, *, force: bool,
-                           mac: str = "") -> None:
+                           mac: str = "", index: int = 0) -> None:
     """Make sure ``ifname`` carries ``gateway`` (a bridge's gateway address).
 
     An IPv4 bridge has one gateway address: a different one is an error unless ``force``
     replaces it. IPv6 allows several, as long as their subnets do not overlap. ``mac``
     (the link's current MAC) is written back to pin it; see :func:`links.set_mac`.
+    ``index`` (the link's ifindex, if known) spares looking it up.
     """
-    for existing in list_addresses(ifname, gateway.version):
+    for existing in list_addresses(ifname, gateway.version, index=index):
         addr = existing.address
         if addr == gateway:
             return
@@ -112,7 +114,7 @@ def ensure_gateway_address(ifname: str, gateway: IPInterface, *, force: bool,
                     "(set forceAddress to replace it)"
                 )
             del_address(ifname, addr, missing_ok=True)
-    add_address(ifname, gateway, exist_ok=True)
+    add_address(ifname, gateway, exist_ok=True, index=index)
     if mac:
         set_mac(ifname, mac)
 

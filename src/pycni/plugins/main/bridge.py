@@ -313,7 +313,8 @@ class Bridge(Plugin):
                               _spoof_id(args))
                 host.setup_spoofcheck(veth.peer_name, veth.mac, _spoof_id(args))
             if conf.layer3:
-                self._add_l3(args, conf, result, ns, rollback, index=veth.index)
+                self._add_l3(args, conf, result, ns, rollback, index=veth.index,
+                             bridge_index=br.index)
             elif not conf.disable_container_interface:
                 ns.call(host.set_link_up, args.ifname, index=veth.index)
         if conf.disable_container_interface:
@@ -327,7 +328,7 @@ class Bridge(Plugin):
         return result
 
     def _add_l3(self, args: CmdArgs, conf: BridgeConfig, result: Result, ns: host.NetNS,
-                rollback: host.Undo, *, index: int) -> None:
+                rollback: host.Undo, *, index: int, bridge_index: int) -> None:
         # Every address belongs to the container interface (index 2).
         ipam_into(args, conf.ipam_type, result, rollback, interface=2)
         gws = _gateways(result, conf)
@@ -340,14 +341,15 @@ class Bridge(Plugin):
                     target = _ensure_vlan_interface(conf, rollback, result.interfaces[1].name)
                     if all(i.name != target.name for i in result.interfaces):
                         result.interfaces.append(Interface(name=target.name, mac=target.mac))
-                    target_name, mac = target.name, target.mac
+                    target_name, target_index, mac = target.name, target.index, target.mac
                 else:
                     # The MAC read when the bridge was ensured, before our port joined: writing
                     # it back keeps the bridge's MAC stable as ports come and go.
-                    target_name, mac = conf.bridge, result.interfaces[0].mac
+                    target_name, target_index = conf.bridge, bridge_index
+                    mac = result.interfaces[0].mac
                 for gw in gws[family]:
                     host.ensure_gateway_address(target_name, gw, force=conf.force_address,
-                                                mac=mac)
+                                                mac=mac, index=target_index)
                 host.enable_forwarding(family)
         if conf.ip_masq:
             setup_masq(args, conf.ip_masq_backend, [ip.address for ip in result.ips], rollback)
