@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pycni.host import run_in_netns
-from pycni.host.netfilter import BurstCounters, masq, nat_counters, nft_counters
+from pycni.host import BurstCounters, run_in_netns
+from pycni.host.netfilter import masq, nat_counters, nft_counters
 from pycni.host.netfilter._nft import nft_text
 from pycni.spec import KernelError
 from pycni.testing import call_plugin, cni_env, ns_run, temp_netns, wait_for

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from pycni.host.netfilter._burst import Combiner
+from pycni.host._burst import Combiner
 from pycni.host.netfilter._xtables import NatTable, rule_line
 from pycni.spec import KernelError
 from pycni.testing import wait_for

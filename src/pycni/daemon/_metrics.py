@@ -10,7 +10,7 @@ Metrics (all prefixed ``pycni_agent_``, labels ``plugin`` and ``command``)::
     ipam_pool_allocated{network,range}   addresses reserved in it (read at scrape time)
     netfilter_{calls,transactions,batches,fallbacks}_total{backend}
                                    netfilter writes merged per burst (iptables nat table,
-                                   nftables): see pycni.host.netfilter.BurstCounters
+                                   nftables): see pycni.host.BurstCounters
 
 README.md ("Agent metrics") says what each tells.
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         set_port_vlans,
         vlan_users,
     )
+    from ._burst import BurstCounters
     from ._hostdev import (
         Selector,
         check_kernelpath,

@@ -7,7 +7,7 @@ undoing it is one delete of the container end (the kernel removes the peer with 
 
 Teardown goes the other way round: :func:`read_for_delete` reads the container end and,
 when its peer lives in the caller's namespace, :func:`delete_veth_peer` deletes the pair
-from there, batched with the deletes of concurrent calls (see :class:`_PeerBatches`).
+from there, batched with the deletes of concurrent calls (see ``_BATCHES``).
 Unregistering a device waits for RCU grace periods and for its last references (about
 15-25 ms per delete on a test machine, most of a DEL); a group delete unregisters all its
 links as one list and waits once: 100 veths in 46 ms instead of 1.8 s one by one.
@@ -26,8 +26,13 @@ from contextlib import contextmanager
 from .._record import FrozenRecord, set_fields
 from ..spec import KernelError
 from . import _rtnl as rt
+from ._burst import Combiner, netns_key
 from ._netlink import nlattr
-from .links import _link_info, _netns_key, kernel_op, route_socket
+from .links import _link_info, kernel_op, route_socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: How often a random host-side name may collide before we give up (as the Go plugins do).
 NAME_ATTEMPTS = 10
@@ -197,7 +202,7 @@ def delete_veth_peer(peer_index: int, index: int, ifname: str) -> None:
     ``ifname`` (index ``index`` in its own namespace), as :func:`read_for_delete` found it.
 
     Gone already (or the index now names another link: the pair went away meanwhile) is
-    success. Concurrent calls in one namespace are deleted together (:class:`_PeerBatches`).
+    success. Concurrent calls in one namespace are deleted together (``_BATCHES``).
     """
     with route_socket() as sock:
         with kernel_op(f"failed to read the host end of {ifname!r}"):
@@ -212,7 +217,8 @@ def delete_veth_peer(peer_index: int, index: int, ifname: str) -> None:
         # This namespace's id for the container's (assigned by now: the kernel gives one
         # when it reports IFLA_LINK_NETNSID), for recognising the far end's notification.
         nsid = found.get(rt.IFLA_LINK_NETNSID)
-    _BATCHES.delete(peer_index, ifname, (rt.as_s32(nsid), index) if nsid is not None else None)
+    _BATCHES.run(netns_key(), _Member(peer_index, ifname,
+                                      (rt.as_s32(nsid), index) if nsid is not None else None))
 
 
 def _new_group() -> int:
@@ -222,123 +228,50 @@ def _new_group() -> int:
 
 
 class _Member:
-    """One caller's link in a batch, and its outcome; ``far`` is its veth peer as
-    (this namespace's id for the peer's namespace, index there), if known."""
+    """One caller's link; ``far`` is its veth peer as (this namespace's id for the peer's
+    namespace, index there), if known."""
 
-    __slots__ = ("done", "error", "far", "ifname", "index")
+    __slots__ = ("far", "ifname", "index")
 
     def __init__(self, index: int, ifname: str, far: tuple[int, int] | None = None) -> None:
         self.index = index
         self.ifname = ifname
         self.far = far
-        self.done = False
-        self.error: BaseException | None = None
 
 
-class _Queue:
-    """The links waiting in one namespace, and whether a caller is deleting a batch."""
-
-    __slots__ = ("busy", "waiting")
-
-    def __init__(self) -> None:
-        self.waiting: list[_Member] = []
-        self.busy = False
+def _delete_one(member: _Member) -> None:
+    """Delete one link by index (gone already is fine)."""
+    with route_socket() as sock, kernel_op(
+            f"failed to delete the host end of {member.ifname!r}", ok=(errno.ENODEV,)):
+        _EARLY.delete(sock, rt.Rtnl.del_link, member.index, _announced([member]))
 
 
-class _PeerBatches:
-    """Group commit of link deletes, per network namespace.
-
-    A caller queues its link; if no delete is running in its namespace it takes the whole
-    queue and deletes it (alone, it pays nothing extra); otherwise it waits, and the callers
-    that queued during that delete go together next. A lone link is deleted by index. A
-    batch is tagged with a random group id (IFLA_GROUP) and deleted by group, one RTM_DELLINK;
-    just before, a dump checks that the group holds exactly the batch's links (an operator's
-    link in the same group, or one tag that failed, sends the batch down the per-link path
-    instead). Each caller gets its own outcome.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._queues: dict[tuple[int, int], _Queue] = {}
-
-    def delete(self, index: int, ifname: str, far: tuple[int, int] | None = None) -> None:
-        """Delete link ``index`` of this thread's namespace, with whatever else is queued
-        (``far``: its veth peer, see :class:`_Member`)."""
-        key = _netns_key()
-        me = _Member(index, ifname, far)
-        with self._cond:
-            queue = self._queues.setdefault(key, _Queue())
-            queue.waiting.append(me)
-            while not me.done and queue.busy:
-                self._cond.wait()
-            batch: list[_Member] = []
-            if not me.done:
-                batch, queue.waiting, queue.busy = queue.waiting, [], True
-        if batch:
-            try:
-                self._run(batch)
-            finally:
-                with self._cond:
-                    for member in batch:
-                        if not member.done:  # interrupted: no outcome
-                            member.done = True
-                            member.error = KernelError(
-                                f"failed to delete the host end of {member.ifname!r}: "
-                                "the batch it was in did not finish")
-                    queue.busy = False
-                    if not queue.waiting:
-                        del self._queues[key]
-                    self._cond.notify_all()
-        if me.error is not None:
-            raise me.error
-
-    def _run(self, batch: list[_Member]) -> None:
-        with route_socket() as sock:
-            rest = batch
-            if len(batch) > 1:
-                rest = self._by_group(sock, batch)
-            for member in rest:
-                try:
-                    with kernel_op(f"failed to delete the host end of {member.ifname!r}",
-                                   ok=(errno.ENODEV,)):
-                        _EARLY.delete(sock, rt.Rtnl.del_link, member.index, _announced([member]))
-                except KernelError as exc:
-                    member.error = exc
-                member.done = True
-
-    def _by_group(self, sock: rt.Rtnl, batch: list[_Member]) -> list[_Member]:
-        """Delete ``batch`` by group; the members still to delete one by one."""
-        group = _new_group()
-        tagged: list[_Member] = []
-        rest: list[_Member] = []
-        for member in batch:
-            try:
-                sock.set_link(member.index, attributes=rt.u32(rt.IFLA_GROUP, group))
-            except OSError as exc:
-                if exc.errno == errno.ENODEV:
-                    member.done = True  # gone already
-                    continue
-                rest.append(member)
-                continue
-            tagged.append(member)
-        if len(tagged) < 2:
-            return rest + tagged
+def _delete_group(batch: Sequence[_Member]) -> list[BaseException | None]:
+    """Delete ``batch`` with one RTM_DELLINK: tagged with a random group (IFLA_GROUP), then
+    deleted by group once a dump shows the group holds exactly the batch's links. Anything
+    else (a tag refused, an operator's link in the group, the delete refused) is a
+    KernelError, and the combiner deletes the links one by one instead."""
+    group = _new_group()
+    with route_socket() as sock:
         try:
+            for member in batch:
+                sock.set_link(member.index, attributes=rt.u32(rt.IFLA_GROUP, group))
             in_group = {rt.IFINFO.unpack_from(body)[2] for body in sock.links()
                         if rt.as_u32(rt.attrs(body, rt.IFINFO.size).get(rt.IFLA_GROUP, b""))
                         == group}
-            if in_group != {member.index for member in tagged}:
-                return rest + tagged
-            _EARLY.delete(sock, rt.Rtnl.del_group, group, _announced(tagged))
+            if in_group != {member.index for member in batch}:
+                raise KernelError(f"link group {group} does not hold just the batch's links")
+            _EARLY.delete(sock, rt.Rtnl.del_group, group, _announced(list(batch)))
         except OSError as exc:
-            if exc.errno != errno.ENODEV:
-                return rest + tagged  # the links not deleted get deleted one by one
-        for member in tagged:
-            member.done = True
-        return rest
+            raise KernelError(f"deleting {len(batch)} links as group {group} failed",
+                              str(exc)) from exc
+    return [None] * len(batch)
 
 
-_BATCHES = _PeerBatches()
+#: Link deletes of concurrent calls, per namespace (:mod:`._burst`): a lone link is deleted
+#: by index; the links that queued during a delete go as one group delete, which pays the
+#: kernel's unregister waits once.
+_BATCHES: Combiner[_Member, None] = Combiner(_delete_one, _delete_group)
 
 
 # -- returning before the kernel's clean-up ------------------------------------------------

@@ -4,7 +4,8 @@
   :func:`nft_json`, :class:`NftError`.
 * iptables goes through its executables, the nat table in save/restore batches.
 * Concurrent calls' nat-table and nftables writes in one namespace are merged into one
-  transaction per burst; :func:`nat_counters` and :func:`nft_counters` tell how.
+  transaction per burst (:mod:`pycni.host._burst`); :func:`nat_counters` and
+  :func:`nft_counters` tell how (as :class:`pycni.host.BurstCounters`).
 * :func:`netfilter_backend` picks ``iptables`` or ``nftables`` as the reference plugins do,
   for each of the three backend families below.
 * :mod:`.masq` (``ipMasq``), :mod:`.portmap` (host port DNAT) and :mod:`.firewall` (forward
@@ -24,7 +25,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import firewall, masq, portmap
     from ._backend import netfilter_backend
-    from ._burst import BurstCounters
     from ._listing import RuleLine, rules_mentioning
     from ._nft import NftError, nft_counters, nft_json
     from ._spoofcheck import setup_spoofcheck, spoofcheck_present, teardown_spoofcheck

@@ -11,11 +11,11 @@ A batch is ``[{"add": {...}}, {"delete": {...}}, ...]`` (the objects of the ``"n
 array of libnftables-json(5)); the answer is the output array, without the metainfo object.
 
 Writes that need no answer (:func:`nft_write`, :func:`nft_text`) from concurrent threads in
-one namespace are merged into one transaction (:mod:`._burst`): each commit costs a netlink
-round trip and, when it deletes anything, an RCU grace period in the kernel. Listings asked
-for with :func:`nft_list` are shared the same way: with a hundred pods, each of a hundred
-calls listing a hundred rules, one by one under the library lock, took longer than all the
-writes.
+one namespace are merged into one transaction (:mod:`pycni.host._burst`): each commit
+costs a netlink round trip and, when it deletes anything, an RCU grace period in the
+kernel. Listings asked for with :func:`nft_list` are shared the same way: with a hundred
+pods, each of a hundred calls listing a hundred rules, one by one under the library lock,
+took longer than all the writes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...spec import KernelError
-from ._burst import BurstCounters, Combiner, netns_key
+from .._burst import BurstCounters, Combiner, netns_key
 
 # libnftables output flags (nftables/libnftables.h).
 _OUTPUT_HANDLE = 1 << 3

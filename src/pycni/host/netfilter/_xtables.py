@@ -11,7 +11,7 @@ call costs two processes instead of one per rule. Rules are kept as the argv tha
 iptables-save prints, so "is this rule there" is a list comparison.
 
 Concurrent transactions on one family's nat table in one namespace are merged
-(:mod:`._burst`): the table is read once, each plan runs against the table as the plans
+(:mod:`pycni.host._burst`): the table is read once, each plan runs against the table as the plans
 before it left it (:meth:`NatTable.apply`), and one restore applies them all.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...spec import KernelError
-from ._burst import BurstCounters, Combiner, netns_key
+from .._burst import BurstCounters, Combiner, netns_key
 
 #: (save, restore) executables per address family.
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
@@ -315,7 +315,7 @@ def transact_nat(family: int, plan: Callable[[NatTable], list[str]], what: str, 
 
     ``plan`` must not change the table it is given (its lines are applied to it). Calls
     from other threads in the same namespace that arrive while one runs are merged into one
-    restore (see :mod:`._burst`); if that batch is refused, each call is redone alone.
+    restore (see :mod:`pycni.host._burst`); if that batch is refused, each call is redone alone.
 
     ``new_chain`` names the chain the plan is about, for a plan that reads nothing but that
     chain and the rules jumping to it: when :func:`nat_chains` shows it absent, the first

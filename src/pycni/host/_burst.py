@@ -1,10 +1,11 @@
-"""Concurrent calls' netfilter work as one transaction per burst (flat combining).
+"""Concurrent calls' kernel work as one transaction per burst (flat combining).
 
-The agent runs many plugin calls at once in threads of one process. Each portmap or
-masquerade call used to be its own netfilter transaction: for iptables an ``iptables-save``
-and an ``iptables-restore`` (two processes), for nftables one commit, which the kernel makes
-wait for an RCU grace period when it deletes anything. A :class:`Combiner` merges the work
-that piles up while a transaction runs:
+The agent runs many plugin calls at once in threads of one process. Some of their work
+costs the kernel (or a tool) about as much for many objects as for one: a netfilter
+transaction (for iptables an ``iptables-save`` and an ``iptables-restore``, for nftables one
+commit, which waits for an RCU grace period when it deletes anything), or unregistering
+links (one RCU barrier for a whole list). A :class:`Combiner` merges the work that piles up
+while such a transaction runs:
 
 * the first caller for a key finds nobody at work and runs its own operation at once (a lone
   call waits for nothing: there is no window to gather others);
@@ -19,34 +20,43 @@ The same serves reads: callers that asked for the same listing while one ran sha
 listing the next leader makes, which starts after each of them asked (so none of them can
 miss a change that was done before it asked).
 
-The key always includes :func:`netns_key`: a leader's child processes and libnftables
-sockets act on its own thread's namespace, so it may only run operations from callers in
-the same one.
+The key always includes the calling thread's namespace (:func:`netns_key`): a leader's
+child processes and sockets act on its own thread's namespace, so it may only run
+operations from callers in the same one.
+
+The module stays off a plugin process's import costs (the veth delete uses it): no
+``typing`` or ``dataclasses`` at run time.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Generic, TypeVar
 
-from ...spec import KernelError
+from .._record import FrozenRecord, set_fields
+from ..spec import KernelError
+from .links import _netns_key as netns_key
 
-Op = TypeVar("Op")
-R = TypeVar("R")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Sequence
+    from typing import Generic, TypeVar
+
+    Op = TypeVar("Op")
+    R = TypeVar("R")
+
+    class _Typed(Generic[Op, R]):
+        """What mypy sees: the classes below are generic in the operation and result."""
+else:
+    Op = R = None
+
+    class _Typed:
+        """At run time a subscript of the generic base is the base itself."""
+
+        def __class_getitem__(cls, _params: object) -> type:
+            return cls
 
 
-def netns_key() -> tuple[int, int]:
-    """The calling thread's network namespace as (device, inode) of its nsfs file."""
-    # setns(2) is per thread: /proc/self would name the main thread's namespace.
-    st = Path("/proc/thread-self/ns/net").stat()
-    return st.st_dev, st.st_ino
-
-
-@dataclass(frozen=True)
-class BurstCounters:
+class BurstCounters(FrozenRecord):
     """What a combiner did since the process started.
 
     ``calls`` operations were submitted and ran in ``transactions`` kernel transactions
@@ -55,13 +65,18 @@ class BurstCounters:
     and redone one operation at a time.
     """
 
-    calls: int = 0
-    transactions: int = 0
-    batches: int = 0
-    fallbacks: int = 0
+    __slots__ = ("batches", "calls", "fallbacks", "transactions")
+    calls: int
+    transactions: int
+    batches: int
+    fallbacks: int
+
+    def __init__(self, calls: int = 0, transactions: int = 0, batches: int = 0,
+                 fallbacks: int = 0) -> None:
+        set_fields(self, calls, transactions, batches, fallbacks)
 
 
-class _Slot(Generic[Op, R]):
+class _Slot(_Typed[Op, R]):
     """One queued operation: its outcome, and the batch it leads if it is handed the lead."""
 
     __slots__ = ("batch", "done", "op", "outcome")
@@ -73,7 +88,7 @@ class _Slot(Generic[Op, R]):
         self.batch: list[_Slot[Op, R]] | None = None
 
 
-class Combiner(Generic[Op, R]):
+class Combiner(_Typed[Op, R]):
     """Runs operations per key, merging those that queue up while one runs.
 
     ``run_one(op)`` applies one operation alone and returns its result (raising its error).
