@@ -11,6 +11,7 @@ from ..spec import (
     ifname_field,
     int_field,
     opt_bool,
+    str_default,
     str_field,
     str_list,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "mtu_field",
     "opt_bool",
     "require_prev_result",
+    "str_default",
     "str_field",
     "str_list",
     "valid_attachments",

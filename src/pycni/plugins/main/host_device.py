@@ -34,7 +34,7 @@ from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, Interface, InvalidNetworkConfig, IOFailure, Result, bool_field
 from ...store import RecordStore
-from .._fields import ifname_field, str_field, valid_attachments
+from .._fields import ifname_field, str_default, valid_attachments
 from ._common import (
     apply_dns,
     check_container,
@@ -75,11 +75,11 @@ class HostDeviceConfig:
         if not isinstance(device_id, str):
             raise InvalidNetworkConfig('invalid "runtimeConfig.deviceID": expected a string, '
                                        f"got {device_id!r}")
-        conf = cls(device=ifname_field(raw, "device") or "", hwaddr=str_field(raw, "hwaddr") or "",
-                   kernelpath=str_field(raw, "kernelpath") or "",
-                   pci=str_field(raw, "pciBusID") or "", device_id=device_id,
+        conf = cls(device=ifname_field(raw, "device") or "", hwaddr=str_default(raw, "hwaddr", ""),
+                   kernelpath=str_default(raw, "kernelpath", ""),
+                   pci=str_default(raw, "pciBusID", ""), device_id=device_id,
                    ipam_type=ipam_type(args),
-                   data_dir=str_field(raw, "dataDir") or DEFAULT_DATA_DIR)
+                   data_dir=str_default(raw, "dataDir", DEFAULT_DATA_DIR))
         if not (conf.device or conf.hwaddr or conf.kernelpath or conf.pci or conf.device_id):
             raise InvalidNetworkConfig('specify either "device", "hwaddr", "kernelpath" or '
                                        '"pciBusID"')

@@ -17,12 +17,12 @@ from __future__ import annotations
 from ... import host
 from ...skel import CmdArgs
 from ...spec import InvalidNetworkConfig, KernelError
-from .._fields import str_field
+from .._fields import str_default, str_field
 from ._linkplugin import LinkConf, SubLinkPlugin, load_parented
 
 
 def _mode(args: CmdArgs) -> str:
-    mode = str_field(args.conf.raw, "mode") or "l2"
+    mode = str_default(args.conf.raw, "mode", "l2")
     if mode not in host.IPVLAN_MODES:
         raise InvalidNetworkConfig(f"unknown ipvlan mode: {mode!r} (expected l2, l3 or l3s)")
     return mode

@@ -20,13 +20,13 @@ from __future__ import annotations
 from ... import host
 from ...skel import CmdArgs
 from ...spec import InvalidNetworkConfig, KernelError
-from .._fields import UINT32_MAX, int_field, str_field
+from .._fields import UINT32_MAX, int_field, str_default, str_field
 from ._common import parse_mac, requested_mac
 from ._linkplugin import LinkConf, SubLinkPlugin, load_parented
 
 
 def _mode(args: CmdArgs) -> str:
-    mode = str_field(args.conf.raw, "mode") or "bridge"
+    mode = str_default(args.conf.raw, "mode", "bridge")
     if mode not in host.MACVLAN_MODES:
         raise InvalidNetworkConfig(f"unknown macvlan mode: {mode!r} (expected one of "
                                    f"{', '.join(host.MACVLAN_MODES)})")

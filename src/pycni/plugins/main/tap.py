@@ -24,7 +24,7 @@ from ... import host
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import Interface, Result, bool_field
-from .._fields import UINT32_MAX, ifname_field, int_field, mtu_field, str_field
+from .._fields import UINT32_MAX, ifname_field, int_field, mtu_field, str_default
 from ._common import (
     apply_dns,
     check_container,
@@ -62,7 +62,7 @@ class TapConfig:
     def load(cls, args: CmdArgs) -> TapConfig:
         """Read and validate the keys; the MAC may come from three places (see module doc)."""
         raw = args.conf.raw
-        mac, where = str_field(raw, "mac") or "", '"mac"'
+        mac, where = str_default(raw, "mac", ""), '"mac"'
         env_mac = args.cni_args(["MAC"]).get("MAC", "")
         if env_mac:
             mac, where = env_mac, "CNI_ARGS MAC"
@@ -74,7 +74,7 @@ class TapConfig:
                    multi_queue=bool_field(raw, "multiQueue"),
                    owner=_id_field(raw, "owner"), group=_id_field(raw, "group"),
                    bridge=ifname_field(raw, "bridge") or "",
-                   selinux_context=str_field(raw, "selinuxContext") or "",
+                   selinux_context=str_default(raw, "selinuxContext", ""),
                    ipam_type=ipam_type(args))
 
 

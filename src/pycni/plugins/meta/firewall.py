@@ -38,7 +38,7 @@ from ...host.netfilter.firewall import (
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, IOFailure, PluginNotAvailable, Result
 from ...store import RecordStore
-from .._fields import require_prev_result, str_field, valid_attachments
+from .._fields import require_prev_result, str_default, str_field, valid_attachments
 
 DEFAULT_DATA_DIR = "/var/lib/cni/firewall"
 
@@ -63,11 +63,11 @@ def _backend(args: CmdArgs) -> FirewallBackend:
 
 def _attachment(args: CmdArgs, result: Result) -> Attachment:
     raw = args.conf.raw
-    policy = str_field(raw, "ingressPolicy") or POLICY_OPEN
+    policy = str_default(raw, "ingressPolicy", POLICY_OPEN)
     if policy not in POLICIES:
         raise InvalidNetworkConfig(f"unknown ingress policy: {policy!r}",
                                    f"expected one of {list(POLICIES)}")
-    admin = str_field(raw, "iptablesAdminChainName") or ""
+    admin = str_default(raw, "iptablesAdminChainName", "")
     if len(admin) > 28 or any(c.isspace() for c in admin):
         raise InvalidNetworkConfig(f'invalid "iptablesAdminChainName" {admin!r}: at most 28 '
                                    "characters, no spaces")
@@ -83,7 +83,7 @@ def _attachment(args: CmdArgs, result: Result) -> Attachment:
 
 
 def _store(args: CmdArgs) -> RecordStore:
-    data_dir = str_field(args.conf.raw, "dataDir") or DEFAULT_DATA_DIR
+    data_dir = str_default(args.conf.raw, "dataDir", DEFAULT_DATA_DIR)
     return RecordStore(str(Path(data_dir) / args.conf.name))
 
 

@@ -43,6 +43,7 @@ from .._fields import (
     mtu_field,
     opt_bool,
     require_prev_result,
+    str_default,
     str_field,
     valid_attachments,
 )
@@ -75,8 +76,8 @@ class TuningConfig:
     def load(cls, args: CmdArgs) -> TuningConfig:
         """Parse and merge in the reference's order: config, CNI_ARGS, runtimeConfig, args."""
         raw = args.conf.raw
-        conf = cls(data_dir=str_field(raw, "dataDir") or DEFAULT_DATA_DIR,
-                   allowlist=str_field(raw, "sysctlAllowlist") or DEFAULT_ALLOWLIST)
+        conf = cls(data_dir=str_default(raw, "dataDir", DEFAULT_DATA_DIR),
+                   allowlist=str_default(raw, "sysctlAllowlist", DEFAULT_ALLOWLIST))
         conf._apply(raw, "")
         mac_arg = args.cni_args(["MAC"]).get("MAC")
         if mac_arg:
