@@ -354,8 +354,9 @@ if os.environ["CNI_COMMAND"] == "ADD":
 """
 
 
-def test_old_network_del_failing_after_the_switch(node: Node, netns: str, netns2: str,
-                                                  kube_namespace: str) -> None:
+def fail_del_once(node: Node) -> tuple[dict[str, Any], Path]:
+    """The node's multus conf with a cluster network whose last plugin fails its first DEL
+    (FAIL_DEL_ONCE, logging every call to the returned file), and a ptp network "ptpnet"."""
     log, marker = node.tmp / "faildel.log", node.tmp / "faildel.failed"
     script = node.tmp / "bin" / "pytfaildel"
     script.write_text(FAIL_DEL_ONCE.format(python=sys.executable, log=str(log),
@@ -364,6 +365,12 @@ def test_old_network_del_failing_after_the_switch(node: Node, netns: str, netns2
     conf = node.conf()
     conf["delegates"][0]["plugins"].append({"type": "pytfaildel"})
     (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    return conf, log
+
+
+def test_old_network_del_failing_after_the_switch(node: Node, netns: str, netns2: str,
+                                                  kube_namespace: str) -> None:
+    conf, log = fail_del_once(node)
     pod, other = make_pod(node.api, kube_namespace, {}), make_pod(node.api, kube_namespace, {})
     cid = unique_name("cid")
     node.call("ADD", pod, netns, cid, conf=conf).ok()
@@ -399,14 +406,7 @@ def test_old_network_del_failing_after_the_switch(node: Node, netns: str, netns2
 
 def test_orphaned_old_network_released_by_the_pods_del(node: Node, netns: str,
                                                        kube_namespace: str) -> None:
-    log, marker = node.tmp / "faildel.log", node.tmp / "faildel.failed"
-    script = node.tmp / "bin" / "pytfaildel"
-    script.write_text(FAIL_DEL_ONCE.format(python=sys.executable, log=str(log),
-                                           marker=str(marker)))
-    script.chmod(0o755)
-    conf = node.conf()
-    conf["delegates"][0]["plugins"].append({"type": "pytfaildel"})
-    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    conf, _ = fail_del_once(node)
     pod = make_pod(node.api, kube_namespace, {})
     cid = unique_name("cid")
     node.call("ADD", pod, netns, cid, conf=conf).ok()
