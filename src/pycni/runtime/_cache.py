@@ -33,13 +33,13 @@ from typing import Any
 
 from ..skel import validate_container_id, validate_ifname
 from ..spec import (
-    NAME_RE,
     CNIError,
     DecodingFailure,
     InvalidNetworkConfig,
     IOFailure,
     Result,
     decode_json,
+    is_valid_name,
 )
 from ..store import atomic_write, fit_name, is_hashed
 
@@ -161,7 +161,7 @@ class ResultCache:
 
     def path(self, network: str, container_id: str, ifname: str) -> str:
         """The entry's file; the parts are validated so none can leave the directory."""
-        if not NAME_RE.match(network):
+        if not is_valid_name(network):
             raise InvalidNetworkConfig(f"invalid network name {network!r} for the result cache")
         validate_container_id(container_id)
         validate_ifname(ifname)

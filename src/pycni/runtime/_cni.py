@@ -33,7 +33,6 @@ from ..invoke import DEFAULT_TIMEOUT, locate_plugin, run_located, trace_chain
 from ..skel import validate_container_id, validate_ifname
 from ..spec import (
     CURRENT_VERSION,
-    NAME_RE,
     CNIError,
     DecodingFailure,
     GCAttachment,
@@ -43,6 +42,7 @@ from ..spec import (
     PluginExecFailed,
     Result,
     decode_json,
+    is_valid_name,
     parse_version,
     version_at_least,
 )
@@ -183,7 +183,7 @@ class CNIConfig:
     @staticmethod
     def _validate_attachment(net: NetworkConfigList, rt: RuntimeConf) -> None:
         validate_container_id(rt.container_id)
-        if not NAME_RE.match(net.name):
+        if not is_valid_name(net.name):
             raise InvalidNetworkConfig(f"invalid network name {net.name!r}")
         validate_ifname(rt.ifname)
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import NAME_RE
+from ._config import NAME_RE, is_valid_name
 from ._errors import DecodingFailure, IncompatibleCNIVersion, InvalidNetworkConfig
 from ._fields import bool_field
 from ._json import decode_json_object
@@ -168,7 +168,7 @@ class NetworkConfigList:
             raw = decode_json_object(data, "network configuration list")
             source = data.encode() if isinstance(data, str) else bytes(data)
         name = raw.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not is_valid_name(name):
             raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must match '
                                        f"{NAME_RE.pattern}")
         version, candidates = _choose_version(raw)
