@@ -83,6 +83,20 @@ class Backend(Protocol):
         ...
 
 
+class SetUpBackend:
+    """The state every backend keeps from :meth:`Backend.setup`: the local node."""
+
+    name: ClassVar[str]
+    _local: LocalNode | None = None
+
+    @property
+    def local(self) -> LocalNode:
+        """The node :meth:`Backend.setup` was called for."""
+        if self._local is None:
+            raise KernelError(f"the {self.name} backend is not set up (call setup first)")
+        return self._local
+
+
 class BadPeerError(Exception):
     """A peer's data this backend cannot use; the message is the reason."""
 

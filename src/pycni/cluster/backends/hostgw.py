@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 
 from ... import host
 from ...host import RouteInfo
-from ...spec import KernelError
 from .._base import NodeRecord, PeerData
 from ._base import (
     BadPeerError,
     LocalNode,
     ReconcileReport,
     ReportBuilder,
+    SetUpBackend,
     WantedRoute,
     check_peer,
     peer_address,
@@ -37,26 +37,16 @@ def _owned(route: RouteInfo) -> bool:
         and not route.onlink
 
 
-class HostGwBackend:
+class HostGwBackend(SetUpBackend):
     """The host-gw backend (see the module docstring)."""
 
     name: ClassVar[str] = "host-gw"
     options: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self) -> None:
-        self._local: LocalNode | None = None
-
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> HostGwBackend:  # noqa: ARG003
         """Built from (validated, empty) ``backend`` options."""
         return cls()
-
-    @property
-    def local(self) -> LocalNode:
-        """The node :meth:`setup` was called for."""
-        if self._local is None:
-            raise KernelError("the host-gw backend is not set up (call setup first)")
-        return self._local
 
     def setup(self, local: LocalNode) -> PeerData:
         """Check the underlay device exists; the peer data to publish."""

@@ -30,6 +30,7 @@ from ._base import (
     LocalNode,
     ReconcileReport,
     ReportBuilder,
+    SetUpBackend,
     WantedRoute,
     check_peer,
     int_option,
@@ -55,7 +56,7 @@ def vtep_mac(node: str, vni: int) -> str:
     return ":".join(f"{b:02x}" for b in digest)
 
 
-class VxlanBackend:
+class VxlanBackend(SetUpBackend):
     """The vxlan backend (see the module docstring)."""
 
     name: ClassVar[str] = "vxlan"
@@ -67,7 +68,6 @@ class VxlanBackend:
         self.port = port
         self.mtu = mtu
         self.device = device or f"pycni.{vni}"
-        self._local: LocalNode | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> VxlanBackend:
@@ -86,13 +86,6 @@ class VxlanBackend:
                 f'invalid "backend.device": expected an interface name (1-15 characters, no '
                 f'"/", ":" or spaces), got {device!r}')
         return cls(vni=vni, port=port, mtu=mtu, device=device)
-
-    @property
-    def local(self) -> LocalNode:
-        """The node :meth:`setup` was called for."""
-        if self._local is None:
-            raise KernelError("the vxlan backend is not set up (call setup first)")
-        return self._local
 
     def setup(self, local: LocalNode) -> PeerData:
         """Create or fix the VXLAN device and its VTEP addresses; the peer data to publish."""
