@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pycni.host import BurstCounters, run_in_netns
-from pycni.host.netfilter import masq, nat_counters, nft_counters
+from pycni.host.netfilter import _nft, _xtables, masq, nat_counters, nft_counters
 from pycni.host.netfilter._nft import nft_text
 from pycni.spec import KernelError
 from pycni.testing import call_plugin, cni_env, ns_run, temp_netns, wait_for
@@ -116,6 +116,9 @@ def _delta(after: BurstCounters, before: BurstCounters) -> BurstCounters:
                          after.batches - before.batches, after.fallbacks - before.fallbacks)
 
 
+_COMBINERS = {"iptables": _xtables._COMBINER, "nftables": _nft._COMBINER}
+
+
 def _counters(backend: str) -> BurstCounters:
     return nat_counters() if backend == "iptables" else nft_counters()
 
@@ -153,44 +156,38 @@ def _bad_call(host: str, backend: str) -> Callable[[], object]:
         conf = _portmap_conf(backend, 99, conditionsV4=["-m", "pytnosuchmatch"])
         return lambda: call_plugin(host, "portmap", env, conf).ok()
     ns_run(host, "nft", "add", "table", "ip", "pytconflict", check=True)
-    start = nft_counters().calls
-
-    def conflict() -> None:
-        # A bare write outruns the portmap calls (they parse and list first) and would run
-        # alone: wait until half of the burst's writes are asked for, so that it queues.
-        wait_for(lambda: nft_counters().calls - start >= PODS, timeout=30, interval=0.001)
-        run_in_netns(host, nft_text, "create table ip pytconflict\n",
-                     what="a table that exists")
-
-    return conflict
+    return lambda: run_in_netns(host, nft_text, "create table ip pytconflict\n",
+                                what="a table that exists")
 
 
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 def test_one_bad_call_in_a_burst_fails_alone(backend: str, two_hosts: tuple[str, str]) -> None:
-    one_by_one, _ = two_hosts
+    one_by_one, host = two_hosts
     for call in _calls(one_by_one, backend, "ADD", range(PODS)):
         call()
     want = ruleset(one_by_one, backend)
-    fallbacks = 0
-    # The bad call must land in a merged batch, not run alone before the others queue:
-    # should it not, try again, within a bound.
-    for _ in range(5):
-        with temp_netns("h") as host:
-            calls = _calls(host, backend, "ADD", range(PODS))
-            calls.insert(PODS, _bad_call(host, backend))
-            if backend == "nftables":
-                want_here = {**want}
-                want_here["table ip pytconflict {"] = ["table ip pytconflict {"]
-            else:
-                want_here = want
-            before = _counters(backend)
-            outcome = _at_once(calls)
-            fallbacks += _delta(_counters(backend), before).fallbacks
-            bad = outcome.pop(PODS)
-            assert outcome == [None] * 2 * PODS
-            assert bad is not None
-            assert ("pytnosuchmatch" if backend == "iptables" else "File exists") in str(bad)
-            assert ruleset(host, backend) == want_here
-        if fallbacks:
-            break
-    assert fallbacks > 0
+    if backend == "nftables":
+        want["table ip pytconflict {"] = ["table ip pytconflict {"]
+    calls = _calls(host, backend, "ADD", range(PODS))
+    calls.insert(PODS, _bad_call(host, backend))
+    # The bad call must be in a merged batch: the writes queue in a paused combiner (each
+    # call's first one; every call here makes one) and go together when it resumes.
+    combiner = _COMBINERS[backend]
+    before = _counters(backend)
+    combiner.pause()
+    try:
+        outcome: list[BaseException | None] = []
+        runner = threading.Thread(target=lambda: outcome.extend(_at_once(calls)))
+        runner.start()
+        assert wait_for(lambda: combiner.waiting() == len(calls), timeout=60), \
+            f"{combiner.waiting()} of {len(calls)} writes queued"
+    finally:
+        combiner.resume()
+    runner.join(120)
+    merged = _delta(_counters(backend), before)
+    assert merged.fallbacks > 0, merged
+    bad = outcome.pop(PODS)
+    assert outcome == [None] * 2 * PODS
+    assert bad is not None
+    assert ("pytnosuchmatch" if backend == "iptables" else "File exists") in str(bad)
+    assert ruleset(host, backend) == want

@@ -94,7 +94,7 @@ def burst(rec: Recorder, ops: list[str]) -> dict[str, BaseException | None]:
     for t in rest:
         t.start()
     # Nothing to wait on but the queue itself: every other op must be in it.
-    assert wait_for(lambda: len(combiner._queues.get("key", [])) == len(rest), timeout=10)
+    assert wait_for(lambda: combiner.waiting() == len(rest), timeout=10)
     rec.release.set()
     for t in [first, *rest]:
         t.join(10)
@@ -119,6 +119,40 @@ def test_a_refused_batch_is_redone_one_by_one_and_only_the_bad_call_fails() -> N
     assert sorted(map(tuple, rec.log[2:])) == [("b",), ("bad",), ("d",)]
     assert str(outcome.pop("bad")) == "bad refused"
     assert outcome == dict.fromkeys("abd")
+
+
+def test_a_paused_combiner_queues_every_call_and_resume_runs_each_keys_queue_as_a_batch() -> None:
+    rec = Recorder()
+    rec.release.set()
+    combiner: Combiner[str, None] = Combiner(rec.one, rec.batch)
+    combiner.pause()
+    ops = {"a1": "a", "a2": "a", "bad": "a", "b1": "b"}
+    outcome: dict[str, BaseException | None] = {}
+
+    def call(op: str) -> None:
+        try:
+            combiner.run(ops[op], op)
+        except KernelError as exc:
+            outcome[op] = exc
+        else:
+            outcome[op] = None
+
+    threads = [threading.Thread(target=call, args=(op,)) for op in ops]
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: combiner.waiting() == len(ops), timeout=10)
+    assert rec.log == []  # nothing ran while paused, not even the first call of a key
+    combiner.resume()
+    for t in threads:
+        t.join(10)
+    assert sorted(map(sorted, rec.log)) == [["a1", "a2", "bad"], ["b1"]]
+    assert outcome == dict.fromkeys(ops)  # Recorder accepts every batch
+    counters = combiner.counters()
+    assert (counters.calls, counters.transactions, counters.batches) == (4, 2, 1)
+    assert combiner.waiting() == 0
+    assert not combiner._queues
+    combiner.run("a", "after")  # no longer paused: a lone call runs at once
+    assert rec.log[-1] == ["after"]
 
 
 def test_a_lone_call_runs_at_once_and_keeps_its_error() -> None:

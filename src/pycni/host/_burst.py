@@ -20,6 +20,11 @@ The same serves reads: callers that asked for the same listing while one ran sha
 listing the next leader makes, which starts after each of them asked (so none of them can
 miss a change that was done before it asked).
 
+A combiner can be paused (:meth:`Combiner.pause`): calls then queue even where nobody is at
+work, and :meth:`Combiner.resume` hands each key's queue to its first caller as one batch. The
+tests use it to build a burst of a known shape out of real calls; :meth:`Combiner.waiting`
+says how many calls are queued.
+
 The key always includes the calling thread's namespace (:func:`netns_key`): a leader's
 child processes and sockets act on its own thread's namespace, so it may only run
 operations from callers in the same one.
@@ -105,11 +110,37 @@ class Combiner(_Typed[Op, R]):
         # A key is present while a leader works on it; its list is what queued meanwhile.
         self._queues: dict[Hashable, list[_Slot[Op, R]]] = {}
         self._counts = [0, 0, 0, 0]  # as BurstCounters' fields
+        # While paused, the keys whose queue nobody leads yet (resume() hands them over).
+        self._held: set[Hashable] | None = None
 
     def counters(self) -> BurstCounters:
         """A snapshot of this combiner's counters."""
         with self._lock:
             return BurstCounters(*self._counts)
+
+    def pause(self) -> None:
+        """From now on, calls for a key nobody is working on queue instead of running."""
+        with self._lock:
+            if self._held is None:
+                self._held = set()
+
+    def resume(self) -> None:
+        """End a pause: each key's queued calls run as one batch, led by the first of them."""
+        with self._lock:
+            held, self._held = self._held or set(), None
+            leaders = []
+            for key in held:
+                queued = self._queues[key]
+                self._queues[key] = []
+                queued[0].batch = queued
+                leaders.append(queued[0])
+        for leader in leaders:
+            leader.done.set()
+
+    def waiting(self) -> int:
+        """How many calls are queued (behind a running transaction, or in a pause)."""
+        with self._lock:
+            return sum(len(queue) for queue in self._queues.values())
 
     def run(self, key: Hashable, op: Op) -> R:
         """Apply ``op`` alone or in a batch with others of ``key``: its result, or its error."""
@@ -117,11 +148,14 @@ class Combiner(_Typed[Op, R]):
         with self._lock:
             self._counts[0] += 1
             queue = self._queues.get(key)
-            if queue is None:
+            if queue is not None:
+                queue.append(slot)
+            elif self._held is not None:
+                self._queues[key] = [slot]
+                self._held.add(key)
+            else:
                 self._queues[key] = []
                 slot.batch = [slot]
-            else:
-                queue.append(slot)
         if slot.batch is None:
             slot.done.wait()
         if slot.batch is not None:  # ours to run: first here, or handed over
