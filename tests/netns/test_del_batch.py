@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pycni.host import run_in_netns
+from pycni.host import _veth, run_in_netns
 from pycni.testing import (
     call_plugin,
     cni_env,
@@ -149,20 +148,30 @@ def test_concurrent_dels_delete_their_veths_in_one_group(host_ns: str, pods: lis
     conf = _conf(tmp_path)
     _add_all(host_ns, conf, pods)
     monitor = LinkMonitor(host_ns)
+    results: list[Any] = []
     try:
-        results = _concurrently(host_ns, conf, pods, "DEL")
-        deadline = time.monotonic() + 10
-        while len(monitor.deleted) < PODS and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # The deletes queue in the paused combiner until all are there (the threads' free
+        # race does not always overlap them), then go as one group.
+        _veth._BATCHES.pause()
+        try:
+            dels = threading.Thread(
+                target=lambda: results.extend(_concurrently(host_ns, conf, pods, "DEL")))
+            dels.start()
+            assert wait_for(lambda: _veth._BATCHES.waiting() == PODS, timeout=60), \
+                f"{_veth._BATCHES.waiting()} of {PODS} deletes queued"
+        finally:
+            _veth._BATCHES.resume()
+        dels.join(120)
+        assert wait_for(lambda: len(monitor.deleted) >= PODS, timeout=10)
     finally:
         monitor.close()
     assert [r.status for r in results] == [0] * PODS, [r.stdout for r in results]
     _assert_nothing_left(host_ns, conf, pods, tmp_path)
-    # Each host end was deleted once; those deleted together share a non-zero group.
+    # Each host end was deleted once, all in one group (a random one above 2^30).
     assert len(monitor.deleted) == PODS
     groups = [group for _, group in monitor.deleted]
-    shared = {g for g in groups if g and groups.count(g) > 1}
-    assert shared, f"no batch: groups {groups}"
+    assert len(set(groups)) == 1, f"not one batch: groups {groups}"
+    assert groups[0] > 1 << 30, groups
     # A DEL again (the runtime retries) succeeds with nothing to delete.
     assert [r.status for r in _concurrently(host_ns, conf, pods, "DEL")] == [0] * PODS
 
