@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  iproute2 util-linux nftables iptables conntrack iputils-ping tcpdump iperf3
+  iproute2 util-linux procps nftables iptables conntrack iputils-ping tcpdump iperf3
   dnsmasq-base busybox-static containernetworking-plugins python3-venv python3-pip
   podman runc containerd etcd-server etcd-client graphviz chromium
   openssl  # the test API server's certificates (KubeAPIServer), also when kubernetes is cached
