@@ -9,6 +9,12 @@ import sys
 
 from pycni.daemon import import_paths
 
+
+def _python(code: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh isolated interpreter (``-I``, and ``flags``); it must succeed."""
+    return subprocess.run([sys.executable, "-I", *flags, "-c", code], capture_output=True,
+                          text=True, check=True)
+
 # What a bridge or ptp ADD/DEL without ipMasq runs through: the plugin modules and the host
 # functions on its path (imported by name, as the lazy host package would on first use).
 _COMMON_PATH = """
@@ -30,8 +36,7 @@ _HEAVY = ("pyroute2.iproute", "pyroute2.netlink", "asyncio", "pycni.host.netfilt
 
 
 def test_the_common_path_loads_no_pyroute2_netfilter_or_socket_module() -> None:
-    out = subprocess.run([sys.executable, "-I", "-c", _COMMON_PATH], capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = _python(_COMMON_PATH).stdout.split()
     assert [m for m in _HEAVY if m in out] == []
 
 
@@ -53,8 +58,7 @@ _STANDALONE_HEAVY = ("ast", "dis", "tokenize", "logging", "traceback", "subproce
 
 
 def test_a_standalone_call_loads_no_inspect_logging_or_subprocess() -> None:
-    out = subprocess.run([sys.executable, "-I", "-c", _STANDALONE], capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = _python(_STANDALONE).stdout.split()
     assert [m for m in _STANDALONE_HEAVY if m in out] == []
 
 
@@ -80,8 +84,7 @@ _SHIM_HEAVY = ("dataclasses", "typing", "inspect", "copy", "pathlib", "fnmatch",
 
 def test_a_standalone_call_creates_no_dataclass_and_loads_no_typing() -> None:
     paths = import_paths()  # what `pycni install` writes into the shim
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", _SHIM_PATH.format(paths=paths)],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = _python(_SHIM_PATH.format(paths=paths), "-S").stdout.split()
     assert "pycni.plugins.ipam.host_local" in out
     assert [m for m in _SHIM_HEAVY if m in out] == []
 
@@ -100,9 +103,7 @@ del compiled[:]
 def test_a_standalone_call_compiles_no_regular_expression_at_import() -> None:
     # The spec's name rule, the MAC rule and the trace's secret hints are hand-written
     # checks; the trace's redaction patterns are compiled on first use.
-    out = subprocess.run([sys.executable, "-I", "-S", "-c",
-                          _COMPILED.format(paths=import_paths())],
-                         capture_output=True, text=True, check=True).stdout
+    out = _python(_COMPILED.format(paths=import_paths()), "-S").stdout
     assert out.splitlines()[0] == "[]"
 
 
@@ -111,8 +112,7 @@ def test_a_deferred_module_still_works() -> None:
             "import dataclasses\n"
             "@dataclasses.dataclass\nclass NoDoc:\n    x: int = 1\n"
             "print(NoDoc.__doc__, inspect.isclass(NoDoc))")
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = _python(code).stdout
     assert out.strip() == "NoDoc(x: int = 1) True"
 
 
@@ -123,8 +123,7 @@ def test_pyroute2_logs_one_line_once_it_is_imported() -> None:
             "sys.meta_path.insert(0, _QuietOnImport()); assert 'logging' not in sys.modules;"
             "import pyroute2.netlink.exceptions, logging;"
             "logging.getLogger('pyroute2.x').warning('Traceback:\\n  frame\\nValueError: big')")
-    err = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                         check=True).stderr
+    err = _python(code).stderr
     assert err == "pyroute2.x: warning: ValueError: big\n"
 
 
@@ -136,6 +135,5 @@ def test_pyroute2_loads_its_submodules_without_its_init_until_a_package_name_is_
             "from pyroute2 import IPRoute\n"
             "import pyroute2\n"
             "print('pyroute2.ndb' in sys.modules, IPRoute.__name__, bool(pyroute2.__version__))")
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = _python(code).stdout.split()
     assert out == ["False", "True", "IPRoute", "True"]
