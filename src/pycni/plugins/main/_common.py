@@ -39,11 +39,9 @@ _MAC_SEPARATORS = range(2, 17, 3)
 
 
 def _is_mac(value: str) -> bool:
-    """``re.match(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$", value)`` without compiling it:
-    six pairs of ASCII hex digits, each separator ``:`` or ``-`` on its own; like ``$``, one
-    final newline is let through (as before; the kernel then refuses the address)."""
-    if value.endswith("\n"):
-        value = value[:-1]
+    """``re.fullmatch(r"([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}", value)`` without compiling
+    it: six pairs of ASCII hex digits, each separator ``:`` or ``-`` on its own. Nothing
+    else, not even a final newline (Go's net.ParseMAC refuses it too)."""
     return (len(value) == 17
             and all(value[i] in (":", "-") for i in _MAC_SEPARATORS)
             and _HEX.issuperset(value[i] for i in range(17) if i % 3 != 2))
