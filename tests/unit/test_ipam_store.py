@@ -6,6 +6,7 @@ import fcntl
 import ipaddress
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,27 @@ def test_the_store_directory_is_made_as_pathlib_made_it(tmp_path: Path) -> None:
     with DiskStore("net1", str(tmp_path / "ours" / "a" / "b")).locked():
         pass
     assert sorted(p.name for p in (tmp_path / "ours" / "a" / "b" / "net1").iterdir()) == ["lock"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chattr +i needs CAP_LINUX_IMMUTABLE (root)")
+def test_a_lease_that_cannot_be_unlinked_stays_in_the_index(store: DiskStore) -> None:
+    # The index must not forget a file that is still there: the owner's next DEL finds its
+    # lease through the index.
+    _write(store, "10.1.0.2", b"cid\r\neth0")
+    lease = store.path / "10.1.0.2"
+    with store.locked():
+        pass
+    # The directory's stamp in the past: the index kept in memory counts as exact (no
+    # listing to catch up with what it may have missed in the same clock tick).
+    os.utime(store.path, (1e9, 1e9))
+    with store.locked():
+        assert [r.ip for r in store.owned("cid", "eth0")] == [IP("10.1.0.2")]
+    subprocess.run(["chattr", "+i", str(lease)], check=True)  # unlink: EPERM, even for root
+    try:
+        with pytest.raises(IOFailure, match=r"cannot release 10\.1\.0\.2"), store.locked():
+            store.release_owner("cid", "eth0")
+    finally:
+        subprocess.run(["chattr", "-i", str(lease)], check=True)
+    with store.locked():
+        assert store.release_owner("cid", "eth0") == [IP("10.1.0.2")]
+    assert ls(store.path) == ["lock"]

@@ -141,13 +141,21 @@ class DiskStore:
         ``create``: make the directory if needed (ADD). Without it a missing directory yields
         False and nothing is locked or created: there is nothing to read or release.
         """
+        lock = self._file(LOCK_NAME)
+        flags = os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC
         try:
-            if create:
-                _makedirs(self._dir)
-            elif not os.path.isdir(self._dir):
+            if not create and not os.path.isdir(self._dir):
                 yield False
                 return
-            fd = os.open(self._file(LOCK_NAME), os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o750)
+            try:
+                fd = os.open(lock, flags, 0o750)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                # The first call of a network: its directory (parents with the default mode,
+                # as pathlib's mkdir(parents=True) made them).
+                os.makedirs(self._dir, 0o755, exist_ok=True)
+                fd = os.open(lock, flags, 0o750)
         except OSError as exc:
             raise IOFailure(f"host-local: cannot open the store of network {self.network!r} "
                             f"in {self._dir}", str(exc)) from exc
@@ -196,7 +204,12 @@ class DiskStore:
         return idx
 
     def _catch_up(self, idx: Index) -> None:
-        """Apply the creates and unlinks the index may have missed (same clock tick)."""
+        """Apply the creates and unlinks the index may have missed (same clock tick).
+
+        The index is then saved even if nothing was missed: it may now be recorded as exact,
+        which spares the next calls this listing.
+        """
+        self._dirty = True
         names = self._listdir()
         known = idx.names()
         for name in known - names:
@@ -204,7 +217,6 @@ class DiskStore:
             idx.extra.discard(name)
         new = names - known
         if new:
-            self._dirty = True
             with self._dir_fd() as dir_fd:
                 for name in new:
                     self._classify(idx, name, dir_fd)
@@ -275,20 +287,14 @@ class DiskStore:
         them, building and resolving a full path per file costs more than the read itself.
         Unreadable files are skipped, as the reference does.
         """
-        try:
-            dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise IOFailure(f"host-local: cannot open {self._dir}", str(exc)) from exc
-        try:
+        with self._dir_fd() as dir_fd:
+            if dir_fd is None:
+                return
             for name in self.names() if names is None else names:
                 if _may_be_address(name):
                     data = _read_file(name, dir_fd)
                     if data is not None:
                         yield name, data
-        finally:
-            os.close(dir_fd)
 
     def reservations(self, names: Iterable[str] | None = None) -> list[Reservation]:
         """Every reservation file (of ``names``, default all), read once."""
@@ -346,24 +352,28 @@ class DiskStore:
 
     def release(self, ip: IPAddress) -> bool:
         """Remove ``ip``'s file; False if it was not there."""
-        if self._index is not None:
-            self._index.leases.pop(str(ip), None)
-            self._dirty = True
         try:
             os.unlink(self._file(str(ip)))
         except FileNotFoundError:
-            return False
+            released = False
         except OSError as exc:
+            # The file stays, so the index keeps it too (its owner's DEL must find it).
             raise IOFailure(f"host-local: cannot release {ip} in {self._dir}", str(exc)) from exc
-        return True
+        else:
+            released = True
+        if self._index is not None:
+            self._index.leases.pop(str(ip), None)
+            self._dirty = True
+        return released
 
     def owned(self, container_id: str, ifname: str, names: Iterable[str] | None = None
               ) -> list[Reservation]:
         """The reservations of (container ID, interface), exact or legacy.
 
-        Every file is read, but compared as bytes first: in a nearly full /16 only the few
-        matches are decoded and parsed. The comparison is the reference's: the whole content,
-        stripped, against ``ID\r\nifname`` or against ``ID`` alone.
+        Under the lock, the index names the few files whose checksum matches and only
+        those are read; otherwise every file is read. Contents are compared as bytes first:
+        only the matches are decoded and parsed. The comparison is the reference's: the
+        whole content, stripped, against ``ID\r\nifname`` or against ``ID`` alone.
         """
         wanted = (reservation_bytes(container_id, ifname), container_id.strip().encode())
         if self._held:
@@ -407,29 +417,6 @@ class DiskStore:
             reason = "read-only file system" if _read_only_fs(path) else "permission denied"
             return f"{path} is not writable ({reason})"
         return ""
-
-
-def _makedirs(path: str, mode: int = 0o755) -> None:
-    """``Path(path).mkdir(mode, parents=True, exist_ok=True)`` for a pathlib-spelt ``path``:
-    missing parents are made with the default mode, an existing directory is fine."""
-    try:
-        os.mkdir(path, mode)
-    except FileNotFoundError:
-        parent = os.path.dirname(path) or "."
-        if parent == path:
-            raise
-        _makedirs(parent, 0o777)
-        try:
-            os.mkdir(path, mode)
-        except FileNotFoundError:
-            raise
-        except OSError:
-            if not os.path.isdir(path):
-                raise
-    except OSError:
-        # Not only EEXIST: the kernel may report EACCES or EROFS first for an existing one.
-        if not os.path.isdir(path):
-            raise
 
 
 def _read_only_fs(path: Path) -> bool:
