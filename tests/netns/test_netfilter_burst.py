@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,8 +19,7 @@ import pytest
 from pycni.host import BurstCounters, run_in_netns
 from pycni.host.netfilter import _nft, _xtables, masq, nat_counters, nft_counters
 from pycni.host.netfilter._nft import nft_text
-from pycni.spec import KernelError
-from pycni.testing import call_plugin, cni_env, ns_run, temp_netns, wait_for
+from pycni.testing import at_once, call_plugin, cni_env, ns_run, paused_burst, temp_netns
 
 pytestmark = pytest.mark.netns
 
@@ -63,42 +61,18 @@ def _calls(host: str, backend: str, command: str, pods: range) -> list[Callable[
     return out
 
 
-def _at_once(calls: list[Callable[[], object]]) -> list[BaseException | None]:
-    """Run ``calls`` from as many threads, released together; each one's error or None."""
-    gate = threading.Barrier(len(calls))
-    outcome: list[BaseException | None] = [None] * len(calls)
-
-    def run(k: int) -> None:
-        gate.wait(30)
-        try:
-            calls[k]()
-        except (AssertionError, KernelError) as exc:
-            outcome[k] = exc
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return outcome
+def _errors(outcome: list[object]) -> list[Exception | None]:
+    """Each call's error, or None."""
+    return [o if isinstance(o, Exception) else None for o in outcome]
 
 
-def _burst(backend: str, calls: list[Callable[[], object]]) -> list[BaseException | None]:
-    """:func:`_at_once`, with the first write of every call queued in the backend's paused
-    combiner until all are there: a burst of a known shape, which a free race between the
-    threads does not always make (on a fast machine the calls can run one after the other)."""
-    combiner = _COMBINERS[backend]
-    outcome: list[BaseException | None] = []
-    combiner.pause()
-    try:
-        runner = threading.Thread(target=lambda: outcome.extend(_at_once(calls)))
-        runner.start()
-        assert wait_for(lambda: combiner.waiting() == len(calls), timeout=60), \
-            f"{combiner.waiting()} of {len(calls)} writes queued"
-    finally:
-        combiner.resume()
-    runner.join(120)
-    return outcome
+def _at_once(calls: list[Callable[[], object]]) -> list[Exception | None]:
+    return _errors(at_once(calls))
+
+
+def _burst(backend: str, calls: list[Callable[[], object]]) -> list[Exception | None]:
+    """The calls at once, merged as a whole in the backend's paused combiner."""
+    return _errors(paused_burst(_COMBINERS[backend], calls))
 
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]|counter packets \d+ bytes \d+")
@@ -143,34 +117,34 @@ def _counters(backend: str) -> BurstCounters:
 
 @pytest.fixture
 def two_hosts() -> Iterator[tuple[str, str]]:
-    with temp_netns("h") as one_by_one, temp_netns("h") as at_once:
-        yield one_by_one, at_once
+    with temp_netns("h") as one_by_one, temp_netns("h") as together:
+        yield one_by_one, together
 
 
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 def test_a_burst_leaves_the_rules_of_the_same_calls_one_by_one(
         backend: str, two_hosts: tuple[str, str]) -> None:
-    one_by_one, at_once = two_hosts
+    one_by_one, together = two_hosts
     for command in ("ADD", "DEL"):
         for call in _calls(one_by_one, backend, command, range(PODS)):
             call()
         before = _counters(backend)
-        assert _burst(backend, _calls(at_once, backend, command, range(PODS))) \
+        assert _burst(backend, _calls(together, backend, command, range(PODS))) \
             == [None] * 2 * PODS
         merged = _delta(_counters(backend), before)
-        assert ruleset(at_once, backend) == ruleset(one_by_one, backend), command
+        assert ruleset(together, backend) == ruleset(one_by_one, backend), command
         # Merged for real: fewer transactions than calls, and none redone one by one.
         assert merged.batches > 0, merged
         assert merged.transactions < merged.calls, merged
         assert merged.fallbacks == 0, merged
     if backend == "iptables":
-        assert not any("CNI-DN-" in chain for chain in ruleset(at_once, backend))
+        assert not any("CNI-DN-" in chain for chain in ruleset(together, backend))
     # And as the threads race, unpaused (lone calls and batches interleaving as they come).
     for command in ("ADD", "DEL"):
         for call in _calls(one_by_one, backend, command, range(PODS)):
             call()
-        assert _at_once(_calls(at_once, backend, command, range(PODS))) == [None] * 2 * PODS
-        assert ruleset(at_once, backend) == ruleset(one_by_one, backend), command
+        assert _at_once(_calls(together, backend, command, range(PODS))) == [None] * 2 * PODS
+        assert ruleset(together, backend) == ruleset(one_by_one, backend), command
 
 
 def _bad_call(host: str, backend: str) -> Callable[[], object]:

@@ -14,14 +14,14 @@ import json
 import os
 import secrets
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..host import create_netns, list_netns, netns_path, remove_netns, run_in_netns
 from ..invoke import REGISTRY, run_in_process
+from ._concurrency import Pausable, at_once, paused_burst, wait_for
 from ._forward import forward_into
 from ._lab import Lab, LabError, LabOptions
 from ._servers import (
@@ -167,16 +167,6 @@ def ns_run(netns: str, *argv: str, timeout: float = 30, check: bool = False
                           text=True, timeout=timeout, check=check)
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it is truthy (kernel state settles asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
 #: A stdlib-only unix socket client for a process that cannot import pycni: sends argv[2]
 #: (hex) on the socket argv[1], shuts its side, prints (hex) what it receives until the peer
 #: closes. A peer that closes with our request unread resets the connection after its
@@ -233,10 +223,12 @@ __all__ = [
     "LabError",
     "LabOptions",
     "LiveTraffic",
+    "Pausable",
     "PingStats",
     "PluginCall",
     "ServerError",
     "TrafficReport",
+    "at_once",
     "call_plugin",
     "cni_env",
     "exec_plugin_in",
@@ -251,6 +243,7 @@ __all__ = [
     "make_test_pki",
     "netns_path",
     "ns_run",
+    "paused_burst",
     "temp_netns",
     "unique_name",
     "unix_exchange_as_nobody",
