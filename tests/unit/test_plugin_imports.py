@@ -137,3 +137,21 @@ def test_pyroute2_loads_its_submodules_without_its_init_until_a_package_name_is_
             "print('pyroute2.ndb' in sys.modules, IPRoute.__name__, bool(pyroute2.__version__))")
     out = _python(code).stdout.split()
     assert out == ["False", "True", "IPRoute", "True"]
+
+
+# A traced call with the CNI_ARGS every runtime sets (and a config without secrets).
+_TRACED = """
+from pycni.invoke import call_record
+env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x",
+       "CNI_IFNAME": "eth0", "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;"
+       "K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=abc"}
+rec = call_record("bridge", env, b'{"cniVersion":"1.0.0","name":"n","type":"bridge"}', 0,
+                  b'{"cniVersion":"1.0.0"}', started=0.0, seconds=0.0, source="standalone")
+print(compiled, rec["args"] == env["CNI_ARGS"])
+"""
+
+
+def test_tracing_a_typical_call_compiles_no_redaction_pattern() -> None:
+    # The shim's path, then the trace record of its call (the last line printed).
+    out = _python(_COMPILED.format(paths=import_paths()) + _TRACED, "-S").stdout
+    assert out.splitlines()[-1] == "[] True"
