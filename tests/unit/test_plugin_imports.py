@@ -119,8 +119,8 @@ def test_a_deferred_module_still_works() -> None:
 def test_pyroute2_logs_one_line_once_it_is_imported() -> None:
     # Plugin.main puts the hook in place; the first import of logging (here pyroute2's)
     # sets the handler.
-    code = ("import sys; from pycni.skel._plugin import _QuietOnImport;"
-            "sys.meta_path.insert(0, _QuietOnImport()); assert 'logging' not in sys.modules;"
+    code = ("import sys; from pycni.skel import quiet_library_logs;"
+            "quiet_library_logs(); assert 'logging' not in sys.modules;"
             "import pyroute2.netlink.exceptions, logging;"
             "logging.getLogger('pyroute2.x').warning('Traceback:\\n  frame\\nValueError: big')")
     err = _python(code).stderr
@@ -155,3 +155,22 @@ def test_tracing_a_typical_call_compiles_no_redaction_pattern() -> None:
     # The shim's path, then the trace record of its call (the last line printed).
     out = _python(_COMPILED.format(paths=import_paths()) + _TRACED, "-S").stdout
     assert out.splitlines()[-1] == "[] True"
+
+
+def test_pyroute2_logs_one_line_in_a_standalone_shim_call() -> None:
+    # The shim runs the call itself (no agent): a plugin there that loads pyroute2, which
+    # logs a traceback's text, prints its last line only, as the plugin executable does.
+    # (Through pycni.host's stand-in for pyroute2, which skips the NullHandler its own
+    # __init__ would add: with nothing set up, logging's last resort prints it all.)
+    code = ("import sys, pycni.host, pycni.invoke, pycni.shim\n"
+            "assert 'logging' not in sys.modules\n"
+            "def run(plugin_type, environ, stdin):\n"
+            "    import pyroute2.netlink.exceptions, logging\n"
+            "    msg = 'Traceback:\\n  frame\\nValueError: big'\n"
+            "    logging.getLogger('pyroute2.x').warning(msg)\n"
+            "    return 0, b''\n"
+            "pycni.invoke.run_in_process = run\n"
+            "pycni.shim.run_standalone('bridge', [], b'{}')\n")
+    err = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         check=False, env={"CNI_COMMAND": "ADD"}).stderr
+    assert err == "pyroute2.x: warning: ValueError: big\n"

@@ -15,7 +15,14 @@ from ._delegate import (
     delegate_gc,
     delegate_status,
 )
-from ._plugin import Plugin, error_output, invoke, run_plugin, run_plugin_bytes
+from ._plugin import (
+    Plugin,
+    error_output,
+    invoke,
+    quiet_library_logs,
+    run_plugin,
+    run_plugin_bytes,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,6 +52,7 @@ __all__ = [
     "error_output",
     "invoke",
     "parse_cni_args",
+    "quiet_library_logs",
     "run_plugin",
     "run_plugin_bytes",
     "validate_container_id",
