@@ -9,7 +9,7 @@ order, as annotations, and writes a typed ``__init__``; the rest is inherited:
 * :class:`Record`: mutable; ``==`` compares the fields in order when both sides are of the
   same class (as a dataclass's ``eq``); unhashable; ``repr`` is ``Name(field=value, ...)``.
 * :class:`FrozenRecord`: the same, immutable and hashable (a frozen dataclass); its
-  ``__init__`` sets the fields through :func:`set_fields`.
+  ``__init__`` sets the fields through :func:`set_fields`. Both copy and pickle.
 
 :func:`replace` is ``dataclasses.replace`` for both: a copy through the class's own
 ``__init__`` (whose parameters are named as the fields) with some fields changed.
@@ -71,6 +71,13 @@ class FrozenRecord(Record):
 
     def __delattr__(self, name: str) -> None:
         raise FrozenError(f"cannot delete field {name!r}")
+
+    def __setstate__(self, state: "Any") -> None:
+        # copy, deepcopy and pickle rebuild the object from (__dict__ or None, {slot: value})
+        # (object.__getstate__) and would set each field through __setattr__, which refuses.
+        for part in state if isinstance(state, tuple) else (state,):
+            for name, value in (part or {}).items():
+                object.__setattr__(self, name, value)
 
 
 def set_fields(record: Record, *values: object) -> None:

@@ -225,6 +225,11 @@ def run_standalone(plugin_type: str, paths: "Sequence[str]", stdin: bytes | None
             plugin_main(plugin_type)
     if plugin_type not in REGISTRY:
         raise SystemExit(f"pycni has no plugin of type {plugin_type!r}")
+    # What the plugin executable sets up (Plugin.main): pyroute2's logs in one line each.
+    # skel is loaded with the plugin anyway.
+    from pycni.skel import quiet_library_logs
+
+    quiet_library_logs()
     # stdin was already read for the agent: feed the same bytes.
     environ = {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape")
                for k, v in posix.environ.items()}

@@ -359,6 +359,32 @@ def test_keyed_serial_keeps_arrival_order() -> None:
     assert seen == [0, 1, 2, 3]
 
 
+class _FailingCluster:
+    """A cluster runner whose start fails (its datastore is unreachable, say)."""
+
+    controller = None
+
+    def start(self) -> None:
+        raise RuntimeError("no datastore")
+
+
+def test_a_failed_start_leaves_veth_deletes_as_they_were(
+        sock_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pycni import host
+
+    early: list[int] = []  # the process-wide limit host holds, if set
+    monkeypatch.setattr(host, "start_early_deletes", early.append)
+    monkeypatch.setattr(host, "stop_early_deletes", lambda _timeout: early.clear() or True)
+    a = Agent(AgentConfig(socket_path=str(sock_path), metrics_address=None),
+              cluster=_FailingCluster())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(RuntimeError, match="no datastore"):
+            a.start()
+        assert early == []
+    finally:
+        a.shutdown(grace=0)
+
+
 def test_keyed_serial_survives_a_failing_job() -> None:
     serial = KeyedSerial()
     seen: list[str] = []

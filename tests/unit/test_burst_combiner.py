@@ -165,3 +165,10 @@ def test_a_lone_call_runs_at_once_and_keeps_its_error() -> None:
     assert (counters.calls, counters.transactions, counters.batches) == (1, 1, 0)
     assert rec.log == [["bad"]]
     assert not combiner._queues
+
+
+def test_a_queued_operation_has_no_instance_dict() -> None:
+    # Its __slots__ hold: the generic base declares none of its own at run time either.
+    from pycni.host._burst import _Slot
+
+    assert not hasattr(_Slot(None), "__dict__")

@@ -259,7 +259,6 @@ class Agent:
                 raise AgentError(f"cannot serve metrics on {self.config.metrics_address}: "
                                  f"{exc.strerror}") from exc
             self._http.start()
-        host.start_early_deletes(self.config.early_deletes)
         limits = Limits(max_bytes=MAX_REQUEST, deadline=self.config.read_timeout,
                         max_pending=self.config.max_pending, root_only=True)
         self._intake = Intake(self._listener, limits, name="pycni-accept",
@@ -271,6 +270,9 @@ class Agent:
             "metrics": self.http_address}})
         if self.cluster is not None:
             self.cluster.start()
+        # Last: the limit is process-wide, a start that failed above must not leave it set.
+        # (A DEL accepted before this line waits for its kernel work, as a standalone one.)
+        host.start_early_deletes(self.config.early_deletes)
         sd_notify("READY=1")
 
     def _start_hotplug(self) -> None:

@@ -57,6 +57,8 @@ else:
     class _Typed:
         """At run time a subscript of the generic base is the base itself."""
 
+        __slots__ = ()  # (else every subclass's instances get a __dict__)
+
         def __class_getitem__(cls, _params: object) -> type:
             return cls
 
@@ -79,6 +81,10 @@ class BurstCounters(FrozenRecord):
     def __init__(self, calls: int = 0, transactions: int = 0, batches: int = 0,
                  fallbacks: int = 0) -> None:
         set_fields(self, calls, transactions, batches, fallbacks)
+
+
+#: Indices of Combiner._counts, in the order of BurstCounters' fields.
+_CALLS, _TRANSACTIONS, _BATCHES, _FALLBACKS = range(4)
 
 
 class _Slot(_Typed[Op, R]):
@@ -109,7 +115,7 @@ class Combiner(_Typed[Op, R]):
         self._lock = threading.Lock()
         # A key is present while a leader works on it; its list is what queued meanwhile.
         self._queues: dict[Hashable, list[_Slot[Op, R]]] = {}
-        self._counts = [0, 0, 0, 0]  # as BurstCounters' fields
+        self._counts = [0, 0, 0, 0]  # _CALLS, _TRANSACTIONS, _BATCHES, _FALLBACKS
         # While paused, the keys whose queue nobody leads yet (resume() hands them over).
         self._held: set[Hashable] | None = None
 
@@ -146,7 +152,7 @@ class Combiner(_Typed[Op, R]):
         """Apply ``op`` alone or in a batch with others of ``key``: its result, or its error."""
         slot: _Slot[Op, R] = _Slot(op)
         with self._lock:
-            self._counts[0] += 1
+            self._counts[_CALLS] += 1
             queue = self._queues.get(key)
             if queue is not None:
                 queue.append(slot)
@@ -186,15 +192,15 @@ class Combiner(_Typed[Op, R]):
 
     def _apply(self, ops: list[Op]) -> list[R | BaseException]:
         with self._lock:
-            self._counts[1] += 1
-            self._counts[2] += len(ops) > 1
+            self._counts[_TRANSACTIONS] += 1
+            self._counts[_BATCHES] += len(ops) > 1
         if len(ops) > 1:
             try:
                 return self._run_batch(ops)
             except KernelError:
                 with self._lock:
-                    self._counts[3] += 1
-                    self._counts[1] += len(ops)
+                    self._counts[_FALLBACKS] += 1
+                    self._counts[_TRANSACTIONS] += len(ops)
         return [self._one(op) for op in ops]
 
     def _one(self, op: Op) -> R | BaseException:

@@ -113,7 +113,10 @@ def redact_text(text: str) -> str:
 
 
 def _cni_args(value: str) -> str:
-    # CNI_ARGS is K=V;K=V: a value under a secret-looking key goes.
+    # CNI_ARGS is K=V;K=V: a value under a secret-looking key goes. Runtimes always set it
+    # (pod name, namespace...): without a hint it is kept as it is, no pattern compiled.
+    if not _may_hold_secrets(value.encode(errors="replace")):
+        return value
     parts = []
     for item in value.split(";"):
         key, sep, _val = item.partition("=")

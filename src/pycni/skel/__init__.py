@@ -15,19 +15,27 @@ from ._delegate import (
     delegate_gc,
     delegate_status,
 )
-from ._plugin import Plugin, error_output, invoke, run_plugin, run_plugin_bytes
+from ._plugin import (
+    Plugin,
+    error_output,
+    invoke,
+    quiet_library_logs,
+    run_plugin,
+    run_plugin_bytes,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._args import CONTAINER_ID_RE
+    from ..spec import NAME_RE as CONTAINER_ID_RE
 
 
 def __getattr__(name: str) -> object:
-    # CONTAINER_ID_RE is compiled on first use: a plugin process checks IDs without it.
+    # CONTAINER_ID_RE, the container ID rule, is the spec's name rule (spec.NAME_RE),
+    # compiled on first use: a plugin process checks IDs without it.
     if name == "CONTAINER_ID_RE":
-        from . import _args
+        from ..spec import NAME_RE
 
-        return _args.CONTAINER_ID_RE
+        return NAME_RE
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "error_output",
     "invoke",
     "parse_cni_args",
+    "quiet_library_logs",
     "run_plugin",
     "run_plugin_bytes",
     "validate_container_id",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .._record import FrozenRecord, set_fields
 from ..spec import (
+    NAME_RULE,
     InvalidEnvironmentVariables,
     NetworkConfig,
     UnsupportedField,
@@ -13,21 +14,7 @@ from ..spec import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import re
     from collections.abc import Iterable, Mapping
-    from typing import Any
-
-    #: The spec's container ID rule, which is its name rule (``spec.NAME_RE``); compiled on
-    #: first use, :func:`validate_container_id` checks without it.
-    CONTAINER_ID_RE: re.Pattern[str]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "CONTAINER_ID_RE":
-        from ..spec import NAME_RE
-
-        return NAME_RE
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
@@ -53,8 +40,7 @@ def validate_container_id(cid: str) -> None:
     if not is_valid_name(cid):
         raise InvalidEnvironmentVariables(
             "invalid characters in CNI_CONTAINERID",
-            f"{cid!r}: a container ID is a letter or digit, then letters, digits, '_', '.' "
-            "or '-'",
+            f"{cid!r}: a container ID is {NAME_RULE}",
         )
 
 

@@ -76,14 +76,21 @@ class Plugin:
         """Entry point of the plugin executable."""
         import os
 
-        if "logging" in sys.modules:
-            _quiet_library_logs()
-        else:
-            sys.meta_path.insert(0, _QuietOnImport())
+        quiet_library_logs()
         code = run_plugin(cls(), environ=os.environ, stdin=sys.stdin.buffer,
                           stdout=sys.stdout.buffer)
         sys.stdout.flush()
         raise SystemExit(code)
+
+
+def quiet_library_logs() -> None:
+    """In a plugin process (the executable, a shim's standalone call): pyroute2 logs one
+    line per record to stderr, never a traceback's text; set up when ``logging`` is first
+    imported, so a call that logs nothing does not load it."""
+    if "logging" in sys.modules:
+        _quiet_library_logs()
+    elif not any(isinstance(finder, _QuietOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietOnImport())
 
 
 def _last_line(record: logging.LogRecord) -> str:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ._config import (
         IFNAME_MAX,
         NAME_RE,
+        NAME_RULE,
         NetworkConfig,
         ifname_problem,
         is_valid_name,

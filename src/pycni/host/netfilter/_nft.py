@@ -27,9 +27,9 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from ..._record import FrozenRecord, set_fields
 from ...spec import KernelError
 from .._burst import BurstCounters, Combiner, netns_key
 
@@ -150,26 +150,34 @@ def _items(out: str, what: str) -> list[dict[str, Any]]:
     return [item for item in items if "metainfo" not in item]
 
 
-@dataclass(frozen=True)
-class _Write:
-    commands: Sequence[dict[str, Any]] | str  # JSON commands, or an nft(8) script
+class _Write(FrozenRecord):
+    """One caller's write: JSON ``commands`` or an nft(8) ``script``, by ``json_input``."""
+
+    __slots__ = ("commands", "json_input", "script", "what")
+    json_input: bool
+    commands: Sequence[dict[str, Any]]
+    script: str
     what: str
+
+    def __init__(self, json_input: bool, commands: Sequence[dict[str, Any]], script: str,
+                 what: str) -> None:
+        set_fields(self, json_input, commands, script, what)
 
 
 def _payload(writes: Sequence[_Write]) -> bytes:
-    if isinstance(writes[0].commands, str):
-        return "\n".join(str(w.commands) for w in writes).encode()
-    return json.dumps({"nftables": [c for w in writes for c in w.commands]}).encode()
+    # One key holds writes of one kind (its second part is "json" or "text").
+    if writes[0].json_input:
+        return json.dumps({"nftables": [c for w in writes for c in w.commands]}).encode()
+    return "\n".join(w.script for w in writes).encode()
 
 
 def _write_alone(write: _Write) -> None:
-    _run(_payload([write]), write.what, json_input=not isinstance(write.commands, str),
-         use_library=None)
+    _run(_payload([write]), write.what, json_input=write.json_input, use_library=None)
 
 
 def _write_batch(writes: Sequence[_Write]) -> list[BaseException | None]:
-    _run(_payload(writes), "merged nftables batch",
-         json_input=not isinstance(writes[0].commands, str), use_library=None)
+    _run(_payload(writes), "merged nftables batch", json_input=writes[0].json_input,
+         use_library=None)
     return [None] * len(writes)
 
 
@@ -215,7 +223,7 @@ def nft_write(commands: Sequence[dict[str, Any]], *, what: str = "nftables batch
     one transaction; if that is refused, each is redone alone, so each caller gets its own
     :class:`NftError`.
     """
-    _COMBINER.run((netns_key(), "json"), _Write(list(commands), what))
+    _COMBINER.run((netns_key(), "json"), _Write(True, list(commands), "", what))
 
 
 def nft_text(script: str, *, what: str = "nftables script") -> None:
@@ -226,7 +234,7 @@ def nft_text(script: str, *, what: str = "nftables script") -> None:
     the library runner serves as is. Raises :class:`NftError` as :func:`nft_json` does.
     Merged with concurrent scripts as :func:`nft_write` is (``script`` ends in a newline).
     """
-    _COMBINER.run((netns_key(), "text"), _Write(script, what))
+    _COMBINER.run((netns_key(), "text"), _Write(False, [], script, what))
 
 
 def nft_counters() -> BurstCounters:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..._record import FrozenRecord, set_fields
 from ...spec import KernelError
 from .._burst import BurstCounters, Combiner, netns_key
 
@@ -254,13 +255,19 @@ def restore_nat(family: int, lines: Sequence[str]) -> None:
     run([_tool(family, 1), "-w", "--noflush"], batch)
 
 
-@dataclass(frozen=True)
-class _Transaction:
+class _Transaction(FrozenRecord):
+    """One caller's :func:`transact_nat`."""
+
+    __slots__ = ("attempts", "family", "new_chain", "plan", "what")
     family: int
     plan: Callable[[NatTable], list[str]]
     what: str
     attempts: int
     new_chain: str | None
+
+    def __init__(self, family: int, plan: Callable[[NatTable], list[str]], what: str,
+                 attempts: int, new_chain: str | None) -> None:
+        set_fields(self, family, plan, what, attempts, new_chain)
 
 
 def _transact_alone(t: _Transaction) -> None:
