@@ -57,10 +57,18 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
         create = rt.ifinfo() + rt.string(rt.IFLA_IFNAME, name)
         if mtu:
             create += rt.u32(rt.IFLA_MTU, mtu)
-        with route_socket() as sock, \
-                kernel_op(f"could not add bridge {name!r}", ok=(errno.EEXIST,)):
-            sock.new_link(create + rt.linkinfo("bridge"))
-        if undo is not None:
+        with route_socket() as sock, kernel_op(f"could not add bridge {name!r}"):
+            try:
+                sock.new_link(create + rt.linkinfo("bridge"))
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+                # A concurrent ADD made it since the lookup: it is that pod's bridge, so a
+                # rollback of this ADD must not delete it (the kind is checked below).
+                created = False
+            else:
+                created = True
+        if created and undo is not None:
             undo.push(f"delete bridge {name}", delete_bridge_if_unused, name)
     if vlan_filtering:
         with rtnl() as ipr:
