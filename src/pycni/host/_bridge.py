@@ -15,6 +15,7 @@ from .links import (
     LinkInfo,
     _link_info,
     _require,
+    delete_link,
     index_of,
     kernel_op,
     link_info,
@@ -37,8 +38,7 @@ def delete_bridge_if_unused(name: str) -> None:
         print(f"pycni: rollback: keeping bridge {name}: ports {', '.join(ports)} use it",
               file=sys.stderr)
         return
-    with rtnl() as ipr, kernel_op(f"failed to delete bridge {name!r}", ok=(errno.ENODEV,)):
-        ipr.link("del", ifname=name)
+    delete_link(name)  # gone already is fine
 
 
 def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
