@@ -256,7 +256,10 @@ def _take_worker() -> _Worker:
 
 
 def _forget_workers() -> None:
-    # A forked child has only the forking thread: the parked workers do not exist there.
+    # A forked child has only the forking thread: the parked workers do not exist there,
+    # and a lock one of them held at the fork would stay held for good.
+    global _pool_lock  # noqa: PLW0603 - replaced in a forked child only
+    _pool_lock = threading.Lock()
     _idle.clear()
     _home.clear()
 
