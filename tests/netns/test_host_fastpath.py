@@ -16,7 +16,7 @@ import pytest
 from pycni import host
 from pycni.host import _netns, run_in_netns
 from pycni.spec import KernelError
-from pycni.testing import unique_name
+from pycni.testing import ns_run, unique_name
 
 pytestmark = pytest.mark.netns
 
@@ -59,6 +59,33 @@ def test_ensure_bridge_sets_a_down_bridge_up_and_keeps_an_up_one(host_ns: str) -
     assert (made_up, again_up, kept_up) == (True, True, True)
     assert made_index == kept_index
     assert run_in_netns(host_ns, host.sysctl_get, f"net/ipv6/conf/{name}/accept_ra") == "0"
+
+
+def test_ensure_bridge_leaves_no_undo_for_a_bridge_another_add_made(
+        host_ns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrent ADD creates the bridge between this one's lookup and its create (which
+    then fails with EEXIST): the bridge is not this ADD's, so its rollback keeps it even
+    though no port has joined yet."""
+    from pycni.host import _bridge
+
+    name = unique_name("br")
+    real = _bridge.link_info
+
+    def lookup_then_other_add(ifname: str) -> host.LinkInfo | None:
+        monkeypatch.setattr(_bridge, "link_info", real)
+        found = real(ifname)
+        ns_run(host_ns, "ip", "link", "add", name, "type", "bridge", check=True)
+        return found
+
+    monkeypatch.setattr(_bridge, "link_info", lookup_then_other_add)
+
+    def scenario() -> tuple[bool, bool]:
+        undo = host.Undo()
+        made = host.ensure_bridge(name, undo=undo)
+        undo.run()  # this ADD fails later
+        return made.up, host.link_info(name) is not None
+
+    assert run_in_netns(host_ns, scenario) == (True, True)
 
 
 def test_port_attached_by_index_joins_the_bridge(host_ns: str, netns: str) -> None:

@@ -117,3 +117,36 @@ def test_a_forked_child_enters_namespaces(netns: str) -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_child_forked_while_a_worker_parks_enters_namespaces(netns: str) -> None:
+    # A worker holds the pool's lock while it parks; a fork at that moment copies the lock
+    # held, and no thread of the child will ever release it.
+    from pycni.host import _netns
+
+    held, done = threading.Event(), threading.Event()
+
+    def parking() -> None:
+        with _netns._pool_lock:  # as a parking worker holds it
+            held.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=parking, daemon=True)
+    holder.start()
+    held.wait(30)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            result: list[tuple[int, int]] = []
+            t = threading.Thread(target=lambda: result.append(
+                host.run_in_netns(netns, _netns_here)), daemon=True)
+            t.start()
+            t.join(10)
+            code = 0 if result == [_netns_of(netns)] else 1
+        finally:
+            os._exit(code)
+    done.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

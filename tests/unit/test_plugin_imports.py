@@ -175,3 +175,28 @@ def test_pyroute2_logs_one_line_in_a_standalone_shim_call() -> None:
     err = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                          check=False, env={"CNI_COMMAND": "ADD"}).stderr
     assert err == "pyroute2.x: warning: ValueError: big\n"
+
+
+def test_the_pyroute2_finder_leaves_meta_path_alone_for_imports_under_way() -> None:
+    # importlib walks the live sys.meta_path list. Another thread's first import of pyroute2
+    # (simulated by the finder ``Other``, between two finders of this import) must not shift
+    # the list under this walk: ``Serves``, the finder that has the module, would be skipped.
+    code = ("import sys, pycni.host\n"
+            "from importlib.machinery import ModuleSpec\n"
+            "class Other:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'pytprobe':\n"
+            "            import pyroute2.netlink\n"
+            "class Loader:\n"
+            "    def create_module(self, spec): return None\n"
+            "    def exec_module(self, module): module.found = True\n"
+            "class Serves:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        return ModuleSpec(name, Loader()) if name == 'pytprobe' else None\n"
+            "finders = len(sys.meta_path)\n"
+            "sys.meta_path[1:1] = [Other(), Serves()]\n"  # after the pyroute2 finder
+            "import pytprobe\n"
+            "print(pytprobe.found, 'pyroute2.netlink' in sys.modules,"
+            " len(sys.meta_path) == finders + 2)")
+    out = _python(code).stdout.split()
+    assert out == ["True", "True", "True"]

@@ -119,14 +119,15 @@ def ensure_gateway_address(ifname: str, gateway: IPInterface, *, force: bool,
         set_mac(ifname, mac)
 
 
-def settle_addresses(ifname: str, timeout: float = 10.0) -> None:
-    """Wait until no address on ``ifname`` is tentative (IPv6 DAD done), as upstream does.
+def settle_addresses(ifname: str, timeout: float = 10.0, *, index: int = 0) -> None:
+    """Wait until no address on ``ifname`` is tentative (IPv6 DAD done), as upstream does
+    (``index``: its ifindex, if known, saves the lookups).
 
     Routes with a source address that is still tentative are refused by the kernel.
     """
     deadline = time.monotonic() + timeout
     while True:
-        pending = [a for a in list_addresses(ifname) if a.tentative]
+        pending = [a for a in list_addresses(ifname, index=index) if a.tentative]
         if not pending:
             return
         if time.monotonic() > deadline:

@@ -1,8 +1,11 @@
-"""Gratuitous ARP: telling a segment that an IPv4 address now lives at a MAC.
+"""Telling a segment that an address now lives at a MAC: gratuitous ARP for IPv4, an
+unsolicited neighbour advertisement for IPv6.
 
-Sent after a new link gets its addresses (macvlan, ipvlan: the MAC is new to the switches
-and the address may have belonged to another MAC a moment ago) and after tuning changes a
-MAC. Best effort, as in the reference plugins: the attachment works without it.
+A gratuitous ARP is sent after a new link gets its addresses (macvlan, ipvlan: the MAC is
+new to the switches and the address may have belonged to another MAC a moment ago) and after
+tuning changes a MAC; for IPv6 those rely on the kernel's ``ndisc_notify``, as the reference
+plugins do. A live switch of a pod's network (pycni.multi) sends both explicitly. Best
+effort: the attachment works without them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def garp_frame(mac: str, address: ipaddress.IPv4Address) -> bytes:
 def send_gratuitous_arp(ifname: str, addresses: Iterable[IPAddress]) -> None:
     """One gratuitous ARP per IPv4 address in ``addresses`` from ``ifname``'s MAC.
 
-    IPv6 addresses are skipped (the kernel's ``ndisc_notify`` covers them); failures are
+    IPv6 addresses are skipped (:func:`send_unsolicited_na` announces those); failures are
     ignored.
     """
     v4 = [ip for ip in addresses if isinstance(ip, ipaddress.IPv4Address)]
@@ -63,7 +66,8 @@ def announce_addresses(ifname: str, addresses: Iterable[IPAddress]) -> None:
     """Best effort: the kernel's own notices from now on, and a gratuitous ARP now.
 
     ``arp_notify``/``ndisc_notify`` make the kernel announce on later link changes; the
-    explicit ARP tells the segment's switches and neighbours at once.
+    explicit ARP tells the segment's switches and neighbours at once. IPv6 addresses get no
+    explicit advertisement here, as in the reference plugins (they may still be tentative).
     """
     sysctl_try_set(f"net/ipv4/conf/{ifname}/arp_notify", "1")
     sysctl_try_set(f"net/ipv6/conf/{ifname}/ndisc_notify", "1")
@@ -107,9 +111,8 @@ def send_unsolicited_na(ifname: str, addresses: Iterable[IPAddress]) -> None:
         # RFC 4861 7.1.2: receivers drop neighbour discovery with a hop limit below 255.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        index = socket.if_nametoindex(ifname)
         for ip in v6:
-            sock.sendto(na_message(info.mac, ip), ("ff02::1", 0, 0, index))
+            sock.sendto(na_message(info.mac, ip), ("ff02::1", 0, 0, info.index))
     except OSError:
         pass
     finally:

@@ -15,6 +15,7 @@ from .links import (
     LinkInfo,
     _link_info,
     _require,
+    delete_link,
     index_of,
     kernel_op,
     link_info,
@@ -37,8 +38,7 @@ def delete_bridge_if_unused(name: str) -> None:
         print(f"pycni: rollback: keeping bridge {name}: ports {', '.join(ports)} use it",
               file=sys.stderr)
         return
-    with rtnl() as ipr, kernel_op(f"failed to delete bridge {name!r}", ok=(errno.ENODEV,)):
-        ipr.link("del", ifname=name)
+    delete_link(name)  # gone already is fine
 
 
 def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
@@ -57,10 +57,18 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False,
         create = rt.ifinfo() + rt.string(rt.IFLA_IFNAME, name)
         if mtu:
             create += rt.u32(rt.IFLA_MTU, mtu)
-        with route_socket() as sock, \
-                kernel_op(f"could not add bridge {name!r}", ok=(errno.EEXIST,)):
-            sock.new_link(create + rt.linkinfo("bridge"))
-        if undo is not None:
+        with route_socket() as sock, kernel_op(f"could not add bridge {name!r}"):
+            try:
+                sock.new_link(create + rt.linkinfo("bridge"))
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+                # A concurrent ADD made it since the lookup: it is that pod's bridge, so a
+                # rollback of this ADD must not delete it (the kind is checked below).
+                created = False
+            else:
+                created = True
+        if created and undo is not None:
             undo.push(f"delete bridge {name}", delete_bridge_if_unused, name)
     if vlan_filtering:
         with rtnl() as ipr:

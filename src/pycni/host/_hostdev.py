@@ -20,7 +20,6 @@ Moving a device between namespaces sets it down and flushes its addresses.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 from collections.abc import Iterator
@@ -30,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import InvalidNetworkConfig, KernelError
-from ._netns import CLONE_NEWNET, NetNS, _setns, enter, open_netns
+from ._netns import NetNS, _setns, enter, open_netns, unshare_netns
 from ._undo import Undo
 from ._veth import current_netns_fd
 from .links import (
     LinkInfo,
-    forget_netns,
     index_of,
     kernel_op,
     link_info,
@@ -50,8 +48,6 @@ SYSFS = "/sys"
 
 #: Drivers that bind a NIC for userspace (DPDK): such a device has no netdev to move.
 USERSPACE_DRIVERS = ("vfio-pci", "uio_pci_generic", "igb_uio")
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _require_link(ifname: str) -> LinkInfo:
@@ -222,10 +218,7 @@ def scratch_netns() -> Iterator[tuple[NetNS, int]]:
         try:
             origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                forget_netns()
-                if _libc.unshare(CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
+                unshare_netns()
                 box.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
             finally:
                 _setns(origin)

@@ -54,12 +54,12 @@ def configure_iface(ifname: str, result: Result, *, index: int = 0) -> None:
             gateways.setdefault(ipc.gateway.version, ipc.gateway)
     set_link_up(ifname, index=index)
     if 6 in gateways:
-        settle_addresses(ifname)
+        settle_addresses(ifname, index=index)
     for route in result.routes:
         gw = route.gw if route.gw is not None else gateways.get(route.dst.version)
         add_route(route.dst.network, ifname=ifname, gateway=gw, scope=route.scope,
                   table=route.table, priority=route.priority, mtu=route.mtu,
-                  advmss=route.advmss)
+                  advmss=route.advmss, index=index)
 
 
 def _routes_for(family: int, result: Result) -> list[RouteInfo]:

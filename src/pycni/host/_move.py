@@ -258,13 +258,12 @@ def iface_sysctls(ifname: str) -> dict[str, str]:
     gets that namespace's defaults, while its link attributes (MTU, MAC, flags) move with it.
     """
     import os
-    from pathlib import Path
 
     out: dict[str, str] = {}
     for family in ("ipv4", "ipv6"):
         base = f"/proc/sys/net/{family}/conf/{ifname}"
         try:
-            names = sorted(p.name for p in Path(base).iterdir())
+            names = sorted(os.listdir(base))  # noqa: PTH208 - names only, no pathlib
         except OSError:
             continue  # IPv6 disabled
         for name in names:
@@ -285,8 +284,9 @@ def set_iface_sysctls(ifname: str, values: dict[str, str]) -> list[str]:
     (a value the link kept through the move is not written again)."""
     refused = []
     for key, value in values.items():
+        family, name = key.split("/", 1)
         try:
-            sysctl_set(f"net/{key.split('/')[0]}/conf/{ifname}/{key.split('/', 1)[1]}", value)
+            sysctl_set(f"net/{family}/conf/{ifname}/{name}", value)
         except KernelError:
             refused.append(key)
     return refused

@@ -37,18 +37,29 @@ NETNS_RUN_DIR = "/run/netns"
 _libc: CDLL | None = None
 
 
-def _setns(fd: int) -> None:
-    # Python 3.11 has no os.setns. ctypes (a few milliseconds of a plugin's start) is
-    # loaded by the first switch: calls that never enter a namespace do without it.
+def _move_thread(call: Callable[[CDLL], int]) -> None:
+    # Python 3.11 has neither os.setns nor os.unshare. ctypes (a few milliseconds of a
+    # plugin's start) is loaded by the first switch: calls that never enter a namespace do
+    # without it.
     global _libc  # noqa: PLW0603 - loaded once per process
     import ctypes
 
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    forget_netns()  # even a failed setns: the thread's namespace is looked up afresh
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+    forget_netns()  # even a failed call: the thread's namespace is looked up afresh
+    if call(_libc) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def _setns(fd: int) -> None:
+    _move_thread(lambda libc: libc.setns(fd, CLONE_NEWNET))
+
+
+def unshare_netns() -> None:
+    """Move the calling thread into a new network namespace of its own (``unshare(2)``);
+    it lives as long as a thread or an fd holds it."""
+    _move_thread(lambda libc: libc.unshare(CLONE_NEWNET))
 
 
 class NetNSNotFound(UnknownContainer):
@@ -245,7 +256,10 @@ def _take_worker() -> _Worker:
 
 
 def _forget_workers() -> None:
-    # A forked child has only the forking thread: the parked workers do not exist there.
+    # A forked child has only the forking thread: the parked workers do not exist there,
+    # and a lock one of them held at the fork would stay held for good.
+    global _pool_lock  # noqa: PLW0603 - replaced in a forked child only
+    _pool_lock = threading.Lock()
     _idle.clear()
     _home.clear()
 

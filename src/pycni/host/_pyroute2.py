@@ -54,14 +54,21 @@ class _StandInLoader:
 
 
 class _Finder:
-    """Hands out the stand-in for ``pyroute2``, once; every other name is not its business."""
+    """Hands out the stand-in for ``pyroute2``, once; every other name is not its business.
 
-    @staticmethod
-    def find_spec(name: str, path: Sequence[str] | None = None,  # noqa: ARG004 - finder API
-                  target: ModuleType | None = None) -> ModuleSpec | None:  # noqa: ARG004
-        if name != "pyroute2":
+    It stays on ``sys.meta_path`` once used: importlib walks that live list, and removing an
+    entry while another thread's import is walking it would make that import skip a finder.
+    """
+
+    used = False
+
+    @classmethod
+    def find_spec(cls, name: str, path: Sequence[str] | None = None,  # noqa: ARG003 - API
+                  target: ModuleType | None = None) -> ModuleSpec | None:  # noqa: ARG003
+        if cls.used or name != "pyroute2":
             return None
-        sys.meta_path[:] = [f for f in sys.meta_path if f is not _Finder]
+        # Imports of one name are serialised by importlib's module lock: no second caller.
+        cls.used = True
         spec = PathFinder.find_spec(name)
         if spec is None or spec.loader is None or spec.submodule_search_locations is None:
             return spec  # not installed (the import fails as usual) or unusual: leave it

@@ -83,10 +83,11 @@ def add_route(
     mtu: int = 0,
     advmss: int = 0,
     exist_ok: bool = False,
+    index: int = 0,
 ) -> None:
-    """Add a route through ``ifname``."""
+    """Add a route through ``ifname`` (``index``: its ifindex, if known, saves a lookup)."""
     with route_socket() as sock:
-        idx = _require(sock, ifname)
+        idx = index or _require(sock, ifname)
         ok = (errno.EEXIST,) if exist_ok else ()
         with kernel_op(f"failed to add route {_describe(dst, gateway, ifname)}", ok=ok):
             # proto boot, as ``ip route add`` and the Go netlink library write: the routes

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from .._record import FrozenRecord, set_fields
 from ..spec import KernelError
 from . import _rtnl as rt
+from ._addr import _addresses
 from ._burst import Combiner, netns_key
 from ._netlink import nlattr
 from .links import _link_info, kernel_op, route_socket
@@ -130,22 +131,15 @@ def create_veth(
 
 def _global_addresses(sock: rt.Rtnl, idx: int, ifname: str) -> list[str]:
     """The global unicast addresses (``addr/prefix``) of link ``idx``."""
-    import ipaddress
-
     with kernel_op(f"failed to list addresses of {ifname!r}"):
-        msgs = sock.addresses()
+        found = _addresses(sock, idx)
     out = []
-    for body in msgs:
-        _, prefixlen, _, _, index = rt.IFADDR.unpack_from(body)
-        packed = rt.attrs(body, rt.IFADDR.size).get(rt.IFA_ADDRESS)
-        if index != idx or packed is None:
-            continue
-        addr = ipaddress.ip_interface((packed, prefixlen))
-        ip = addr.ip
+    for info in found:
+        ip = info.address.ip
         # Go's IP.IsGlobalUnicast: what a masquerade rule could have been made for.
         if not (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local
                 or str(ip) == "255.255.255.255"):
-            out.append(str(addr))
+            out.append(str(info.address))
     return out
 
 

@@ -45,7 +45,7 @@ _sockets = _Sockets()
 def _netns_key() -> tuple[int, int]:
     # The thread's own namespace, not the process's: a NetNS worker has left the latter.
     # Inside reuse_sockets it is remembered (a stat per request was a third of a bridge
-    # ADD's stat calls): a thread moves only through _netns._setns, which forgets it.
+    # ADD's stat calls): a thread moves only through _netns (setns, unshare), which forgets it.
     key = _sockets.netns
     if key is None:
         st = os.stat("/proc/thread-self/ns/net")  # noqa: PTH116 - hot path, no Path object
