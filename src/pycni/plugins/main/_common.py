@@ -223,9 +223,9 @@ def create_container_veth(args: CmdArgs, ns: host.NetNS, rollback: host.Undo, *,
     return veth
 
 
-def delete_container_link(args: CmdArgs, *, addresses: bool = True) -> list[IPInterface] | None:
-    """DEL: remove ``CNI_IFNAME`` from the container; its addresses (none looked up without
-    ``addresses``), or None if it is gone.
+def delete_container_link(args: CmdArgs, *, addresses: bool = False) -> list[IPInterface] | None:
+    """DEL: remove ``CNI_IFNAME`` from the container; its addresses (looked up only with
+    ``addresses``, else empty), or None if it is gone.
 
     A veth whose peer is on this side is deleted from here (the kernel removes both ends),
     batched with the concurrent DELs of an agent; any other link inside the container.
@@ -244,12 +244,13 @@ def delete_container_link(args: CmdArgs, *, addresses: bool = True) -> list[IPIn
     return [ipaddress.ip_interface(a) for a in found.addresses]
 
 
-def delete_link_and_lease(args: CmdArgs, *, addresses: bool = True) -> list[IPInterface] | None:
+def delete_link_and_lease(args: CmdArgs, *, addresses: bool = False) -> list[IPInterface] | None:
     """DEL of a plugin with one container link: remove it, then release the IPAM lease.
 
     Only ``ipam.type`` is read, leniently: the plugin's own keys are ADD's business and
-    cannot block a teardown. Returns the link's addresses (empty without ``addresses``: a
-    caller with no rules to find by address spares the dump), or None if it was gone.
+    cannot block a teardown. Returns the link's addresses when asked for ``addresses`` (only
+    a caller with rules to find by address pays for the dump; else empty), or None if it
+    was gone.
     """
     ipam = ipam_type(args, strict=False)
     addrs = delete_container_link(args, addresses=addresses)
