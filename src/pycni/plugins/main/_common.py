@@ -26,6 +26,7 @@ from ...spec import (
     PluginNotFound,
     Result,
     bool_field,
+    str_default,
 )
 from .._fields import valid_attachments
 
@@ -60,13 +61,12 @@ def ipam_type(args: CmdArgs, *, strict: bool = True) -> str:
     Not ``strict`` (DEL, GC): a value that is not a string counts as no IPAM, since ADD
     refused it and so holds no lease.
     """
-    ipam = args.conf.ipam or {}
-    value = ipam.get("type") or ""
-    if not isinstance(value, str):
-        if not strict:
-            return ""
-        raise InvalidNetworkConfig(f'invalid "ipam.type": expected a string, got {value!r}')
-    return value
+    try:
+        return str_default(args.conf.ipam or {}, "type", "", what="ipam.")
+    except InvalidNetworkConfig:
+        if strict:
+            raise
+        return ""
 
 
 def teardown_flag(args: CmdArgs, key: str) -> bool:
