@@ -27,6 +27,7 @@ from ...spec import (
     Result,
     bool_field,
     str_default,
+    str_field,
 )
 from .._fields import valid_attachments
 
@@ -154,9 +155,7 @@ def apply_dns(args: CmdArgs, result: Result) -> None:
 
 def masq_backend(args: CmdArgs) -> str | None:
     """``ipMasqBackend`` (validated), or None for the default."""
-    value = args.conf.raw.get("ipMasqBackend")
-    if value is not None and not isinstance(value, str):
-        raise InvalidNetworkConfig(f'invalid "ipMasqBackend": expected a string, got {value!r}')
+    value = str_field(args.conf.raw, "ipMasqBackend")
     if value:
         from ...host.netfilter import masq  # only calls that name a backend load netfilter
 
