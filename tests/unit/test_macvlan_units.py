@@ -144,6 +144,8 @@ def test_vrf_config_and_free_table() -> None:
     assert VRFConfig.load(args({"type": "vrf", "vrfname": "blue", "table": 7})) == \
         VRFConfig("blue", 7)
     assert VRFConfig.load(args({"type": "vrf", "vrfname": "blue"})).table == 0
+    # A null table is Go's nil *uint32: the VRF's table is picked as when absent.
+    assert VRFConfig.load(args({"type": "vrf", "vrfname": "blue", "table": None})).table == 0
     assert free_vrf_table(set()) == 1
     assert free_vrf_table({1, 2, 4}) == 3
 
