@@ -32,7 +32,7 @@ from typing import Any
 
 from ._config import NAME_RE, is_valid_name
 from ._errors import DecodingFailure, IncompatibleCNIVersion, InvalidNetworkConfig
-from ._fields import bool_field
+from ._fields import bool_field, str_field, str_list
 from ._json import decode_json_object
 from ._result import Result
 from ._version import SUPPORTED_VERSIONS, highest_supported, parse_version
@@ -87,15 +87,8 @@ def _check_plugin(index: int, plugin: Any) -> dict[str, Any]:
 
 def _choose_version(raw: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     """The list's cniVersion and the candidates it allows (for negotiation with plugins)."""
-    version = raw.get("cniVersion")
-    if version is not None and not isinstance(version, str):
-        raise InvalidNetworkConfig(f'invalid "cniVersion": expected a string, got {version!r}')
-    versions = raw.get("cniVersions")
-    candidates: list[str] = []
-    if versions is not None:
-        if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
-            raise InvalidNetworkConfig('invalid "cniVersions": expected a list of strings')
-        candidates.extend(versions)
+    version = str_field(raw, "cniVersion")
+    candidates = str_list(raw, "cniVersions")
     if version:
         candidates.append(version)
     for v in candidates:
