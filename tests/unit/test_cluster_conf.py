@@ -40,6 +40,8 @@ def _parse(**changes: Any) -> ClusterConfig:
     ({"datastore": "kubernetes", "etcdEndpoints": None}, '"clusterCIDR" is required'),
     ({"underlayInterface": "a/b"}, '"underlayInterface"'),
     ({"underlayInterface": "x" * 16}, '"underlayInterface"'),
+    ({"underlayInterface": ""}, '"underlayInterface"'),
+    ({"underlayInterface": 5}, '"underlayInterface"'),
     ({"ipMasq": "yes"}, '"ipMasq"'),
     ({"reconcileInterval": 0}, '"reconcileInterval"'),
     ({"reconcileInterval": True}, '"reconcileInterval"'),

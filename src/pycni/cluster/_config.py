@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .._json import loads
-from ..spec import InvalidNetworkConfig, bool_field, ifname_problem
+from ..spec import InvalidNetworkConfig, bool_field, check_ifname, ifname_problem, str_field
 from ._base import Subnet
 
 #: Keys of the cluster config that are not the datastore's.
@@ -101,11 +101,10 @@ class ClusterConfig:
             raise InvalidNetworkConfig(
                 '"clusterCIDR" is required with the kubernetes datastore: the pod network '
                 'of the whole cluster, e.g. "10.244.0.0/16"')
-        underlay = data.get("underlayInterface")
-        if underlay is not None and (not isinstance(underlay, str)
-                                     or ifname_problem(underlay) is not None):
-            raise InvalidNetworkConfig(
-                f'invalid "underlayInterface": expected an interface name, got {underlay!r}')
+        # Not ifname_field: "" is refused as every other string of this file is.
+        underlay = str_field(data, "underlayInterface")
+        if underlay is not None:
+            check_ifname(underlay, "underlayInterface")
         masq = bool_field(data, "ipMasq", True)
         interval = data.get("reconcileInterval", DEFAULT_RECONCILE)
         if (isinstance(interval, bool) or not isinstance(interval, int | float)
