@@ -50,6 +50,7 @@ def _parse(**changes: Any) -> ClusterConfig:
     ({"confFile": "a/b.conflist"}, '"confFile"'),
     ({"confFile": "pycni.yaml"}, '"confFile"'),
     ({"networkName": "-bad"}, '"networkName"'),
+    ({"networkName": "pycni\n"}, '"networkName"'),
     ({"bridge": "b" * 16}, '"bridge"'),
     ({"ipamDataDir": 5}, '"ipamDataDir"'),
     ({"cniTemplate": "/nonexistent/template.conflist"}, '"cniTemplate"'),
