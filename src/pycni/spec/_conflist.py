@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import NAME_RE, is_valid_name
+from ._config import NAME_RULE, is_valid_name
 from ._errors import DecodingFailure, IncompatibleCNIVersion, InvalidNetworkConfig
 from ._fields import bool_field, str_field, str_list
 from ._json import decode_json_object
@@ -162,8 +162,7 @@ class NetworkConfigList:
             source = data.encode() if isinstance(data, str) else bytes(data)
         name = raw.get("name")
         if not isinstance(name, str) or not is_valid_name(name):
-            raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must match '
-                                       f"{NAME_RE.pattern}")
+            raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must be {NAME_RULE}')
         version, candidates = _choose_version(raw)
         inlined_only = bool_field(raw, "loadOnlyInlinedPlugins", strings=True)
         plugins_raw = raw.get("plugins")
