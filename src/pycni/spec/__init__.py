@@ -20,12 +20,9 @@ if TYPE_CHECKING:
         is_valid_name,
     )
     from ._conflist import (
-        LEGACY_ATTACHMENTS_KEY,
-        VALID_ATTACHMENTS_KEY,
         GCAttachment,
         NetworkConfigList,
         derive_runtime_config,
-        valid_attachments,
     )
     from ._errors import (
         AddressExhausted,
@@ -48,6 +45,8 @@ if TYPE_CHECKING:
         UnsupportedField,
     )
     from ._fields import (
+        LEGACY_ATTACHMENTS_KEY,
+        VALID_ATTACHMENTS_KEY,
         bool_field,
         check_ifname,
         ifname_field,
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
         str_default,
         str_field,
         str_list,
+        valid_attachments,
     )
     from ._json import decode_json, decode_json_object
     from ._result import (
