@@ -13,10 +13,8 @@ from .._lazy import lazy_init
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._config import (
-        IFNAME_MAX,
         NAME_RE,
         NetworkConfig,
-        ifname_problem,
         is_valid_name,
     )
     from ._conflist import (
@@ -45,11 +43,13 @@ if TYPE_CHECKING:
         UnsupportedField,
     )
     from ._fields import (
+        IFNAME_MAX,
         LEGACY_ATTACHMENTS_KEY,
         VALID_ATTACHMENTS_KEY,
         bool_field,
         check_ifname,
         ifname_field,
+        ifname_problem,
         int_field,
         opt_bool,
         str_default,

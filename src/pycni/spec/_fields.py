@@ -11,13 +11,34 @@ when it decodes null into it (libcni's own string-or-boolean keys excepted).
 
 from __future__ import annotations
 
-from ._config import IFNAME_MAX, ifname_problem
 from ._errors import InvalidNetworkConfig
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
+
+
+#: The kernel's IFNAMSIZ minus its NUL: the longest interface name, in bytes.
+IFNAME_MAX = 15
+
+
+def ifname_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an interface name, or None if it can.
+
+    The kernel's rule (``dev_valid_name``): 1-15 bytes, not ``.`` or ``..``, no ``/``, ``:``
+    or whitespace. Control characters are refused too, though the kernel takes them: such a
+    name cannot be typed or printed back to the user.
+    """
+    if not name:
+        return "empty"
+    size = len(name.encode(errors="surrogateescape"))
+    if size > IFNAME_MAX:
+        return f"{size} bytes, at most {IFNAME_MAX}"
+    if name in (".", ".."):
+        return "not an interface name"
+    bad = sorted({c for c in name if c in "/:" or c.isspace() or not c.isprintable()})
+    return f"contains {bad!r}" if bad else None
 
 
 def _shown(value: Any) -> str:
