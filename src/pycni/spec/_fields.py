@@ -93,7 +93,8 @@ def str_field(raw: dict[str, Any], key: str, *, what: str = "") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected a string, got {value!r}')
+        raise InvalidNetworkConfig(f'invalid "{what}{key}": expected a string, got '
+                                   f"{_shown(value)}")
     return value
 
 
