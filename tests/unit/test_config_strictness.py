@@ -95,3 +95,14 @@ def test_host_local_legacy_key_without_subnet_is_code_7(tmp_path: Path, key: str
                                    "ranges": [[{"subnet": "10.1.0.0/24"}]], key: "10.1.0.5"})
     assert (out["status"], out["code"]) == (1, 7)
     assert f"ipam.{key}" in out["msg"]
+
+
+@pytest.mark.parametrize("ptype", ["bridge", "ptp", "tap", "macvlan", "host-device"])
+@pytest.mark.parametrize("value", [0, False, [], {}])
+def test_ipam_type_that_is_not_a_string_is_code_7(ptype: str, value: Any) -> None:
+    # Go's encoding/json refuses a number or a boolean for the string; it was read as
+    # "no IPAM" and the attachment came up without addresses.
+    args = args_for(ptype, **EXTRA.get(ptype, {}), ipam={"type": value})
+    with pytest.raises(InvalidNetworkConfig, match=r'"ipam\.type"') as info:
+        LOADERS[ptype](args)
+    assert info.value.code == 7

@@ -132,6 +132,14 @@ def test_request_and_provide() -> None:
     assert cfg.options({})[p.OPT_HOST_NAME] == b"literal"
 
 
+def test_null_keys_read_as_absent() -> None:
+    # Go's encoding/json leaves a field at its zero value for null.
+    cfg = DhcpIpamConfig.load(_conf({"daemonSocketPath": None, "priority": None,
+                                     "request": [{"option": "42", "skipDefault": None}]}))
+    assert (cfg.socket_path, cfg.priority) == (DEFAULT_SOCKET_PATH, 0)
+    assert cfg.request == (42, *(c for c in DEFAULT_REQUEST if c != 42))
+
+
 @pytest.mark.parametrize(("ipam", "field"), [
     ({"request": [{"option": "no-such-option"}]}, "ipam.request[0].option"),
     ({"request": [{"option": "256"}]}, "ipam.request[0].option"),
@@ -142,6 +150,8 @@ def test_request_and_provide() -> None:
     ({"priority": -1}, "ipam.priority"),
     ({"priority": "high"}, "ipam.priority"),
     ({"daemonSocketPath": 5}, "ipam.daemonSocketPath"),
+    ({"daemonSocketPath": False}, "ipam.daemonSocketPath"),
+    ({"request": [{"skipDefault": "yes"}]}, "ipam.request[0].skipDefault"),
 ])
 def test_bad_config_names_the_field(ipam: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidNetworkConfig) as err:

@@ -159,6 +159,8 @@ def test_config_selectors(sysfs: Path) -> None:
     ({"kernelpath": "/proc/self"}, 'invalid "kernelpath"'),
     ({"device": 3}, 'invalid "device"'),
     ({"device": "x", "runtimeConfig": {"deviceID": 5}}, "deviceID"),
+    ({"device": "x", "runtimeConfig": {"deviceID": 0}}, '"runtimeConfig.deviceID"'),
+    ({"device": "x", "runtimeConfig": {"deviceID": False}}, '"runtimeConfig.deviceID"'),
     ({"device": "x", "useInterfaceNetwork": True}, "useInterfaceNetwork"),
 ])
 def test_config_errors(conf: dict[str, Any], message: str) -> None:

@@ -18,9 +18,11 @@ from pycni.host._arp import garp_frame
 from pycni.host._netlink import NLM_F_ACK, NLM_F_REQUEST, message
 from pycni.host._sublink import RTM_NEWLINK, link_request, macvlan_bcqueuelen_request
 from pycni.host._vrf import free_vrf_table
+from pycni.plugins.main import _common
 from pycni.plugins.main.dummy import Dummy
 from pycni.plugins.main.ipvlan import IPVlan, _chained_master
 from pycni.plugins.main.macvlan import Macvlan
+from pycni.plugins.main.tap import Tap
 from pycni.plugins.main.vlan import Vlan
 from pycni.plugins.main.vrf import VRFConfig
 from pycni.skel import CmdArgs
@@ -142,5 +144,22 @@ def test_vrf_config_and_free_table() -> None:
     assert VRFConfig.load(args({"type": "vrf", "vrfname": "blue", "table": 7})) == \
         VRFConfig("blue", 7)
     assert VRFConfig.load(args({"type": "vrf", "vrfname": "blue"})).table == 0
+    # A null table is Go's nil *uint32: the VRF's table is picked as when absent.
+    assert VRFConfig.load(args({"type": "vrf", "vrfname": "blue", "table": None})).table == 0
     assert free_vrf_table(set()) == 1
     assert free_vrf_table({1, 2, 4}) == 3
+
+
+@pytest.mark.parametrize(("plugin", "ptype"), [(Macvlan(), "macvlan"), (Dummy(), "dummy"),
+                                               (Tap(), "tap")])
+def test_del_without_masquerade_dumps_no_addresses(monkeypatch: pytest.MonkeyPatch,
+                                                   plugin: Any, ptype: str) -> None:
+    # Only bridge and ptp tear rules down by address; every other DEL spares the dump.
+    asked: list[bool] = []
+
+    def delete_container_link(_args: CmdArgs, *, addresses: bool = False) -> None:
+        asked.append(addresses)
+
+    monkeypatch.setattr(_common, "delete_container_link", delete_container_link)
+    plugin.delete(args({"type": ptype, "master": "eth1"}))
+    assert asked == [False]

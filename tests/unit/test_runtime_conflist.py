@@ -17,6 +17,7 @@ from pycni.spec import (
     IncompatibleCNIVersion,
     InvalidNetworkConfig,
     IPConfig,
+    NetworkConfig,
     NetworkConfigList,
     Result,
     derive_runtime_config,
@@ -214,3 +215,13 @@ def test_with_version_only_allows_listed_versions() -> None:
     assert net.with_version("1.0.0").cni_version == "1.0.0"
     with pytest.raises(IncompatibleCNIVersion):
         net.with_version("0.4.0")
+
+
+@pytest.mark.parametrize("name", ["-net", "net\n", 7])
+def test_bad_list_name_is_told_as_a_plugin_config_tells_it(name: Any) -> None:
+    # One wording of the name rule, not the regular expression.
+    with pytest.raises(InvalidNetworkConfig) as listed:
+        NetworkConfigList.parse(_list(name=name))
+    with pytest.raises(InvalidNetworkConfig) as single:
+        NetworkConfig.parse({"cniVersion": "1.0.0", "name": name, "type": "bridge"})
+    assert listed.value.msg == single.value.msg

@@ -25,8 +25,10 @@ from pycni.spec import (
     bool_field,
     decode_json_object,
     highest_supported,
+    int_field,
     parse_version,
     require_supported,
+    str_field,
     version_at_least,
 )
 
@@ -279,6 +281,16 @@ def test_bool_field_null_is_the_default_except_for_libcni_keys() -> None:
     assert bool_field({"k": None}, "k") is False
     with pytest.raises(InvalidNetworkConfig, match='"k"'):
         bool_field({"k": None}, "k", strings=True)
+
+
+@pytest.mark.parametrize("read", [bool_field, int_field, str_field])
+def test_a_long_wrong_value_is_shown_cut(read: Any) -> None:
+    # A whole object pasted into the message would bury the key's name.
+    with pytest.raises(InvalidNetworkConfig) as info:
+        read({"k": [{"x": "y" * 10}] * 50}, "k")
+    assert info.value.msg.startswith('invalid "k": expected ')
+    assert info.value.msg.endswith("...")
+    assert len(info.value.msg) < 100
 
 
 # --- versions ------------------------------------------------------------------------------

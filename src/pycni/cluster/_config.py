@@ -30,14 +30,20 @@ built-in bridge + host-local + portmap list: a conflist in which ``@SUBNET4@``,
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._json import loads
-from ..spec import InvalidNetworkConfig, bool_field, ifname_problem
+from ..spec import (
+    InvalidNetworkConfig,
+    bool_field,
+    check_ifname,
+    ifname_problem,
+    is_valid_name,
+    str_field,
+)
 from ._base import Subnet
 
 #: Keys of the cluster config that are not the datastore's.
@@ -50,7 +56,6 @@ DEFAULT_CONF_FILE = "10-pycni.conflist"
 DEFAULT_NETWORK = "pycni"
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_RECONCILE = 10.0
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 #: The placeholders a ``cniTemplate`` may use.
 PLACEHOLDERS = ("@SUBNET4@", "@SUBNET6@", "@MTU@", "@NODE@", "@CLUSTER_CIDR@")
 
@@ -101,11 +106,10 @@ class ClusterConfig:
             raise InvalidNetworkConfig(
                 '"clusterCIDR" is required with the kubernetes datastore: the pod network '
                 'of the whole cluster, e.g. "10.244.0.0/16"')
-        underlay = data.get("underlayInterface")
-        if underlay is not None and (not isinstance(underlay, str)
-                                     or ifname_problem(underlay) is not None):
-            raise InvalidNetworkConfig(
-                f'invalid "underlayInterface": expected an interface name, got {underlay!r}')
+        # Not ifname_field: "" is refused as every other string of this file is.
+        underlay = str_field(data, "underlayInterface")
+        if underlay is not None:
+            check_ifname(underlay, "underlayInterface")
         masq = bool_field(data, "ipMasq", True)
         interval = data.get("reconcileInterval", DEFAULT_RECONCILE)
         if (isinstance(interval, bool) or not isinstance(interval, int | float)
@@ -127,7 +131,7 @@ class ClusterConfig:
                 f'invalid "confFile": expected a file name ending in .conflist, got '
                 f"{conf_file!r}")
         name = strings["networkName"] or DEFAULT_NETWORK
-        if not _NAME.match(name):
+        if not is_valid_name(name):
             raise InvalidNetworkConfig(
                 f'invalid "networkName": expected a CNI network name, got {name!r}')
         bridge = strings["bridge"] or DEFAULT_BRIDGE

@@ -166,10 +166,6 @@ class NetworkConfig:
         return self.subnet_lens[version]
 
 
-class _CompactedError(WatchExpiredError):
-    """The watch's start revision was compacted away: relist."""
-
-
 class EtcdDatastore:
     """Subnet leases and peer records in etcd; see the module docstring for the layout."""
 
@@ -571,8 +567,8 @@ class EtcdDatastore:
         """Watch ``key_prefix`` from revision ``start``: (events, their revision) batches.
 
         Returns when the stream goes quiet for WATCH_READ_TIMEOUT (the caller reopens it
-        from the last revision), raises _CompactedError when ``start`` is gone, DatastoreError
-        when etcd cannot be reached.
+        from the last revision), raises WatchExpiredError when ``start`` was compacted
+        away, DatastoreError when etcd cannot be reached.
         """
         client = self._clients[self._current]
         body: dict[str, Any] = {"create_request": {"key": _b64(key_prefix),
@@ -601,7 +597,7 @@ class EtcdDatastore:
                                          json.dumps(message["error"]))
                 result = message.get("result", {})
                 if int(result.get("compact_revision", 0) or 0) > 0:
-                    raise _CompactedError
+                    raise WatchExpiredError
                 if result.get("canceled"):
                     raise DatastoreError(f"etcd canceled the watch at {client.base_url}",
                                          str(result.get("cancel_reason", "")))

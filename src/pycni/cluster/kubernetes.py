@@ -55,10 +55,6 @@ POLL = 0.5
 PATCH_ATTEMPTS = 5
 
 
-class _GoneError(WatchExpiredError):
-    """The watch's resourceVersion is too old (HTTP 410): relist."""
-
-
 def node_subnets(node: Any) -> tuple[Subnet, ...]:
     """A Node's pod subnets from ``spec.podCIDRs`` (else ``spec.podCIDR``); IPv4 first.
 
@@ -206,7 +202,8 @@ class KubernetesDatastore:
         return result
 
     def _events(self, version: str) -> Iterator[tuple[str, Any]]:
-        """Watch events from ``version`` on; raises _GoneError on 410, DatastoreError otherwise.
+        """Watch events from ``version`` on; raises WatchExpiredError on 410 (the
+        resourceVersion is too old), DatastoreError otherwise.
 
         lightkube's watch blocks in a read; it runs on a helper thread so this generator can
         notice :meth:`close` within POLL seconds.
@@ -237,7 +234,7 @@ class KubernetesDatastore:
                     continue
                 if isinstance(item, ApiError):
                     if item.status.code == 410:
-                        raise _GoneError from item
+                        raise WatchExpiredError from item
                     if item.status.code == 401:
                         self.client(refresh=True)
                 raise _translate(item, "watch Nodes") from item

@@ -1,5 +1,6 @@
-"""Plugin config reads beyond spec's typed fields (re-exported here for the plugins): MTU,
-the previous result, GC's valid attachments. Each failure names the key (code 7)."""
+"""Plugin config reads beyond spec's typed fields and GC's valid attachments (both
+re-exported here for the plugins): MTU, the previous result. Each failure names the key
+(code 7)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from ..spec import (
     str_default,
     str_field,
     str_list,
+    valid_attachments,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
 
 #: The largest MTU any Linux device accepts (IP_MAX_MTU); netlink carries it in 32 bits.
@@ -37,15 +38,6 @@ def require_prev_result(args: CmdArgs, message: str) -> Result:
     if prev is None:
         raise InvalidNetworkConfig(message)
     return prev
-
-
-# GC's attachment list is wire format, read in spec/ (the DHCP daemon reads it too); the
-# plugins keep importing it from here.
-def valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """:func:`pycni.spec.valid_attachments`, loading the conflist module only for GC."""
-    from ..spec import valid_attachments as read
-
-    return read(raw)
 
 
 __all__ = [

@@ -13,20 +13,15 @@ from .._lazy import lazy_init
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._config import (
-        IFNAME_MAX,
         NAME_RE,
         NAME_RULE,
         NetworkConfig,
-        ifname_problem,
         is_valid_name,
     )
     from ._conflist import (
-        LEGACY_ATTACHMENTS_KEY,
-        VALID_ATTACHMENTS_KEY,
         GCAttachment,
         NetworkConfigList,
         derive_runtime_config,
-        valid_attachments,
     )
     from ._errors import (
         AddressExhausted,
@@ -49,14 +44,19 @@ if TYPE_CHECKING:
         UnsupportedField,
     )
     from ._fields import (
+        IFNAME_MAX,
+        LEGACY_ATTACHMENTS_KEY,
+        VALID_ATTACHMENTS_KEY,
         bool_field,
         check_ifname,
         ifname_field,
+        ifname_problem,
         int_field,
         opt_bool,
         str_default,
         str_field,
         str_list,
+        valid_attachments,
     )
     from ._json import decode_json, decode_json_object
     from ._result import (

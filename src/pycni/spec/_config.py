@@ -37,7 +37,8 @@ def is_valid_name(text: str) -> bool:
 
 
 def __getattr__(name: str) -> Any:
-    # NAME_RE is compiled when something asks for it (runtimes, conflists), not at import.
+    # NAME_RE is compiled when something asks for it (skel.CONTAINER_ID_RE, users), not at
+    # import.
     if name == "NAME_RE":
         import re
 
@@ -45,26 +46,6 @@ def __getattr__(name: str) -> Any:
         globals()["NAME_RE"] = pattern
         return pattern
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-#: The kernel's IFNAMSIZ minus its NUL: the longest interface name, in bytes.
-IFNAME_MAX = 15
-
-
-def ifname_problem(name: str) -> str | None:
-    """Why ``name`` cannot be an interface name, or None if it can.
-
-    The kernel's rule (``dev_valid_name``): 1-15 bytes, not ``.`` or ``..``, no ``/``, ``:``
-    or whitespace. Control characters are refused too, though the kernel takes them: such a
-    name cannot be typed or printed back to the user.
-    """
-    if not name:
-        return "empty"
-    size = len(name.encode(errors="surrogateescape"))
-    if size > IFNAME_MAX:
-        return f"{size} bytes, at most {IFNAME_MAX}"
-    if name in (".", ".."):
-        return "not an interface name"
-    bad = sorted({c for c in name if c in "/:" or c.isspace() or not c.isprintable()})
-    return f"contains {bad!r}" if bad else None
 
 
 #: How NAME_RE reads in an error message.

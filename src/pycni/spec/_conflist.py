@@ -30,40 +30,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import NAME_RE, is_valid_name
+from ._config import NAME_RULE, is_valid_name
 from ._errors import DecodingFailure, IncompatibleCNIVersion, InvalidNetworkConfig
-from ._fields import bool_field
+from ._fields import (
+    LEGACY_ATTACHMENTS_KEY,
+    VALID_ATTACHMENTS_KEY,
+    bool_field,
+    str_field,
+    str_list,
+)
 from ._json import decode_json_object
 from ._result import Result
 from ._version import SUPPORTED_VERSIONS, highest_supported, parse_version
-
-#: The GC stdin keys for the attachments the runtime still knows (SPEC.md 1.1 "GC"). libcni
-#: sends the same list under both names because the spec's first text said the second one.
-VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
-LEGACY_ATTACHMENTS_KEY = "cni.dev/attachments"
-
-
-def valid_attachments(raw: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """GC's ``cni.dev/valid-attachments`` as (container ID, ifname) pairs.
-
-    The one reader of the key for the plugins and the DHCP daemon. The key is required (the
-    pre-1.1 ``cni.dev/attachments`` is read when it is the only one): reading a missing list
-    as empty would release everything the plugin holds.
-    """
-    key = VALID_ATTACHMENTS_KEY if VALID_ATTACHMENTS_KEY in raw else LEGACY_ATTACHMENTS_KEY
-    items = raw.get(key)
-    if not isinstance(items, list):
-        raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}": GC needs the list of '
-                                   f"attachments still in use, got {items!r}")
-    valid: set[tuple[str, str]] = set()
-    for i, item in enumerate(items):
-        cid = item.get("containerID") if isinstance(item, dict) else None
-        ifname = item.get("ifname") if isinstance(item, dict) else None
-        if not isinstance(cid, str) or not isinstance(ifname, str):
-            raise InvalidNetworkConfig(f'invalid "{VALID_ATTACHMENTS_KEY}[{i}]": expected '
-                                       f'{{"containerID": ..., "ifname": ...}}, got {item!r}')
-        valid.add((cid.strip(), ifname))
-    return valid
 
 
 def _check_plugin(index: int, plugin: Any) -> dict[str, Any]:
@@ -87,15 +65,8 @@ def _check_plugin(index: int, plugin: Any) -> dict[str, Any]:
 
 def _choose_version(raw: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     """The list's cniVersion and the candidates it allows (for negotiation with plugins)."""
-    version = raw.get("cniVersion")
-    if version is not None and not isinstance(version, str):
-        raise InvalidNetworkConfig(f'invalid "cniVersion": expected a string, got {version!r}')
-    versions = raw.get("cniVersions")
-    candidates: list[str] = []
-    if versions is not None:
-        if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
-            raise InvalidNetworkConfig('invalid "cniVersions": expected a list of strings')
-        candidates.extend(versions)
+    version = str_field(raw, "cniVersion")
+    candidates = str_list(raw, "cniVersions")
     if version:
         candidates.append(version)
     for v in candidates:
@@ -169,8 +140,7 @@ class NetworkConfigList:
             source = data.encode() if isinstance(data, str) else bytes(data)
         name = raw.get("name")
         if not isinstance(name, str) or not is_valid_name(name):
-            raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must match '
-                                       f"{NAME_RE.pattern}")
+            raise InvalidNetworkConfig(f'invalid network "name" {name!r}: must be {NAME_RULE}')
         version, candidates = _choose_version(raw)
         inlined_only = bool_field(raw, "loadOnlyInlinedPlugins", strings=True)
         plugins_raw = raw.get("plugins")

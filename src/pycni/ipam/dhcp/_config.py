@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...spec import InvalidNetworkConfig, NetworkConfig
+from ...spec import InvalidNetworkConfig, NetworkConfig, bool_field, int_field, str_default
 from . import _packet as p
 
 #: Where the plugin finds the daemon unless ``ipam.daemonSocketPath`` says otherwise.
@@ -97,15 +97,8 @@ class DhcpIpamConfig:
     def load(cls, conf: NetworkConfig) -> DhcpIpamConfig:
         """Validate ``conf.ipam``; errors name the field."""
         ipam = conf.ipam or {}
-        socket_path = ipam.get("daemonSocketPath") or DEFAULT_SOCKET_PATH
-        if not isinstance(socket_path, str):
-            raise InvalidNetworkConfig('invalid "ipam.daemonSocketPath": expected a path string')
-        priority = ipam.get("priority", 0)
-        if priority is None:
-            priority = 0
-        if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
-            raise InvalidNetworkConfig(f'invalid "ipam.priority": expected a route metric '
-                                       f"(an integer >= 0), got {priority!r}")
+        socket_path = str_default(ipam, "daemonSocketPath", DEFAULT_SOCKET_PATH, what="ipam.")
+        priority = int_field(ipam, "priority", what="ipam.") or 0  # the routes' metric
         return cls(str(Path(socket_path).absolute()), _request(ipam.get("request")),
                    _provide(ipam.get("provide")), priority)
 
@@ -140,11 +133,7 @@ def _request(value: Any) -> tuple[int, ...]:
     codes: list[int] = []
     skip_default = False
     for i, entry in enumerate(_entries(value, "ipam.request")):
-        skip = entry.get("skipDefault", False)
-        if not isinstance(skip, bool):
-            raise InvalidNetworkConfig(f'invalid "ipam.request[{i}].skipDefault": expected '
-                                       "true or false")
-        skip_default = skip_default or skip
+        skip_default = bool_field(entry, "skipDefault", what=f"ipam.request[{i}].") or skip_default
         if entry.get("option") in (None, ""):
             continue
         code = parse_option(entry["option"], f"ipam.request[{i}].option")

@@ -26,6 +26,8 @@ from ...spec import (
     PluginNotFound,
     Result,
     bool_field,
+    str_default,
+    str_field,
 )
 from .._fields import valid_attachments
 
@@ -60,13 +62,12 @@ def ipam_type(args: CmdArgs, *, strict: bool = True) -> str:
     Not ``strict`` (DEL, GC): a value that is not a string counts as no IPAM, since ADD
     refused it and so holds no lease.
     """
-    ipam = args.conf.ipam or {}
-    value = ipam.get("type") or ""
-    if not isinstance(value, str):
-        if not strict:
-            return ""
-        raise InvalidNetworkConfig(f'invalid "ipam.type": expected a string, got {value!r}')
-    return value
+    try:
+        return str_default(args.conf.ipam or {}, "type", "", what="ipam.")
+    except InvalidNetworkConfig:
+        if strict:
+            raise
+        return ""
 
 
 def teardown_flag(args: CmdArgs, key: str) -> bool:
@@ -154,9 +155,7 @@ def apply_dns(args: CmdArgs, result: Result) -> None:
 
 def masq_backend(args: CmdArgs) -> str | None:
     """``ipMasqBackend`` (validated), or None for the default."""
-    value = args.conf.raw.get("ipMasqBackend")
-    if value is not None and not isinstance(value, str):
-        raise InvalidNetworkConfig(f'invalid "ipMasqBackend": expected a string, got {value!r}')
+    value = str_field(args.conf.raw, "ipMasqBackend")
     if value:
         from ...host.netfilter import masq  # only calls that name a backend load netfilter
 
@@ -223,9 +222,9 @@ def create_container_veth(args: CmdArgs, ns: host.NetNS, rollback: host.Undo, *,
     return veth
 
 
-def delete_container_link(args: CmdArgs, *, addresses: bool = True) -> list[IPInterface] | None:
-    """DEL: remove ``CNI_IFNAME`` from the container; its addresses (none looked up without
-    ``addresses``), or None if it is gone.
+def delete_container_link(args: CmdArgs, *, addresses: bool = False) -> list[IPInterface] | None:
+    """DEL: remove ``CNI_IFNAME`` from the container; its addresses (looked up only with
+    ``addresses``, else empty), or None if it is gone.
 
     A veth whose peer is on this side is deleted from here (the kernel removes both ends),
     batched with the concurrent DELs of an agent; any other link inside the container.
@@ -244,12 +243,13 @@ def delete_container_link(args: CmdArgs, *, addresses: bool = True) -> list[IPIn
     return [ipaddress.ip_interface(a) for a in found.addresses]
 
 
-def delete_link_and_lease(args: CmdArgs, *, addresses: bool = True) -> list[IPInterface] | None:
+def delete_link_and_lease(args: CmdArgs, *, addresses: bool = False) -> list[IPInterface] | None:
     """DEL of a plugin with one container link: remove it, then release the IPAM lease.
 
     Only ``ipam.type`` is read, leniently: the plugin's own keys are ADD's business and
-    cannot block a teardown. Returns the link's addresses (empty without ``addresses``: a
-    caller with no rules to find by address spares the dump), or None if it was gone.
+    cannot block a teardown. Returns the link's addresses when asked for ``addresses`` (only
+    a caller with rules to find by address pays for the dump; else empty), or None if it
+    was gone.
     """
     ipam = ipam_type(args, strict=False)
     addrs = delete_container_link(args, addresses=addresses)

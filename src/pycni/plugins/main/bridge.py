@@ -229,16 +229,17 @@ def _gateways(result: Result, conf: BridgeConfig) -> dict[int, list[IPInterface]
     return gws
 
 
-def _setup_host_port(peer: str, bridge: str, conf: BridgeConfig, vlan: int, *,
-                     peer_index: int = 0, bridge_index: int = 0) -> None:
+def _setup_host_port(peer: str, conf: BridgeConfig, *, peer_index: int = 0,
+                     bridge_index: int = 0) -> None:
     """The host end of a new veth: up, no RAs, on the bridge with its port flags and VLANs
     (the ifindexes, when known, spare the lookups)."""
     host.set_link_up(peer, index=peer_index)
     host.sysctl_try_set(f"net/ipv6/conf/{peer}/accept_ra", "0")
-    host.attach_port(peer, bridge, hairpin=conf.hairpin_mode, isolated=conf.port_isolation,
-                     port_index=peer_index, bridge_index=bridge_index)
-    if vlan or conf.vlan_trunk:
-        host.set_port_vlans(peer, pvid=vlan, trunk=conf.vlan_trunk,
+    host.attach_port(peer, conf.bridge, hairpin=conf.hairpin_mode,
+                     isolated=conf.port_isolation, port_index=peer_index,
+                     bridge_index=bridge_index)
+    if conf.vlan or conf.vlan_trunk:
+        host.set_port_vlans(peer, pvid=conf.vlan, trunk=conf.vlan_trunk,
                             remove_default=not conf.preserve_default_vlan)
 
 
@@ -268,7 +269,7 @@ def _ensure_vlan_interface(conf: BridgeConfig, rollback: host.Undo,
         veth = host.create_veth(name, fd, mtu=conf.mtu)
     rollback.push(f"delete vlan gateway {name}", _delete_unused_vlan_gateway, conf, name,
                   veth.peer_name, own_port)
-    _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan)
+    _setup_host_port(veth.peer_name, conf)
     host.set_link_up(name)
     return host.require_link(name)
 
@@ -301,8 +302,8 @@ class Bridge(Plugin):
                                 undo=rollback)
         with enter_netns(args.netns) as ns:
             veth = create_container_veth(args, ns, rollback, mtu=conf.mtu, mac=conf.mac)
-            _setup_host_port(veth.peer_name, conf.bridge, conf, conf.vlan,
-                             peer_index=veth.peer_index, bridge_index=br.index)
+            _setup_host_port(veth.peer_name, conf, peer_index=veth.peer_index,
+                             bridge_index=br.index)
             result = Result(interfaces=[
                 Interface(name=br.name, mac=br.mac),
                 Interface(name=veth.peer_name),

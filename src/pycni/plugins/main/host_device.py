@@ -71,10 +71,7 @@ class HostDeviceConfig:
     def load(cls, args: CmdArgs) -> HostDeviceConfig:
         """Read and validate the keys; at least one way of naming the device is required."""
         raw = args.conf.raw
-        device_id = args.conf.runtime_config.get("deviceID") or ""
-        if not isinstance(device_id, str):
-            raise InvalidNetworkConfig('invalid "runtimeConfig.deviceID": expected a string, '
-                                       f"got {device_id!r}")
+        device_id = str_default(args.conf.runtime_config, "deviceID", "", what="runtimeConfig.")
         conf = cls(device=ifname_field(raw, "device") or "", hwaddr=str_default(raw, "hwaddr", ""),
                    kernelpath=str_default(raw, "kernelpath", ""),
                    pci=str_default(raw, "pciBusID", ""), device_id=device_id,

@@ -24,7 +24,7 @@ from ...host import NetNSNotFound
 from ...host import enter as enter_netns
 from ...skel import CmdArgs, Plugin
 from ...spec import InvalidNetworkConfig, KernelError, Result
-from .._fields import check_ifname, require_prev_result
+from .._fields import UINT32_MAX, check_ifname, int_field, require_prev_result
 from ._common import run_with_rollback
 
 
@@ -44,11 +44,7 @@ class VRFConfig:
             raise InvalidNetworkConfig("configuration is expected to have a valid vrf name "
                                        '("vrfname")')
         check_ifname(name, "vrfname")
-        table = raw.get("table", 0)
-        if isinstance(table, bool) or not isinstance(table, int) or \
-                not 0 <= table <= 0xFFFFFFFF:
-            raise InvalidNetworkConfig(f'invalid "table": expected an integer in 0..2^32-1, '
-                                       f"got {table!r}")
+        table = int_field(raw, "table", maximum=UINT32_MAX) or 0
         if table in (253, 254, 255):
             raise InvalidNetworkConfig(f'invalid "table": {table} is a reserved table '
                                        "(default/main/local)")

@@ -40,22 +40,13 @@ from ...host.netfilter import portmap as host_portmap
 from ...host.netfilter.portmap import BACKENDS, IPInterface, Owner, PortMapping, PortMapSpec
 from ...skel import CmdArgs, Plugin
 from ...spec import CNIError, InvalidNetworkConfig, Result, bool_field
-from .._fields import int_field, str_field, valid_attachments
+from .._fields import int_field, str_field, str_list, valid_attachments
 
 log = logging.getLogger("pycni.portmap")
 
 #: Kubernetes uses mark bits 14 and 15, Calico 20-31 (the reference plugin's default).
 DEFAULT_MARK_BIT = 13
 _IPTABLES_ONLY = ("markMasqBit", "externalSetMarkChain")
-
-
-def _conditions(raw: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = raw.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidNetworkConfig(f'invalid "{key}": expected a list of strings')
-    return tuple(value)
 
 
 def conditions_backend(conditions: tuple[str, ...]) -> str | None:
@@ -138,7 +129,7 @@ class PortMapConfig:
             raise InvalidNetworkConfig(f'invalid "markMasqBit" {mark_bit}: must be 0-31')
         if external == "":
             raise InvalidNetworkConfig('invalid "externalSetMarkChain": empty chain name')
-        cond4, cond6 = _conditions(raw, "conditionsV4"), _conditions(raw, "conditionsV6")
+        cond4, cond6 = tuple(str_list(raw, "conditionsV4")), tuple(str_list(raw, "conditionsV6"))
         wants: dict[str, list[str]] = {"iptables": [], "nftables": []}
         wants["iptables"] += [k for k in _IPTABLES_ONLY if raw.get(k) is not None]
         for key, conds in (("conditionsV4", cond4), ("conditionsV6", cond6)):
