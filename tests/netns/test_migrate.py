@@ -364,17 +364,18 @@ if os.environ["CNI_COMMAND"] == "ADD":
 """
 
 
-def fail_del_once(node: Node) -> tuple[dict[str, Any], Path]:
+def fail_del_once(node: Node, *, new: bool = False) -> tuple[dict[str, Any], Path]:
     """The node's multus conf with a cluster network whose last plugin fails its first DEL
-    (FAIL_DEL_ONCE, logging every call to the returned file), and a ptp network "ptpnet"."""
+    (FAIL_DEL_ONCE, logging every call to the returned file), and a ptp network "ptpnet";
+    with ``new``, ptpnet's last plugin fails it instead."""
     log, marker = node.tmp / "faildel.log", node.tmp / "faildel.failed"
     script = node.tmp / "bin" / "pytfaildel"
     script.write_text(FAIL_DEL_ONCE.format(python=sys.executable, log=str(log),
                                            marker=str(marker)))
     script.chmod(0o755)
-    conf = node.conf()
-    conf["delegates"][0]["plugins"].append({"type": "pytfaildel"})
-    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    conf, ptpnet = node.conf(), ptp_net(node, "ptpnet")
+    (ptpnet if new else conf["delegates"][0])["plugins"].append({"type": "pytfaildel"})
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptpnet))
     return conf, log
 
 
@@ -425,6 +426,39 @@ def test_orphaned_old_network_released_by_the_pods_del(node: Node, netns: str,
     assert set(links(netns)) == {"lo"}
     assert node.leases() == []
     assert node.records() == []
+
+
+def test_failed_switch_whose_undo_del_fails_stays_in_the_record(
+        node: Node, netns: str, kube_namespace: str) -> None:
+    """The new network's DEL fails while a failed switch is undone: its attachment stays
+    ``switching`` (with its staging netns), so the pod's DEL retries it and its lease goes."""
+    conf, log = fail_del_once(node, new=True)
+    pod = make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid, conf=conf).ok()
+    before = pod_state(netns)
+
+    def hook(step: str) -> None:
+        if step == "switched":
+            from pycni.spec import CNIError
+
+            raise CNIError("injected failure after the switch", code=11)
+
+    assert migrate(node, pod, "ptpnet", conf=conf, hook=hook).status == "failed"
+    assert pod_state(netns) == before
+    record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
+    assert [(a["network"], a["state"]) for a in record["attachments"]] == [
+        ("podnet", "added"), ("ptpnet", "switching")]
+    assert staging_left(cid) == [f"pycni-mig-{cid[:12]}"]  # where its DEL is retried
+
+    node.call("DEL", pod, netns, cid, conf=conf).ok()
+    dels = [json.loads(line) for line in log.read_text().splitlines()
+            if json.loads(line)[0] == "DEL"]
+    assert len(dels) == 2  # the failed one, and the pod's DEL retrying it
+    assert set(links(netns)) == {"lo"}
+    assert node.leases() == []
+    assert node.records() == []
+    assert staging_left(cid) == []
 
 
 def run_cli(node: Node, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:

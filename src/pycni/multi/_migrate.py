@@ -31,8 +31,9 @@ pod's netns, where its interface name is the new network's now.
 
 Up to the switch every step has an undo; a failure runs them newest first and leaves the pod
 exactly as it was (its interface, addresses, routes and old lease; the new store holds
-nothing). ``renumber`` takes whatever address the new network gives (the pod's IP changes:
-Services and the kubelet keep the old one until the pod is recreated).
+nothing; a new network whose DEL fails there stays ``switching`` for the next try).
+``renumber`` takes whatever address the new network gives (the pod's IP changes: Services
+and the kubelet keep the old one until the pod is recreated).
 """
 
 from __future__ import annotations
@@ -313,15 +314,14 @@ class Migration:
         ctx.records.save(record)
         undo = Undo()
         with undo:
-            undo.push(f"drop the switch to {key} from the record", self._drop_intent, ctx,
-                      record, new)
+            # Runs last: the DEL in the staging netns; only when it succeeded does the
+            # switch leave the record (the staging netns goes with it), else the next
+            # migrate or the pod's DEL retries it from the record.
+            undo.push(f"DEL {key} in the staging netns", self._undo_switch, ctx, record, new)
             remove_netns(staging_name)  # left by a switch older than its intent's record
             staging = create_netns(staging_name)
-            undo.push(f"remove the staging netns {staging}", remove_netns, staging_name)
             before = {(dev, r.dst) for a in addresses for dev, r in host_routes_to(a.ip)}
             rt = RuntimeConf(record.container_id, staging, ifname, cni_args, caps)
-            undo.push(f"DEL {key} in the staging netns", ctx.cni.delete_network_list,
-                      new_net, rt)
             log.info("pod %s: adding %s beside %s", ctx.pod_key, key, old.network)
             try:
                 result = ctx.cni.add_network_list(new_net, rt)
@@ -417,10 +417,14 @@ class Migration:
         report.addresses = [str(a) for a in got]
         report.proxies = proxies
 
-    @staticmethod
-    def _drop_intent(ctx: _Context, record: PodRecord, new: Attachment) -> None:
-        record.attachments = [a for a in record.attachments if a is not new]
-        ctx.records.save(record)
+    def _undo_switch(self, ctx: _Context, record: PodRecord, new: Attachment) -> None:
+        """DEL the ``switching`` attachment ``new`` (in its staging netns, see
+        Multus._runtime_conf); it leaves the record, with its staging netns, temporary
+        interface and proxy entries, only when that DEL succeeded."""
+        errors = self.plugin._detach(ctx, record, [new], record.netns)
+        if errors:
+            raise MigrationFailed(f"{errors[0].msg} (kept in the record: the next migrate "
+                                  "or the pod's DEL retries it)", errors[0].details)
 
     def _switch_over(self, undo: Undo, podns: str, ifname: str, tmp: str, snap: Any,  # noqa: PLR0917
                      old_snap: Any, held: list[tuple[str, Any]],
