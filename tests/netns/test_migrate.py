@@ -34,8 +34,8 @@ from pycni.testing import (
     TrafficReport,
     ip_json,
     ns_run,
+    pings,
     unique_name,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
@@ -178,7 +178,7 @@ def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
     assert back.status == "switched", back.error
     assert addresses(links(netns)["eth0"]) == [address]
     assert proxies(node) == ""
-    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert pings(netns2, address, wait=2)
     assert f"podnet/{address}" in node.leases()
     assert f"ptpnet/{address}" not in node.leases()
 
@@ -233,7 +233,7 @@ def test_failed_switch_leaves_the_pod_as_it_was(
     assert proxies(node) == ""
     assert staging_left(cid) == []
     address = addresses(links(netns)["eth0"])[0]
-    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert pings(netns2, address, wait=2)
     node.call("DEL", pod, netns, cid).ok()
     assert set(links(netns)) == {"lo"}
 
@@ -333,7 +333,7 @@ def test_crash_in_the_middle_of_a_switch(  # noqa: PLR0917 - fixtures
         assert pod_state(netns) == before
         assert node.leases() == leases
         assert proxies(node) == ""
-        assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+        assert pings(netns2, address, wait=2)
     else:  # the next migrate undoes it and switches
         report = migrate(node, pod, "ptpnet")
         assert report.status == "switched", report.error
@@ -341,7 +341,7 @@ def test_crash_in_the_middle_of_a_switch(  # noqa: PLR0917 - fixtures
         assert set(links(netns)) == {"lo", "eth0"}
         assert f"ptpnet/{address}" in node.leases()
         assert f"podnet/{address}" not in node.leases()
-        assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+        assert pings(netns2, address, wait=2)
     assert staging_left(cid) == []
     if then != "del":
         node.call("DEL", pod, netns, cid).ok()
@@ -407,7 +407,7 @@ def test_old_network_del_failing_after_the_switch(node: Node, netns: str, netns2
     dels = [json.loads(line) for line in log.read_text().splitlines()
             if json.loads(line)[0] == "DEL"]
     assert dels == [["DEL", netns, "eth0"], ["DEL", "", "eth0"]]
-    assert ns_run(node.host_ns, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert pings(node.host_ns, address, wait=2)
     record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
     assert [a["network"] for a in record["attachments"]] == ["ptpnet"]
     node.call("DEL", pod, netns, cid, conf=conf).ok()
@@ -497,7 +497,7 @@ def test_cli_migrate_one_pod(node: Node, netns: str, netns2: str, kube_namespace
     status = read_status(node.api, pod)
     assert [(s["name"], s["interface"], s["default"], s["ips"]) for s in status] == [
         (f"{kube_namespace}/ptpnet", "eth0", True, [address])]
-    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert pings(netns2, address, wait=2)
     # a network that does not exist: the JSON report says so, exit 1, the pod unchanged
     before = pod_state(netns)
     out = run_cli(node, monkeypatch, "--to", f"{kube_namespace}/nosuch", "--pod", name)
@@ -616,19 +616,14 @@ def test_failed_dual_stack_switch_gives_the_ipv6_address_back(
     assert report.status == "failed"
     assert addresses(links(netns)["eth0"]) == [v4, v6addr]
     assert pod_state(netns) == before
-    assert wait_for(lambda: ns_run(netns2, "ping", "-6", "-c", "1", "-W", "1",
-                                   v6addr).returncode == 0, timeout=10)
+    assert pings(netns2, v6addr, timeout=10)
     node.call("DEL", pod, netns, cid, conf=conf).ok()
 
 
 def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2: str,
                                                    kube_namespace: str) -> None:
     conf, pod, cid, v4, v6addr = dual_stack_pod(node, netns, netns2, kube_namespace)
-
-    def ping6_ok() -> bool:
-        return ns_run(netns2, "ping", "-6", "-c", "1", "-W", "1", v6addr).returncode == 0
-
-    assert wait_for(ping6_ok, timeout=10)
+    assert pings(netns2, v6addr, timeout=10)
     with LiveTraffic(v6addr, netns, ping_from=[netns2], tcp_from=netns2,
                      workdir=node.tmp) as traffic:
         report = migrate(node, pod, "ptp6", conf=conf)
@@ -642,8 +637,8 @@ def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2
     # usable at once: the pod's address is not tentative (no DAD)
     assert [a for a in eth0["addr_info"] if a["local"] == v6addr and a.get("tentative")] == []
     assert f"{v6addr} dev {node.bridge} proxy" in proxies(node)
-    assert ping6_ok()
-    assert ns_run(node.host_ns, "ping", "-6", "-c", "1", "-W", "2", v6addr).returncode == 0
+    assert pings(netns2, v6addr)
+    assert pings(node.host_ns, v6addr, wait=2)
     node.call("DEL", pod, netns, cid, conf=conf).ok()
     assert proxies(node) == ""
     assert [lease for lease in node.leases() if lease.startswith("ptp6/")] == []

@@ -167,6 +167,15 @@ def ns_run(netns: str, *argv: str, timeout: float = 30, check: bool = False
                           text=True, timeout=timeout, check=check)
 
 
+def pings(netns: str, address: str, *, timeout: float = 0, wait: int = 1) -> bool:
+    """One ping from ``netns`` to ``address`` gets a reply within ``wait`` seconds; with a
+    ``timeout``, pinged again until one does or ``timeout`` seconds have passed (routes and
+    neighbours settle asynchronously). ping picks the family from the address."""
+    def once() -> bool:
+        return ns_run(netns, "ping", "-c1", f"-W{wait}", address).returncode == 0
+    return bool(wait_for(once, timeout=timeout)) if timeout else once()
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.05) -> T:
     """Poll ``predicate`` until it is truthy (kernel state settles asynchronously)."""
     deadline = time.monotonic() + timeout
@@ -251,6 +260,7 @@ __all__ = [
     "make_test_pki",
     "netns_path",
     "ns_run",
+    "pings",
     "temp_netns",
     "unique_name",
     "unix_exchange_as_nobody",
