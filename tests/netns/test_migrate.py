@@ -20,6 +20,7 @@ from test_multus import (
     RootNetnsSource,
     addresses,
     links,
+    make_nad,
     make_pod,
     read_status,
 )
@@ -28,7 +29,6 @@ from pycni.host import list_netns, run_in_netns
 from pycni.multi import Migration, Multus, MultusConfig, PodRecords
 from pycni.testing import (
     GO_PLUGIN_DIR,
-    NAD_CRD,
     KubeAPIServer,
     LiveTraffic,
     TrafficReport,
@@ -60,14 +60,6 @@ def ptp_net(node: Node, name: str, subnet: str = SUBNET) -> dict[str, Any]:
         {"type": "ptp", "ipam": {"type": "host-local", "subnet": subnet,
                                  "routes": [{"dst": "0.0.0.0/0"}],
                                  "dataDir": str(node.ipam_dir)}}]}
-
-
-def make_nad(api: KubeAPIServer, namespace: str, name: str, config: dict[str, Any]) -> None:
-    api.create_crd(NAD_CRD)
-    api.request("POST", f"/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/"
-                        "network-attachment-definitions",
-                {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-                 "metadata": {"name": name}, "spec": {"config": json.dumps(config)}})
 
 
 def migrate(node: Node, pod: dict[str, Any], network: str, *, conf: dict[str, Any] | None = None,
