@@ -103,11 +103,6 @@ def agent_in(host_ns: str, sock: str, extra: Sequence[str] = (),
         proc.wait(60)
 
 
-def agent_pid(proc: subprocess.Popen[bytes]) -> int:
-    """The agent's own pid (nsenter execs it, so the same process)."""
-    return proc.pid
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -147,16 +142,18 @@ class Bench:
 
     def cpu(self) -> float:
         """Seconds of CPU so far of this process's children (plugins, shims) and the agent."""
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        own = 0.0
-        if self.agent is not None:
-            fields = Path(f"/proc/{self.agent.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return usage.ru_utime + usage.ru_stime + own
+        return cpu_seconds(self.agent.pid if self.agent is not None else 0)
 
 
-def median_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000
+def cpu_seconds(agent_pid: int = 0) -> float:
+    """Seconds of CPU so far of this process's children (plugins, shims), plus the agent's
+    (``agent_pid``, a process that is not our waited-for child yet) when given."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = 0.0
+    if agent_pid:
+        fields = Path(f"/proc/{agent_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return usage.ru_utime + usage.ru_stime + own
 
 
 def pct(values: list[float], q: float) -> float:
@@ -241,7 +238,7 @@ def burst(benches: dict[str, Bench], pods: int, runs: int) -> dict[str, Row]:
 def memory(b: Bench, cycles: int, parallel: int = 8) -> tuple[float, float, float]:
     """(RSS now, after a 100-cycle warm-up, after ``cycles`` more ADD/DEL cycles), MB."""
     assert b.agent is not None
-    pid = agent_pid(b.agent)
+    pid = b.agent.pid  # nsenter execs the agent: the same process
     idle = rss_mb(pid)
 
     def cycle(i: int) -> None:

@@ -21,8 +21,6 @@ import argparse
 import json
 import os
 import random
-import resource
-import statistics
 import subprocess
 import tempfile
 import time
@@ -30,9 +28,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from _harness import GO_DIR, temp_netns
-from bench_agent import agent_in, install_ours_with_socket, pct
+from bench_agent import IMPLS, Row, agent_in, cpu_seconds, install_ours_with_socket, table
 
-IMPLS = ("go", "agent", "standalone")
 HOSTS = 65532
 
 
@@ -73,12 +70,7 @@ class Impl:
         return took
 
     def cpu(self) -> float:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        own = 0.0
-        if self.agent_pid:
-            fields = Path(f"/proc/{self.agent_pid}/stat").read_text().rsplit(")", 1)[1].split()
-            own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return usage.ru_utime + usage.ru_stime + own
+        return cpu_seconds(self.agent_pid)
 
 
 def main() -> None:
@@ -105,32 +97,19 @@ def main() -> None:
             i.call("DEL", f"cold{0:060x}")
         print("first ADD (cold: every lease read) ms: "
               + ", ".join(f"{k} {v * 1000:.0f}" for k, v in cold.items()))
-        times: dict[tuple[str, str], list[float]] = {}
-        cpu: dict[tuple[str, str], float] = {}
+        rows = {"ADD": Row(), "DEL": Row()}
         for rnd in range(opts.rounds):
             order = impls[rnd % 3:] + impls[:rnd % 3]
             for impl in order:
                 cid = f"bench{rnd:059x}"  # not a fill ID (those are all hex)
-                for op in ("ADD", "DEL"):
+                for op, row in rows.items():
                     c0 = impl.cpu()
-                    times.setdefault((impl.name, op), []).append(impl.call(op, cid))
-                    cpu[impl.name, op] = cpu.get((impl.name, op), 0.0) + impl.cpu() - c0
-        print(f"{opts.rounds} interleaved rounds{'':<6}{'go ms':>8}{'cpu':>6}"
-              + "".join(f"{n + ' ms':>14}{'cpu':>6}{'ratio [p25-p75]':>22}"
-                        for n in IMPLS[1:]))
-        for op in ("ADD", "DEL"):
-            go = times["go", op]
-            line = (f"{op:<27}{statistics.median(go) * 1000:>8.1f}"
-                    f"{cpu['go', op] / opts.rounds * 1000:>6.1f}")
-            for name in IMPLS[1:]:
-                mine = times[name, op]
-                r = [a / g for a, g in zip(mine, go, strict=True)]
-                spread = f"{statistics.median(r):.3f}x [{pct(r, .25):.3f}-{pct(r, .75):.3f}]"
-                line += (f"{statistics.median(mine) * 1000:>14.1f}"
-                         f"{cpu[name, op] / opts.rounds * 1000:>6.1f}{spread:>22}")
-            print(line + ("   target: agent <= 0.1x, standalone <= 0.5x" if op == "ADD"
-                          else ""), flush=True)
-
+                    row.times.setdefault(impl.name, []).append(impl.call(op, cid))
+                    row.cpu[impl.name] = row.cpu.get(impl.name, 0.0) + impl.cpu() - c0
+        for row in rows.values():
+            row.calls = opts.rounds
+        print(table(f"{opts.rounds} interleaved rounds", rows,
+                    {"ADD": "agent <= 0.1x, standalone <= 0.5x"}), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -12,14 +12,15 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_ipam_differential import go as go_plugin
+from test_ipam_differential import py
 
-from pycni.invoke import load_plugin
-from pycni.skel import run_plugin_bytes
-from pycni.testing import GO_PLUGIN_DIR, cni_env
+from pycni.testing import cni_env
 
 pytestmark = pytest.mark.differential
 
@@ -38,21 +39,10 @@ def _env(command: str, cid: str) -> dict[str, str]:
     return env
 
 
-def go(command: str, config: dict[str, Any], cid: str) -> tuple[int, Any]:
-    exe = str(Path(GO_PLUGIN_DIR) / "host-local")
-    if not os.access(exe, os.X_OK):
-        pytest.skip(f"{exe} is not installed (containernetworking-plugins)")
-    proc = subprocess.run([exe], input=json.dumps(config).encode(), env=_env(command, cid),
-                          capture_output=True, timeout=60, check=False)
-    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
-
-
-def agent(command: str, config: dict[str, Any], cid: str) -> tuple[int, Any]:
-    """In this (long-lived) process, as the agent runs it: the index stays in memory."""
-    cls = load_plugin("host-local")
-    assert cls is not None
-    status, out = run_plugin_bytes(cls(), _env(command, cid), json.dumps(config).encode())
-    return status, json.loads(out) if out.strip() else None
+#: Go's host-local, a fresh process each call.
+go = partial(go_plugin, "host-local")
+#: In this (long-lived) process, as the agent runs it: the index stays in memory.
+agent = partial(py, "host-local")
 
 
 def standalone(command: str, config: dict[str, Any], cid: str) -> tuple[int, Any]:

@@ -50,9 +50,6 @@ def test_etcd_restart_keeps_data(kill: bool) -> None:
 
 # -- kube-apiserver ---------------------------------------------------------------------------
 
-#: The Multus NetworkAttachmentDefinition CRD (k8s.cni.cncf.io/v1): ``spec.config`` holds a
-#: CNI config as a JSON string.
-
 
 def _node(name: str, pod_cidr: str) -> dict[str, object]:
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},

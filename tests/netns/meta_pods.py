@@ -64,11 +64,6 @@ def theirs(host_ns: str, plugin: str, command: str, conf: dict[str, Any], *, cid
     return exec_plugin_in(host_ns, f"{GO_PLUGIN_DIR}/{plugin}", env, conf).ok()
 
 
-def can_ping(netns: str, ip: str) -> bool:
-    """One ping from ``netns`` to ``ip`` gets a reply."""
-    return ns_run(netns, "ping", "-c", "1", "-W", "1", ip).returncode == 0
-
-
 @contextmanager
 def iperf_server(netns: str, port: int = 5201) -> Iterator[None]:
     """An iperf3 server in ``netns`` for one test."""

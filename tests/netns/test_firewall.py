@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meta_pods import bridge_pod, can_ping, chained, ours, pod_ip, theirs
+from meta_pods import bridge_pod, chained, ours, pod_ip, theirs
 
-from pycni.testing import call_plugin, cni_env, ns_run, temp_netns, unique_name
+from pycni.testing import call_plugin, cni_env, ns_run, pings, temp_netns, unique_name
 
 pytestmark = pytest.mark.netns
 
@@ -67,7 +67,7 @@ def test_open_policy_rules_added_and_removed(host_ns: str, tmp_path: Path, two_b
         assert "-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD" \
             in rules
         assert "-j CNI-ADMIN" in rules
-    assert can_ping(two_bridges["b1"][0], ip)
+    assert pings(two_bridges["b1"][0], ip)
     netns = two_bridges["a1"][0]
     check = call_plugin(host_ns, "firewall", cni_env("CHECK", container_id="a1", netns=netns),
                         conf)
@@ -88,9 +88,9 @@ def test_same_bridge_policy(host_ns: str, tmp_path: Path, two_bridges: Any,
     for name in ("a1", "a2", "b1"):
         _add(host_ns, tmp_path, two_bridges, name, backend, ingressPolicy="same-bridge")
     a1, a2, b1 = (two_bridges[n] for n in ("a1", "a2", "b1"))
-    assert can_ping(a1[0], pod_ip(a2[1]))  # same bridge: allowed
-    assert not can_ping(a1[0], pod_ip(b1[1]))  # across bridges: dropped both ways
-    assert not can_ping(b1[0], pod_ip(a1[1]))
+    assert pings(a1[0], pod_ip(a2[1]))  # same bridge: allowed
+    assert not pings(a1[0], pod_ip(b1[1]))  # across bridges: dropped both ways
+    assert not pings(b1[0], pod_ip(a1[1]))
     if backend == "iptables":
         assert "CNI-ISOLATION-STAGE-2" in _ruleset(host_ns, backend)
 
@@ -99,12 +99,12 @@ def test_same_bridge_policy(host_ns: str, tmp_path: Path, two_bridges: Any,
 def test_isolated_policy(host_ns: str, tmp_path: Path, two_bridges: Any, backend: str) -> None:
     conf = _add(host_ns, tmp_path, two_bridges, "a1", backend, ingressPolicy="isolated")
     a1, a2, b1 = (two_bridges[n] for n in ("a1", "a2", "b1"))
-    assert not can_ping(a2[0], pod_ip(a1[1]))  # same bridge, new connection: dropped
-    assert not can_ping(b1[0], pod_ip(a1[1]))  # routed, new connection: dropped
-    assert can_ping(a1[0], pod_ip(a2[1]))  # a1's own connections get their replies
-    assert can_ping(a1[0], pod_ip(b1[1]))
+    assert not pings(a2[0], pod_ip(a1[1]))  # same bridge, new connection: dropped
+    assert not pings(b1[0], pod_ip(a1[1]))  # routed, new connection: dropped
+    assert pings(a1[0], pod_ip(a2[1]))  # a1's own connections get their replies
+    assert pings(a1[0], pod_ip(b1[1]))
     ours(host_ns, "firewall", "DEL", conf, cid="a1", netns=a1[0])
-    assert can_ping(a2[0], pod_ip(a1[1]))
+    assert pings(a2[0], pod_ip(a1[1]))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

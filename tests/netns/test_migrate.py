@@ -20,6 +20,7 @@ from test_multus import (
     RootNetnsSource,
     addresses,
     links,
+    make_nad,
     make_pod,
     read_status,
 )
@@ -28,14 +29,13 @@ from pycni.host import list_netns, run_in_netns
 from pycni.multi import Migration, Multus, MultusConfig, PodRecords
 from pycni.testing import (
     GO_PLUGIN_DIR,
-    NAD_CRD,
     KubeAPIServer,
     LiveTraffic,
     TrafficReport,
     ip_json,
     ns_run,
+    pings,
     unique_name,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
@@ -60,14 +60,6 @@ def ptp_net(node: Node, name: str, subnet: str = SUBNET) -> dict[str, Any]:
         {"type": "ptp", "ipam": {"type": "host-local", "subnet": subnet,
                                  "routes": [{"dst": "0.0.0.0/0"}],
                                  "dataDir": str(node.ipam_dir)}}]}
-
-
-def make_nad(api: KubeAPIServer, namespace: str, name: str, config: dict[str, Any]) -> None:
-    api.create_crd(NAD_CRD)
-    api.request("POST", f"/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/"
-                        "network-attachment-definitions",
-                {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-                 "metadata": {"name": name}, "spec": {"config": json.dumps(config)}})
 
 
 def migrate(node: Node, pod: dict[str, Any], network: str, *, conf: dict[str, Any] | None = None,
@@ -178,7 +170,7 @@ def test_live_switch_bridge_to_ptp_keeps_address_ping_and_tcp(
     assert back.status == "switched", back.error
     assert addresses(links(netns)["eth0"]) == [address]
     assert proxies(node) == ""
-    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert pings(netns2, address, wait=2)
     assert f"podnet/{address}" in node.leases()
     assert f"ptpnet/{address}" not in node.leases()
 
@@ -233,7 +225,7 @@ def test_failed_switch_leaves_the_pod_as_it_was(
     assert proxies(node) == ""
     assert staging_left(cid) == []
     address = addresses(links(netns)["eth0"])[0]
-    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert pings(netns2, address, wait=2)
     node.call("DEL", pod, netns, cid).ok()
     assert set(links(netns)) == {"lo"}
 
@@ -333,7 +325,7 @@ def test_crash_in_the_middle_of_a_switch(  # noqa: PLR0917 - fixtures
         assert pod_state(netns) == before
         assert node.leases() == leases
         assert proxies(node) == ""
-        assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+        assert pings(netns2, address, wait=2)
     else:  # the next migrate undoes it and switches
         report = migrate(node, pod, "ptpnet")
         assert report.status == "switched", report.error
@@ -341,7 +333,7 @@ def test_crash_in_the_middle_of_a_switch(  # noqa: PLR0917 - fixtures
         assert set(links(netns)) == {"lo", "eth0"}
         assert f"ptpnet/{address}" in node.leases()
         assert f"podnet/{address}" not in node.leases()
-        assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+        assert pings(netns2, address, wait=2)
     assert staging_left(cid) == []
     if then != "del":
         node.call("DEL", pod, netns, cid).ok()
@@ -364,17 +356,18 @@ if os.environ["CNI_COMMAND"] == "ADD":
 """
 
 
-def fail_del_once(node: Node) -> tuple[dict[str, Any], Path]:
+def fail_del_once(node: Node, *, new: bool = False) -> tuple[dict[str, Any], Path]:
     """The node's multus conf with a cluster network whose last plugin fails its first DEL
-    (FAIL_DEL_ONCE, logging every call to the returned file), and a ptp network "ptpnet"."""
+    (FAIL_DEL_ONCE, logging every call to the returned file), and a ptp network "ptpnet";
+    with ``new``, ptpnet's last plugin fails it instead."""
     log, marker = node.tmp / "faildel.log", node.tmp / "faildel.failed"
     script = node.tmp / "bin" / "pytfaildel"
     script.write_text(FAIL_DEL_ONCE.format(python=sys.executable, log=str(log),
                                            marker=str(marker)))
     script.chmod(0o755)
-    conf = node.conf()
-    conf["delegates"][0]["plugins"].append({"type": "pytfaildel"})
-    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptp_net(node, "ptpnet")))
+    conf, ptpnet = node.conf(), ptp_net(node, "ptpnet")
+    (ptpnet if new else conf["delegates"][0])["plugins"].append({"type": "pytfaildel"})
+    (node.conf_dir / "ptpnet.conflist").write_text(json.dumps(ptpnet))
     return conf, log
 
 
@@ -406,7 +399,7 @@ def test_old_network_del_failing_after_the_switch(node: Node, netns: str, netns2
     dels = [json.loads(line) for line in log.read_text().splitlines()
             if json.loads(line)[0] == "DEL"]
     assert dels == [["DEL", netns, "eth0"], ["DEL", "", "eth0"]]
-    assert ns_run(node.host_ns, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert pings(node.host_ns, address, wait=2)
     record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
     assert [a["network"] for a in record["attachments"]] == ["ptpnet"]
     node.call("DEL", pod, netns, cid, conf=conf).ok()
@@ -425,6 +418,39 @@ def test_orphaned_old_network_released_by_the_pods_del(node: Node, netns: str,
     assert set(links(netns)) == {"lo"}
     assert node.leases() == []
     assert node.records() == []
+
+
+def test_failed_switch_whose_undo_del_fails_stays_in_the_record(
+        node: Node, netns: str, kube_namespace: str) -> None:
+    """The new network's DEL fails while a failed switch is undone: its attachment stays
+    ``switching`` (with its staging netns), so the pod's DEL retries it and its lease goes."""
+    conf, log = fail_del_once(node, new=True)
+    pod = make_pod(node.api, kube_namespace, {})
+    cid = unique_name("cid")
+    node.call("ADD", pod, netns, cid, conf=conf).ok()
+    before = pod_state(netns)
+
+    def hook(step: str) -> None:
+        if step == "switched":
+            from pycni.spec import CNIError
+
+            raise CNIError("injected failure after the switch", code=11)
+
+    assert migrate(node, pod, "ptpnet", conf=conf, hook=hook).status == "failed"
+    assert pod_state(netns) == before
+    record = json.loads((node.cni_dir / "pods" / f"{cid}_eth0.json").read_text())
+    assert [(a["network"], a["state"]) for a in record["attachments"]] == [
+        ("podnet", "added"), ("ptpnet", "switching")]
+    assert staging_left(cid) == [f"pycni-mig-{cid[:12]}"]  # where its DEL is retried
+
+    node.call("DEL", pod, netns, cid, conf=conf).ok()
+    dels = [json.loads(line) for line in log.read_text().splitlines()
+            if json.loads(line)[0] == "DEL"]
+    assert len(dels) == 2  # the failed one, and the pod's DEL retrying it
+    assert set(links(netns)) == {"lo"}
+    assert node.leases() == []
+    assert node.records() == []
+    assert staging_left(cid) == []
 
 
 def run_cli(node: Node, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
@@ -463,7 +489,7 @@ def test_cli_migrate_one_pod(node: Node, netns: str, netns2: str, kube_namespace
     status = read_status(node.api, pod)
     assert [(s["name"], s["interface"], s["default"], s["ips"]) for s in status] == [
         (f"{kube_namespace}/ptpnet", "eth0", True, [address])]
-    assert ns_run(netns2, "ping", "-c", "1", "-W", "2", address).returncode == 0
+    assert pings(netns2, address, wait=2)
     # a network that does not exist: the JSON report says so, exit 1, the pod unchanged
     before = pod_state(netns)
     out = run_cli(node, monkeypatch, "--to", f"{kube_namespace}/nosuch", "--pod", name)
@@ -582,19 +608,14 @@ def test_failed_dual_stack_switch_gives_the_ipv6_address_back(
     assert report.status == "failed"
     assert addresses(links(netns)["eth0"]) == [v4, v6addr]
     assert pod_state(netns) == before
-    assert wait_for(lambda: ns_run(netns2, "ping", "-6", "-c", "1", "-W", "1",
-                                   v6addr).returncode == 0, timeout=10)
+    assert pings(netns2, v6addr, timeout=10)
     node.call("DEL", pod, netns, cid, conf=conf).ok()
 
 
 def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2: str,
                                                    kube_namespace: str) -> None:
     conf, pod, cid, v4, v6addr = dual_stack_pod(node, netns, netns2, kube_namespace)
-
-    def ping6_ok() -> bool:
-        return ns_run(netns2, "ping", "-6", "-c", "1", "-W", "1", v6addr).returncode == 0
-
-    assert wait_for(ping6_ok, timeout=10)
+    assert pings(netns2, v6addr, timeout=10)
     with LiveTraffic(v6addr, netns, ping_from=[netns2], tcp_from=netns2,
                      workdir=node.tmp) as traffic:
         report = migrate(node, pod, "ptp6", conf=conf)
@@ -608,8 +629,8 @@ def test_dual_stack_switch_keeps_the_ipv6_address(node: Node, netns: str, netns2
     # usable at once: the pod's address is not tentative (no DAD)
     assert [a for a in eth0["addr_info"] if a["local"] == v6addr and a.get("tentative")] == []
     assert f"{v6addr} dev {node.bridge} proxy" in proxies(node)
-    assert ping6_ok()
-    assert ns_run(node.host_ns, "ping", "-6", "-c", "1", "-W", "2", v6addr).returncode == 0
+    assert pings(netns2, v6addr)
+    assert pings(node.host_ns, v6addr, wait=2)
     node.call("DEL", pod, netns, cid, conf=conf).ok()
     assert proxies(node) == ""
     assert [lease for lease in node.leases() if lease.startswith("ptp6/")] == []

@@ -32,7 +32,6 @@ from pycni.testing import (
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
 
-
 def make_nad(api: KubeAPIServer, namespace: str, name: str, config: dict[str, Any] | None,
              annotations: dict[str, str] | None = None) -> None:
     api.create_crd(NAD_CRD)

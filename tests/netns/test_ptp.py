@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pycni.testing import call_plugin, cni_env, ip_json, ns_run, temp_netns, wait_for
+from pycni.testing import call_plugin, cni_env, ip_json, ns_run, pings, temp_netns
 
 pytestmark = pytest.mark.netns
 
@@ -33,11 +33,6 @@ def routes(netns: str, family: str) -> set[tuple[str, str | None, str | None]]:
     return {(r["dst"], r.get("gateway"), r.get("scope"))
             for r in ip_json(netns, family, "route", "show", "table", "main")
             if not r["dst"].startswith(("fe80", "ff00"))}
-
-
-def pings(netns: str, address: str) -> bool:
-    return bool(wait_for(lambda: ns_run(netns, "ping", "-c1", "-W1", address).returncode == 0,
-                         timeout=10))
 
 
 def leases(tmp_path: Path) -> set[str]:
@@ -70,11 +65,11 @@ def test_add_sets_up_point_to_point_routing(host_ns: str, netns: str, netns2: st
     assert link["mtu"] == 1400
     assert link.get("txqlen", 0) == 0
     assert ns_run(host_ns, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
-    assert pings(netns, "10.66.0.1")
-    assert pings(netns, "fd66::1")
+    assert pings(netns, "10.66.0.1", timeout=10)
+    assert pings(netns, "fd66::1", timeout=10)
     call("ADD", host_ns, netns2, config, "c2").ok()
-    assert pings(netns, "10.66.0.3")  # routed through the host
-    assert pings(netns, "fd66::3")
+    assert pings(netns, "10.66.0.3", timeout=10)  # routed through the host
+    assert pings(netns, "fd66::3", timeout=10)
 
 
 def test_dns_from_config_wins(host_ns: str, netns: str, tmp_path: Path) -> None:

@@ -216,3 +216,35 @@ def test_cli_gen_config(tmp_path: Path) -> None:
     out = runner.invoke(app, ["multus", "gen-config", "--conf-dir", str(tmp_path / "none")])
     assert out.exit_code == 1
     assert "no network configuration" in out.output
+
+
+@pytest.mark.parametrize("failing", ["run_in_netns", "delete_proxy_neighbour"])
+def test_interrupted_switch_cleanup_goes_on_past_a_failure(
+        failing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporary interface or a proxy entry that cannot be removed does not keep the
+    staging netns (nor the other proxy entries) from going."""
+    from pycni import host
+    from pycni.multi import _plugin
+    from pycni.spec import KernelError
+
+    calls: list[tuple[str, object]] = []
+
+    def fake(name: str) -> object:
+        def call(*args: object) -> None:
+            calls.append((name, args[-1]))
+            if name == failing:
+                raise KernelError(f"{name} failed")
+        return call
+
+    for name in ("run_in_netns", "delete_proxy_neighbour", "remove_netns"):
+        monkeypatch.setattr(host, name, fake(name))
+    netns = tmp_path / "podns"
+    netns.touch()
+    att = Attachment("new", "eth0", {}, state="switching", switch={
+        "staging": "pycni-mig-x", "tmp": "mig0",
+        "proxies": [{"device": "br0", "address": "10.1.0.5"},
+                    {"device": "br0", "address": "10.1.0.6"}]})
+    _plugin._drop_switch(PodRecord("cid", str(netns), "eth0", attachments=[att]), att)
+    assert [c[0] for c in calls] == ["run_in_netns", "delete_proxy_neighbour",
+                                     "delete_proxy_neighbour", "remove_netns"]
+    assert calls[-1] == ("remove_netns", "pycni-mig-x")

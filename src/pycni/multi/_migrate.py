@@ -31,8 +31,9 @@ pod's netns, where its interface name is the new network's now.
 
 Up to the switch every step has an undo; a failure runs them newest first and leaves the pod
 exactly as it was (its interface, addresses, routes and old lease; the new store holds
-nothing). ``renumber`` takes whatever address the new network gives (the pod's IP changes:
-Services and the kubelet keep the old one until the pod is recreated).
+nothing; a new network whose DEL fails there stays ``switching`` for the next try).
+``renumber`` takes whatever address the new network gives (the pod's IP changes: Services
+and the kubelet keep the old one until the pod is recreated).
 """
 
 from __future__ import annotations
@@ -182,6 +183,12 @@ def _restore_iface(ifname: str, addresses: list[IPInterface], bare: list[IPInter
         take_over_routes(ifname, routes)
 
 
+def _add_host_route(dev: str, route: RouteInfo) -> None:
+    """Put ``route`` (one of the host's routes to the pod) back on ``dev``."""
+    add_route(route.dst, ifname=dev, gateway=route.gateway, scope=route.scope,
+              src=route.prefsrc, exist_ok=True)
+
+
 def _announce(ifname: str, ips: Sequence[IPAddress]) -> None:
     """Tell ``ifname``'s segment that ``ips`` are at its MAC now: a gratuitous ARP for IPv4,
     an unsolicited neighbour advertisement (Override) for IPv6."""
@@ -259,9 +266,7 @@ class Migration:
                 run_in_netns(record.netns, _restore_iface, att.interface, addrs, bare, routes)
                 for dev, route in intent.get("hostRoutes") or []:
                     if link_info(dev) is not None:
-                        r = _route_from_json(route)
-                        add_route(r.dst, ifname=dev, gateway=r.gateway, scope=r.scope,
-                                  src=r.prefsrc, exist_ok=True)
+                        _add_host_route(dev, _route_from_json(route))
             # DEL in the staging netns (see Multus._runtime_conf), then the temporary
             # interface, the staging netns and the switch's proxy entries go.
             errors = self.plugin._detach(ctx, record, [att], record.netns)
@@ -313,15 +318,14 @@ class Migration:
         ctx.records.save(record)
         undo = Undo()
         with undo:
-            undo.push(f"drop the switch to {key} from the record", self._drop_intent, ctx,
-                      record, new)
+            # Runs last: the DEL in the staging netns; only when it succeeded does the
+            # switch leave the record (the staging netns goes with it), else the next
+            # migrate or the pod's DEL retries it from the record.
+            undo.push(f"DEL {key} in the staging netns", self._undo_switch, ctx, record, new)
             remove_netns(staging_name)  # left by a switch older than its intent's record
             staging = create_netns(staging_name)
-            undo.push(f"remove the staging netns {staging}", remove_netns, staging_name)
             before = {(dev, r.dst) for a in addresses for dev, r in host_routes_to(a.ip)}
             rt = RuntimeConf(record.container_id, staging, ifname, cni_args, caps)
-            undo.push(f"DEL {key} in the staging netns", ctx.cni.delete_network_list,
-                      new_net, rt)
             log.info("pod %s: adding %s beside %s", ctx.pod_key, key, old.network)
             try:
                 result = ctx.cni.add_network_list(new_net, rt)
@@ -375,7 +379,7 @@ class Migration:
                 log.warning("pod %s: the pod's namespace refused the sysctls %s of %s",
                             ctx.pod_key, ", ".join(refused), key)
             self._step("moved")
-            proxies = self._switch_over(undo, podns, ifname, tmp, snap, old_snap, held,
+            self._switch_over(undo, podns, ifname, tmp, snap, old_snap, held,
                                         old_routes, proxy_plan, got)
             self._step("switched")
         # Committed: from here on, the pod is on the new network.
@@ -391,7 +395,7 @@ class Migration:
         for back in [p for p in record.proxies if p["address"] in moved]:
             # Back on (or off) the segment it was proxied on: the node stops answering.
             delete_proxy_neighbour(back["device"], ipaddress.ip_address(back["address"]))
-        record.proxies = [p for p in record.proxies if p["address"] not in moved] + proxies
+        record.proxies = [p for p in record.proxies if p["address"] not in moved] + proxy_plan
         ctx.records.save(record)
         errors = self.plugin._detach(ctx, record, [old], podns)
         if errors:
@@ -415,35 +419,40 @@ class Migration:
         self.prune_proxies()
         report.status = "switched"
         report.addresses = [str(a) for a in got]
-        report.proxies = proxies
+        report.proxies = proxy_plan
 
-    @staticmethod
-    def _drop_intent(ctx: _Context, record: PodRecord, new: Attachment) -> None:
-        record.attachments = [a for a in record.attachments if a is not new]
-        ctx.records.save(record)
+    def _undo_switch(self, ctx: _Context, record: PodRecord, new: Attachment) -> None:
+        """DEL the ``switching`` attachment ``new`` (in its staging netns, see
+        Multus._runtime_conf); it leaves the record, with its staging netns, temporary
+        interface and proxy entries, only when that DEL succeeded."""
+        errors = self.plugin._detach(ctx, record, [new], record.netns)
+        if errors:
+            raise MigrationFailed(f"{errors[0].msg} (kept in the record: the next migrate "
+                                  "or the pod's DEL retries it)", errors[0].details)
 
     def _switch_over(self, undo: Undo, podns: str, ifname: str, tmp: str, snap: Any,  # noqa: PLR0917
                      old_snap: Any, held: list[tuple[str, Any]],
                      old_routes: list[tuple[str, RouteInfo]], proxy_plan: list[dict[str, str]],
-                     got: list[IPInterface]) -> list[dict[str, str]]:
+                     got: list[IPInterface]) -> None:
         """Step 3 of the module docstring; the undo steps pushed on ``undo``."""
         with enter(podns) as pod:
             pod.call(add_addresses, tmp, snap.addresses, no_prefix_route=snap.no_prefix_route)
             undo.push(f"take the addresses off {tmp}", run_in_netns, podns, remove_addresses,
                       tmp, snap.addresses)
-            undo.push(f"give the routes back to {ifname}", run_in_netns, podns,
-                      take_over_routes, ifname, old_snap.routes + old_snap.kernel_routes)
+            # Also undoes the set_link_down below: up with its addresses again (down, it
+            # lost its IPv6 ones: keep_addr_on_down is 0), then its routes.
+            undo.push(f"give {ifname} back its addresses and routes", run_in_netns, podns,
+                      _restore_iface, ifname, old_snap.addresses, old_snap.no_prefix_route,
+                      old_snap.routes + old_snap.kernel_routes)
             pod.call(take_over_routes, tmp, snap.routes)
             # The pod's new MAC, told to the segment it joins (its peers, a bridge's FDB).
             pod.call(_announce, tmp, [a.ip for a in got])
             for dev, route in old_routes:
                 del_route(route.dst, ifname=dev, gateway=route.gateway, missing_ok=True)
-                undo.push(f"give back the route to {route.dst} via {dev}", add_route,
-                          route.dst, ifname=dev, gateway=route.gateway, scope=route.scope,
-                          src=route.prefsrc, exist_ok=True)
+                undo.push(f"give back the route to {route.dst} via {dev}", _add_host_route,
+                          dev, route)
             for dev, route in held:
-                add_route(route.dst, ifname=dev, gateway=route.gateway, scope=route.scope,
-                          src=route.prefsrc, exist_ok=True)
+                _add_host_route(dev, route)
                 undo.push(f"hold back the route to {route.dst} via {dev}", del_route,
                           route.dst, ifname=dev, gateway=route.gateway, missing_ok=True)
             for entry in proxy_plan:
@@ -457,12 +466,6 @@ class Migration:
             self._step("proxied")
             # The old interface would still answer ARP for the address on the old segment.
             pod.call(set_link_down, ifname)
-            # Down, the interface lost its IPv6 addresses (keep_addr_on_down is 0): up
-            # again alone would leave the pod IPv4-only.
-            undo.push(f"set {ifname} up again with its addresses", run_in_netns, podns,
-                      add_addresses, ifname, old_snap.addresses,
-                      no_prefix_route=old_snap.no_prefix_route)
-        return list(proxy_plan)
 
     def _update_caches(self, ctx: _Context, record: PodRecord, net: NetworkConfigList,
                        new: Attachment) -> None:

@@ -475,7 +475,7 @@ class Multus(Plugin):
         if record.attachments:
             ctx.records.save(record)
         else:
-            _release_proxies(record)
+            _release_proxies(record.proxies)
             ctx.records.remove(record.container_id, record.ifname)
         return list(reversed(errors))
 
@@ -550,15 +550,17 @@ class Multus(Plugin):
             raise errors[0]
 
 
-def _release_proxies(record: PodRecord) -> None:
-    """Remove the proxy ARP/NDP entries a live switch made for the pod (it is gone)."""
+def _release_proxies(proxies: list[dict[str, str]]) -> None:
+    """Remove proxy ARP/NDP entries a live switch made (``{"device", "address"}``); one that
+    cannot be removed is logged and the others still go."""
     import ipaddress
 
     from ..host import delete_proxy_neighbour
 
-    for proxy in record.proxies:
+    for proxy in proxies:
         try:
-            delete_proxy_neighbour(proxy["device"], ipaddress.ip_address(proxy["address"]))
+            delete_proxy_neighbour(str(proxy["device"]),
+                                   ipaddress.ip_address(str(proxy["address"])))
         except CNIError as exc:
             log.warning("cannot remove the proxy entry %s on %s: %s", proxy["address"],
                         proxy["device"], exc)
@@ -576,23 +578,24 @@ def _staging_path(att: Attachment) -> str:
 def _drop_switch(record: PodRecord, att: Attachment) -> None:
     """After the DEL of a ``switching`` attachment: what its delegates did not make (the
     staging netns, the interface moved into the pod under a temporary name, which takes its
-    host-side peer with it, and the proxy entries of the switch) goes too."""
-    import ipaddress
-
-    from ..host import delete_link, delete_proxy_neighbour, remove_netns, run_in_netns
+    host-side peer with it, and the proxy entries of the switch) goes too; each on its own,
+    a failure is logged."""
+    from ..host import delete_link, remove_netns, run_in_netns
 
     intent = att.switch or {}
-    try:
-        if intent.get("tmp") and record.netns and Path(record.netns).exists():
+    what = (f"pod {record.pod.get('name', record.container_id)}: cleaning up after the "
+            f"interrupted switch to {att.network}")
+    if intent.get("tmp") and record.netns and Path(record.netns).exists():
+        try:
             run_in_netns(record.netns, delete_link, str(intent["tmp"]))
-        for proxy in intent.get("proxies") or []:
-            delete_proxy_neighbour(str(proxy["device"]), ipaddress.ip_address(
-                str(proxy["address"])))
-        if intent.get("staging"):
+        except CNIError as exc:
+            log.warning("%s: %s", what, exc)
+    _release_proxies(list(intent.get("proxies") or []))
+    if intent.get("staging"):
+        try:
             remove_netns(str(intent["staging"]))
-    except CNIError as exc:
-        log.warning("pod %s: cleaning up after the interrupted switch to %s: %s",
-                    record.pod.get("name", record.container_id), att.network, exc)
+        except CNIError as exc:
+            log.warning("%s: %s", what, exc)
 
 
 def _config_json(net: NetworkConfigList) -> dict[str, Any]:

@@ -167,6 +167,15 @@ def ns_run(netns: str, *argv: str, timeout: float = 30, check: bool = False
                           text=True, timeout=timeout, check=check)
 
 
+def pings(netns: str, address: str, *, timeout: float = 0, wait: int = 1) -> bool:
+    """One ping from ``netns`` to ``address`` gets a reply within ``wait`` seconds; with a
+    ``timeout``, pinged again until one does or ``timeout`` seconds have passed (routes and
+    neighbours settle asynchronously). ping picks the family from the address."""
+    def once() -> bool:
+        return ns_run(netns, "ping", "-c1", f"-W{wait}", address).returncode == 0
+    return bool(wait_for(once, timeout=timeout)) if timeout else once()
+
+
 #: A stdlib-only unix socket client for a process that cannot import pycni: sends argv[2]
 #: (hex) on the socket argv[1], shuts its side, prints (hex) what it receives until the peer
 #: closes. A peer that closes with our request unread resets the connection after its
@@ -244,6 +253,7 @@ __all__ = [
     "netns_path",
     "ns_run",
     "paused_burst",
+    "pings",
     "temp_netns",
     "unique_name",
     "unix_exchange_as_nobody",

@@ -7,7 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from ..host import run_in_netns
+from ..host import run_in_netns, set_link_up
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -36,9 +36,7 @@ def _splice(conn: socket.socket, upstream: socket.socket) -> None:
 def forward_into(netns: str, port: int) -> Iterator[None]:
     """127.0.0.1:``port`` inside ``netns`` reaches 127.0.0.1:``port`` here (an API server
     on this namespace's loopback): plugins running there find it where a node's would."""
-    from . import ns_run  # the package's own helper (this module is imported by it)
-
-    ns_run(netns, "ip", "link", "set", "lo", "up", check=True)
+    run_in_netns(netns, set_link_up, "lo")
 
     def listen() -> socket.socket:
         sock = socket.socket()
@@ -52,9 +50,13 @@ def forward_into(netns: str, port: int) -> Iterator[None]:
         while True:
             try:
                 conn, _ = server.accept()
+            except OSError:
+                return  # the server socket was closed
+            try:
                 upstream = socket.create_connection(("127.0.0.1", port))
             except OSError:
-                return
+                conn.close()  # the server is not there (yet): this client sees EOF
+                continue
             threading.Thread(target=_splice, args=(conn, upstream), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
