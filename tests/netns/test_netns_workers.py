@@ -101,8 +101,9 @@ def test_a_gone_namespace_fails_at_enter(tmp_path: Path) -> None:
         pass
 
 
-def test_a_forked_child_enters_namespaces(netns: str) -> None:
-    host.run_in_netns(netns, _netns_here)  # a worker is parked in the parent now
+def _fork_entering(netns: str) -> int:
+    """Fork a child that enters ``netns`` from a thread of its own (within 10 s); its pid.
+    It exits 0 if it got there."""
     pid = os.fork()
     if pid == 0:  # the child has none of the parent's threads
         code = 1
@@ -115,8 +116,17 @@ def test_a_forked_child_enters_namespaces(netns: str) -> None:
             code = 0 if result == [_netns_of(netns)] else 1
         finally:
             os._exit(code)
+    return pid
+
+
+def _exit_code(pid: int) -> int:
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_forked_child_enters_namespaces(netns: str) -> None:
+    host.run_in_netns(netns, _netns_here)  # a worker is parked in the parent now
+    assert _exit_code(_fork_entering(netns)) == 0
 
 
 def test_a_child_forked_while_a_worker_parks_enters_namespaces(netns: str) -> None:
@@ -134,19 +144,7 @@ def test_a_child_forked_while_a_worker_parks_enters_namespaces(netns: str) -> No
     holder = threading.Thread(target=parking, daemon=True)
     holder.start()
     held.wait(30)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            result: list[tuple[int, int]] = []
-            t = threading.Thread(target=lambda: result.append(
-                host.run_in_netns(netns, _netns_here)), daemon=True)
-            t.start()
-            t.join(10)
-            code = 0 if result == [_netns_of(netns)] else 1
-        finally:
-            os._exit(code)
+    pid = _fork_entering(netns)
     done.set()
     holder.join()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert _exit_code(pid) == 0
